@@ -1,0 +1,105 @@
+"""Affine transforms as 2x3 matrices acting on ``(x, y)`` pixel coordinates.
+
+``M @ [x, y, 1]`` maps a point of the *from* grid to the *to* grid. In a
+:class:`~rastalign.model.AlignmentModel` the affine maps solve-grid pixels to moving
+pixels (a pull map), pixel centres at integer coordinates.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import AlignmentError
+
+IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+def as3(m):
+    m = np.asarray(m, dtype=float)
+    return np.vstack([m.reshape(2, 3), [0.0, 0.0, 1.0]])
+
+
+def apply_affine(m, x, y):
+    """Apply the 2x3 affine ``m`` to coordinate arrays ``x, y``; returns ``(x', y')``."""
+    m = np.asarray(m, dtype=float)
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    return m[0, 0] * x + m[0, 1] * y + m[0, 2], m[1, 0] * x + m[1, 1] * y + m[1, 2]
+
+
+def compose_affine(outer, inner):
+    """Return ``outer o inner`` (apply ``inner`` first)."""
+    return (as3(outer) @ as3(inner))[:2]
+
+
+def invert_affine(m):
+    return np.linalg.inv(as3(m))[:2]
+
+
+def fit_affine(src, dst, weights=None):
+    """Weighted least-squares affine mapping ``src`` (N, 2) onto ``dst`` (N, 2)."""
+    src = np.asarray(src, float)
+    dst = np.asarray(dst, float)
+    n = len(src)
+    if n < 3:
+        raise AlignmentError(f"an affine fit needs at least 3 tie points; got {n}")
+    w = np.ones(n) if weights is None else np.asarray(weights, float)
+    # centre for conditioning
+    c = np.average(src, axis=0, weights=w)
+    a = np.column_stack([src - c, np.ones(n)])
+    sw = np.sqrt(w)[:, None]
+    sol, *_ = np.linalg.lstsq(a * sw, dst * sw, rcond=None)
+    lin = sol[:2].T
+    off = sol[2] - lin @ c
+    return np.column_stack([lin, off])
+
+
+def residuals(m, src, dst):
+    x, y = apply_affine(m, src[:, 0], src[:, 1])
+    return np.column_stack([dst[:, 0] - x, dst[:, 1] - y])
+
+
+def robust_affine(src, dst, weights=None, threshold=1.0, seed=0, n_trials=400, clip_sigma=3.0):
+    """Seeded RANSAC followed by iterative sigma clipping.
+
+    Returns ``(matrix, inlier_mask)``. ``threshold`` (px) decides RANSAC consensus;
+    the final inliers are those within ``max(clip_sigma * robust_sigma, 1e-3)``
+    of the refined fit, never looser than ``threshold``.
+    """
+    src = np.asarray(src, float)
+    dst = np.asarray(dst, float)
+    n = len(src)
+    if n < 3:
+        raise AlignmentError(f"an affine fit needs at least 3 tie points; got {n}")
+    w = np.ones(n) if weights is None else np.asarray(weights, float)
+    rng = np.random.default_rng(seed)
+    best = None
+    best_score = -1.0
+    if n > 3:
+        for _ in range(n_trials):
+            idx = rng.choice(n, 3, replace=False)
+            s = src[idx]
+            area = abs(np.cross(s[1] - s[0], s[2] - s[0]))
+            if area < 1e-6:
+                continue
+            try:
+                m = fit_affine(s, dst[idx])
+            except np.linalg.LinAlgError:
+                continue
+            r = np.hypot(*residuals(m, src, dst).T)
+            score = w[r < threshold].sum()
+            if score > best_score:
+                best_score, best = score, r < threshold
+    inl = best if best is not None and best.sum() >= 3 else np.ones(n, bool)
+    m = fit_affine(src[inl], dst[inl], w[inl])
+    for _ in range(10):
+        r = np.hypot(*residuals(m, src, dst).T)
+        sigma = 1.4826 * np.median(r[inl]) if inl.sum() else threshold
+        lim = min(threshold, max(clip_sigma * sigma, 1e-3))
+        new = r < lim
+        if new.sum() < 3:
+            break
+        if np.array_equal(new, inl):
+            break
+        inl = new
+        m = fit_affine(src[inl], dst[inl], w[inl])
+    return m, inl

@@ -1,0 +1,180 @@
+"""Smooth residual fields: a regularised cubic B-spline surface per axis.
+
+After the robust affine, tie-point residuals that vary smoothly across the scene
+(optical distortion, terrain, a scanner's wobble) are modelled by a tensor cubic
+B-spline whose coefficients are fitted by penalised least squares. The node spacing
+and the penalty are chosen by k-fold cross-validation *against the flat field*:
+a spline is kept only when it predicts held-out tie points clearly better than no
+field at all, so the model never invents distortion that the tie points do not show.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _basis(t):
+    t2, t3 = t * t, t * t * t
+    return np.stack([(1 - t) ** 3 / 6.0, (3 * t3 - 6 * t2 + 4) / 6.0,
+                     (-3 * t3 + 3 * t2 + 3 * t + 1) / 6.0, t3 / 6.0], axis=-1)
+
+
+@dataclass(frozen=True)
+class SplineField:
+    """A displacement field ``(dx, dy) = f(x, y)`` on a uniform cubic B-spline grid.
+
+    Coordinates are solve-grid pixels ``(x, y)``; node ``k`` sits at
+    ``origin + k * spacing`` for ``k = 0..nodes-1``; coefficient arrays have shape
+    ``(ny_nodes + 2, nx_nodes + 2)`` (one extra node on each side). Outside the
+    domain the field is held at its boundary value, so it stays bounded.
+    """
+
+    origin: tuple
+    spacing: tuple
+    nodes: tuple  # (nx_nodes, ny_nodes)
+    coef_x: np.ndarray
+    coef_y: np.ndarray
+
+    def _locate(self, x, y):
+        ux = np.clip((np.asarray(x, float) - self.origin[0]) / self.spacing[0], 0, self.nodes[0] - 1)
+        uy = np.clip((np.asarray(y, float) - self.origin[1]) / self.spacing[1], 0, self.nodes[1] - 1)
+        ix = np.minimum(np.floor(ux).astype(np.int64), self.nodes[0] - 2)
+        iy = np.minimum(np.floor(uy).astype(np.int64), self.nodes[1] - 2)
+        return ix, iy, _basis(ux - ix), _basis(uy - iy)
+
+    def __call__(self, x, y):
+        x = np.asarray(x, float)
+        shape = x.shape
+        ix, iy, bx, by = self._locate(x.ravel(), np.asarray(y, float).ravel())
+        dx = np.zeros(ix.shape)
+        dy = np.zeros(ix.shape)
+        for j in range(4):
+            for i in range(4):
+                w = by[:, j] * bx[:, i]
+                dx += w * self.coef_x[iy + j, ix + i]
+                dy += w * self.coef_y[iy + j, ix + i]
+        return dx.reshape(shape), dy.reshape(shape)
+
+    def to_dict(self):
+        return {"type": "bspline3", "origin": list(self.origin), "spacing": list(self.spacing),
+                "nodes": list(self.nodes), "coef_x": self.coef_x.tolist(), "coef_y": self.coef_y.tolist()}
+
+    @classmethod
+    def from_dict(cls, d):
+        nodes = tuple(int(n) for n in d["nodes"])
+        cx = np.asarray(d["coef_x"], float)
+        cy = np.asarray(d["coef_y"], float)
+        want = (nodes[1] + 2, nodes[0] + 2)
+        if cx.shape != want or cy.shape != want:
+            raise ValueError(f"spline coefficients have shape {cx.shape}, expected {want}")
+        return cls(tuple(map(float, d["origin"])), tuple(map(float, d["spacing"])), nodes, cx, cy)
+
+
+def _design(x, y, origin, spacing, nodes):
+    """Dense design matrix (n, (ny+2)*(nx+2)) of the tensor B-spline basis."""
+    empty = SplineField(origin, spacing, nodes, np.zeros((nodes[1] + 2, nodes[0] + 2)),
+                        np.zeros((nodes[1] + 2, nodes[0] + 2)))
+    ix, iy, bx, by = empty._locate(x, y)
+    ncx = nodes[0] + 2
+    a = np.zeros((len(x), (nodes[1] + 2) * ncx))
+    rows = np.arange(len(x))
+    for j in range(4):
+        for i in range(4):
+            a[rows, (iy + j) * ncx + ix + i] += by[:, j] * bx[:, i]
+    return a
+
+
+def _penalty(nodes):
+    """Discrete thin-plate bending energy of the coefficient grid."""
+    ncx, ncy = nodes[0] + 2, nodes[1] + 2
+    n = ncx * ncy
+    rows = []
+
+    def idx(j, i):
+        return j * ncx + i
+
+    for j in range(ncy):
+        for i in range(1, ncx - 1):
+            r = np.zeros(n); r[idx(j, i - 1)] = 1; r[idx(j, i)] = -2; r[idx(j, i + 1)] = 1; rows.append(r)
+    for j in range(1, ncy - 1):
+        for i in range(ncx):
+            r = np.zeros(n); r[idx(j - 1, i)] = 1; r[idx(j, i)] = -2; r[idx(j + 1, i)] = 1; rows.append(r)
+    for j in range(ncy - 1):
+        for i in range(ncx - 1):
+            r = np.zeros(n)
+            r[idx(j, i)] = 1; r[idx(j + 1, i + 1)] = 1; r[idx(j, i + 1)] = -1; r[idx(j + 1, i)] = -1
+            rows.append(np.sqrt(2) * r)
+    d = np.array(rows)
+    return d.T @ d
+
+
+def _solve(a, w, r, pen, lam):
+    ata = (a * w[:, None]).T @ a
+    scale = np.trace(ata) / max(np.trace(pen), 1e-12)
+    lhs = ata + lam * scale * pen + 1e-9 * scale * np.eye(len(ata))
+    return np.linalg.solve(lhs, (a * w[:, None]).T @ r)
+
+
+def _grid(domain, n_nodes):
+    x0, y0, x1, y1 = domain
+    sx = max((x1 - x0) / (n_nodes - 1), 1e-9)
+    sy = max((y1 - y0) / (n_nodes - 1), 1e-9)
+    return (x0, y0), (sx, sy), (n_nodes, n_nodes)
+
+
+def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambdas=(0.01, 0.1, 1.0),
+                       folds=5, min_gain=0.1, seed=0, min_points=30, min_points_per_coef=3.0):
+    """Fit a :class:`SplineField` to residuals ``resid`` (N, 2) at ``xy`` (N, 2).
+
+    ``domain`` is ``(x0, y0, x1, y1)`` of the solve grid. Returns ``(field or None,
+    info)`` where ``info`` records the cross-validated RMS of the flat field and of
+    every candidate, and the choice made. The field is kept only when its
+    cross-validated RMS is at least ``min_gain`` (relative) below the flat one.
+    """
+    xy = np.asarray(xy, float)
+    resid = np.asarray(resid, float)
+    w = np.ones(len(xy)) if weights is None else np.asarray(weights, float)
+    info = {"n_points": int(len(xy)), "chosen": None, "candidates": []}
+    if len(xy) < min_points:
+        info["reason"] = f"too few tie points for a residual field ({len(xy)} < {min_points})"
+        return None, info
+    rng = np.random.default_rng(seed)
+    fold = rng.permutation(len(xy)) % folds
+
+    def cv_rms(design, pen, lam):
+        err = np.zeros(len(xy))
+        for k in range(folds):
+            tr, te = fold != k, fold == k
+            if pen is None:
+                pred = np.zeros((te.sum(), 2))
+            else:
+                c = _solve(design[tr], w[tr], resid[tr], pen, lam)
+                pred = design[te] @ c
+            err[te] = np.sum((resid[te] - pred) ** 2, axis=1)
+        return float(np.sqrt(np.average(err, weights=w)))
+
+    flat = cv_rms(None, None, None)
+    info["cv_rms_flat"] = flat
+    best = (flat, None, None)
+    for n_nodes in node_counts:
+        if len(xy) < min_points_per_coef * (n_nodes + 2) ** 2 and n_nodes > node_counts[0]:
+            continue
+        origin, spacing, nodes = _grid(domain, n_nodes)
+        design = _design(xy[:, 0], xy[:, 1], origin, spacing, nodes)
+        pen = _penalty(nodes)
+        for lam in lambdas:
+            score = cv_rms(design, pen, lam)
+            info["candidates"].append({"nodes": n_nodes, "lambda": lam, "cv_rms": score})
+            if score < best[0]:
+                best = (score, n_nodes, lam)
+    info["cv_rms_best"] = best[0]
+    if best[1] is None or best[0] > (1.0 - min_gain) * flat:
+        info["reason"] = "no candidate beats the flat field by the required margin"
+        return None, info
+    origin, spacing, nodes = _grid(domain, best[1])
+    design = _design(xy[:, 0], xy[:, 1], origin, spacing, nodes)
+    c = _solve(design, w, resid, _penalty(nodes), best[2])
+    shape = (nodes[1] + 2, nodes[0] + 2)
+    info["chosen"] = {"nodes": best[1], "lambda": best[2]}
+    return SplineField(origin, spacing, nodes, c[:, 0].reshape(shape), c[:, 1].reshape(shape)), info

@@ -1,0 +1,139 @@
+"""Frozen dataclasses for every knob, with defaults and validation.
+
+Option names follow coregix's ``vhr-align-image-pair`` (and spalipy's for FITS) so that
+the command-line tools, the Python API and the xarray accessor all take the same words.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, Tuple
+
+from .errors import InputError
+
+RESAMPLING = ("nearest", "bilinear", "cubic", "lanczos")
+SCHEDULERS = ("threads", "processes", "synchronous", "distributed")
+OUTPUT_FORMATS = ("GTiff", "COG", "FITS")
+
+
+@dataclass(frozen=True)
+class EstimateParams:
+    """How tie points are measured and the model is fitted.
+
+    band_index / moving_band_index / fixed_band_index are 1-based (GDAL convention),
+    as in coregix; ``None`` means band 1.
+    """
+
+    band_index: Optional[int] = None
+    moving_band_index: Optional[int] = None
+    fixed_band_index: Optional[int] = None
+    use_edge_proxies: bool = True
+    moving_nodata: Optional[float] = None
+    fixed_nodata: Optional[float] = None
+    min_valid_fraction: float = 0.05
+    solve_resolutions: Optional[Tuple[float, ...]] = None
+    clip_fixed_to_moving: bool = True
+    max_proxy_size: int = 4096
+    window: int = 96
+    min_window_valid_fraction: float = 0.8
+    min_reliability: float = 0.5
+    residual_model: str = "auto"  # "auto", "none", "spline"
+    max_tie_points: int = 4000
+    seed: int = 0
+    min_inliers: int = 6
+    max_rms_px: float = 1.0
+
+    def __post_init__(self):
+        for name in ("band_index", "moving_band_index", "fixed_band_index"):
+            v = getattr(self, name)
+            if v is not None and int(v) < 1:
+                raise InputError(f"--{name.replace('_', '-')} is 1-based; got {v}")
+        if not 0.0 <= self.min_valid_fraction <= 1.0:
+            raise InputError(f"--min-valid-fraction must be in [0, 1]; got {self.min_valid_fraction}")
+        if self.residual_model not in ("auto", "none", "spline"):
+            raise InputError(f"residual_model must be auto, none or spline; got {self.residual_model!r}")
+        if self.solve_resolutions is not None:
+            res = tuple(float(r) for r in self.solve_resolutions)
+            if not res or any(r <= 0 for r in res):
+                raise InputError(f"--solve-resolutions must be positive numbers; got {self.solve_resolutions}")
+            object.__setattr__(self, "solve_resolutions", res)
+
+    @property
+    def moving_band(self) -> int:
+        return int(self.moving_band_index or self.band_index or 1)
+
+    @property
+    def fixed_band(self) -> int:
+        return int(self.fixed_band_index or self.band_index or 1)
+
+
+@dataclass(frozen=True)
+class WarpParams:
+    """How the moving image is resampled onto the output grid and written."""
+
+    resampling: str = "cubic"
+    split_factor: Optional[int] = None
+    chunks: Optional[Tuple[int, int]] = None
+    output_nodata: Optional[float] = None
+    output_on_moving_grid: bool = True
+    enforce_mutual_valid_mask: bool = False
+    trim_edge_invalid: bool = False
+    edge_trim_depth: int = 2
+    output_format: Optional[str] = None
+    scheduler: str = "threads"
+    n_workers: Optional[int] = None
+    threads_per_worker: Optional[int] = None
+    progress: bool = False
+    overwrite: bool = False
+    max_chunk_mb: float = 64.0
+
+    def __post_init__(self):
+        if self.resampling not in RESAMPLING:
+            raise InputError(f"--resampling must be one of {', '.join(RESAMPLING)}; got {self.resampling!r}")
+        if self.split_factor is not None and not 0 <= int(self.split_factor) <= 16:
+            raise InputError(f"--split-factor must be between 0 and 16; got {self.split_factor}")
+        if self.chunks is not None:
+            ch = tuple(int(c) for c in self.chunks)
+            if len(ch) == 1:
+                ch = (ch[0], ch[0])
+            if len(ch) != 2 or min(ch) < 16:
+                raise InputError(f"--chunks takes one or two sizes of at least 16 px; got {self.chunks}")
+            object.__setattr__(self, "chunks", ch)
+        if self.output_format is not None and self.output_format not in OUTPUT_FORMATS:
+            raise InputError(f"--output-format must be one of {', '.join(OUTPUT_FORMATS)}; got {self.output_format!r}")
+        if self.edge_trim_depth < 0:
+            raise InputError(f"--edge-trim-depth must be >= 0; got {self.edge_trim_depth}")
+        sched = self.scheduler
+        if sched not in SCHEDULERS and "://" not in sched:
+            raise InputError(
+                f"--scheduler must be one of {', '.join(SCHEDULERS)} or an address like tcp://host:8786; got {sched!r}")
+
+
+def split_options(options: dict) -> Tuple[EstimateParams, WarpParams, dict]:
+    """Split a flat ``**options`` dict into (EstimateParams, WarpParams, rest).
+
+    Unknown names raise :class:`InputError` so that a typo never passes silently.
+    """
+    est_names = {f.name for f in dataclasses.fields(EstimateParams)}
+    warp_names = {f.name for f in dataclasses.fields(WarpParams)}
+    rest_names = {"temp_dir", "keep_temp_dir", "model_out", "report_out", "plot", "log_to_console"}
+    est, warp, rest = {}, {}, {}
+    for k, v in options.items():
+        if k in est_names:
+            est[k] = v
+        elif k in warp_names:
+            warp[k] = v
+        elif k in rest_names:
+            rest[k] = v
+        else:
+            raise InputError(f"unknown option {k!r}")
+    return EstimateParams(**est), WarpParams(**warp), rest
+
+
+def chunk_shape_from_split_factor(shape: Sequence[int], k: int) -> Tuple[int, int]:
+    """Chunk (rows, cols) for ``--split-factor k``: 2**k chunks laid out as
+    2**ceil(k/2) columns x 2**floor(k/2) rows (0 = one chunk)."""
+    ny, nx = int(shape[0]), int(shape[1])
+    ncols = 2 ** ((k + 1) // 2)
+    nrows = 2 ** (k // 2)
+    return max(1, -(-ny // nrows)), max(1, -(-nx // ncols))

@@ -1,0 +1,6 @@
+"""Resampling: one numpy/numba kernel (:mod:`.kernel`), the chunk planner
+(:mod:`.plan`) and the dask driver (:mod:`.dask`)."""
+from .kernel import warp_array, warp_block
+from .plan import WarpPlan, plan_warp
+
+__all__ = ["WarpPlan", "plan_warp", "warp_array", "warp_block"]
