@@ -1,0 +1,183 @@
+"""``align-fits`` and ``align-fits-simple``: spalipy's commands, same names, fixed.
+
+Fixes over spalipy 3.5.5: the parser builds (spalipy registers ``--patience-quad-cand``
+twice, so its ``align-fits`` always crashes) and ``--quad-edge-buffer`` exists;
+SExtractor positions are converted to 0-based; any ``FLUX_*`` column works; the output
+keeps the source header and carries the template WCS; ``--min-sep`` defaults to
+``2 * max-match-dist`` as in the Python API; errors are one line, exit 2 (input) or 3
+(alignment / quality), and a JSON summary is printed on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from ..errors import RastalignError
+
+PROG = "align-fits"
+
+
+def _shape(text):
+    try:
+        a, b = (int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ROWS,COLS (two integers); got {text!r}") from None
+    if a < 1 or b < 1:
+        raise argparse.ArgumentTypeError(f"output shape must be positive; got {text!r}")
+    return a, b
+
+
+def _n_det(text):
+    """An integer count, or a fraction in (0, 1] when written with a decimal point (``1.0`` = all)."""
+    try:
+        v = float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or a fraction in (0, 1]; got {text!r}") from None
+    if isinstance(v, float) and not 0.0 < v <= 1.0:
+        raise argparse.ArgumentTypeError(f"a fraction must be in (0, 1]; got {text!r}")
+    if isinstance(v, int) and v < 1:
+        raise argparse.ArgumentTypeError(f"a count must be >= 1; got {text!r}")
+    return v
+
+
+def _ext(text):
+    return int(text) if text.strip().lstrip("-").isdigit() else text
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _common(p):
+    p.add_argument("--source-ext", type=_ext, default=None,
+                   help="HDU of the source image: index or EXTNAME (default: first HDU with image data)")
+    p.add_argument("--template-ext", type=_ext, default=None, help="HDU of the template image (index or EXTNAME)")
+    p.add_argument("--min-n-match", type=int, default=100, help="minimum number of matched detections")
+    p.add_argument("--sep-thresh", type=float, default=5.0, help="sep.extract threshold, in background RMS")
+    p.add_argument("--preserve-footprints", action="store_true",
+                   help="pad the template grid so that the whole source footprint is kept")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--model-out", default=None, help="also write the fitted model (JSON)")
+    p.add_argument("--scheduler", default="threads", help="dask scheduler for the warp (threads, processes, ...)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="-v INFO, -vv DEBUG (and tracebacks)")
+
+
+def build_parser():
+    p = _Parser(prog=PROG, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                description="Align a FITS image onto a template by its stars (spalipy's align-fits).")
+    p.add_argument("source_fits", help="source FITS image to transform")
+    p.add_argument("output_filename", help="where to write the aligned source (FITS, template grid)")
+    p.add_argument("-sc", "--source-cat", default=None, help="source SExtractor catalogue (else sep detects)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("-tf", "--template-fits", default=None, help="template FITS image (sep detects)")
+    g.add_argument("-tc", "--template-cat", default=None, help="template SExtractor catalogue")
+    p.add_argument("--output-shape", type=_shape, default=None,
+                   help="output shape ROWS,COLS (numpy order; spalipy's help wrongly says x,y); "
+                        "ignored with --preserve-footprints; default: the template's shape")
+    p.add_argument("--n-det", type=_n_det, default=1.0,
+                   help="keep the N brightest detections (integer), or a fraction in (0, 1] (e.g. 0.25)")
+    p.add_argument("--n-quad-det", type=int, default=20, help="brightest detections per sub-tile used for quads")
+    p.add_argument("--min-quad-sep", type=float, default=50.0, help="minimum separation (px) within a quad")
+    p.add_argument("--max-match-dist", type=float, default=3.0, help="maximum match distance (px)")
+    p.add_argument("--sub-tile", type=int, default=1, help="build quads in N x N sub-tiles")
+    p.add_argument("--max-quad-cand", type=int, default=10, help="maximum quad candidates verified")
+    p.add_argument("--patience-quad-cand", type=int, default=2,
+                   help="stop after this many candidates without improvement")
+    p.add_argument("--quad-edge-buffer", type=float, default=0.0,
+                   help="ignore detections closer than this (px) to the edge when building quads")
+    p.add_argument("--max-quad-hash-dist", type=float, default=0.005, help="maximum quad hash distance")
+    p.add_argument("--spline-order", type=int, default=3,
+                   help="0: affine only; > 0: add the cross-validated cubic spline residual field")
+    p.add_argument("--interp-order", type=int, default=3, choices=range(6), metavar="{0..5}",
+                   help="0 nearest, 1 bilinear, 2-3 cubic, 4-5 lanczos")
+    p.add_argument("--min-fwhm", type=float, default=1.0, help="drop detections with fwhm below this")
+    p.add_argument("--bad-flag-bits", type=int, default=0, help="drop detections with flag & bits != 0")
+    p.add_argument("--min-sep", type=float, default=None,
+                   help="drop both members of pairs closer than this (px); default 2 * max-match-dist")
+    p.add_argument("--cval", type=float, default=float("nan"), help="fill value where no source pixel exists")
+    p.add_argument("--cval-mask", type=int, default=1,
+                   help="value of the MASK extension where no source pixel exists (with --write-mask)")
+    p.add_argument("--write-mask", action="store_true", help="add a MASK extension (1 = no valid source)")
+    p.add_argument("--source-mask-ext", type=_ext, default=None,
+                   help="HDU of the source file holding a mask (non-zero = bad); implies --write-mask")
+    _common(p)
+    return p
+
+
+def build_simple_parser():
+    p = _Parser(prog="align-fits-simple", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                description="Align a FITS image onto a template with an affine transform (spalipy's simple mode).")
+    p.add_argument("source_fits", help="source FITS image to transform")
+    p.add_argument("output_filename", help="where to write the aligned source")
+    p.add_argument("template_fits", help="template FITS image")
+    _common(p)
+    return p
+
+
+def _setup_logging(verbose):
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
+    root = logging.getLogger("rastalign")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _run(prog, args, kwargs):
+    from ..astro import align_fits, log_stats
+
+    _setup_logging(args.verbose)
+    try:
+        summary = align_fits(**kwargs)
+    except RastalignError as exc:
+        if args.verbose:
+            logging.getLogger("rastalign").exception("failed")
+        sys.stderr.write(f"{prog}: error: {str(exc).splitlines()[0]}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: error: interrupted\n")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - an unexpected bug: still one line unless -v
+        if args.verbose:
+            raise
+        sys.stderr.write(f"{prog}: error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                         f" (run with -v for a traceback)\n")
+        return 1
+    log_stats(summary["stats"], logging.getLogger("rastalign.astro"))
+    summary.pop("model", None)
+    sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    kw = dict(source_path=args.source_fits, output_path=args.output_filename, template_path=args.template_fits,
+              source_ext=args.source_ext, template_ext=args.template_ext, source_cat=args.source_cat,
+              template_cat=args.template_cat, output_shape=args.output_shape, n_det=args.n_det,
+              n_quad_det=args.n_quad_det, min_quad_sep=args.min_quad_sep, max_match_dist=args.max_match_dist,
+              min_n_match=args.min_n_match, sub_tile=args.sub_tile, max_quad_cand=args.max_quad_cand,
+              patience_quad_cand=args.patience_quad_cand, quad_edge_buffer=args.quad_edge_buffer,
+              max_quad_hash_dist=args.max_quad_hash_dist, spline_order=args.spline_order,
+              interp_order=args.interp_order, sep_thresh=args.sep_thresh, min_fwhm=args.min_fwhm,
+              bad_flag_bits=args.bad_flag_bits, min_sep=args.min_sep, preserve_footprints=args.preserve_footprints,
+              cval=args.cval, cval_mask=args.cval_mask, overwrite=args.overwrite, model_out=args.model_out,
+              scheduler=args.scheduler, write_mask=args.write_mask, source_mask_ext=args.source_mask_ext)
+    return _run(PROG, args, kw)
+
+
+def main_simple(argv=None):
+    """spalipy's simple mode: sep on both images, n_det=0.9, affine only (spline_order=0)."""
+    args = build_simple_parser().parse_args(argv)
+    kw = dict(source_path=args.source_fits, output_path=args.output_filename, template_path=args.template_fits,
+              source_ext=args.source_ext, template_ext=args.template_ext, min_n_match=args.min_n_match,
+              sep_thresh=args.sep_thresh, preserve_footprints=args.preserve_footprints, n_det=0.9, sub_tile=1,
+              patience_quad_cand=1, spline_order=0, overwrite=args.overwrite, model_out=args.model_out,
+              scheduler=args.scheduler)
+    return _run("align-fits-simple", args, kw)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Detection tables: astropy Tables and SExtractor catalogues, normalised to one form.
+
+The normal form is an :class:`astropy.table.Table` with the columns of spalipy,
+``x, y, flux, fwhm, flag``: ``x`` = column and ``y`` = row in **0-based** pixels (pixel
+centres at integers), ``flag`` integer. SExtractor's ``X_IMAGE/Y_IMAGE`` are 1-based and
+are converted here (spalipy does not convert them, which shifts everything by 1 px).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("x", "y", "flux", "fwhm", "flag")
+SEX_X = ("X_IMAGE", "XWIN_IMAGE", "X_IMAGE_DBL")
+SEX_Y = ("Y_IMAGE", "YWIN_IMAGE", "Y_IMAGE_DBL")
+SEX_FLUX = ("FLUX", "FLUX_AUTO", "FLUX_BEST", "FLUX_ISO", "FLUX_PSF", "FLUX_MODEL", "FLUX_APER", "FLUX_WIN",
+            "FLUX_PETRO", "FLUX_MAX")
+
+
+def empty_table():
+    from astropy.table import Table
+
+    return Table({"x": np.zeros(0), "y": np.zeros(0), "flux": np.zeros(0), "fwhm": np.zeros(0),
+                  "flag": np.zeros(0, np.int64)})
+
+
+def as_detections(table, name="detection table"):
+    """Normalise a table (astropy Table, structured array, dict of columns) to ``x, y, flux, fwhm, flag``.
+
+    ``x, y, flux`` are required; a missing ``fwhm`` becomes NaN (never filtered by
+    ``min_fwhm``) and a missing ``flag`` 0. Rows with non-finite x, y or flux are dropped.
+    """
+    from astropy.table import Table
+
+    try:
+        t = table if isinstance(table, Table) else Table(table)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{name} is not a table: {exc}") from None
+    cols = {c.lower(): c for c in t.colnames}
+    missing = [c for c in ("x", "y", "flux") if c not in cols]
+    if missing:
+        raise InputError(f"{name} lacks column(s) {', '.join(missing)} (has: {', '.join(t.colnames) or 'none'}); "
+                         f"needed: x, y, flux (fwhm, flag optional)")
+    n = len(t)
+
+    def col(c, default):
+        return np.asarray(t[cols[c]], dtype=float) if c in cols else np.full(n, default, float)
+
+    out = Table({"x": col("x", 0), "y": col("y", 0), "flux": col("flux", 0), "fwhm": col("fwhm", np.nan)})
+    flag = np.asarray(t[cols["flag"]]) if "flag" in cols else np.zeros(n, np.int64)
+    if flag.dtype.kind == "f":
+        if not np.all(np.isfinite(flag) & (flag == np.round(flag))):
+            raise InputError(f"{name}: column flag must hold integers (it is used as bit flags)")
+    elif flag.dtype.kind not in "iub":
+        raise InputError(f"{name}: column flag must hold integers, not {flag.dtype}")
+    out["flag"] = flag.astype(np.int64)
+    ok = np.isfinite(out["x"]) & np.isfinite(out["y"]) & np.isfinite(out["flux"])
+    if not ok.all():
+        log.info("%s: dropping %d row(s) with non-finite x, y or flux", name, int((~ok).sum()))
+        out = out[ok]
+    return out
+
+
+def _first(colnames, choices):
+    upper = {c.upper(): c for c in colnames}
+    for c in choices:
+        if c in upper:
+            return upper[c]
+    return None
+
+
+def read_sextractor(path):
+    """Read a SExtractor catalogue (ASCII_HEAD, or FITS / FITS_LDAC) into the normal form.
+
+    Uses ``X_IMAGE``/``Y_IMAGE`` (else ``XWIN_IMAGE``/``YWIN_IMAGE``) minus 1, the first
+    present of ``FLUX, FLUX_AUTO, FLUX_BEST, FLUX_ISO, ...`` (first aperture of a vector
+    ``FLUX_APER``), ``FWHM_IMAGE`` and ``FLAGS`` (both optional).
+    """
+    from astropy.table import Table
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"catalogue not found: {path}")
+    if p.stat().st_size == 0:
+        raise InputError(f"catalogue is empty: {path}")
+    try:
+        with open(p, "rb") as fh:
+            is_fits = fh.read(6) == b"SIMPLE"
+        if is_fits:
+            from astropy.io import fits
+
+            with fits.open(p) as hdul:
+                tabs = [h for h in hdul if isinstance(h, fits.BinTableHDU) and h.name != "LDAC_IMHEAD"]
+                if not tabs:
+                    raise InputError(f"catalogue {path} has no table HDU")
+                t = Table(tabs[-1].data)
+        else:
+            t = Table.read(p, format="ascii.sextractor")
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"not a readable SExtractor catalogue: {path} ({str(exc).splitlines()[0][:160]})") from None
+    xc, yc, fc = _first(t.colnames, SEX_X), _first(t.colnames, SEX_Y), _first(t.colnames, SEX_FLUX)
+    missing = [n for n, c in (("X_IMAGE", xc), ("Y_IMAGE", yc), ("FLUX_* (e.g. FLUX_AUTO)", fc)) if c is None]
+    if missing:
+        raise InputError(f"catalogue {path} lacks column(s) {', '.join(missing)} "
+                         f"(has: {', '.join(t.colnames) or 'none'})")
+    flux = np.asarray(t[fc], float)
+    if flux.ndim > 1:
+        flux = flux[:, 0]
+    d = {"x": np.asarray(t[xc], float) - 1.0, "y": np.asarray(t[yc], float) - 1.0, "flux": flux}
+    fw = _first(t.colnames, ("FWHM_IMAGE",))
+    if fw is not None:
+        d["fwhm"] = np.asarray(t[fw], float)
+    fl = _first(t.colnames, ("FLAGS",))
+    if fl is not None:
+        d["flag"] = np.asarray(t[fl]).astype(np.int64)
+    log.info("catalogue %s: %d rows, x/y from %s/%s (1-based -> 0-based), flux from %s", path, len(t), xc, yc, fc)
+    return as_detections(d, name=f"catalogue {path}")
+
+
+def write_sextractor(table, path, flux_col="FLUX_AUTO"):
+    """Write the normal form as an ASCII_HEAD SExtractor catalogue (1-based positions)."""
+    names = ["NUMBER", "X_IMAGE", "Y_IMAGE", flux_col, "FWHM_IMAGE", "FLAGS"]
+    units = ["", "pixel", "pixel", "count", "pixel", ""]
+    lines = [f"#{i + 1:4d} {n:<22s} {'[' + u + ']' if u else ''}" for i, (n, u) in enumerate(zip(names, units))]
+    for k, r in enumerate(table, start=1):
+        lines.append(f"{k:6d} {r['x'] + 1:12.5f} {r['y'] + 1:12.5f} {r['flux']:14.5f} {r['fwhm']:9.4f} {int(r['flag']):4d}")
+    Path(path).write_text("\n".join(lines) + "\n")

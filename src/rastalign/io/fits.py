@@ -1,0 +1,378 @@
+"""FITS images: inspection, lazy per-chunk reads, a lazy xarray view, and a streamed writer.
+
+Reads reopen the file (memory-mapped) for every window, so a reader is just a path, an
+HDU index and a box: picklable, and cheap on any dask scheduler. Scaled data
+(BSCALE/BZERO), big-endian data, integer ``BLANK`` values and NaN/Inf are handled;
+invalid pixels come back as ``valid == False`` (and NaN in float data).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+
+from ..errors import InputError, OutputError
+from .atomic import discard, temp_path_beside
+
+log = logging.getLogger(__name__)
+
+STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "XTENSION", "PCOUNT", "GCOUNT", "BSCALE", "BZERO",
+              "BLANK", "CHECKSUM", "DATASUM", "ZIMAGE", "ZBITPIX", "ZCMPTYPE", "THEAP", "TFIELDS", "END"}
+BITPIX = {"float32": -32, "float64": -64, "uint8": 8, "int16": 16, "int32": 32, "int64": 64}
+
+
+@dataclass(frozen=True)
+class FitsInfo:
+    """What is needed of one FITS image HDU, from its header only."""
+
+    path: str
+    ext: int  # resolved HDU index
+    extname: str
+    shape: Tuple[int, int]  # (rows, cols)
+    dtype: str  # dtype of the scaled data as read
+    header: object  # astropy.io.fits.Header (picklable)
+
+    @property
+    def wcs(self):
+        return wcs_of(self.header)
+
+
+def wcs_of(header):
+    """The celestial/pixel WCS of a header, or ``None`` when it has none."""
+    if not any(k in header for k in ("CTYPE1", "CRPIX1", "CD1_1", "PC1_1", "CDELT1")):
+        return None
+    from astropy.wcs import WCS
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return WCS(header, naxis=2)
+        except Exception:  # noqa: BLE001 - a broken WCS is treated as none
+            return None
+
+
+def _open(path):
+    from astropy.io import fits
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"file not found: {path}")
+    if p.is_dir():
+        raise InputError(f"not a FITS file (a folder): {path}")
+    if not os.access(p, os.R_OK):
+        raise InputError(f"file is not readable (permission denied): {path}")
+    if p.stat().st_size == 0:
+        raise InputError(f"file is empty: {path}")
+    try:
+        return fits.open(p, memmap=True, lazy_load_hdus=True, do_not_scale_image_data=True)
+    except Exception as exc:  # noqa: BLE001 - astropy raises many kinds
+        raise InputError(f"not a readable FITS file: {path} ({str(exc).splitlines()[0][:160]})") from None
+
+
+def _is_image(hdu):
+    from astropy.io import fits
+
+    return isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) and hdu.header.get("NAXIS", 0) > 0
+
+
+def _resolve(hdul, ext, path):
+    """Index of the HDU named by ``ext`` (int index, name, or None = first image HDU)."""
+    n = len(hdul)
+    if ext is None:
+        for i, h in enumerate(hdul):
+            if _is_image(h):
+                return i
+        raise InputError(f"no image HDU in {path} ({n} HDUs, none with image data)")
+    if isinstance(ext, str) and ext.strip().lstrip("-").isdigit():
+        ext = int(ext)
+    if isinstance(ext, (int, np.integer)):
+        if not 0 <= ext < n:
+            raise InputError(f"HDU {ext} not found in {path}: the file has {n} HDU(s) (0..{n - 1})")
+        return int(ext)
+    names = [h.name for h in hdul]
+    for i, name in enumerate(names):
+        if name.upper() == str(ext).upper():
+            return i
+    raise InputError(f"HDU {ext!r} not found in {path}: its HDUs are {', '.join(repr(x) for x in names)}")
+
+
+def resolve_ext(path, ext):
+    """Index of HDU ``ext`` (index or name) of ``path``; :class:`InputError` when absent."""
+    with _open(path) as hdul:
+        return _resolve(hdul, ext, path)
+
+
+def inspect_fits(path, ext=None) -> FitsInfo:
+    """Read the header of image HDU ``ext``; refuse missing HDUs, tables, cubes and empty HDUs."""
+    with _open(path) as hdul:
+        i = _resolve(hdul, ext, path)
+        hdu = hdul[i]
+        if not _is_image(hdu):
+            kind = type(hdu).__name__
+            raise InputError(f"HDU {i} ({hdu.name}) of {path} holds no image data ({kind}, NAXIS=0)")
+        hdr = hdu.header
+        naxis = int(hdr.get("ZNAXIS", hdr["NAXIS"])) if hdr.get("ZIMAGE") else int(hdr["NAXIS"])
+        key = "ZNAXIS" if hdr.get("ZIMAGE") else "NAXIS"
+        dims = [int(hdr.get(f"{key}{k}", 1)) for k in range(naxis, 0, -1)]
+        extra = [d for d in dims[:-2]]
+        if naxis < 2:
+            raise InputError(f"HDU {i} of {path} is {naxis}-D; a 2-D image is needed")
+        if any(d != 1 for d in extra):
+            raise InputError(f"HDU {i} of {path} is a {naxis}-D cube of shape {tuple(dims)}; "
+                             f"a 2-D image is needed (extract one plane first)")
+        shape = (dims[-2], dims[-1])
+        if min(shape) < 1:
+            raise InputError(f"HDU {i} of {path} has no pixels (shape {shape})")
+        bitpix = int(hdr.get("ZBITPIX", hdr["BITPIX"])) if hdr.get("ZIMAGE") else int(hdr["BITPIX"])
+        scaled = "BSCALE" in hdr or "BZERO" in hdr
+        dtype = {-32: "float32", -64: "float64"}.get(bitpix, "float64" if scaled and bitpix > 16 else "float32")
+        out_hdr = hdu.header.copy()
+    return FitsInfo(str(path), i, hdu.name, shape, dtype, out_hdr)
+
+
+def read_fits_window(path, ext, box, mask_ext=None, dtype="float32"):
+    """Read ``box = (y0, y1, x0, x1)`` of HDU ``ext`` (a resolved index) as ``(data, valid)``.
+
+    ``data`` is (1, rows, cols) native-endian ``dtype`` with BSCALE/BZERO applied and
+    NaN where invalid; ``valid`` is False at NaN/Inf, integer ``BLANK`` and, with
+    ``mask_ext``, where that HDU (same file) is non-zero. Module-level so that
+    ``functools.partial(read_fits_window, path, ext)`` is a picklable reader.
+    """
+    y0, y1, x0, x1 = (int(v) for v in box)
+    with _open(path) as hdul:
+        hdu = hdul[ext]
+        hdr = hdu.header
+        nd = int(hdr.get("ZNAXIS", hdr["NAXIS"])) if hdr.get("ZIMAGE") else int(hdr["NAXIS"])
+        lead = (0,) * (nd - 2)
+        raw = np.asarray(hdu.section[lead + (slice(y0, y1), slice(x0, x1))])  # unscaled, file values
+        bscale, bzero = float(hdr.get("BSCALE", 1.0)), float(hdr.get("BZERO", 0.0))
+        blank = hdr.get("BLANK")
+        data = raw.astype(dtype)  # native byte order
+        if bscale != 1.0:
+            data *= np.asarray(bscale, dtype)
+        if bzero != 0.0:
+            data += np.asarray(bzero, dtype)
+        valid = np.isfinite(data)
+        if blank is not None and raw.dtype.kind in "iu":
+            valid &= raw != blank
+        if mask_ext is not None:
+            m = hdul[mask_ext]
+            mnd = int(m.header["NAXIS"])
+            valid &= np.asarray(m.section[(0,) * (mnd - 2) + (slice(y0, y1), slice(x0, x1))]) == 0
+    data[~valid] = np.nan
+    return data[None], valid
+
+
+def reader(path, ext, mask_ext=None):
+    """A picklable ``read_source(box) -> (data, valid)`` for :func:`rastalign.warp.dask.run_warp`."""
+    fn = partial(read_fits_window, str(path), int(ext), mask_ext=mask_ext)
+    return fn
+
+
+def read_fits(path, ext=None, mask_ext=None, dtype="float32"):
+    """Whole image as ``(data (rows, cols), valid, info)``; refuses all-NaN frames."""
+    info = inspect_fits(path, ext)
+    if mask_ext is not None:
+        with _open(path) as hdul:
+            mask_ext = _resolve(hdul, mask_ext, path)
+    data, valid = read_fits_window(path, info.ext, (0, info.shape[0], 0, info.shape[1]), mask_ext, dtype)
+    if not valid.any():
+        raise InputError(f"HDU {info.ext} of {path} has no valid pixel: all {valid.size} are NaN/masked")
+    return data[0], valid, info
+
+
+def count_valid(path, ext, shape, mask_ext=None, rows=1024):
+    """Number of valid pixels, read in row strips (bounded memory)."""
+    n = 0
+    for y0 in range(0, shape[0], rows):
+        _, v = read_fits_window(path, ext, (y0, min(y0 + rows, shape[0]), 0, shape[1]), mask_ext)
+        n += int(v.sum())
+    return n
+
+
+class _LazyHDU:
+    """Array-like over one HDU whose ``__getitem__`` reads only the requested section."""
+
+    def __init__(self, path, ext, shape, dtype="float32"):
+        self.path, self.ext, self.dtype = str(path), int(ext), np.dtype(dtype)
+        self.shape = (1,) + tuple(shape)
+        self.ndim = 3
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (3 - len(key))
+        ys = range(*key[1].indices(self.shape[1]))
+        xs = range(*key[2].indices(self.shape[2]))
+        if len(ys) == 0 or len(xs) == 0:
+            return np.zeros((1, len(ys), len(xs)), self.dtype)[key[0]]
+        data, _ = read_fits_window(self.path, self.ext, (ys.start, ys.stop, xs.start, xs.stop), dtype=self.dtype)
+        return data[:, ::ys.step, ::xs.step][key[0]]
+
+
+def open_fits(path, ext=None, chunks=2048):
+    """Open a FITS image lazily as an ``xarray.DataArray`` (dims ``band, y, x``, dask-backed).
+
+    Invalid pixels read as NaN. ``attrs`` hold ``fits_header`` (astropy Header), ``wcs``
+    (astropy WCS or None), ``rastalign_path`` and ``rastalign_ext``.
+    """
+    import dask.array as da
+    import xarray as xr
+
+    info = inspect_fits(path, ext)
+    if isinstance(chunks, int):
+        chunks = (1, chunks, chunks)
+    arr = da.from_array(_LazyHDU(path, info.ext, info.shape), chunks=chunks, asarray=False, fancy=False,
+                        name=f"fits-{Path(path).name}-{info.ext}-{os.path.getmtime(path)}")
+    return xr.DataArray(arr, dims=("band", "y", "x"),
+                        coords={"band": [1], "y": np.arange(info.shape[0]), "x": np.arange(info.shape[1])},
+                        attrs={"fits_header": info.header, "wcs": info.wcs, "rastalign_path": str(path),
+                               "rastalign_ext": info.ext}, name=info.extname or "data")
+
+
+def output_header(source_header=None, wcs_header=None, extra=None):
+    """Source header without structural/WCS cards, plus the WCS cards of ``wcs_header``."""
+    from astropy.io import fits
+
+    hdr = fits.Header()
+    src = source_header if source_header is not None else fits.Header()
+    wcs_keys = None
+    if wcs_header is not None:
+        w = wcs_of(wcs_header)
+        wcs_keys = w.to_header(relax=True) if w is not None else fits.Header()
+    for card in src.cards:
+        k = card.keyword
+        if k in STRUCTURAL or k.startswith("NAXIS") or k.startswith("ZNAXIS") or k.startswith("ZTILE"):
+            continue
+        if wcs_keys is not None and _is_wcs_key(k):
+            continue
+        hdr.append(card, end=True)
+    if wcs_keys is not None:
+        hdr.update(wcs_keys)
+    for k, v in (extra or {}).items():
+        hdr[k if len(k) <= 8 else f"HIERARCH {k}"] = v
+    return hdr
+
+
+def _is_wcs_key(k):
+    import re
+
+    return bool(re.match(r"^(WCSAXES|CRPIX|CRVAL|CDELT|CTYPE|CUNIT|CROTA|CD\d_\d|PC\d_\d|PV\d_|PS\d_|LONPOLE|"
+                         r"LATPOLE|RADESYS|EQUINOX|EPOCH|MJDREF|WCSNAME|A_|B_|AP_|BP_|DATEREF)", k))
+
+
+class FitsWriter:
+    """Streamed FITS writer with the interface of :class:`rastalign.io.raster.RasterWriter`.
+
+    The file is laid out in full (header, then the padded data block) under a temporary
+    name beside ``path`` and memory-mapped; ``write(box, data)`` stores one chunk
+    ``(bands, rows, cols)`` at ``box = (y0, y1, x0, x1)``; ``commit()`` flushes and renames
+    it into place; ``abort()`` (or an exception inside ``with``) removes it. A single band
+    is written as a 2-D primary HDU, several as a cube. ``mask=True`` adds a ``MASK``
+    image extension (uint8) written with ``write_mask(box, mask)``.
+    """
+
+    def __init__(self, path, shape, count=1, dtype="float32", header=None, wcs_header=None, nodata=None,
+                 descriptions=None, tags=None, mask=False, **_ignored):
+        from astropy.io import fits
+
+        self.final = Path(path)
+        self.dtype = np.dtype(dtype)
+        if self.dtype.name not in BITPIX:
+            raise OutputError(f"FITS output cannot store {self.dtype.name}; use one of {', '.join(BITPIX)}")
+        ny, nx = int(shape[0]), int(shape[1])
+        self.count = int(count)
+        self.shape = (ny, nx)
+        hdr = fits.Header()
+        hdr["SIMPLE"] = True
+        hdr["BITPIX"] = BITPIX[self.dtype.name]
+        hdr["NAXIS"] = 2 if self.count == 1 else 3
+        hdr["NAXIS1"] = nx
+        hdr["NAXIS2"] = ny
+        if self.count > 1:
+            hdr["NAXIS3"] = self.count
+        hdr["EXTEND"] = True
+        if nodata is not None and self.dtype.kind in "iu":
+            hdr["BLANK"] = int(nodata)
+        body = output_header(header, wcs_header, tags)
+        for i, d in enumerate(descriptions or [], start=1):
+            if d:
+                body[f"BANDNM{i}"] = str(d)[:60]
+        hdr.extend(body, unique=False)
+        head = hdr.tostring().encode("ascii")
+        nbytes = ny * nx * self.count * self.dtype.itemsize
+        self.offset = len(head)
+        size = self.offset + nbytes + (-nbytes) % 2880
+        self.mask_offset = None
+        mhead = b""
+        if mask:
+            mh = fits.Header([("XTENSION", "IMAGE"), ("BITPIX", 8), ("NAXIS", 2), ("NAXIS1", nx), ("NAXIS2", ny),
+                              ("PCOUNT", 0), ("GCOUNT", 1), ("EXTNAME", "MASK")])
+            mh["COMMENT"] = "1 = no valid source data for this output pixel"
+            mhead = mh.tostring().encode("ascii")
+            self.mask_offset = size + len(mhead)
+            size = self.mask_offset + ny * nx + (-(ny * nx)) % 2880
+        self.tmp = temp_path_beside(self.final, ".fits")
+        try:
+            with open(self.tmp, "wb") as fh:
+                fh.write(head)
+                fh.truncate(size)
+                if mask:
+                    fh.seek(self.mask_offset - len(mhead))
+                    fh.write(mhead)
+            dims = (ny, nx) if self.count == 1 else (self.count, ny, nx)
+            self.mm = np.memmap(self.tmp, dtype=self.dtype.newbyteorder(">"), mode="r+", offset=self.offset,
+                                shape=dims)
+            self.mmask = None if not mask else np.memmap(self.tmp, dtype=np.uint8, mode="r+",
+                                                          offset=self.mask_offset, shape=(ny, nx))
+        except OSError as exc:
+            discard(self.tmp)
+            raise OutputError(f"cannot create output {path}: {exc.strerror or exc}") from None
+
+    def write(self, box, data):
+        y0, y1, x0, x1 = (int(v) for v in box)
+        data = np.asarray(data)
+        if self.count == 1:
+            self.mm[y0:y1, x0:x1] = data.reshape(y1 - y0, x1 - x0)
+        else:
+            self.mm[:, y0:y1, x0:x1] = data
+
+    def write_mask(self, box, mask):
+        y0, y1, x0, x1 = (int(v) for v in box)
+        self.mmask[y0:y1, x0:x1] = np.asarray(mask, np.uint8)
+
+    def _close(self):
+        for name in ("mm", "mmask"):
+            m = getattr(self, name, None)
+            if m is not None:
+                m.flush()
+                setattr(self, name, None)
+                del m
+
+    def commit(self):
+        try:
+            self._close()
+            os.replace(self.tmp, self.final)
+        except OSError as exc:
+            raise OutputError(f"cannot write output {self.final}: {exc.strerror or exc}") from None
+        finally:
+            discard(self.tmp)
+
+    def abort(self):
+        try:
+            self._close()
+        finally:
+            discard(self.tmp)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()
+        return False
