@@ -1,0 +1,13 @@
+"""rastalign: align a moving raster onto a reference, for scenes of any size, in memory or on Dask.
+
+Conventions: a model maps an **output pixel to a moving pixel** (a pull map), in
+``(x, y)`` order, with pixel centres at integer coordinates (0-based).
+"""
+__version__ = "0.1.0"
+
+from .errors import AlignmentError, InputError, OutputError, OverlapError, QualityError, RastalignError
+from .model import AlignmentModel
+from .pipeline import AlignmentResult, Estimate, align_image_pair, apply, estimate
+
+__all__ = ["AlignmentError", "AlignmentModel", "AlignmentResult", "Estimate", "InputError", "OutputError",
+           "OverlapError", "QualityError", "RastalignError", "__version__", "align_image_pair", "apply", "estimate"]

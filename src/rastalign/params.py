@@ -20,17 +20,20 @@ OUTPUT_FORMATS = ("GTiff", "COG", "FITS")
 class EstimateParams:
     """How tie points are measured and the model is fitted.
 
-    band_index / moving_band_index / fixed_band_index are 1-based (GDAL convention),
-    as in coregix; ``None`` means band 1.
+    ``band_index`` / ``moving_band_index`` / ``fixed_band_index`` are **0-based**, as in
+    coregix (default band 0); the per-image indexes override ``band_index``.
+    ``solve_resolutions`` are pixel sizes in the rasters' CRS units, coarse to fine;
+    ``0`` means native.
     """
 
-    band_index: Optional[int] = None
+    band_index: int = 0
     moving_band_index: Optional[int] = None
     fixed_band_index: Optional[int] = None
     use_edge_proxies: bool = True
     moving_nodata: Optional[float] = None
     fixed_nodata: Optional[float] = None
-    min_valid_fraction: float = 0.05
+    min_valid_fraction: float = 0.01
+    enforce_mutual_valid_mask: bool = True
     solve_resolutions: Optional[Tuple[float, ...]] = None
     clip_fixed_to_moving: bool = True
     max_proxy_size: int = 4096
@@ -38,7 +41,7 @@ class EstimateParams:
     min_window_valid_fraction: float = 0.8
     min_reliability: float = 0.5
     residual_model: str = "auto"  # "auto", "none", "spline"
-    max_tie_points: int = 4000
+    max_tie_points: int = 1600
     seed: int = 0
     min_inliers: int = 6
     max_rms_px: float = 1.0
@@ -46,25 +49,27 @@ class EstimateParams:
     def __post_init__(self):
         for name in ("band_index", "moving_band_index", "fixed_band_index"):
             v = getattr(self, name)
-            if v is not None and int(v) < 1:
-                raise InputError(f"--{name.replace('_', '-')} is 1-based; got {v}")
-        if not 0.0 <= self.min_valid_fraction <= 1.0:
-            raise InputError(f"--min-valid-fraction must be in [0, 1]; got {self.min_valid_fraction}")
+            if v is not None and int(v) < 0:
+                raise InputError(f"--{name.replace('_', '-')} is 0-based and must be >= 0; got {v}")
+        if not 0.0 < self.min_valid_fraction <= 1.0:
+            raise InputError(f"--min-valid-fraction must be in (0, 1]; got {self.min_valid_fraction}")
         if self.residual_model not in ("auto", "none", "spline"):
             raise InputError(f"residual_model must be auto, none or spline; got {self.residual_model!r}")
         if self.solve_resolutions is not None:
             res = tuple(float(r) for r in self.solve_resolutions)
-            if not res or any(r <= 0 for r in res):
+            if not res or any(r < 0 for r in res):
                 raise InputError(f"--solve-resolutions must be positive numbers; got {self.solve_resolutions}")
             object.__setattr__(self, "solve_resolutions", res)
 
     @property
     def moving_band(self) -> int:
-        return int(self.moving_band_index or self.band_index or 1)
+        """0-based band of the moving image used for estimation."""
+        return int(self.band_index if self.moving_band_index is None else self.moving_band_index)
 
     @property
     def fixed_band(self) -> int:
-        return int(self.fixed_band_index or self.band_index or 1)
+        """0-based band of the fixed image used for estimation."""
+        return int(self.band_index if self.fixed_band_index is None else self.fixed_band_index)
 
 
 @dataclass(frozen=True)
@@ -76,9 +81,8 @@ class WarpParams:
     chunks: Optional[Tuple[int, int]] = None
     output_nodata: Optional[float] = None
     output_on_moving_grid: bool = True
-    enforce_mutual_valid_mask: bool = False
     trim_edge_invalid: bool = False
-    edge_trim_depth: int = 2
+    edge_trim_depth: int = 8
     output_format: Optional[str] = None
     scheduler: str = "threads"
     n_workers: Optional[int] = None
@@ -101,8 +105,8 @@ class WarpParams:
             object.__setattr__(self, "chunks", ch)
         if self.output_format is not None and self.output_format not in OUTPUT_FORMATS:
             raise InputError(f"--output-format must be one of {', '.join(OUTPUT_FORMATS)}; got {self.output_format!r}")
-        if self.edge_trim_depth < 0:
-            raise InputError(f"--edge-trim-depth must be >= 0; got {self.edge_trim_depth}")
+        if self.edge_trim_depth < 1:
+            raise InputError(f"--edge-trim-depth must be > 0; got {self.edge_trim_depth}")
         sched = self.scheduler
         if sched not in SCHEDULERS and "://" not in sched:
             raise InputError(

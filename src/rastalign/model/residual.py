@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import functools
+
 import numpy as np
+import scipy.linalg
 
 
 def _basis(t):
@@ -85,6 +88,7 @@ def _design(x, y, origin, spacing, nodes):
     return a
 
 
+@functools.lru_cache(maxsize=16)
 def _penalty(nodes):
     """Discrete thin-plate bending energy of the coefficient grid."""
     ncx, ncy = nodes[0] + 2, nodes[1] + 2
@@ -113,7 +117,7 @@ def _solve(a, w, r, pen, lam):
     ata = (a * w[:, None]).T @ a
     scale = np.trace(ata) / max(np.trace(pen), 1e-12)
     lhs = ata + lam * scale * pen + 1e-9 * scale * np.eye(len(ata))
-    return np.linalg.solve(lhs, (a * w[:, None]).T @ r)
+    return scipy.linalg.solve(lhs, (a * w[:, None]).T @ r, assume_a="pos")
 
 
 def _grid(domain, n_nodes):
@@ -124,13 +128,16 @@ def _grid(domain, n_nodes):
 
 
 def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambdas=(0.01, 0.1, 1.0),
-                       folds=5, min_gain=0.1, seed=0, min_points=30, min_points_per_coef=3.0):
+                       folds=5, min_gain=0.1, min_abs_gain=0.005, seed=0, min_points=30,
+                       min_points_per_coef=3.0, choice=None):
     """Fit a :class:`SplineField` to residuals ``resid`` (N, 2) at ``xy`` (N, 2).
 
     ``domain`` is ``(x0, y0, x1, y1)`` of the solve grid. Returns ``(field or None,
     info)`` where ``info`` records the cross-validated RMS of the flat field and of
     every candidate, and the choice made. The field is kept only when its
-    cross-validated RMS is at least ``min_gain`` (relative) below the flat one.
+    cross-validated RMS is at least ``min_gain`` (relative) and ``min_abs_gain`` (px)
+    below the flat one: distortion smaller than that is not worth modelling.
+    ``choice = {"nodes": n, "lambda": lam}`` skips the selection and refits that candidate.
     """
     xy = np.asarray(xy, float)
     resid = np.asarray(resid, float)
@@ -139,6 +146,8 @@ def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambda
     if len(xy) < min_points:
         info["reason"] = f"too few tie points for a residual field ({len(xy)} < {min_points})"
         return None, info
+    if choice is not None:
+        return _fit(xy, resid, w, domain, choice["nodes"], choice["lambda"]), dict(info, chosen=choice)
     rng = np.random.default_rng(seed)
     fold = rng.permutation(len(xy)) % folds
 
@@ -169,12 +178,16 @@ def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambda
             if score < best[0]:
                 best = (score, n_nodes, lam)
     info["cv_rms_best"] = best[0]
-    if best[1] is None or best[0] > (1.0 - min_gain) * flat:
+    if best[1] is None or best[0] > (1.0 - min_gain) * flat or flat - best[0] < min_abs_gain:
         info["reason"] = "no candidate beats the flat field by the required margin"
         return None, info
-    origin, spacing, nodes = _grid(domain, best[1])
-    design = _design(xy[:, 0], xy[:, 1], origin, spacing, nodes)
-    c = _solve(design, w, resid, _penalty(nodes), best[2])
-    shape = (nodes[1] + 2, nodes[0] + 2)
     info["chosen"] = {"nodes": best[1], "lambda": best[2]}
-    return SplineField(origin, spacing, nodes, c[:, 0].reshape(shape), c[:, 1].reshape(shape)), info
+    return _fit(xy, resid, w, domain, best[1], best[2]), info
+
+
+def _fit(xy, resid, w, domain, n_nodes, lam):
+    origin, spacing, nodes = _grid(domain, n_nodes)
+    design = _design(xy[:, 0], xy[:, 1], origin, spacing, nodes)
+    c = _solve(design, w, resid, _penalty(nodes), lam)
+    shape = (nodes[1] + 2, nodes[0] + 2)
+    return SplineField(origin, spacing, nodes, c[:, 0].reshape(shape), c[:, 1].reshape(shape))

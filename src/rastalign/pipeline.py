@@ -1,0 +1,223 @@
+"""The public verbs: :func:`estimate`, :func:`apply` and :func:`align_image_pair`.
+
+``estimate`` reads each input once, as a decimated proxy, and returns the model with
+its evidence; ``apply`` warps every band of the moving image onto an output grid,
+chunk by chunk, and writes it under a temporary name; ``align_image_pair`` does both
+and reports. Option names are coregix's (see :mod:`rastalign.params`).
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .errors import AlignmentError, InputError, OverlapError, QualityError
+from .grids import check_band, check_crs, moving_to_fixed, output_grid, overlap_box
+from .io.atomic import check_output_path
+from .io.raster import RasterInfo, RasterWriter, inspect_raster, read_window
+from .model.affine import invert_affine
+from .model.model import AlignmentModel
+from .params import EstimateParams, WarpParams, split_options
+from .proxy import decimation_factor, read_proxy
+from .solve import TiePoints, build_levels, solve
+from .warp.dask import run_warp
+from .warp.plan import plan_warp
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Estimate:
+    """A model (fixed pixel -> moving pixel) and the evidence that justifies it."""
+
+    model: AlignmentModel
+    tiepoints: TiePoints
+    quality: dict
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class AlignmentResult:
+    output_image_path: Optional[str]
+    temp_dir: Optional[str]
+    model_path: Optional[str]
+    model: AlignmentModel
+    quality: dict
+    report: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return {"output_image_path": self.output_image_path, "temp_dir": self.temp_dir,
+                "model_path": self.model_path, "quality": self.quality}
+
+
+def _quality(tp: TiePoints, model, params: EstimateParams, solve_px: float) -> dict:
+    inl = tp.inlier
+    r = np.hypot(*tp.residual[inl].T) if inl.any() else np.array([np.nan])
+    q = {"n_tie_points": int(len(tp)), "n_inliers": int(inl.sum()),
+         "rms_residual_px": float(np.sqrt(np.mean(r ** 2))), "median_residual_px": float(np.median(r)),
+         "p95_residual_px": float(np.percentile(r, 95)),
+         "mean_reliability": float(np.mean(tp.reliability[inl])) if inl.any() else 0.0,
+         "residual_field": model.field is not None, "solve_pixel_size": solve_px}
+    q["passed"] = bool(q["n_inliers"] >= params.min_inliers and q["rms_residual_px"] <= params.max_rms_px)
+    return q
+
+
+def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParams] = None, **options) -> Estimate:
+    """Estimate the model mapping fixed pixels to moving pixels.
+
+    Raises :class:`InputError`, :class:`OverlapError` or :class:`AlignmentError` (with a
+    one-line message) when the pair cannot be aligned trustworthily.
+    """
+    t0 = time.perf_counter()
+    params = params or EstimateParams(**options)
+    mov = inspect_raster(moving_image_path)
+    fix = inspect_raster(fixed_image_path)
+    check_crs(mov, fix)
+    check_band(mov, params.moving_band, "moving")
+    check_band(fix, params.fixed_band, "fixed")
+    oy0, oy1, ox0, ox1 = overlap_box(mov, fix)
+    res = params.solve_resolutions
+    finest = None if not res or res[-1] == 0 else res[-1]
+    ff = decimation_factor(fix.shape, params.max_proxy_size, fix.resolution, finest)
+    fm = max(1, int(round(ff * fix.resolution / mov.resolution)))
+    fimg, fval = read_proxy(fixed_image_path, params.fixed_band, fix.shape, ff, params.fixed_nodata)
+    mimg, mval = read_proxy(moving_image_path, params.moving_band, mov.shape, fm, params.moving_nodata)
+    for name, img, val in (("moving", mimg, mval), ("fixed", fimg, fval)):
+        if not val.any():
+            raise InputError(f"the {name} image has no valid pixels (all nodata/NaN) in band {params.band_index}")
+        if float(np.ptp(img[val])) == 0.0:
+            raise InputError(f"the {name} image is constant (value {img[val][0]:g}): nothing to align on")
+    # mutual validity on the fixed proxy grid, over the overlap
+    to_moving = invert_affine(moving_to_fixed(mov, fix))
+    initial = AlignmentModel(to_moving)
+    gy, gx = np.mgrid[0:fimg.shape[0], 0:fimg.shape[1]].astype(float)
+    fx, fy = gx * ff + (ff - 1) / 2.0, gy * ff + (ff - 1) / 2.0
+    mx, my = initial(fx, fy)
+    lx, ly = np.rint((mx - (fm - 1) / 2.0) / fm).astype(int), np.rint((my - (fm - 1) / 2.0) / fm).astype(int)
+    inside = (lx >= 0) & (ly >= 0) & (lx < mimg.shape[1]) & (ly < mimg.shape[0])
+    mval_on_f = np.zeros_like(fval)
+    mval_on_f[inside] = mval[ly[inside], lx[inside]]
+    roi = inside if params.clip_fixed_to_moving else np.ones_like(inside)
+    mutual = fval & mval_on_f & roi
+    frac = mutual.sum() / max(roi.sum(), 1)
+    if frac < params.min_valid_fraction or mutual.sum() < 64:
+        raise OverlapError(f"too little valid data: {100 * frac:.2f}% of the overlap is valid in both images "
+                           f"(--min-valid-fraction {params.min_valid_fraction:g})")
+    if params.enforce_mutual_valid_mask:
+        fval = fval & mval_on_f
+    sr = list(res[:-1]) if res else []
+    levels = build_levels(fimg, fval, mimg, mval, ff, fm, params.use_edge_proxies)
+    if sr:  # keep the levels nearest to the requested coarser resolutions
+        wanted = {min(range(len(levels)), key=lambda i: abs(levels[i].f_fixed * fix.resolution - r)) for r in sr if r}
+        levels = [lv for i, lv in enumerate(levels) if i == 0 or i in wanted] or levels[:1]
+    domain = (float(ox0), float(oy0), float(ox1 - 1), float(oy1 - 1))
+    t1 = time.perf_counter()
+    result = solve(levels, initial, domain, window=params.window, min_valid=params.min_window_valid_fraction,
+                   seed=params.seed, residual_model=params.residual_model, max_tie_points=params.max_tie_points)
+    t2 = time.perf_counter()
+    model = AlignmentModel(result.model.affine, result.model.field, output_shape=fix.shape, moving_shape=mov.shape)
+    tp = result.tiepoints
+    keep = tp.reliability >= params.min_reliability
+    tp.inlier = tp.inlier & keep
+    quality = _quality(tp, model, params, ff * fix.resolution)
+    info = {"proxy_factor": {"fixed": ff, "moving": fm}, "valid_overlap_fraction": float(frac),
+            "levels": result.levels, "field": result.field_info,
+            "timings_s": {"proxies": t1 - t0, "solve": t2 - t1}}
+    if not quality["passed"]:
+        raise QualityError(f"alignment failed the quality check: {quality['n_inliers']} inliers of "
+                           f"{quality['n_tie_points']} tie points (need {params.min_inliers}), rms "
+                           f"{quality['rms_residual_px']:.3f} px (limit {params.max_rms_px:g})")
+    return Estimate(model, tp, quality, info)
+
+
+def _read_moving(path, nodata, box):
+    return read_window(path, box, nodata=nodata)
+
+
+class _BandReader:
+    """Picklable reader of every band of a raster (path + nodata), for warp tasks."""
+
+    def __init__(self, path, nodata, n_bands):
+        self.path, self.nodata, self.n_bands = str(path), nodata, n_bands
+
+    def __call__(self, box):
+        return read_window(self.path, box, nodata=self.nodata)
+
+
+def default_output_nodata(mov: RasterInfo, fix: Optional[RasterInfo], given):
+    """Output nodata: given, else the moving image's, else the fixed image's, else 0 (coregix)."""
+    for v in (given, mov.nodata, fix.nodata if fix is not None else None):
+        if v is not None:
+            nd = float(v)
+            if np.dtype(mov.dtype).kind in "iu":
+                info = np.iinfo(mov.dtype)
+                if not (info.min <= nd <= info.max) or nd != int(nd):
+                    raise InputError(f"--output-nodata {v:g} does not fit the output data type {mov.dtype}")
+            return nd
+    return 0.0
+
+
+def apply(moving_image_path, model: AlignmentModel, output_image_path, grid, params: WarpParams,
+          moving_nodata=None, output_nodata=None, fixed_info=None, client=None) -> dict:
+    """Warp every band of the moving image onto ``grid`` with ``model`` (output px -> moving px)."""
+    mov = inspect_raster(moving_image_path)
+    fmt = params.output_format or ("COG" if str(output_image_path).lower().endswith(".cog.tif") else
+                                   "FITS" if str(output_image_path).lower().endswith((".fits", ".fit", ".fts")) else "GTiff")
+    if fmt == "FITS":
+        raise InputError("FITS output of GeoTIFF inputs is not supported yet: use a .tif output")
+    nodata = default_output_nodata(mov, fixed_info, output_nodata)
+    trim = params.edge_trim_depth if params.trim_edge_invalid else 0
+    plan = plan_warp(grid.shape, mov.count, params.resampling, params.split_factor, params.chunks, params.max_chunk_mb)
+    reader = _BandReader(moving_image_path, moving_nodata, mov.count)
+    with RasterWriter(output_image_path, grid.shape, mov.count, mov.dtype, grid.crs, grid.transform, nodata,
+                      mov.descriptions, fmt=fmt, tags={"RASTALIGN_MODEL": model.to_json(indent=None)[:30000]}) as w:
+        stats = run_warp(reader, mov.shape, model, plan, w, mov.dtype, nodata, scheduler=params.scheduler,
+                         progress=params.progress, trim_depth=trim, client=client)
+        w.commit()
+    stats.update({"n_chunks": plan.n_chunks, "chunks": [list(c) for c in plan.chunks][:2], "format": fmt,
+                  "output_nodata": nodata})
+    return stats
+
+
+def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **options) -> AlignmentResult:
+    """Estimate the model, warp every band of the moving image and write it; see :mod:`rastalign.params`.
+
+    Extra options: ``temp_dir``, ``keep_temp_dir``, ``model_out``, ``report_out``.
+    """
+    from .report import build_report, write_report
+    from .scheduler import scheduler_client
+
+    t0 = time.perf_counter()
+    est_p, warp_p, rest = split_options(options)
+    out = check_output_path(output_image_path, [moving_image_path, fixed_image_path], warp_p.overwrite)
+    model_out = rest.get("model_out") or f"{output_image_path}.model.json"
+    check_output_path(model_out, [moving_image_path, fixed_image_path, output_image_path], warp_p.overwrite)
+    work = Path(tempfile.mkdtemp(prefix="rastalign_", dir=rest.get("temp_dir")))
+    keep = bool(rest.get("keep_temp_dir"))
+    try:
+        with scheduler_client(warp_p) as client:
+            est = estimate(moving_image_path, fixed_image_path, est_p)
+            mov = inspect_raster(moving_image_path)
+            fix = inspect_raster(fixed_image_path)
+            grid = output_grid(mov, fix, warp_p.output_on_moving_grid, est_p.clip_fixed_to_moving)
+            model = est.model.with_output_grid(grid.pre, grid.shape)
+            t1 = time.perf_counter()
+            stats = apply(moving_image_path, model, out, grid, warp_p, est_p.moving_nodata, warp_p.output_nodata,
+                          fix, client=client)
+        report = build_report(est, model, stats, mov, fix, grid, est_p, warp_p,
+                              {"estimate_s": t1 - t0, "warp_write_s": stats["warp_write_s"],
+                               "total_s": time.perf_counter() - t0})
+        model.to_json(model_out)
+        write_report(report, est, work, rest.get("report_out"), rest.get("plot"))
+        return AlignmentResult(str(output_image_path), str(work) if keep else None, str(model_out), model,
+                               est.quality, report)
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)

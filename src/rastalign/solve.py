@@ -1,0 +1,224 @@
+"""Coarse-to-fine estimation of the fixed-pixel -> moving-pixel model from proxies.
+
+Levels are decimated copies of the fixed and moving proxies at the same ground
+resolution. The coarsest level gives a global offset (phase correlation of the whole
+overlap); every level then measures a grid of windows through the current model and
+refits it; the finest level also fits the smooth residual field and is iterated so
+the tie points are measured with the final geometry.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import AlignmentError
+from .model.affine import apply_affine, compose_affine, fit_affine, robust_affine
+from .model.model import AlignmentModel
+from .model.residual import fit_residual_field
+from ._bspline import sample as sample_bspline3
+from .proxy import downsample2, edge_proxy, normalised
+from .tiepoints.correlation import match_windows, phase_shift, window_centres
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Level:
+    """One pyramid level: images on their own grids, with full-res pixel = f * px + (f - 1) / 2."""
+
+    fixed: np.ndarray
+    fvalid: np.ndarray
+    moving: np.ndarray
+    mvalid: np.ndarray
+    f_fixed: float
+    f_moving: float
+
+
+@dataclass
+class TiePoints:
+    """Tie points in full-resolution pixels: fixed ``(x, y)`` <-> moving ``(x, y)``."""
+
+    fixed: np.ndarray
+    moving: np.ndarray
+    weight: np.ndarray
+    reliability: np.ndarray
+    inlier: np.ndarray = None
+    residual: np.ndarray = None  # (n, 2) moving px, observed - model
+    level: np.ndarray = None
+
+    def __len__(self):
+        return len(self.fixed)
+
+
+def _scale(f):
+    """2x3 affine: level pixel -> full-resolution pixel."""
+    return np.array([[f, 0.0, (f - 1) / 2.0], [0.0, f, (f - 1) / 2.0]])
+
+
+def _unscale(f):
+    return np.array([[1.0 / f, 0.0, -(f - 1) / (2.0 * f)], [0.0, 1.0 / f, -(f - 1) / (2.0 * f)]])
+
+
+def build_levels(fixed, fvalid, moving, mvalid, f_fixed, f_moving, use_edges, min_side=256) -> List[Level]:
+    """Finest first. Each level halves both proxies until the short side reaches ``min_side``."""
+    levels = []
+    fi, fv, mi, mv, ff, fm = fixed, fvalid, moving, mvalid, float(f_fixed), float(f_moving)
+    while True:
+        if use_edges:
+            fe, fev = edge_proxy(fi, fv)
+            me, mev = edge_proxy(mi, mv)
+        else:
+            fe, fev = normalised(fi, fv), fv
+            me, mev = normalised(mi, mv), mv
+        levels.append(Level(fe, fev, me, mev, ff, fm))
+        if min(fi.shape) < 2 * min_side or min(mi.shape) < 2 * min_side:
+            break
+        fi, fv = downsample2(fi, fv)
+        mi, mv = downsample2(mi, mv)
+        ff, fm = ff * 2, fm * 2
+    return levels
+
+
+class _Sampler:
+    """Samples a level's moving proxy at fixed-level coordinates through a model."""
+
+    def __init__(self, level: Level, model: AlignmentModel):
+        self.coef = ndimage.spline_filter(level.moving.astype(np.float64), order=3, mode="mirror")
+        # samples need all 4x4 cubic taps valid
+        self.valid = ndimage.binary_erosion(level.mvalid, structure=np.ones((5, 5), bool), border_value=0)
+        self.to_full = _scale(level.f_fixed)
+        self.to_level = _unscale(level.f_moving)
+        self.model = model
+        # d(moving level px) / d(fixed level px) of the affine part
+        self.jac = (self.to_level[:, :2] @ model.linear[:, :2]) * level.f_fixed
+
+    def _coords(self, x, y):
+        fx, fy = apply_affine(self.to_full, x, y)
+        mx, my = self.model(fx, fy)
+        return apply_affine(self.to_level, mx, my)
+
+    def _sample(self, lx, ly):
+        return sample_bspline3(self.coef, self.valid, lx, ly)
+
+    def __call__(self, x, y):
+        return self._sample(*self._coords(x, y))
+
+    def window(self, gx, gy):
+        return _Window(self, *self._coords(gx, gy))
+
+
+class _Window:
+    """A window's moving coordinates at zero shift; a shift moves them by the affine Jacobian
+    (the residual field's change over a sub-pixel shift is negligible)."""
+
+    def __init__(self, sampler, lx, ly):
+        self.s, self.lx, self.ly = sampler, lx, ly
+
+    def at(self, sx, sy):
+        j = self.s.jac
+        return self.s._sample(self.lx + j[0, 0] * sx + j[0, 1] * sy, self.ly + j[1, 0] * sx + j[1, 1] * sy)
+
+
+def global_offset(level: Level, model: AlignmentModel):
+    """Translate ``model`` by the phase-correlation offset of the whole overlap at this level."""
+    gy, gx = np.mgrid[0:level.fixed.shape[0], 0:level.fixed.shape[1]].astype(float)
+    sample = _Sampler(level, model)
+    mw, mv = sample(gx, gy)
+    sx, sy, peak = phase_shift(level.fixed, mw, level.fvalid, mv)
+    s = np.array([sx, sy]) * level.f_fixed
+    shifted = compose_affine(model.affine, np.array([[1.0, 0.0, s[0]], [0.0, 1.0, s[1]]]))
+    log.info("global offset at 1/%g: (%.2f, %.2f) full px, peak %.1f", level.f_fixed, s[0], s[1], peak)
+    return AlignmentModel(shifted, None), peak
+
+
+def measure(level: Level, model: AlignmentModel, window, step, min_valid, search) -> TiePoints:
+    valid = level.fvalid
+    centres = window_centres(valid, window, step, min_valid)
+    sample = _Sampler(level, model)
+    res = match_windows(level.fixed, valid, sample, centres, window, search)
+    ok = res["ok"]
+    c = res["centre"][ok]
+    s = res["shift"][ok]
+    pf = apply_affine(_scale(level.f_fixed), c[:, 0], c[:, 1])
+    pm_level = c + s
+    qf = apply_affine(_scale(level.f_fixed), pm_level[:, 0], pm_level[:, 1])
+    qm = model(*qf)
+    rel = np.clip(res["ncc"][ok], 0, 1)
+    return TiePoints(np.column_stack(pf), np.column_stack(qm), rel ** 2, rel,
+                     level=np.full(ok.sum(), level.f_fixed))
+
+
+def fit_model(tp: TiePoints, domain, allow_field, threshold, seed=0, residual_model="auto"):
+    """Robust affine, then (optionally) the residual field, with joint outlier clipping."""
+    p, q, w = tp.fixed, tp.moving, tp.weight
+    aff, inl = robust_affine(p, q, w, threshold=threshold, seed=seed)
+    fld, info, choice = None, {}, None
+    for it in range(3):
+        if allow_field and residual_model != "none" and (it == 0 or choice is not None):
+            pa = np.column_stack(apply_affine(aff, p[inl, 0], p[inl, 1]))
+            fld, info = fit_residual_field(p[inl], q[inl] - pa, w[inl], domain, seed=seed, choice=choice,
+                                           min_gain=0.0 if residual_model == "spline" else 0.1)
+            choice = info.get("chosen")
+        m = AlignmentModel(aff, fld)
+        pred = np.column_stack(m(p[:, 0], p[:, 1]))
+        r = np.hypot(*(q - pred).T)
+        sigma = 1.4826 * np.median(r[inl]) if inl.any() else threshold
+        lim = min(threshold, max(3.5 * sigma, 0.02))
+        new = r < lim
+        if new.sum() < 3:
+            break
+        inl = new
+        if fld is not None:
+            dx, dy = fld(p[inl, 0], p[inl, 1])
+            target = q[inl] - np.column_stack([dx, dy])
+        else:
+            target = q[inl]
+        aff = fit_affine(p[inl], target, w[inl])
+    m = AlignmentModel(aff, fld)
+    tp.residual = q - np.column_stack(m(p[:, 0], p[:, 1]))
+    tp.inlier = inl
+    return m, info
+
+
+@dataclass
+class SolveResult:
+    model: AlignmentModel  # fixed px -> moving px
+    tiepoints: TiePoints
+    field_info: dict
+    levels: list = field(default_factory=list)
+
+
+def solve(levels: List[Level], initial: AlignmentModel, domain, window=96, min_valid=0.8, seed=0,
+          residual_model="auto", max_tie_points=4000, finest_iterations=2) -> SolveResult:
+    coarse = levels[-1]
+    model, peak = global_offset(coarse, initial)
+    history = []
+    tp = None
+    info = {}
+    for li in range(len(levels) - 1, -1, -1):
+        lev = levels[li]
+        finest = li == 0
+        win = int(min(window, max(32, min(lev.fixed.shape) // 4)))
+        win -= win % 2
+        n_side = max(2, int(np.sqrt(max_tie_points)))
+        step = max(int(0.75 * win), int(max(lev.fixed.shape) / n_side))
+        search = max(2, win // 4)
+        for it in range(finest_iterations if finest else 1):
+            if it > 0 and model.field is None:
+                break  # re-measuring only pays when the residual field changed the geometry
+            tp = measure(lev, model, win, step, min_valid, search)
+            if len(tp) < 3:
+                raise AlignmentError(f"too few tie points at resolution 1/{lev.f_fixed:g}: {len(tp)} windows matched "
+                                     f"(the images share too little texture or valid data)")
+            thr = 2.5 * max(lev.f_fixed, 1.0)
+            model, info = fit_model(tp, domain, allow_field=finest, threshold=thr, seed=seed,
+                                    residual_model=residual_model)
+            rms = float(np.sqrt(np.mean(np.sum(tp.residual[tp.inlier] ** 2, axis=1)))) if tp.inlier.any() else np.nan
+            history.append({"scale": lev.f_fixed, "window": win, "n_tie_points": len(tp),
+                            "n_inliers": int(tp.inlier.sum()), "rms_px": rms, "field": model.field is not None})
+            log.info("level 1/%g: %d tie points, %d inliers, rms %.4f px", lev.f_fixed, len(tp), tp.inlier.sum(), rms)
+    return SolveResult(model, tp, info, history)

@@ -1,0 +1,1 @@
+"""Tie-point sources: windowed correlation (VHR) and star detections + quads (astronomy)."""

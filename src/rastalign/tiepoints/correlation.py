@@ -1,0 +1,155 @@
+"""Tie points by windowed correlation, coarse to fine, with sub-pixel peaks.
+
+For each window centred on a fixed-image point ``p`` the moving image is *resampled
+through the current model* onto the fixed window, so what remains is a small shift
+``s``. It is found in two steps:
+
+1. integer peak of the Hann-windowed phase correlation, plus a parabolic step;
+2. iterated least-squares matching (Lucas-Kanade with gain and offset), each
+   iteration resampling the moving image at ``T(p + s)`` with a cubic spline.
+
+The tie point is ``p <-> T(p + s)`` and its reliability is the normalised cross
+correlation of the two windows after matching (1 = identical up to gain/offset).
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from scipy import ndimage
+
+
+def _parabolic(cm, c0, cp):
+    den = cm - 2.0 * c0 + cp
+    return 0.0 if den == 0 else float(np.clip(0.5 * (cm - cp) / den, -0.5, 0.5))
+
+
+def phase_shift(a, b, va=None, vb=None, max_shift=None):
+    """Shift ``s`` with ``b(p + s) ~ a(p)`` by masked, Hann-windowed phase correlation.
+
+    Returns ``(sx, sy, peak)`` where ``peak`` is the height of the correlation peak
+    relative to the surface's spread (a rough confidence).
+    """
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    ny, nx = a.shape
+    win = np.outer(np.hanning(ny), np.hanning(nx))
+    va = np.ones(a.shape, bool) if va is None else va
+    vb = np.ones(b.shape, bool) if vb is None else vb
+    am = a[va].mean() if va.any() else 0.0
+    bm = b[vb].mean() if vb.any() else 0.0
+    fa = np.fft.rfft2(np.where(va, a - am, 0.0) * win)
+    fb = np.fft.rfft2(np.where(vb, b - bm, 0.0) * win)
+    cross = np.conj(fa) * fb
+    cross /= np.abs(cross) + 1e-12 * np.abs(cross).max() + 1e-30
+    cc = np.fft.fftshift(np.fft.irfft2(cross, s=(ny, nx)))
+    cy, cx = ny // 2, nx // 2
+    if max_shift is not None:
+        m = int(max_shift)
+        sub = cc[max(cy - m, 0):cy + m + 1, max(cx - m, 0):cx + m + 1]
+        iy, ix = np.unravel_index(np.argmax(sub), sub.shape)
+        iy += max(cy - m, 0)
+        ix += max(cx - m, 0)
+    else:
+        iy, ix = np.unravel_index(np.argmax(cc), cc.shape)
+    iy = int(np.clip(iy, 1, ny - 2))
+    ix = int(np.clip(ix, 1, nx - 2))
+    sx = ix - cx + _parabolic(cc[iy, ix - 1], cc[iy, ix], cc[iy, ix + 1])
+    sy = iy - cy + _parabolic(cc[iy - 1, ix], cc[iy, ix], cc[iy + 1, ix])
+    spread = cc.std() + 1e-30
+    return sx, sy, float((cc[iy, ix] - cc.mean()) / spread)
+
+
+def _ncc(a, b, v):
+    if v.sum() < 16:
+        return 0.0
+    x = a[v] - a[v].mean()
+    y = b[v] - b[v].mean()
+    den = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / den) if den > 0 else 0.0
+
+
+def lk_refine(fixed, fvalid, win, s0, iterations=10, tol=2e-4):
+    """Least-squares refinement of the shift ``s`` with ``moving(T(p + s)) ~ fixed(p)``.
+
+    ``win.at(sx, sy) -> (values, valid)`` samples the moving image through the current
+    model over the window shifted by ``s``. Gain and offset between the images are
+    solved with the shift. Returns ``(sx, sy, ncc, ok)``.
+    """
+    sx, sy = s0
+    mv, mval = win.at(sx, sy)
+    v = fvalid & mval
+    if v.sum() < 0.25 * v.size:
+        return sx, sy, 0.0, False
+    # gradients next to invalid samples are unreliable
+    v &= ndimage.binary_erosion(mval, border_value=1)
+    f = fixed[v]
+    ones = np.ones(f.size)
+    for _ in range(iterations):
+        gyy, gxx = np.gradient(mv)
+        design = np.column_stack([gxx[v], gyy[v], mv[v], ones])
+        try:
+            sol = np.linalg.solve(design.T @ design, design.T @ (f - mv[v]))
+        except np.linalg.LinAlgError:
+            return sx, sy, 0.0, False
+        step = sol[:2]
+        if not np.all(np.isfinite(step)) or np.hypot(*step) > 3.0:
+            return sx, sy, 0.0, False
+        sx += step[0]
+        sy += step[1]
+        mv, _ = win.at(sx, sy)
+        if np.hypot(*step) < tol:
+            break
+    return sx, sy, _ncc(fixed, mv, v), True
+
+
+def window_centres(valid, window, step, min_valid_fraction):
+    """Centres ``(x, y)`` of windows on a regular grid whose valid fraction is high enough."""
+    ny, nx = valid.shape
+    h = window // 2
+    integral = np.pad(valid.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    out = []
+    for cy in range(h, ny - h + 1, step):
+        for cx in range(h, nx - h + 1, step):
+            y0, x0 = cy - h, cx - h
+            n = integral[y0 + window, x0 + window] - integral[y0, x0 + window] - integral[y0 + window, x0] + integral[y0, x0]
+            if n >= min_valid_fraction * window * window:
+                out.append((cx, cy))
+    return np.array(out, float).reshape(-1, 2)
+
+
+def match_windows(fixed, fvalid, sample, centres, window, search, lk_iterations=10):
+    """Measure the residual shift at every window centre.
+
+    ``sample.window(gx, gy)`` returns an object whose ``at(sx, sy)`` samples the moving
+    image through the current model at ``(gx + sx, gy + sy)``. Returns a dict of arrays: ``centre`` (n, 2), ``shift`` (n, 2), ``ncc`` (n,),
+    ``ok`` (n,) bool. Shifts are in the pixels of ``fixed``.
+    """
+    h = window // 2
+    n = len(centres)
+    shift = np.zeros((n, 2))
+    ncc = np.zeros(n)
+    ok = np.zeros(n, bool)
+    oy, ox = np.mgrid[-h:window - h, -h:window - h].astype(float)
+
+    def one(k):
+        cx, cy = centres[k]
+        ix, iy = int(cx), int(cy)
+        fw = fixed[iy - h:iy - h + window, ix - h:ix - h + window].astype(np.float64)
+        fv = fvalid[iy - h:iy - h + window, ix - h:ix - h + window]
+        if fw[fv].std() < 1e-9:
+            return
+        win = sample.window(ox + cx, oy + cy)
+        mw, mv = win.at(0.0, 0.0)
+        if mv.mean() < 0.5 or mw[mv].std() < 1e-9:
+            return
+        sx, sy, _ = phase_shift(fw, mw, fv, mv, max_shift=search)
+        sx, sy, c, good = lk_refine(fw, fv, win, (sx, sy), lk_iterations)
+        shift[k] = sx, sy
+        ncc[k] = c
+        ok[k] = good and abs(sx) <= search + 1 and abs(sy) <= search + 1
+
+    with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
+        list(pool.map(one, range(n)))
+    return {"centre": np.asarray(centres, float), "shift": shift, "ncc": ncc, "ok": ok}
