@@ -235,11 +235,12 @@ def window_shift(a, b, iterations=4, margin=8):
     return sx, sy
 
 
-def measure_misregistration(aligned, reference, valid=None, window=128, step=None):
+def measure_misregistration(aligned, reference, valid=None, window=128, step=None, min_ncc=None):
     """Residual shifts between an aligned image and its reference, window by window.
 
     Returns an array (n, 4) of ``(x_centre, y_centre, dx, dy)`` for every window fully
-    inside ``valid`` (both images' validity, True = usable). This is the yardstick the
+    inside ``valid`` (both images' validity, True = usable) and, with ``min_ncc``, whose
+    correlation is at least that (to skip clouds and changes in real pairs). This is the yardstick the
     acceptance figures use: an independent windowed cross-correlation, not the
     pipeline's own tie-point estimator.
     """
@@ -254,6 +255,8 @@ def measure_misregistration(aligned, reference, valid=None, window=128, step=Non
                 continue
             a, r = aligned[sl], reference[sl]
             if r.std() == 0 or a.std() == 0:
+                continue
+            if min_ncc is not None and np.corrcoef(a.ravel(), r.ravel())[0, 1] < min_ncc:
                 continue
             dx, dy = window_shift(r, a)
             rows.append((x0 + window / 2 - 0.5, y0 + window / 2 - 0.5, dx, dy))

@@ -78,7 +78,8 @@ def robust_affine(src, dst, weights=None, threshold=1.0, seed=0, n_trials=400, c
         for _ in range(n_trials):
             idx = rng.choice(n, 3, replace=False)
             s = src[idx]
-            area = abs(np.cross(s[1] - s[0], s[2] - s[0]))
+            u, v = s[1] - s[0], s[2] - s[0]
+            area = abs(u[0] * v[1] - u[1] * v[0])
             if area < 1e-6:
                 continue
             try:

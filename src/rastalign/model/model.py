@@ -126,7 +126,7 @@ class AlignmentModel:
     def from_json(cls, text_or_path) -> "AlignmentModel":
         """Parse a model from a JSON string or a path to a JSON file (data only, never code)."""
         text = str(text_or_path)
-        if not text.lstrip().startswith("{"):
+        if not text.lstrip().startswith(("{", "[")):
             try:
                 with open(text, "r", encoding="utf-8") as fh:
                     text = fh.read()

@@ -44,8 +44,8 @@ def _weights(method, x, w):
     s = 0.0
     for k in range(6):
         d = t + 2.0 - k
-        if d == 0.0:
-            v = 1.0
+        if t == 0.0:
+            v = 1.0 if k == 2 else 0.0  # integer position: exactly the pixel itself
         elif abs(d) >= 3.0:
             v = 0.0
         else:

@@ -1,0 +1,80 @@
+"""What every rastalign command shares: logging set-up, the error contract and signals.
+
+Errors a user can cause become one line ``<prog>: error: <cause>`` on stderr and a
+non-zero exit; a traceback appears only with ``-v``. SIGTERM is turned into the same
+clean unwinding as Ctrl-C, so temporary files are removed and no partial output is
+left at the final path.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+
+from ..errors import RastalignError
+
+
+class _Terminated(BaseException):
+    pass
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def setup_logging(verbose: int, to_console: bool = False):
+    level = logging.WARNING
+    if to_console or verbose >= 1:
+        level = logging.INFO
+    if verbose >= 2:
+        level = logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    if verbose < 2:
+        for noisy in ("distributed", "rasterio", "numba", "matplotlib", "fsspec", "asyncio", "tornado"):
+            logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def run(prog: str, func, verbose: int) -> int:
+    """Run ``func()`` under the error contract; print its JSON result on stdout."""
+    old = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        result = func()
+        if result is not None:
+            sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+            sys.stdout.flush()
+        return 0
+    except RastalignError as exc:
+        if verbose:
+            logging.getLogger(prog).exception("failed")
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: error: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except _Terminated:
+        print(f"{prog}: error: terminated; no output was written", file=sys.stderr)
+        return 143
+    except MemoryError:
+        print(f"{prog}: error: out of memory: use --split-factor or --chunks to bound chunk size", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if verbose:
+            logging.getLogger(prog).exception("failed")
+        msg = exc.strerror or str(exc)
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"{prog}: error: {msg}{where}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug: still one line, but say so
+        if verbose:
+            logging.getLogger(prog).exception("internal error")
+        print(f"{prog}: error: internal error ({exc.__class__.__name__}: {_one_line(exc)}); "
+              f"rerun with -v for details", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _one_line(exc) -> str:
+    text = str(exc).strip() or exc.__class__.__name__
+    return " ".join(text.split())[:500]

@@ -1,0 +1,114 @@
+"""``vhr-align-image-pair``: coregix's command, same option names and meaning, plus rastalign's.
+
+Band indexes are 0-based (as in coregix). On success one JSON object is printed on
+stdout: ``output_image_path``, ``temp_dir``, ``model_path`` and ``quality``.
+"""
+from __future__ import annotations
+
+import argparse
+
+from .. import __version__
+from .common import run, setup_logging
+
+PROG = "vhr-align-image-pair"
+
+
+def _resolutions(text):
+    try:
+        vals = tuple(float(v) for v in str(text).split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not vals or any(v < 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"resolutions must be >= 0 (0 = native), got {text!r}")
+    return vals
+
+
+def _chunks(text):
+    try:
+        vals = tuple(int(v) for v in str(text).lower().replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ROWS[,COLS], got {text!r}") from None
+    if len(vals) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected ROWS[,COLS], got {text!r}")
+    return vals if len(vals) == 2 else (vals[0], vals[0])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Align a moving raster onto a fixed (reference) raster.",
+                                allow_abbrev=False)
+    b = argparse.BooleanOptionalAction
+    g = p.add_argument_group("inputs and output")
+    g.add_argument("--moving-image", required=True, help="raster to align (every band is warped)")
+    g.add_argument("--fixed-image", required=True, help="reference raster")
+    g.add_argument("--output-image", required=True, help="aligned output (.tif; .cog.tif or --output-format COG)")
+    g.add_argument("--band-index", type=int, default=0, help="0-based band used for estimation in both images")
+    g.add_argument("--moving-band-index", type=int, default=None, help="0-based moving band (overrides --band-index)")
+    g.add_argument("--fixed-band-index", type=int, default=None, help="0-based fixed band (overrides --band-index)")
+    g.add_argument("--moving-nodata", type=float, default=None, help="moving nodata (default: the file's)")
+    g.add_argument("--fixed-nodata", type=float, default=None, help="fixed nodata (default: the file's)")
+    g.add_argument("--output-nodata", type=float, default=None,
+                   help="output nodata (default: moving nodata, then fixed nodata, else 0)")
+    e = p.add_argument_group("estimation")
+    e.add_argument("--use-edge-proxies", action=b, default=True, help="estimate on gradient-magnitude proxies")
+    e.add_argument("--min-valid-fraction", type=float, default=0.01,
+                   help="minimum fraction of the overlap valid in both images (0 < F <= 1)")
+    e.add_argument("--solve-resolutions", "--solve-resolution", type=_resolutions, default=None,
+                   help="coarse-to-fine solve pixel sizes in CRS units, e.g. 8,4,0 (0 = native)")
+    e.add_argument("--clip-fixed-to-moving", action=b, default=True,
+                   help="restrict estimation (and a fixed-grid output) to the moving footprint")
+    e.add_argument("--enforce-mutual-valid-mask", action=b, default=True,
+                   help="use only pixels valid in both images for estimation")
+    e.add_argument("--residual-model", choices=("auto", "none", "spline"), default="auto",
+                   help="smooth non-rigid field after the affine: auto keeps it only if cross-validation shows "
+                        "distortion")
+    e.add_argument("--max-rms", type=float, default=1.0, dest="max_rms_px",
+                   help="quality check: fail when the inlier residual RMS exceeds this (px)")
+    e.add_argument("--min-inliers", type=int, default=6, help="quality check: minimum inlier tie points")
+    w = p.add_argument_group("warp and output")
+    w.add_argument("--output-on-moving-grid", action=b, default=True,
+                   help="write on the moving grid (default) or on the fixed grid cropped to the moving footprint")
+    w.add_argument("--resampling", choices=("nearest", "bilinear", "cubic", "lanczos"), default="cubic")
+    w.add_argument("--split-factor", type=int, default=None,
+                   help="2^k output chunks (2^ceil(k/2) columns x 2^floor(k/2) rows); default: automatic by memory")
+    w.add_argument("--chunks", type=_chunks, default=None, help="output chunk size ROWS[,COLS] in pixels")
+    w.add_argument("--output-format", choices=("GTiff", "COG", "FITS"), default=None,
+                   help="default from the output suffix (.cog.tif -> COG)")
+    w.add_argument("--trim-edge-invalid", action=b, default=False,
+                   help="set output pixels within --edge-trim-depth of invalid pixels to nodata")
+    w.add_argument("--edge-trim-depth", type=int, default=8)
+    w.add_argument("--overwrite", action="store_true", help="replace an existing output (never an input)")
+    s = p.add_argument_group("execution and reporting")
+    s.add_argument("--scheduler", default="threads",
+                   help="threads | processes | synchronous | distributed | tcp://host:port")
+    s.add_argument("--n-workers", type=int, default=None, help="workers of --scheduler distributed")
+    s.add_argument("--threads-per-worker", type=int, default=None)
+    s.add_argument("--progress", action="store_true", help="progress bar on stderr")
+    s.add_argument("--temp-dir", default=None, help="parent folder of the working folder")
+    s.add_argument("--keep-temp-dir", action="store_true", help="keep the working folder (tie points, report)")
+    s.add_argument("--model-out", default=None, help="model JSON path (default: OUTPUT.model.json)")
+    s.add_argument("--report-out", default=None, help="full report JSON (quality, tie points, timings)")
+    s.add_argument("--plot", default=None, help="PNG of residual vectors and their histogram")
+    s.add_argument("--log-to-console", action="store_true", help="log progress to stderr")
+    s.add_argument("-v", "--verbose", action="count", default=0, help="more logging; tracebacks on error")
+    s.add_argument("--version", action="version", version=f"%(prog)s (rastalign) {__version__}")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.log_to_console)
+    opts = vars(args).copy()
+    for k in ("moving_image", "fixed_image", "output_image", "verbose"):
+        opts.pop(k)
+
+    def go():
+        from ..pipeline import align_image_pair
+
+        res = align_image_pair(args.moving_image, args.fixed_image, args.output_image, **opts)
+        return res.summary()
+
+    return run(PROG, go, args.verbose)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

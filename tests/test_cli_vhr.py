@@ -1,0 +1,128 @@
+"""The vhr-align-image-pair command: JSON contract, metadata kept, and bad input refused cleanly."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import read_tif, write_tif
+from rastalign.cli.vhr import main
+from rastalign.testing import make_pair, write_pair
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pair")
+    moving, fixed, truth = write_pair(d, (512, 640), rotation_deg=0.2, shift=(4.3, -2.2), bands=3, seed=11)
+    import rasterio
+
+    with rasterio.open(moving, "r+") as ds:
+        for i, name in enumerate(("red", "green", "nir"), start=1):
+            ds.set_band_description(i, name)
+    return moving, fixed, truth
+
+
+def test_cli_success_prints_json_and_keeps_metadata(pair, tmp_path, capsys):
+    moving, fixed, _ = pair
+    out = tmp_path / "out.tif"
+    code, stdout, err = run_cli(["--moving-image", moving, "--fixed-image", fixed, "--output-image", out,
+                                 "--report-out", tmp_path / "r.json", "--split-factor", "2"], capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["output_image_path"] == str(out)
+    assert summary["temp_dir"] is None
+    assert os.path.exists(summary["model_path"])
+    for k in ("n_tie_points", "n_inliers", "rms_residual_px", "median_residual_px"):
+        assert k in summary["quality"]
+    data, prof, desc = read_tif(out)
+    mdata, mprof, _ = read_tif(moving)
+    assert data.shape == mdata.shape and data.dtype == mdata.dtype
+    assert prof["crs"] == mprof["crs"] and prof["transform"] == mprof["transform"]
+    assert prof["nodata"] == mprof["nodata"]
+    assert desc == ("red", "green", "nir")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert len(report["tiepoints"]) == summary["quality"]["n_tie_points"]
+    assert not [p for p in os.listdir(tmp_path) if ".rastalign-tmp-" in p]
+
+
+def test_cli_fixed_grid_and_cog(pair, tmp_path, capsys):
+    moving, fixed, _ = pair
+    out = tmp_path / "out.tif"
+    code, stdout, err = run_cli(["--moving-image", moving, "--fixed-image", fixed, "--output-image", out,
+                                 "--no-output-on-moving-grid", "--output-format", "COG", "--resampling", "bilinear",
+                                 "--keep-temp-dir", "--temp-dir", tmp_path], capsys)
+    assert code == 0, err
+    s = json.loads(stdout)
+    assert s["temp_dir"] and os.path.exists(os.path.join(s["temp_dir"], "tiepoints.csv"))
+    import rasterio
+
+    with rasterio.open(out) as ds:
+        assert ds.overviews(1) or min(ds.shape) < 1024
+        assert ds.profile["tiled"]
+
+
+def _assert_refused(code, out, err, match, output):
+    assert code != 0
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert match in lines[0], lines[0]
+    assert not os.path.exists(output)
+    assert not [p for p in os.listdir(os.path.dirname(output)) if ".rastalign-tmp-" in p]
+
+
+def test_bad_inputs_are_refused_in_one_line(pair, tmp_path, capsys):
+    moving, fixed, _ = pair
+    out = str(tmp_path / "out.tif")
+    garbage = tmp_path / "garbage.tif"
+    garbage.write_bytes(b"this is not a raster" * 10)
+    empty = tmp_path / "empty.tif"
+    empty.write_bytes(b"")
+    p = make_pair((256, 256), seed=2)
+    far = write_tif(tmp_path / "far.tif", p.fixed, transform=(0.5, 0, 900000.0, 0, -0.5, 5800000.0))
+    other_crs = write_tif(tmp_path / "crs.tif", p.fixed, crs="EPSG:32634")
+    const = write_tif(tmp_path / "const.tif", np.full((1, 512, 640), 7, np.uint16))
+    mostly_nodata = np.zeros((1, 512, 640), np.uint16)
+    mostly_nodata[0, :3, :3] = np.arange(9).reshape(3, 3) + 5
+    sparse = write_tif(tmp_path / "sparse.tif", mostly_nodata, nodata=0)
+    cases = [
+        ([moving, tmp_path / "missing.tif"], "file not found"),
+        ([moving, garbage], "not a readable raster"),
+        ([moving, empty], "file is empty"),
+        ([moving, far], "do not overlap"),
+        ([moving, other_crs], "different CRS"),
+        ([const, fixed], "constant"),
+        ([sparse, fixed], "too little valid data"),
+    ]
+    for (m, f), match in cases:
+        code, o, e = run_cli(["--moving-image", m, "--fixed-image", f, "--output-image", out], capsys)
+        _assert_refused(code, o, e, match, out)
+    code, o, e = run_cli(["--moving-image", moving, "--fixed-image", fixed, "--output-image", out,
+                          "--band-index", "5"], capsys)
+    _assert_refused(code, o, e, "out of range", out)
+    code, o, e = run_cli(["--moving-image", moving, "--fixed-image", fixed, "--output-image", moving], capsys)
+    assert code != 0 and "same file as an input" in e
+    existing = tmp_path / "exists.tif"
+    existing.write_bytes(b"keep me")
+    code, o, e = run_cli(["--moving-image", moving, "--fixed-image", fixed, "--output-image", existing], capsys)
+    assert code != 0 and "--overwrite" in e and existing.read_bytes() == b"keep me"
+    code, o, e = run_cli(["--moving-image", moving, "--fixed-image", fixed, "--output-image",
+                          tmp_path / "nodir" / "o.tif"], capsys)
+    assert code != 0 and "does not exist" in e
+
+
+def test_console_script_exit_status(pair, tmp_path):
+    moving, fixed, _ = pair
+    r = subprocess.run([sys.executable, "-m", "rastalign.cli.vhr", "--moving-image", str(moving), "--fixed-image",
+                        str(tmp_path / "nope.tif"), "--output-image", str(tmp_path / "o.tif")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().startswith("vhr-align-image-pair: error: file not found")
