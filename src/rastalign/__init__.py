@@ -8,6 +8,9 @@ __version__ = "0.1.0"
 from .errors import AlignmentError, InputError, OutputError, OverlapError, QualityError, RastalignError
 from .model import AlignmentModel
 from .pipeline import AlignmentResult, Estimate, align_image_pair, apply, estimate
+from .io.fits import open_fits
+from .astro import FitsAligner, Spalipy, align_fits, estimate_fits
 
 __all__ = ["AlignmentError", "AlignmentModel", "AlignmentResult", "Estimate", "InputError", "OutputError",
-           "OverlapError", "QualityError", "RastalignError", "__version__", "align_image_pair", "apply", "estimate"]
+           "OverlapError", "QualityError", "RastalignError", "__version__", "align_image_pair", "apply", "estimate",
+           "open_fits", "FitsAligner", "Spalipy", "align_fits", "estimate_fits"]

@@ -97,13 +97,7 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
     # mutual validity on the fixed proxy grid, over the overlap
     to_moving = invert_affine(moving_to_fixed(mov, fix))
     initial = AlignmentModel(to_moving)
-    gy, gx = np.mgrid[0:fimg.shape[0], 0:fimg.shape[1]].astype(float)
-    fx, fy = gx * ff + (ff - 1) / 2.0, gy * ff + (ff - 1) / 2.0
-    mx, my = initial(fx, fy)
-    lx, ly = np.rint((mx - (fm - 1) / 2.0) / fm).astype(int), np.rint((my - (fm - 1) / 2.0) / fm).astype(int)
-    inside = (lx >= 0) & (ly >= 0) & (lx < mimg.shape[1]) & (ly < mimg.shape[0])
-    mval_on_f = np.zeros_like(fval)
-    mval_on_f[inside] = mval[ly[inside], lx[inside]]
+    inside, mval_on_f = _moving_validity_on_fixed(initial, fimg.shape, ff, mval, fm)
     roi = inside if params.clip_fixed_to_moving else np.ones_like(inside)
     mutual = fval & mval_on_f & roi
     frac = mutual.sum() / max(roi.sum(), 1)
@@ -137,8 +131,21 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
     return Estimate(model, tp, quality, info)
 
 
-def _read_moving(path, nodata, box):
-    return read_window(path, box, nodata=nodata)
+def _moving_validity_on_fixed(initial, fshape, ff, mval, fm, rows=256):
+    """(inside moving footprint, moving valid) on the fixed proxy grid, in row strips (bounded memory)."""
+    inside = np.zeros(fshape, bool)
+    mv = np.zeros(fshape, bool)
+    xs = np.arange(fshape[1]) * ff + (ff - 1) / 2.0
+    for y0 in range(0, fshape[0], rows):
+        y1 = min(y0 + rows, fshape[0])
+        gx, gy = np.meshgrid(xs, np.arange(y0, y1) * ff + (ff - 1) / 2.0)
+        mx, my = initial(gx, gy)
+        lx = np.rint((mx - (fm - 1) / 2.0) / fm).astype(np.int64)
+        ly = np.rint((my - (fm - 1) / 2.0) / fm).astype(np.int64)
+        ins = (lx >= 0) & (ly >= 0) & (lx < mval.shape[1]) & (ly < mval.shape[0])
+        inside[y0:y1] = ins
+        mv[y0:y1][ins] = mval[ly[ins], lx[ins]]
+    return inside, mv
 
 
 class _BandReader:
