@@ -10,6 +10,7 @@ from .model import AlignmentModel
 from .pipeline import AlignmentResult, Estimate, align_image_pair, apply, estimate
 from .io.fits import open_fits
 from .astro import FitsAligner, Spalipy, align_fits, estimate_fits
+from . import accessor  # noqa: F401,E402 - registers the xarray accessor ``coreg``
 
 __all__ = ["AlignmentError", "AlignmentModel", "AlignmentResult", "Estimate", "InputError", "OutputError",
            "OverlapError", "QualityError", "RastalignError", "__version__", "align_image_pair", "apply", "estimate",

@@ -1,0 +1,467 @@
+"""The xarray accessor ``coreg``, registered on DataArray and Dataset by ``import rastalign``.
+
+::
+
+    moving = rioxarray.open_rasterio("moving.tif", chunks=1024)
+    reference = rioxarray.open_rasterio("reference.tif", chunks=1024)
+    aligned = moving.coreg.align(reference, resampling="cubic")   # lazy, dask-backed
+    aligned.rio.to_raster("aligned.tif")                          # computed here, chunk by chunk
+
+    model = moving.coreg.estimate(reference)          # AlignmentModel on the output grid
+    other = moving_b8.coreg.apply(model)              # same model, another band / image
+    on_ref = moving.coreg.apply(model, grid=reference)  # same model, onto the reference grid
+
+The model is the usual pull map: **output pixel -> moving pixel**, ``(x, y)``, pixel
+centres at integer coordinates (0-based). ``estimate`` returns it on the grid chosen by
+``output_on_moving_grid`` (the moving grid by default, else the reference grid cropped to
+the moving footprint) and records the grids in ``model.meta["grids"]`` so that ``apply``
+can re-base it onto any other grid of the same CRS, or onto a moving array of another
+resolution (pure scale/offset between the moving grids).
+
+Options are those of :func:`rastalign.align_image_pair` (GeoTIFF-like arrays) or of
+:func:`rastalign.align_fits` (FITS arrays from :func:`rastalign.open_fits`). The
+accessor is thin: estimation calls :func:`rastalign.estimate` /
+:func:`rastalign.estimate_fits` on the files behind the arrays (their band is written
+to a temporary file when an array is not file-backed), and the warp is a dask graph
+with one task per output chunk, each slicing only the source box it needs and calling
+the same :func:`~rastalign.warp.dask.warp_chunk` as the command line, so the result
+equals the CLI's output. Nothing is read before ``compute``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .errors import HaloError, InputError
+from .grids import output_grid
+from .io.raster import RasterInfo, validity
+from .model.affine import IDENTITY, compose_affine, invert_affine
+from .params import WarpParams, split_options
+
+log = logging.getLogger(__name__)
+
+FITS_TRANSFORM = (1.0, 0.0, -0.5, 0.0, 1.0, -0.5)  # world = pixel (pixel centres at integers)
+WARP_KEYS = {f.name for f in dataclasses.fields(WarpParams)}
+
+
+# ----------------------------------------------------------------------------- grids of arrays
+def _is_fits(da) -> bool:
+    return "fits_header" in da.attrs or "rastalign_ext" in da.attrs
+
+
+def _dims(da):
+    """(y dim, x dim) of an array: rioxarray's when it knows them, else the last two."""
+    import rioxarray  # noqa: F401 - registers ``.rio``
+
+    try:
+        return da.rio.y_dim, da.rio.x_dim
+    except Exception:  # noqa: BLE001 - rioxarray raises several kinds when dims are unknown
+        return da.dims[-2], da.dims[-1]
+
+
+def _pix2world(t):
+    a, b, c, d, e, f = t
+    return np.array([[a, b, c + 0.5 * (a + b)], [d, e, f + 0.5 * (d + e)]])
+
+
+def grid_info(da, nodata=None) -> RasterInfo:
+    """The grid of ``da`` as a :class:`~rastalign.io.raster.RasterInfo` (FITS: world = pixel)."""
+    ydim, xdim = _dims(da)
+    shape = (int(da.sizes[ydim]), int(da.sizes[xdim]))
+    count = int(np.prod([n for d, n in da.sizes.items() if d not in (ydim, xdim)] or [1]))
+    if _is_fits(da):
+        t, crs, nd = FITS_TRANSFORM, None, None
+    else:
+        t = _transform(da, ydim, xdim)
+        crs = da.rio.crs.to_wkt() if da.rio.crs is not None else None
+        nd = da.rio.nodata
+    nd = nodata if nodata is not None else nd
+    nd = None if nd is None else float(nd)
+    return RasterInfo(str(_source(da) or ""), shape, count, str(da.dtype), tuple(float(v) for v in t), crs, nd,
+                      (), "none" if nd is None else "nodata")
+
+
+def _transform(da, ydim, xdim):
+    """rioxarray's transform, recomputed from the coordinates when they disagree (e.g. after coarsen)."""
+    t = tuple(da.rio.transform())[:6]
+    a, b, c, d, e, f = t
+    if b == 0 and d == 0 and xdim in da.coords and ydim in da.coords and min(da.shape[-2:]) > 1:
+        xs, ys = da.coords[xdim].values, da.coords[ydim].values
+        n = np.arange(2) + 0.5
+        tol = dict(rtol=0.0, atol=1e-6 * max(abs(a), abs(e)))
+        if not (np.allclose(xs[:2], c + a * n, **tol) and np.allclose(ys[:2], f + e * n, **tol)):
+            t = tuple(da.rio.transform(recalc=True))[:6]
+    return t
+
+
+def _source(da):
+    return da.encoding.get("source") or da.attrs.get("rastalign_path")
+
+
+def _file_backed(da, info):
+    """The file behind ``da`` when the array still has that file's grid, else None."""
+    path = _source(da)
+    if not path or not Path(path).is_file():
+        return None
+    if _is_fits(da):
+        from .io.fits import inspect_fits
+
+        ok = tuple(inspect_fits(path, da.attrs.get("rastalign_ext")).shape) == info.shape
+    else:
+        from .io.raster import inspect_raster
+
+        f = inspect_raster(path)
+        ok = (f.shape == info.shape and f.count == info.count and np.allclose(f.transform, info.transform))
+    return path if ok else None
+
+
+def _as3d(da):
+    ydim, xdim = _dims(da)
+    other = [d for d in da.dims if d not in (ydim, xdim)]
+    if len(other) > 1:
+        raise InputError(f"the accessor takes (y, x) or (band, y, x) arrays; got dims {da.dims}")
+    arr = da.transpose(*other, ydim, xdim).data
+    return arr if arr.ndim == 3 else arr[None]
+
+
+def _write_band(da, band, path, nodata):
+    """Write one band of ``da`` as a GeoTIFF (or FITS) file for estimation."""
+    arr = np.asarray(_as3d(da)[band])
+    if _is_fits(da):
+        from astropy.io import fits
+
+        fits.PrimaryHDU(arr.astype(np.float32)).writeto(path)
+        return path
+    import rasterio
+    from affine import Affine
+
+    info = grid_info(da, nodata)
+    with rasterio.open(path, "w", driver="GTiff", width=arr.shape[1], height=arr.shape[0], count=1,
+                       dtype=arr.dtype, crs=info.crs, transform=Affine(*info.transform), nodata=info.nodata,
+                       tiled=arr.shape[0] >= 256 and arr.shape[1] >= 256) as ds:
+        ds.write(arr, 1)
+    return path
+
+
+# ----------------------------------------------------------------------------- options
+def _split(fits, options):
+    """(estimation options, WarpParams, extra) for the kind of array."""
+    options = dict(options)
+    if not fits:
+        est, warp, rest = split_options(options)
+        return est, warp, rest
+    from .astro import DEFAULTS, resampling_for
+
+    options.pop("moving_nodata", None)  # FITS invalid pixels are NaN
+    est = {k: options.pop(k) for k in list(options) if k in DEFAULTS or k in ("source_ext", "template_ext")}
+    warp = {k: options.pop(k) for k in list(options) if k in WARP_KEYS}
+    if "resampling" not in warp:
+        warp["resampling"] = resampling_for(est.get("interp_order", DEFAULTS["interp_order"]))
+    if options:
+        raise InputError(f"unknown option(s) for FITS arrays: {', '.join(sorted(options))}")
+    return est, WarpParams(**warp), {}
+
+
+# ----------------------------------------------------------------------------- estimate
+def estimate(moving, reference, evidence=False, **options):
+    """Model (output px -> moving px) for aligning ``moving`` onto ``reference``; see the module doc.
+
+    With ``evidence=True`` returns ``(model, evidence)``: the :class:`~rastalign.Estimate`
+    (tie points, quality) for raster arrays, the fit evidence dict for FITS arrays.
+    """
+    reference = _as_array(reference, moving.name)
+    fits = _is_fits(moving)
+    est_o, warp_p, rest = _split(fits, options)
+    mov, ref = grid_info(moving), grid_info(reference)
+    with tempfile.TemporaryDirectory(prefix="rastalign_acc_") as tmp:
+        if fits:
+            model, ev = _estimate_fits(moving, reference, est_o, tmp)
+        else:
+            model, ev = _estimate_raster(moving, reference, est_o, tmp)
+    if fits:
+        on_moving = warp_p.output_on_moving_grid
+        grid = output_grid(mov, ref, on_moving, False) if on_moving else None
+        if grid is not None:
+            model = model.with_output_grid(grid.pre, grid.shape)
+        out_t = mov.transform if on_moving else FITS_TRANSFORM
+        wcs = reference.attrs.get("wcs")
+        extra = {"wcs": wcs.to_header_string(relax=True) if wcs is not None else None}
+    else:
+        grid = output_grid(mov, ref, warp_p.output_on_moving_grid, est_o.clip_fixed_to_moving)
+        model = model.with_output_grid(grid.pre, grid.shape)
+        out_t, extra = grid.transform, {}
+        if rest.get("plot"):
+            from .report import plot_residuals
+
+            plot_residuals(ev, rest["plot"])
+    grids = {"solve_transform": list(ref.transform), "output_transform": list(out_t),
+             "moving_transform": list(mov.transform), "crs": ref.crs, "kind": "fits" if fits else "raster", **extra}
+    model = dataclasses.replace(model, meta={**model.meta, "grids": grids})
+    return (model, ev) if evidence else model
+
+
+def _estimate_raster(moving, reference, est_p, tmp):
+    from .pipeline import estimate as _estimate
+
+    paths, bands = [], {}
+    for role, da, band, nd in (("moving", moving, est_p.moving_band, est_p.moving_nodata),
+                               ("fixed", reference, est_p.fixed_band, est_p.fixed_nodata)):
+        path = _file_backed(da, grid_info(da))
+        if path is None:
+            if not 0 <= band < grid_info(da).count:
+                raise InputError(f"{role} band index {band} is out of range (indexes are 0-based)")
+            path = _write_band(da, band, os.path.join(tmp, f"{role}.tif"), nd)
+            bands[f"{role}_band_index"] = 0
+        paths.append(path)
+    est = _estimate(paths[0], paths[1], dataclasses.replace(est_p, **bands))
+    return est.model, est
+
+
+def _estimate_fits(moving, reference, o, tmp):
+    from .astro import estimate_fits
+
+    o = dict(o)
+    paths = []
+    for role, da in (("source", moving), ("template", reference)):
+        path = _file_backed(da, grid_info(da))
+        if path is None:
+            path = _write_band(da, 0, os.path.join(tmp, f"{role}.fits"), None)
+            o[f"{role}_ext"] = 0
+        else:
+            o.setdefault(f"{role}_ext", da.attrs.get("rastalign_ext"))
+        paths.append(path)
+    return estimate_fits(paths[0], paths[1], **o)
+
+
+# ----------------------------------------------------------------------------- re-basing a model
+def rebase(model, moving_info, grid=None):
+    """``(model, output RasterInfo-like)``: ``model`` seen from ``grid`` (None: its own) and ``moving_info``."""
+    g = model.meta.get("grids", {})
+    pre = np.asarray(model.pre, float)
+    if g.get("solve_transform"):
+        ws = _pix2world(g["solve_transform"])
+    elif model.output_shape is not None and tuple(model.output_shape) == moving_info.shape:
+        ws = compose_affine(moving_info.pixel_to_world, invert_affine(pre))  # its output grid is the moving grid
+    else:
+        ws = None
+    if grid is None:
+        if model.output_shape is None:
+            raise InputError("the model has no output grid: pass grid=<a DataArray on the output grid>")
+        out_t = g.get("output_transform")
+        if out_t is None:
+            if tuple(model.output_shape) != moving_info.shape:
+                raise InputError("the model's output grid is not the moving grid: pass grid=<reference array>")
+            out_t = moving_info.transform
+        out = dataclasses.replace(moving_info, shape=tuple(model.output_shape), transform=tuple(out_t),
+                                  crs=g.get("crs", moving_info.crs))
+        m = model
+    else:
+        out = grid
+        if g.get("crs") and grid.crs:
+            from .grids import same_crs
+
+            if not same_crs(g["crs"], grid.crs):
+                raise InputError("the grid's CRS differs from the model's: reproject it first")
+        if ws is None:
+            if tuple(model.output_shape or ()) != grid.shape:
+                raise InputError("cannot relate the model's grid to this grid: estimate it with the accessor")
+            m = model
+        else:
+            m = model.with_output_grid(compose_affine(invert_affine(ws), grid.pixel_to_world), grid.shape)
+    mt = g.get("moving_transform")
+    if mt is not None and not np.allclose(mt, moving_info.transform, rtol=0, atol=1e-9 * max(map(abs, mt))):
+        post = compose_affine(invert_affine(moving_info.pixel_to_world), _pix2world(mt))
+        m = _post_compose(m, post, moving_info)
+    elif m.moving_shape is not None and tuple(m.moving_shape) != moving_info.shape:
+        raise InputError(f"the model was estimated for a moving grid of shape {tuple(m.moving_shape)}, "
+                         f"this array is {moving_info.shape}")
+    return m, out
+
+
+def _post_compose(model, post, moving_info):
+    """Follow ``model`` by the affine ``post`` (old moving px -> new moving px)."""
+    field = model.field
+    if field is not None:
+        if abs(post[0, 1]) > 1e-12 or abs(post[1, 0]) > 1e-12:
+            raise InputError("the moving arrays' grids differ by a rotation: a residual field cannot follow it")
+        field = dataclasses.replace(field, coef_x=field.coef_x * post[0, 0], coef_y=field.coef_y * post[1, 1])
+    g = dict(model.meta.get("grids", {}), moving_transform=list(moving_info.transform))
+    return dataclasses.replace(model, affine=compose_affine(post, model.affine), field=field,
+                               moving_shape=moving_info.shape, meta={**model.meta, "grids": g})
+
+
+# ----------------------------------------------------------------------------- lazy warp
+def _warp_task(piece, sbox, source_shape, model, box, resampling, dtype, nodata_out, trim, out_shape,
+               nodata_in, n_bands):
+    """One output chunk: warp the in-memory source ``piece`` (exactly ``sbox``) like the CLI does."""
+    from .warp.dask import warp_chunk
+
+    def read(b):
+        if tuple(b) != tuple(sbox):
+            raise HaloError(f"chunk {box} asked for source box {b}, planned {sbox}")
+        data = np.asarray(piece)
+        return data, validity(data, nodata_in)
+
+    read.n_bands = n_bands
+    arr, _ = warp_chunk(read, source_shape, model, box, resampling, dtype, nodata_out, trim, out_shape)
+    return arr
+
+
+def warp_lazy(source, model, out_shape, warp_p: WarpParams, nodata_in, nodata_out, dtype):
+    """A dask array (bands, rows, cols): one task per output chunk, each on its source box only."""
+    import dask
+    import dask.array as da
+
+    from .warp.kernel import source_box
+    from .warp.plan import plan_warp
+
+    if not isinstance(source, da.Array):
+        source = da.from_array(np.asarray(source), chunks=(-1, 1024, 1024))
+    nb, src_shape = source.shape[0], tuple(source.shape[1:])
+    plan = plan_warp(out_shape, nb, warp_p.resampling, warp_p.split_factor, warp_p.chunks, warp_p.max_chunk_mb)
+    trim = warp_p.edge_trim_depth if warp_p.trim_edge_invalid else 0
+    dtype = np.dtype(dtype)
+    oy, ox = plan.output_shape
+    rows, row = [], None
+    for i, j, (y0, y1, x0, x1) in plan.boxes():
+        if j == 0:
+            row = []
+            rows.append(row)
+        g = (max(y0 - trim, 0), min(y1 + trim, oy), max(x0 - trim, 0), min(x1 + trim, ox)) if trim else (y0, y1, x0, x1)
+        sbox = source_box(model, g, plan.resampling, src_shape, plan.extra)
+        piece = None if sbox is None else source[:, sbox[0]:sbox[1], sbox[2]:sbox[3]]
+        task = dask.delayed(_warp_task, pure=True)(piece, sbox, src_shape, model, (y0, y1, x0, x1), plan.resampling,
+                                                   dtype.str, nodata_out, trim, plan.output_shape, nodata_in, nb)
+        row.append(da.from_delayed(task, shape=(nb, y1 - y0, x1 - x0), dtype=dtype))
+    return da.block(rows)
+
+
+def _output_nodata(moving, reference, given, dtype):
+    from .pipeline import default_output_nodata
+
+    return default_output_nodata(dataclasses.replace(grid_info(moving), dtype=str(dtype)),
+                                 None if reference is None else grid_info(reference), given)
+
+
+def apply(moving, model, grid=None, reference=None, **options):
+    """Warp ``moving`` (DataArray) with ``model`` onto ``grid`` (a DataArray on the output grid, or None)."""
+    fits = _is_fits(moving)
+    _, warp_p, _ = _split(fits, options)
+    nd_in = options.get("moving_nodata")
+    mov = grid_info(moving, nd_in)
+    m, out = rebase(model, mov, None if grid is None else grid_info(grid))
+    dtype = np.dtype("float32") if fits else moving.dtype
+    nd_out = np.nan if fits else _output_nodata(moving, reference, warp_p.output_nodata, dtype)
+    data = warp_lazy(_as3d(moving), m, out.shape, warp_p, mov.nodata, nd_out, dtype)
+    return _wrap(moving, data, m, out, grid, nd_out, fits)
+
+
+def _wrap(moving, data, model, out, grid, nodata, fits):
+    ydim, xdim = _dims(moving)
+    other = [d for d in moving.dims if d not in (ydim, xdim)]
+    if not other:
+        data = data[0]
+    dims = (*other, ydim, xdim)
+    coords = {d: moving.coords[d] for d in other if d in moving.coords}
+    attrs = {k: v for k, v in moving.attrs.items() if k not in ("rastalign_path", "rastalign_ext", "_FillValue")}
+    same = out.shape == grid_info(moving).shape and np.allclose(out.transform, grid_info(moving).transform)
+    if fits:
+        coords.update({ydim: np.arange(out.shape[0]), xdim: np.arange(out.shape[1])})
+        attrs["wcs"] = _output_wcs(model, grid)
+        return xr.DataArray(data, dims=dims, coords=coords, attrs=attrs, name=moving.name)
+    like = moving if same else grid if grid is not None and grid_info(grid).shape == out.shape else None
+    if like is not None:
+        coords.update({ydim: like.coords[ydim].values, xdim: like.coords[xdim].values})
+    else:
+        a, b, c, d, e, f = out.transform
+        coords.update({xdim: c + a * (np.arange(out.shape[1]) + 0.5), ydim: f + e * (np.arange(out.shape[0]) + 0.5)})
+    res = xr.DataArray(data, dims=dims, coords=coords, attrs=attrs, name=moving.name)
+    from affine import Affine
+
+    res = res.rio.set_spatial_dims(x_dim=xdim, y_dim=ydim, inplace=False)
+    if out.crs is not None:
+        res = res.rio.write_crs(out.crs)
+    res = res.rio.write_transform(Affine(*out.transform))
+    return res.rio.write_nodata(nodata, encoded=False)
+
+
+def _output_wcs(model, grid):
+    """The reference WCS shifted by the model's output -> reference translation (None when unknown)."""
+    hdr = model.meta.get("grids", {}).get("wcs")
+    if grid is not None:
+        return grid.attrs.get("wcs")
+    if not hdr:
+        return None
+    from astropy.io import fits
+    from .io.fits import wcs_of
+
+    h = fits.Header.fromstring(hdr)
+    pre = np.asarray(model.pre)
+    if not np.allclose(pre[:, :2], np.eye(2)):
+        return None
+    h["CRPIX1"] = float(h.get("CRPIX1", 0.0)) - pre[0, 2]
+    h["CRPIX2"] = float(h.get("CRPIX2", 0.0)) - pre[1, 2]
+    return wcs_of(h)
+
+
+# ----------------------------------------------------------------------------- accessors
+def _as_array(obj, name=None):
+    if isinstance(obj, xr.Dataset):
+        names = [k for k, v in obj.data_vars.items() if v.ndim >= 2]
+        return obj[name if name in names else names[0]]
+    return obj
+
+
+@xr.register_dataarray_accessor("coreg")
+class CoregAccessor:
+    """``da.coreg``: align this (moving) array onto a reference; see :mod:`rastalign.accessor`."""
+
+    def __init__(self, obj):
+        self._obj = obj
+
+    def estimate(self, reference, evidence=False, **options):
+        """The :class:`~rastalign.AlignmentModel` (output px -> moving px) on the output grid the options choose."""
+        return estimate(self._obj, reference, evidence=evidence, **options)
+
+    def apply(self, model, grid=None, **options):
+        """Lazy DataArray: this array warped by ``model`` onto ``grid`` (None: the model's own output grid)."""
+        return apply(self._obj, model, grid, **options)
+
+    def align(self, reference, **options):
+        """Estimate and apply: a lazy, dask-backed DataArray on the moving grid (or the reference's)."""
+        model = self.estimate(reference, **options)
+        opts = {k: v for k, v in options.items() if k in WARP_KEYS or k == "moving_nodata"}
+        return apply(self._obj, model, None, reference=_as_array(reference, self._obj.name), **opts)
+
+
+@xr.register_dataset_accessor("coreg")
+class CoregDatasetAccessor:
+    """``ds.coreg``: every variable with (y, x) dims gets the same model, estimated on ``variable``."""
+
+    def __init__(self, obj):
+        self._obj = obj
+
+    def _spatial(self):
+        return [k for k, v in self._obj.data_vars.items() if v.ndim >= 2]
+
+    def estimate(self, reference, variable=None, evidence=False, **options):
+        moving = self._obj[variable or self._spatial()[0]]
+        return estimate(moving, _as_array(reference, moving.name), evidence=evidence, **options)
+
+    def apply(self, model, grid=None, **options):
+        grid = _as_array(grid) if grid is not None else None
+        out = {k: apply(self._obj[k], model, grid, **options) for k in self._spatial()}
+        return xr.Dataset(out, attrs=dict(self._obj.attrs))
+
+    def align(self, reference, variable=None, **options):
+        model = self.estimate(reference, variable=variable, **options)
+        opts = {k: v for k, v in options.items() if k in WARP_KEYS or k == "moving_nodata"}
+        ref = _as_array(reference)
+        out = {k: apply(self._obj[k], model, None, reference=ref, **opts) for k in self._spatial()}
+        return xr.Dataset(out, attrs=dict(self._obj.attrs))

@@ -1,0 +1,152 @@
+"""The xarray accessor ``coreg``: lazy, equal to the CLI, CRS carried, models re-based across grids."""
+import threading
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import rioxarray
+import xarray as xr
+
+import rastalign
+from rastalign.accessor import grid_info, rebase
+from rastalign.cli.vhr import main as vhr_main
+from rastalign.testing import write_pair
+
+SHAPE = (512, 512)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("acc")
+    m, f, _ = write_pair(folder, shape=SHAPE, bands=2, rotation_deg=0.3, shift=(5.2, -3.1), seed=3)
+    return folder, m, f
+
+
+def _cli(folder, m, f, name, args):
+    out = folder / name
+    assert vhr_main(["--moving-image", str(m), "--fixed-image", str(f), "--output-image", str(out), *args]) == 0
+    return rioxarray.open_rasterio(out)
+
+
+class _Counter:
+    """Counts source blocks really read (a map_blocks identity on the file-backed array)."""
+
+    def __init__(self):
+        self.n, self.lock = 0, threading.Lock()
+
+    def __call__(self, block):
+        if block.size:  # map_blocks probes the function on an empty array for its meta
+            with self.lock:
+                self.n += 1
+        return block
+
+
+@pytest.mark.parametrize("opts,args", [
+    ({"split_factor": 2}, ["--split-factor", "2"]),
+    ({"output_on_moving_grid": False, "resampling": "bilinear", "chunks": (200, 160)},
+     ["--no-output-on-moving-grid", "--resampling", "bilinear", "--chunks", "200,160"]),
+])
+def test_align_is_lazy_carries_crs_and_equals_cli(pair, opts, args, capsys):
+    folder, m, f = pair
+    moving = rioxarray.open_rasterio(m, chunks=128)
+    reference = rioxarray.open_rasterio(f, chunks=128)
+    counter = _Counter()
+    moving = moving.copy(data=moving.data.map_blocks(counter, dtype=moving.dtype))
+    n_graph_runs = []
+
+    def counting_scheduler(dsk, keys, **kw):
+        n_graph_runs.append(len(dsk))
+        return dask.threaded.get(dsk, keys, **kw)
+
+    with dask.config.set(scheduler=counting_scheduler):
+        aligned = moving.coreg.align(reference, **opts)
+    assert counter.n == 0 and n_graph_runs == []  # nothing computed, no pixel read
+    assert isinstance(aligned.data, da.Array)
+    assert aligned.rio.crs == moving.rio.crs
+    cli = _cli(folder, m, f, f"cli_{len(args)}.tif", args)
+    capsys.readouterr()
+    assert aligned.shape == cli.shape and aligned.dtype == cli.dtype
+    assert aligned.rio.transform() == cli.rio.transform()
+    assert aligned.rio.nodata == cli.rio.nodata
+    # one output chunk reads only the source blocks it needs
+    y1, x1 = aligned.chunks[1][0], aligned.chunks[2][0]
+    aligned[:, :y1, :x1].compute()
+    assert 0 < counter.n < moving.data.npartitions
+    counter.n = 0
+    values = aligned.compute().values
+    assert counter.n > 0
+    assert np.array_equal(values, cli.values)
+
+
+def test_in_memory_arrays_and_dataset(pair, capsys):
+    folder, m, f = pair
+    moving = rioxarray.open_rasterio(m, chunks=128)
+    reference = rioxarray.open_rasterio(f)
+    mem = xr.DataArray(moving.values, dims=moving.dims, coords=moving.coords, attrs=dict(moving.attrs))
+    assert not mem.encoding and not isinstance(mem.data, da.Array)  # not file-backed: estimated via temp files
+    out = mem.coreg.align(reference.load(), band_index=1)
+    assert isinstance(out.data, da.Array)
+    cli = _cli(folder, m, f, "cli_band1.tif", ["--band-index", "1"])
+    capsys.readouterr()
+    assert np.array_equal(out.values, cli.values)
+    ds = xr.Dataset({"a": moving, "b": moving.copy()})
+    res = ds.coreg.align(reference, variable="a")
+    assert set(res.data_vars) == {"a", "b"}
+    assert np.array_equal(res["a"].values, res["b"].values)
+    assert res["a"].rio.crs == moving.rio.crs
+
+
+def test_model_json_roundtrip_and_apply_on_reference_grid(pair):
+    _, m, f = pair
+    moving = rioxarray.open_rasterio(m, chunks=256)
+    reference = rioxarray.open_rasterio(f, chunks=256)
+    model = moving.coreg.estimate(reference, output_on_moving_grid=False)
+    cropped = moving.coreg.apply(rastalign.AlignmentModel.from_json(model.to_json()))
+    full = moving.coreg.apply(model, grid=reference)  # re-based onto the whole reference grid
+    assert full.shape[1:] == reference.shape[1:] and cropped.shape[1:] != full.shape[1:]
+    sub = full.sel(x=cropped.x, y=cropped.y)
+    assert np.array_equal(sub.values, cropped.values)
+    on_moving = moving.coreg.estimate(reference)  # same geometry, moving grid
+    assert np.array_equal(moving.coreg.apply(on_moving, grid=reference).values, full.values)
+
+
+def test_rebase_to_another_moving_resolution(pair):
+    _, m, f = pair
+    moving = rioxarray.open_rasterio(m, chunks=256)
+    model = moving.coreg.estimate(rioxarray.open_rasterio(f, chunks=256))
+    coarse = moving.coarsen(x=2, y=2).mean()
+    m2, out = rebase(model, grid_info(coarse))
+    assert out.shape == SHAPE and m2.moving_shape == coarse.shape[1:]
+    x, y = np.meshgrid(np.linspace(0, 511, 7), np.linspace(0, 511, 5))
+    fx, fy = model(x, y)
+    cx, cy = m2(x, y)
+    np.testing.assert_allclose(cx, (fx + 0.5) / 2 - 0.5, atol=1e-9)
+    np.testing.assert_allclose(cy, (fy + 0.5) / 2 - 0.5, atol=1e-9)
+    with pytest.raises(rastalign.InputError):
+        moving.isel(x=slice(0, 300)).coreg.apply(rastalign.AlignmentModel(model.affine, model.field,
+                                                                        output_shape=(10, 10), moving_shape=SHAPE))
+
+
+def test_fits_arrays_align_onto_template_like_align_fits(tmp_path):
+    from astropy.io import fits
+
+    from rastalign.testing_stars import write_star_pair
+
+    s, t, _ = write_star_pair(tmp_path, shape=(512, 512), n_stars=300, rotation_deg=0.4, shift=(6.3, -4.1))
+    src, tpl = rastalign.open_fits(s, chunks=256), rastalign.open_fits(t, chunks=256)
+    out = src.coreg.align(tpl, output_on_moving_grid=False)
+    assert isinstance(out.data, da.Array) and out.attrs["wcs"] is not None
+    assert "rastalign_path" not in out.attrs
+    rastalign.align_fits(str(s), str(tmp_path / "cli.fits"), template_path=str(t))
+    ref = fits.getdata(tmp_path / "cli.fits")
+    np.testing.assert_array_equal(out.values[0], ref)
+    on_moving = src.coreg.align(tpl)
+    assert on_moving.shape == src.shape and on_moving.attrs["wcs"].wcs.crval[0] == 150.0
+
+
+def test_unknown_option_is_refused(pair):
+    _, m, f = pair
+    moving = rioxarray.open_rasterio(m, chunks=256)
+    with pytest.raises(rastalign.InputError, match="unknown option"):
+        moving.coreg.align(rioxarray.open_rasterio(f), resampling_method="cubic")
