@@ -41,7 +41,7 @@ class EstimateParams:
     min_window_valid_fraction: float = 0.8
     min_reliability: float = 0.5
     residual_model: str = "auto"  # "auto", "none", "spline"
-    max_tie_points: int = 1600
+    max_tie_points: int = 1024
     seed: int = 0
     min_inliers: int = 6
     max_rms_px: float = 1.0

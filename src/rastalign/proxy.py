@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 from scipy import ndimage
 
 from .io.raster import read_window
@@ -26,20 +27,32 @@ def decimation_factor(shape, max_size=4096, pixel_size=None, solve_resolution=No
     return max(1, int(math.ceil(max(shape) / float(max_size))))
 
 
+@njit(nogil=True, cache=True)
+def _block_sums(data, valid, f, s, n, m):
+    ny, nx = data.shape
+    for y in range(ny):
+        by = y // f
+        for x in range(nx):
+            bx = x // f
+            m[by, bx] += 1.0
+            if valid[y, x]:
+                s[by, bx] += data[y, x]
+                n[by, bx] += 1.0
+
+
 def block_mean(data, valid, f):
-    """Mean of valid pixels over ``f x f`` blocks (partial edge blocks included)."""
+    """Mean of valid pixels over ``f x f`` blocks (partial edge blocks included).
+
+    A block is valid when at least half of its in-image pixels are.
+    """
     ny, nx = data.shape
     by, bx = -(-ny // f), -(-nx // f)
-    pad = ((0, by * f - ny), (0, bx * f - nx))
-    d = np.pad(np.where(valid, data, 0.0).astype(np.float64), pad)
-    v = np.pad(valid.astype(np.float64), pad)
-    s = d.reshape(by, f, bx, f).sum(axis=(1, 3))
-    n = v.reshape(by, f, bx, f).sum(axis=(1, 3))
-    # a block is valid when at least half of its in-image pixels are
-    inside = np.pad(np.ones((ny, nx)), pad).reshape(by, f, bx, f).sum(axis=(1, 3))
-    ok = n >= 0.5 * inside
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(n > 0, s / np.maximum(n, 1), 0.0)
+    s = np.zeros((by, bx))
+    n = np.zeros((by, bx))
+    m = np.zeros((by, bx))
+    _block_sums(np.ascontiguousarray(data), np.ascontiguousarray(valid), int(f), s, n, m)
+    ok = n >= 0.5 * m
+    mean = s / np.maximum(n, 1.0)
     return mean.astype(np.float32), ok
 
 
@@ -60,15 +73,30 @@ def read_proxy(path, band, shape, factor, nodata=None):
     return np.vstack(parts), np.vstack(masks)
 
 
+def erode3(valid):
+    """3x3 binary erosion with invalid borders, by shifted ANDs (fast, bounded memory)."""
+    v = np.asarray(valid, bool)
+    out = v.copy()
+    out[0, :] = out[-1, :] = False
+    out[:, 0] = out[:, -1] = False
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                out[1:-1, 1:-1] &= v[1 + dy:v.shape[0] - 1 + dy, 1 + dx:v.shape[1] - 1 + dx]
+    return out
+
+
 def edge_proxy(img, valid):
-    """Gradient magnitude (Sobel), zero on and next to invalid pixels."""
-    x = np.where(valid, img, np.mean(img[valid]) if valid.any() else 0.0).astype(np.float64)
-    gx = ndimage.sobel(x, axis=1)
-    gy = ndimage.sobel(x, axis=0)
-    e = np.hypot(gx, gy)
-    near = ndimage.binary_erosion(valid, structure=np.ones((3, 3), bool), border_value=0)
+    """Gradient magnitude (central differences), zero on and next to invalid pixels."""
+    x = np.asarray(img, np.float32)
+    gx = np.zeros_like(x)
+    gy = np.zeros_like(x)
+    gx[:, 1:-1] = x[:, 2:] - x[:, :-2]
+    gy[1:-1, :] = x[2:, :] - x[:-2, :]
+    e = np.sqrt(gx * gx + gy * gy)
+    near = erode3(valid)
     e[~near] = 0.0
-    return e.astype(np.float32), near
+    return e, near
 
 
 def normalised(img, valid):

@@ -19,8 +19,8 @@ from .errors import AlignmentError
 from .model.affine import apply_affine, compose_affine, fit_affine, robust_affine
 from .model.model import AlignmentModel
 from .model.residual import fit_residual_field
-from ._bspline import sample as sample_bspline3
-from .proxy import downsample2, edge_proxy, normalised
+from ._bspline import lk_bspline3, sample as sample_bspline3
+from .proxy import downsample2, edge_proxy, erode3, normalised
 from .tiepoints.correlation import match_windows, phase_shift, window_centres
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,20 @@ class Level:
     mvalid: np.ndarray
     f_fixed: float
     f_moving: float
+    _cache: dict = field(default_factory=dict)
+
+    def spline(self):
+        """Cubic B-spline coefficients of the moving proxy and where all its taps are valid (cached)."""
+        if "spline" not in self._cache:
+            coef = ndimage.spline_filter(self.moving.astype(np.float64), order=3, mode="mirror")
+            self._cache["spline"] = (coef, erode3(erode3(self.mvalid)))
+        return self._cache["spline"]
+
+    def centres(self, window, step, min_valid):
+        key = ("centres", window, step, min_valid)
+        if key not in self._cache:
+            self._cache[key] = window_centres(self.fvalid, window, step, min_valid)
+        return self._cache[key]
 
 
 @dataclass
@@ -87,9 +101,7 @@ class _Sampler:
     """Samples a level's moving proxy at fixed-level coordinates through a model."""
 
     def __init__(self, level: Level, model: AlignmentModel):
-        self.coef = ndimage.spline_filter(level.moving.astype(np.float64), order=3, mode="mirror")
-        # samples need all 4x4 cubic taps valid
-        self.valid = ndimage.binary_erosion(level.mvalid, structure=np.ones((5, 5), bool), border_value=0)
+        self.coef, self.valid = level.spline()
         self.to_full = _scale(level.f_fixed)
         self.to_level = _unscale(level.f_moving)
         self.model = model
@@ -122,6 +134,12 @@ class _Window:
         j = self.s.jac
         return self.s._sample(self.lx + j[0, 0] * sx + j[0, 1] * sy, self.ly + j[1, 0] * sx + j[1, 1] * sy)
 
+    def refine(self, fixed, fvalid, s0, iterations=10, tol=5e-4):
+        """Compiled least-squares matching from ``s0`` (see :func:`lk_bspline3`)."""
+        fx = np.ascontiguousarray(fixed, np.float64)
+        return lk_bspline3(fx, np.ascontiguousarray(fvalid), self.s.coef, self.s.valid, self.lx, self.ly,
+                           np.ascontiguousarray(self.s.jac), float(s0[0]), float(s0[1]), iterations, tol)
+
 
 def global_offset(level: Level, model: AlignmentModel):
     """Translate ``model`` by the phase-correlation offset of the whole overlap at this level."""
@@ -137,7 +155,7 @@ def global_offset(level: Level, model: AlignmentModel):
 
 def measure(level: Level, model: AlignmentModel, window, step, min_valid, search) -> TiePoints:
     valid = level.fvalid
-    centres = window_centres(valid, window, step, min_valid)
+    centres = level.centres(window, step, min_valid)
     sample = _Sampler(level, model)
     res = match_windows(level.fixed, valid, sample, centres, window, search)
     ok = res["ok"]
@@ -204,11 +222,12 @@ def solve(levels: List[Level], initial: AlignmentModel, domain, window=96, min_v
         finest = li == 0
         win = int(min(window, max(32, min(lev.fixed.shape) // 4)))
         win -= win % 2
-        n_side = max(2, int(np.sqrt(max_tie_points)))
+        # coarse levels only need to bring the model within a pixel: fewer windows
+        n_side = max(2, int(np.sqrt(max_tie_points if finest else min(max_tie_points, 256))))
         step = max(int(0.75 * win), int(max(lev.fixed.shape) / n_side))
         search = max(2, win // 4)
         for it in range(finest_iterations if finest else 1):
-            if it > 0 and model.field is None:
+            if it > 0 and model.max_field_displacement() < 0.25:
                 break  # re-measuring only pays when the residual field changed the geometry
             tp = measure(lev, model, win, step, min_valid, search)
             if len(tp) < 3:

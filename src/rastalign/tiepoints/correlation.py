@@ -70,7 +70,7 @@ def _ncc(a, b, v):
     return float((x * y).sum() / den) if den > 0 else 0.0
 
 
-def lk_refine(fixed, fvalid, win, s0, iterations=10, tol=2e-4):
+def lk_refine(fixed, fvalid, win, s0, iterations=10, tol=5e-4):
     """Least-squares refinement of the shift ``s`` with ``moving(T(p + s)) ~ fixed(p)``.
 
     ``win.at(sx, sy) -> (values, valid)`` samples the moving image through the current
@@ -145,7 +145,10 @@ def match_windows(fixed, fvalid, sample, centres, window, search, lk_iterations=
         if mv.mean() < 0.5 or mw[mv].std() < 1e-9:
             return
         sx, sy, _ = phase_shift(fw, mw, fv, mv, max_shift=search)
-        sx, sy, c, good = lk_refine(fw, fv, win, (sx, sy), lk_iterations)
+        if hasattr(win, "refine"):
+            sx, sy, c, good = win.refine(fw, fv, (sx, sy), lk_iterations)
+        else:
+            sx, sy, c, good = lk_refine(fw, fv, win, (sx, sy), lk_iterations)
         shift[k] = sx, sy
         ncc[k] = c
         ok[k] = good and abs(sx) <= search + 1 and abs(sy) <= search + 1
