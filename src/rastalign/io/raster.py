@@ -12,10 +12,12 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ..errors import InputError, OutputError
+from ..errors import InputError, OutputError, ResourceError
 from .atomic import discard, temp_path_beside
 
-MAX_PIXELS = 2 ** 40  # refuse absurd declared sizes before allocating anything
+# Refuse absurd declared sizes (bands x rows x cols) before allocating anything: 2**38
+# samples is e.g. 4 bands of 260,000 x 260,000 px. RASTALIGN_MAX_PIXELS overrides it.
+MAX_PIXELS = int(os.environ.get("RASTALIGN_MAX_PIXELS", 2 ** 38))
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ def inspect_raster(path) -> RasterInfo:
         if ds.count < 1 or ds.width < 1 or ds.height < 1:
             raise InputError(f"raster has no pixels: {path}")
         if ds.width * ds.height * ds.count > MAX_PIXELS:
-            raise InputError(f"raster declares an absurd size {ds.count}x{ds.height}x{ds.width}: {path}")
+            raise InputError(f"raster declares an absurd size ({ds.count} band(s) of {ds.height} x {ds.width} px, "
+                             f"more than {MAX_PIXELS:.3g} samples; set RASTALIGN_MAX_PIXELS to allow it): {path}")
         flags = ds.mask_flag_enums[0]
         if MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags:
             kind = "per_dataset"
@@ -113,21 +116,52 @@ def read_window(path, box, bands=None, nodata=None, use_file_mask=True, out_shap
     from rasterio.enums import MaskFlags, Resampling
     from rasterio.windows import Window
 
+    from rasterio.errors import RasterioError
+
     y0, y1, x0, x1 = (int(v) for v in box)
     win = Window(x0, y0, x1 - x0, y1 - y0)
     with _open(path) as ds:
         idx = list(bands) if bands is not None else list(range(1, ds.count + 1))
+        shape = tuple(out_shape) if out_shape is not None else (y1 - y0, x1 - x0)
+        check_memory(len(idx) * shape[0] * shape[1] * np.dtype(ds.dtypes[0]).itemsize, f"reading {path}")
         kw = {}
         if out_shape is not None:
             kw = {"out_shape": (len(idx),) + tuple(out_shape), "resampling": Resampling.average}
-        data = ds.read(idx, window=win, **kw)
-        nd = nodata if nodata is not None else ds.nodata
-        ok = validity(data, nd)
-        flags = ds.mask_flag_enums[0]
-        if use_file_mask and (MaskFlags.per_dataset in flags or MaskFlags.alpha in flags):
-            mkw = {} if out_shape is None else {"out_shape": tuple(out_shape)}
-            ok &= ds.read_masks(idx[0], window=win, **mkw) > 0
+        try:
+            data = ds.read(idx, window=win, **kw)
+            nd = nodata if nodata is not None else ds.nodata
+            ok = validity(data, nd)
+            flags = ds.mask_flag_enums[0]
+            if use_file_mask and (MaskFlags.per_dataset in flags or MaskFlags.alpha in flags):
+                mkw = {} if out_shape is None else {"out_shape": tuple(out_shape)}
+                ok &= ds.read_masks(idx[0], window=win, **mkw) > 0
+        except RasterioError as exc:
+            raise InputError(f"cannot read {path} (truncated or corrupt?): {_gdal_cause(exc)}") from None
     return data, ok
+
+
+def _gdal_cause(exc) -> str:
+    """The most specific message in a rasterio exception chain (GDAL's own error, not the wrapper)."""
+    msgs = []
+    while exc is not None and len(msgs) < 8:
+        text = " ".join(str(exc).split())
+        if text and "See previous exception" not in text:
+            msgs.append(text)
+        exc = exc.__cause__ or exc.__context__
+    return (msgs[-1] if msgs else "read failed")[:200]
+
+
+def check_memory(nbytes, what):
+    """Raise :class:`ResourceError` before allocating ``nbytes`` when it exceeds the available memory."""
+    try:
+        import psutil
+
+        avail = psutil.virtual_memory().available
+    except Exception:  # noqa: BLE001 - no psutil, no /proc: let numpy decide
+        return
+    if nbytes > 0.9 * avail:
+        raise ResourceError(f"{what} needs {nbytes / 2 ** 30:.1f} GiB, more than the {avail / 2 ** 30:.1f} GiB "
+                            f"of memory available: use --split-factor or --chunks for smaller chunks")
 
 
 def open_raster(path, chunks="auto", band=None):
@@ -157,12 +191,14 @@ class RasterWriter:
 
         self.final = Path(path)
         self.fmt = fmt
+        self.shape, self.count = (int(shape[0]), int(shape[1])), int(count)
         self.tmp = temp_path_beside(self.final, ".tif")
         kind = np.dtype(dtype).kind
         profile = dict(driver="GTiff", width=int(shape[1]), height=int(shape[0]), count=int(count),
                        dtype=str(dtype), crs=crs, transform=Affine(*transform[:6]), nodata=nodata,
                        tiled=True, blockxsize=tile, blockysize=tile, compress="deflate",
-                       predictor=3 if kind == "f" else 2, BIGTIFF="IF_SAFER", interleave="band")
+                       predictor=3 if kind == "f" else 2, BIGTIFF="IF_SAFER", interleave="band",
+                       num_threads="ALL_CPUS")
         if shape[0] < tile or shape[1] < tile:
             profile.update(blockxsize=256 if shape[1] >= 256 else 16 * max(1, shape[1] // 16),
                            blockysize=256 if shape[0] >= 256 else 16 * max(1, shape[0] // 16))
@@ -173,7 +209,7 @@ class RasterWriter:
             self.ds = rasterio.open(self.tmp, "w", **profile)
         except Exception as exc:
             discard(self.tmp)
-            raise OutputError(f"cannot create output {path}: {exc}") from None
+            raise OutputError(f"cannot create output {path}: {_gdal_cause(exc)}") from None
         if descriptions:
             for i, d in enumerate(descriptions[:count], start=1):
                 if d:
@@ -185,33 +221,45 @@ class RasterWriter:
         from rasterio.windows import Window
 
         y0, y1, x0, x1 = box
-        self.ds.write(data, window=Window(x0, y0, x1 - x0, y1 - y0))
+        try:
+            self.ds.write(data, window=Window(x0, y0, x1 - x0, y1 - y0))
+        except Exception as exc:  # noqa: BLE001 - GDAL write errors come in several classes
+            raise self._failure(exc) from None
 
     def commit(self):
         import rasterio.shutil
 
-        self.ds.close()
         try:
+            self.ds.close()
+            verify_complete(self.tmp, self.shape, self.count)
             if self.fmt == "COG":
                 cog = temp_path_beside(self.final, ".tif")
                 try:
                     rasterio.shutil.copy(self.tmp, cog, driver="COG", COMPRESS="DEFLATE",
                                          BIGTIFF="IF_SAFER", OVERVIEWS="AUTO", NUM_THREADS="ALL_CPUS")
+                    verify_complete(cog, self.shape, self.count)
                     os.replace(cog, self.final)
                 finally:
                     discard(cog)
             else:
                 os.replace(self.tmp, self.final)
-        except OSError as exc:
-            raise OutputError(f"cannot write output {self.final}: {exc.strerror or exc}") from None
+        except OutputError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise self._failure(exc) from None
         finally:
             discard(self.tmp)
 
     def abort(self):
         try:
             self.ds.close()
+        except Exception:  # noqa: BLE001 - closing a file that already failed (e.g. disk full)
+            pass
         finally:
             discard(self.tmp)
+
+    def _failure(self, exc) -> OutputError:
+        return OutputError(f"cannot write output {self.final}: {write_failure_reason(self.tmp, exc)}")
 
     def __enter__(self):
         return self
@@ -220,3 +268,69 @@ class RasterWriter:
         if exc_type is not None:
             self.abort()
         return False
+
+
+class IncompleteWrite(Exception):
+    """The written file does not hold every block it declares (a write failed without an exception)."""
+
+
+def verify_complete(path, shape, count):
+    """Check that ``path`` reopens with the declared shape and that every block of every band was written.
+
+    GDAL can report a failed flush on close only on stderr; renaming such a file into
+    place would publish a truncated image. Reading the block offsets costs microseconds.
+    """
+    import rasterio
+
+    try:
+        nbytes = os.path.getsize(path)
+        with rasterio.open(path) as ds:
+            if (ds.height, ds.width) != tuple(shape) or ds.count != count:
+                raise IncompleteWrite(f"file reads back as {ds.count}x{ds.height}x{ds.width}")
+            bh, bw = ds.block_shapes[0]
+            nby, nbx = -(-ds.height // bh), -(-ds.width // bw)
+            for b in range(1, ds.count + 1):
+                for j in range(nby):
+                    for i in range(nbx):
+                        size = ds.get_tag_item(f"BLOCK_SIZE_{i}_{j}", "TIFF", bidx=b)
+                        offset = ds.get_tag_item(f"BLOCK_OFFSET_{i}_{j}", "TIFF", bidx=b)
+                        if not size or not offset or int(size) <= 0 or int(offset) + int(size) > nbytes:
+                            raise IncompleteWrite(f"block ({j}, {i}) of band {b} is missing or truncated")
+    except IncompleteWrite:
+        raise
+    except Exception as exc:  # noqa: BLE001 - unreadable header: the write failed
+        raise IncompleteWrite(f"file does not read back ({_gdal_cause(exc)})") from None
+
+
+def write_failure_reason(path, exc) -> str:
+    """Why writing ``path`` failed: a full disk, the file size limit, or the library's own message.
+
+    GDAL reports a full disk as a bare "write error", so the file system is asked directly.
+    """
+    import errno
+    import resource
+
+    err = getattr(exc, "errno", None)
+    if err == errno.ENOSPC:
+        return "no space left on device"
+    if err == errno.EFBIG:
+        return "file too large (file size limit reached)"
+    folder = Path(path).parent
+    try:
+        st = os.statvfs(folder)
+        free = st.f_bavail * st.f_frsize
+        if free < 4 * 2 ** 20:
+            return f"no space left on device ({free / 2 ** 10:.0f} KiB free in {folder})"
+    except OSError:
+        pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY:
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            size = 0
+        if size >= soft - 4 * 2 ** 20:
+            return f"file too large (file size limit {soft} bytes reached, see ulimit -f)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return _gdal_cause(exc)

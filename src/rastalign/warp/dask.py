@@ -1,12 +1,14 @@
-"""The dask driver: one task per output chunk, each reading only the source box it needs.
+"""The chunk driver: one task per output chunk, each reading only the source box it needs.
 
-The graph is built explicitly: task ``(i, j)`` calls ``read_source(box)`` for the
-source box planned for output chunk ``(i, j)`` (from the model and the interpolation
-support) and then :func:`~rastalign.warp.kernel.warp_block`. Tasks carry only a
-picklable reader (a file path and a few numbers) and the model (a few KB), so the same
-graph runs on threads, processes or a distributed cluster. Chunks are computed in
-bounded batches and handed to ``sink.write(box, array)`` in the driver process, so
-writing is safe under every scheduler and memory stays bounded whatever the scene size.
+Task ``(i, j)`` calls ``read_source(box)`` for the source box planned for output chunk
+``(i, j)`` (from the model and the interpolation support) and then
+:func:`~rastalign.warp.kernel.warp_block`. Tasks carry only a picklable reader (a file
+path and a few numbers) and the model (a few KB), so they run on a thread pool, a
+process pool or a dask ``distributed`` cluster alike. At most a bounded number of
+chunks are in flight and each is handed to ``sink.write(box, array)`` in the driver
+process as it completes, so writing is safe under every scheduler, overlaps the
+computation, and memory stays bounded whatever the scene size. (The lazy
+xarray/dask-array path is :mod:`rastalign.accessor`.)
 """
 from __future__ import annotations
 
@@ -88,55 +90,67 @@ def _client_for(scheduler):
 
 def run_warp(read_source: Callable, source_shape, model, plan, sink, dtype, nodata, scheduler="threads",
              progress=False, trim_depth=0, batch=None, client=None) -> dict:
-    """Warp every chunk of ``plan`` and hand it to ``sink.write(box, array)``.
+    """Warp every chunk of ``plan`` and hand it to ``sink.write(box, array)`` as chunks complete.
 
     ``read_source(box) -> (data, valid)`` must be picklable (e.g. a
     :func:`functools.partial` of a module-level function taking a path).
-    ``scheduler`` is ``threads``, ``processes``, ``synchronous``, or ``distributed``
-    (uses ``client`` or the current default client). Returns statistics.
+    ``scheduler``: ``threads`` (a thread pool; the kernel and GDAL release the GIL),
+    ``processes`` (a process pool), ``synchronous`` (in this thread, the kernel itself
+    multi-threaded), or ``distributed`` / an address (``client`` or the current default
+    client). At most ``batch`` chunks are in flight, so memory is bounded by the chunk
+    size, not the scene; writing happens in this process only, overlapping computation.
     """
-    import dask
-
     t0 = time.perf_counter()
     boxes = [box for _, _, box in plan.boxes()]
     ncpu = os.cpu_count() or 1
-    inner_threads = max(1, ncpu // max(1, min(len(boxes), ncpu))) if scheduler != "processes" else 1
-    if scheduler == "synchronous":
-        inner_threads = ncpu
-    batch = batch or max(2 * ncpu, 2)
     client = client or _client_for(scheduler)
-    n_valid = 0
+    batch = batch or max(2 * ncpu, 2)
+    pooled = client is not None or scheduler in ("threads", "processes")
+    inner = 1 if pooled and len(boxes) >= ncpu else ncpu
+    args = (tuple(source_shape), model)
+    rest = (plan.resampling, np.dtype(dtype).str, nodata, trim_depth, plan.output_shape, inner, plan.extra)
     bar = _progress(progress, len(boxes))
-    tasks = [dask.delayed(warp_chunk, pure=True)(read_source, tuple(source_shape), model, box, plan.resampling,
-                                                 np.dtype(dtype).str, nodata, trim_depth, plan.output_shape,
-                                                 inner_threads, plan.extra)
-             for box in boxes]
+    n_valid = 0
+
+    def consume(box, result):
+        nonlocal n_valid
+        arr, nv = result
+        sink.write(box, arr)
+        n_valid += nv
+        bar(1)
+
     if client is not None:
         from distributed import as_completed
 
-        futures = {}
-        pending = list(zip(boxes, tasks))
+        model_f = client.scatter(model, broadcast=True)
+        pending = list(boxes)
         running = as_completed()
-        while pending or futures:
-            while pending and len(futures) < batch:
-                box, task = pending.pop(0)
-                fut = client.compute(task)
-                futures[fut] = box
+        where = {}
+        while pending or where:
+            while pending and len(where) < batch:
+                box = pending.pop(0)
+                fut = client.submit(warp_chunk, read_source, args[0], model_f, box, *rest, pure=False)
+                where[fut] = box
                 running.add(fut)
             fut = next(running)
-            box = futures.pop(fut)
-            arr, nv = fut.result()
-            sink.write(box, arr)
-            n_valid += nv
-            bar(1)
+            consume(where.pop(fut), fut.result())
+    elif scheduler == "synchronous" or len(boxes) == 1:
+        for box in boxes:
+            consume(box, warp_chunk(read_source, *args, box, *rest))
     else:
-        kw = {"scheduler": scheduler}
-        for k in range(0, len(tasks), batch):
-            results = dask.compute(*tasks[k:k + batch], **kw)
-            for box, (arr, nv) in zip(boxes[k:k + batch], results):
-                sink.write(box, arr)
-                n_valid += nv
-                bar(1)
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+
+        pool_cls = ProcessPoolExecutor if scheduler == "processes" else ThreadPoolExecutor
+        with pool_cls(max_workers=ncpu) as pool:
+            pending = list(boxes)
+            where = {}
+            while pending or where:
+                while pending and len(where) < batch:
+                    box = pending.pop(0)
+                    where[pool.submit(warp_chunk, read_source, *args, box, *rest)] = box
+                done, _ = wait(list(where), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    consume(where.pop(fut), fut.result())
     bar(0, close=True)
     return {"n_chunks": len(boxes), "valid_pixels": int(n_valid), "warp_write_s": time.perf_counter() - t0}
 
