@@ -58,9 +58,73 @@ def _weights(method, x, w):
     return int(x0) - 2, 6
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _generic(src, valid, check_valid, x, y, sx0, sy0, full_w, full_h, method, wx, wy, acc):
+    """Any pixel, any method: taps with non-zero weight must be inside and valid.
+
+    Returns ``(ok, n_halo_violations)``; the sum is accumulated in ``acc`` (per band).
+    """
+    nb, bh, bw = src.shape
+    if method == NEAREST:
+        ix = int(math.floor(x + 0.5))
+        iy = int(math.floor(y + 0.5))
+        if ix < 0 or iy < 0 or ix >= full_w or iy >= full_h:
+            return False, 0
+        bx = ix - sx0
+        by = iy - sy0
+        if bx < 0 or by < 0 or bx >= bw or by >= bh:
+            return False, 1
+        if check_valid and valid[by, bx] == 0:
+            return False, 0
+        for b in range(nb):
+            acc[b] = src[b, by, bx]
+        return True, 0
+    fx, nx = _weights(method, x, wx)
+    fy, ny = _weights(method, y, wy)
+    # check every tap with a non-zero weight first
+    for jj in range(ny):
+        if wy[jj] == 0.0:
+            continue
+        iy = fy + jj
+        if iy < 0 or iy >= full_h:
+            return False, 0
+        by = iy - sy0
+        for ii in range(nx):
+            if wx[ii] == 0.0:
+                continue
+            ix = fx + ii
+            if ix < 0 or ix >= full_w:
+                return False, 0
+            bx = ix - sx0
+            if by < 0 or bx < 0 or by >= bh or bx >= bw:
+                return False, 1
+            if check_valid and valid[by, bx] == 0:
+                return False, 0
+    # separable sum: rows first, then columns (same order as the fast paths)
+    for b in range(nb):
+        s = 0.0
+        for jj in range(ny):
+            if wy[jj] == 0.0:
+                continue
+            by = fy + jj - sy0
+            rs = 0.0
+            for ii in range(nx):
+                if wx[ii] != 0.0:
+                    rs += wx[ii] * src[b, by, fx + ii - sx0]
+            s += wy[jj] * rs
+        acc[b] = s
+    return True, 0
+
+
 @njit(nogil=True, cache=True)
 def warp_rows(src, valid, check_valid, out, out_valid, lin, ox0, oy0, row0, row1,
               sx0, sy0, full_w, full_h, lat_dx, lat_dy, has_field, step, lat_ix0, lat_iy0, method):
+    """Fill output rows ``row0:row1``; returns the number of halo violations.
+
+    Pixels whose whole support lies inside the block (and, with ``check_valid``, is
+    valid) take a fast path computing exactly the same sum, in the same order, as the
+    generic path, so every chunking gives bit-identical results.
+    """
     nb = src.shape[0]
     bh = src.shape[1]
     bw = src.shape[2]
@@ -69,12 +133,18 @@ def warp_rows(src, valid, check_valid, out, out_valid, lin, ox0, oy0, row0, row1
     wx = np.zeros(6)
     wy = np.zeros(6)
     acc = np.zeros(nb)
+    r0 = 0 if method == NEAREST else (0 if method == BILINEAR else (1 if method == CUBIC else 2))
+    ntap = 1 if method == NEAREST else (2 if method == BILINEAR else (4 if method == CUBIC else 6))
+    a00, a01, a02 = lin[0, 0], lin[0, 1], lin[0, 2]
+    a10, a11, a12 = lin[1, 0], lin[1, 1], lin[1, 2]
     for r in range(row0, row1):
         gy = oy0 + r
+        cx = a01 * gy + a02
+        cy = a11 * gy + a12
         for c in range(ow):
             gx = ox0 + c
-            x = lin[0, 0] * gx + lin[0, 1] * gy + lin[0, 2]
-            y = lin[1, 0] * gx + lin[1, 1] * gy + lin[1, 2]
+            x = a00 * gx + cx
+            y = a10 * gx + cy
             if has_field:
                 i = gx // step
                 j = gy // step
@@ -90,60 +160,49 @@ def warp_rows(src, valid, check_valid, out, out_valid, lin, ox0, oy0, row0, row1
                       + w01 * lat_dx[lj + 1, li] + w11 * lat_dx[lj + 1, li + 1])
                 y += (w00 * lat_dy[lj, li] + w10 * lat_dy[lj, li + 1]
                       + w01 * lat_dy[lj + 1, li] + w11 * lat_dy[lj + 1, li + 1])
-            ok = True
             if not (math.isfinite(x) and math.isfinite(y)):
                 out_valid[r, c] = 0
                 continue
-            if method == NEAREST:
-                ix = int(math.floor(x + 0.5))
-                iy = int(math.floor(y + 0.5))
-                if ix < 0 or iy < 0 or ix >= full_w or iy >= full_h:
-                    ok = False
-                else:
-                    bx = ix - sx0
-                    by = iy - sy0
-                    if bx < 0 or by < 0 or bx >= bw or by >= bh:
-                        nviol += 1
-                        ok = False
-                    elif check_valid and valid[by, bx] == 0:
-                        ok = False
-                    else:
-                        for b in range(nb):
-                            out[b, r, c] = src[b, by, bx]
-                out_valid[r, c] = 1 if ok else 0
-                continue
-            fx, nx = _weights(method, x, wx)
-            fy, ny = _weights(method, y, wy)
-            for b in range(nb):
-                acc[b] = 0.0
-            for jj in range(ny):
-                if wy[jj] == 0.0:
-                    continue
-                iy = fy + jj
-                if iy < 0 or iy >= full_h:
-                    ok = False
-                    break
-                by = iy - sy0
-                for ii in range(nx):
-                    if wx[ii] == 0.0:
+            if method != NEAREST:
+                fxl = int(math.floor(x)) - r0 - sx0
+                fyl = int(math.floor(y)) - r0 - sy0
+                if fxl >= 0 and fyl >= 0 and fxl + ntap <= bw and fyl + ntap <= bh:
+                    fast = True
+                    if check_valid:
+                        for jj in range(ntap):
+                            for ii in range(ntap):
+                                if valid[fyl + jj, fxl + ii] == 0:
+                                    fast = False
+                    if fast:
+                        _weights(method, x, wx)
+                        _weights(method, y, wy)
+                        if method == BILINEAR:
+                            for b in range(nb):
+                                r0_ = wx[0] * src[b, fyl, fxl] + wx[1] * src[b, fyl, fxl + 1]
+                                r1_ = wx[0] * src[b, fyl + 1, fxl] + wx[1] * src[b, fyl + 1, fxl + 1]
+                                out[b, r, c] = (0.0 + wy[0] * r0_) + wy[1] * r1_
+                        elif method == CUBIC:
+                            for b in range(nb):
+                                s = 0.0
+                                for jj in range(4):
+                                    yy = fyl + jj
+                                    rs = (((0.0 + wx[0] * src[b, yy, fxl]) + wx[1] * src[b, yy, fxl + 1])
+                                          + wx[2] * src[b, yy, fxl + 2]) + wx[3] * src[b, yy, fxl + 3]
+                                    s += wy[jj] * rs
+                                out[b, r, c] = s
+                        else:
+                            for b in range(nb):
+                                s = 0.0
+                                for jj in range(ntap):
+                                    rs = 0.0
+                                    for ii in range(ntap):
+                                        rs += wx[ii] * src[b, fyl + jj, fxl + ii]
+                                    s += wy[jj] * rs
+                                out[b, r, c] = s
+                        out_valid[r, c] = 1
                         continue
-                    ix = fx + ii
-                    if ix < 0 or ix >= full_w:
-                        ok = False
-                        break
-                    bx = ix - sx0
-                    if by < 0 or bx < 0 or by >= bh or bx >= bw:
-                        nviol += 1
-                        ok = False
-                        break
-                    if check_valid and valid[by, bx] == 0:
-                        ok = False
-                        break
-                    wgt = wy[jj] * wx[ii]
-                    for b in range(nb):
-                        acc[b] += wgt * src[b, by, bx]
-                if not ok:
-                    break
+            ok, nv = _generic(src, valid, check_valid, x, y, sx0, sy0, full_w, full_h, method, wx, wy, acc)
+            nviol += nv
             if ok:
                 for b in range(nb):
                     out[b, r, c] = acc[b]

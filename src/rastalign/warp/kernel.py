@@ -98,6 +98,8 @@ def warp_block(source, model, out_box, source_origin=(0, 0), source_shape=None, 
     y0, y1, x0, x1 = (int(v) for v in out_box)
     out = np.zeros((src.shape[0], y1 - y0, x1 - x0), ftype)
     out_valid = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    if valid is not None and np.all(valid):
+        valid = None  # no per-tap mask checks where everything is valid
     check = valid is not None
     vmask = np.ascontiguousarray(valid, dtype=np.uint8) if check else np.ones((1, 1), np.uint8)
     if check and vmask.shape != src.shape[1:]:
