@@ -1,36 +1,21 @@
 """The xarray accessor ``coreg``, registered on DataArray and Dataset by ``import rastalign``.
 
-::
+``moving.coreg.align(reference, **options)`` returns a lazy, dask-backed DataArray on the
+moving grid (``output_on_moving_grid=False``: the reference grid cropped to the moving
+footprint); ``.coreg.estimate(reference)`` returns the model on that same output grid,
+recording the grids in ``model.meta["grids"]`` so that ``.coreg.apply(model, grid=...)`` can
+re-base it onto another grid of the same CRS or a moving array of another resolution. The
+model is the pull map **output pixel -> moving pixel**, ``(x, y)``, integer pixel centres.
 
-    moving = rioxarray.open_rasterio("moving.tif", chunks=1024)
-    reference = rioxarray.open_rasterio("reference.tif", chunks=1024)
-    aligned = moving.coreg.align(reference, resampling="cubic")   # lazy, dask-backed
-    aligned.rio.to_raster("aligned.tif")                          # computed here, chunk by chunk
-
-    model = moving.coreg.estimate(reference)          # AlignmentModel on the output grid
-    other = moving_b8.coreg.apply(model)              # same model, another band / image
-    on_ref = moving.coreg.apply(model, grid=reference)  # same model, onto the reference grid
-
-The model is the usual pull map: **output pixel -> moving pixel**, ``(x, y)``, pixel
-centres at integer coordinates (0-based). ``estimate`` returns it on the grid chosen by
-``output_on_moving_grid`` (the moving grid by default, else the reference grid cropped to
-the moving footprint) and records the grids in ``model.meta["grids"]`` so that ``apply``
-can re-base it onto any other grid of the same CRS, or onto a moving array of another
-resolution (pure scale/offset between the moving grids).
-
-Options are those of :func:`rastalign.align_image_pair` (GeoTIFF-like arrays) or of
-:func:`rastalign.align_fits` (FITS arrays from :func:`rastalign.open_fits`). The
-accessor is thin: estimation calls :func:`rastalign.estimate` /
-:func:`rastalign.estimate_fits` on the files behind the arrays (their band is written
-to a temporary file when an array is not file-backed), and the warp is a dask graph
-with one task per output chunk, each slicing only the source box it needs and calling
-the same :func:`~rastalign.warp.dask.warp_chunk` as the command line, so the result
-equals the CLI's output. Nothing is read before ``compute``.
+Thin: estimation calls :func:`rastalign.estimate` / :func:`rastalign.estimate_fits` on the
+files behind the arrays (a band is written to a temporary file when an array is not
+file-backed); the warp is a dask graph with one task per output chunk, each slicing only
+the source box it needs and calling the CLI's :func:`~rastalign.warp.dask.warp_chunk`, so
+the result equals the CLI's output. Nothing is read before ``compute``.
 """
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import tempfile
 from pathlib import Path
@@ -41,16 +26,13 @@ import xarray as xr
 from .errors import HaloError, InputError
 from .grids import output_grid
 from .io.raster import RasterInfo, validity
-from .model.affine import IDENTITY, compose_affine, invert_affine
+from .model.affine import compose_affine, invert_affine
 from .params import WarpParams, split_options
-
-log = logging.getLogger(__name__)
 
 FITS_TRANSFORM = (1.0, 0.0, -0.5, 0.0, 1.0, -0.5)  # world = pixel (pixel centres at integers)
 WARP_KEYS = {f.name for f in dataclasses.fields(WarpParams)}
 
 
-# ----------------------------------------------------------------------------- grids of arrays
 def _is_fits(da) -> bool:
     return "fits_header" in da.attrs or "rastalign_ext" in da.attrs
 
@@ -58,7 +40,6 @@ def _is_fits(da) -> bool:
 def _dims(da):
     """(y dim, x dim) of an array: rioxarray's when it knows them, else the last two."""
     import rioxarray  # noqa: F401 - registers ``.rio``
-
     try:
         return da.rio.y_dim, da.rio.x_dim
     except Exception:  # noqa: BLE001 - rioxarray raises several kinds when dims are unknown
@@ -81,8 +62,7 @@ def grid_info(da, nodata=None) -> RasterInfo:
         t = _transform(da, ydim, xdim)
         crs = da.rio.crs.to_wkt() if da.rio.crs is not None else None
         nd = da.rio.nodata
-    nd = nodata if nodata is not None else nd
-    nd = None if nd is None else float(nd)
+    nd = None if (nodata if nodata is not None else nd) is None else float(nodata if nodata is not None else nd)
     return RasterInfo(str(_source(da) or ""), shape, count, str(da.dtype), tuple(float(v) for v in t), crs, nd,
                       (), "none" if nd is None else "nodata")
 
@@ -109,16 +89,13 @@ def _file_backed(da, info):
     path = _source(da)
     if not path or not Path(path).is_file():
         return None
+    from .io.fits import inspect_fits
+    from .io.raster import inspect_raster
     if _is_fits(da):
-        from .io.fits import inspect_fits
-
-        ok = tuple(inspect_fits(path, da.attrs.get("rastalign_ext")).shape) == info.shape
-    else:
-        from .io.raster import inspect_raster
-
-        f = inspect_raster(path)
-        ok = (f.shape == info.shape and f.count == info.count and np.allclose(f.transform, info.transform))
-    return path if ok else None
+        return path if tuple(inspect_fits(path, da.attrs.get("rastalign_ext")).shape) == info.shape else None
+    f = inspect_raster(path)
+    same = f.shape == info.shape and f.count == info.count and np.allclose(f.transform, info.transform)
+    return path if same else None
 
 
 def _as3d(da):
@@ -135,12 +112,10 @@ def _write_band(da, band, path, nodata):
     arr = np.asarray(_as3d(da)[band])
     if _is_fits(da):
         from astropy.io import fits
-
         fits.PrimaryHDU(arr.astype(np.float32)).writeto(path)
         return path
     import rasterio
     from affine import Affine
-
     info = grid_info(da, nodata)
     with rasterio.open(path, "w", driver="GTiff", width=arr.shape[1], height=arr.shape[0], count=1,
                        dtype=arr.dtype, crs=info.crs, transform=Affine(*info.transform), nodata=info.nodata,
@@ -149,15 +124,12 @@ def _write_band(da, band, path, nodata):
     return path
 
 
-# ----------------------------------------------------------------------------- options
 def _split(fits, options):
     """(estimation options, WarpParams, extra) for the kind of array."""
     options = dict(options)
     if not fits:
-        est, warp, rest = split_options(options)
-        return est, warp, rest
+        return split_options(options)
     from .astro import DEFAULTS, resampling_for
-
     options.pop("moving_nodata", None)  # FITS invalid pixels are NaN
     est = {k: options.pop(k) for k in list(options) if k in DEFAULTS or k in ("source_ext", "template_ext")}
     warp = {k: options.pop(k) for k in list(options) if k in WARP_KEYS}
@@ -168,7 +140,6 @@ def _split(fits, options):
     return est, WarpParams(**warp), {}
 
 
-# ----------------------------------------------------------------------------- estimate
 def estimate(moving, reference, evidence=False, **options):
     """Model (output px -> moving px) for aligning ``moving`` onto ``reference``; see the module doc.
 
@@ -186,19 +157,17 @@ def estimate(moving, reference, evidence=False, **options):
             model, ev = _estimate_raster(moving, reference, est_o, tmp)
     if fits:
         on_moving = warp_p.output_on_moving_grid
-        grid = output_grid(mov, ref, on_moving, False) if on_moving else None
-        if grid is not None:
-            model = model.with_output_grid(grid.pre, grid.shape)
-        out_t = mov.transform if on_moving else FITS_TRANSFORM
+        if on_moving:
+            model = model.with_output_grid(output_grid(mov, ref, True, False).pre, mov.shape)
         wcs = reference.attrs.get("wcs")
-        extra = {"wcs": wcs.to_header_string(relax=True) if wcs is not None else None}
+        out_t, extra = (mov.transform if on_moving else FITS_TRANSFORM), {
+            "wcs": wcs.to_header_string(relax=True) if wcs is not None else None}
     else:
         grid = output_grid(mov, ref, warp_p.output_on_moving_grid, est_o.clip_fixed_to_moving)
         model = model.with_output_grid(grid.pre, grid.shape)
         out_t, extra = grid.transform, {}
         if rest.get("plot"):
             from .report import plot_residuals
-
             plot_residuals(ev, rest["plot"])
     grids = {"solve_transform": list(ref.transform), "output_transform": list(out_t),
              "moving_transform": list(mov.transform), "crs": ref.crs, "kind": "fits" if fits else "raster", **extra}
@@ -208,7 +177,6 @@ def estimate(moving, reference, evidence=False, **options):
 
 def _estimate_raster(moving, reference, est_p, tmp):
     from .pipeline import estimate as _estimate
-
     paths, bands = [], {}
     for role, da, band, nd in (("moving", moving, est_p.moving_band, est_p.moving_nodata),
                                ("fixed", reference, est_p.fixed_band, est_p.fixed_nodata)):
@@ -225,9 +193,7 @@ def _estimate_raster(moving, reference, est_p, tmp):
 
 def _estimate_fits(moving, reference, o, tmp):
     from .astro import estimate_fits
-
-    o = dict(o)
-    paths = []
+    o, paths = dict(o), []
     for role, da in (("source", moving), ("template", reference)):
         path = _file_backed(da, grid_info(da))
         if path is None:
@@ -239,45 +205,30 @@ def _estimate_fits(moving, reference, o, tmp):
     return estimate_fits(paths[0], paths[1], **o)
 
 
-# ----------------------------------------------------------------------------- re-basing a model
 def rebase(model, moving_info, grid=None):
-    """``(model, output RasterInfo-like)``: ``model`` seen from ``grid`` (None: its own) and ``moving_info``."""
-    g = model.meta.get("grids", {})
-    pre = np.asarray(model.pre, float)
-    if g.get("solve_transform"):
-        ws = _pix2world(g["solve_transform"])
-    elif model.output_shape is not None and tuple(model.output_shape) == moving_info.shape:
-        ws = compose_affine(moving_info.pixel_to_world, invert_affine(pre))  # its output grid is the moving grid
-    else:
-        ws = None
+    """``(model, output grid info)``: ``model`` seen from ``grid`` (None: its own output grid) and ``moving_info``."""
+    g, pre = model.meta.get("grids", {}), np.asarray(model.pre, float)
+    own = tuple(model.output_shape or ())
+    ws = (_pix2world(g["solve_transform"]) if g.get("solve_transform") else  # solve px -> world
+          compose_affine(moving_info.pixel_to_world, invert_affine(pre)) if own == moving_info.shape else None)
     if grid is None:
-        if model.output_shape is None:
-            raise InputError("the model has no output grid: pass grid=<a DataArray on the output grid>")
-        out_t = g.get("output_transform")
-        if out_t is None:
-            if tuple(model.output_shape) != moving_info.shape:
-                raise InputError("the model's output grid is not the moving grid: pass grid=<reference array>")
-            out_t = moving_info.transform
-        out = dataclasses.replace(moving_info, shape=tuple(model.output_shape), transform=tuple(out_t),
-                                  crs=g.get("crs", moving_info.crs))
+        out_t = g.get("output_transform") or (moving_info.transform if own == moving_info.shape else None)
+        if out_t is None or not own:
+            raise InputError("the model's output grid is unknown or not the moving grid: pass grid=<array on it>")
+        out = dataclasses.replace(moving_info, shape=own, transform=tuple(out_t), crs=g.get("crs", moving_info.crs))
         m = model
     else:
+        from .grids import same_crs
+        if g.get("crs") and grid.crs and not same_crs(g["crs"], grid.crs):
+            raise InputError("the grid's CRS differs from the model's: reproject it first")
+        if ws is None and own != grid.shape:
+            raise InputError("cannot relate the model's grid to this grid: estimate the model with the accessor")
         out = grid
-        if g.get("crs") and grid.crs:
-            from .grids import same_crs
-
-            if not same_crs(g["crs"], grid.crs):
-                raise InputError("the grid's CRS differs from the model's: reproject it first")
-        if ws is None:
-            if tuple(model.output_shape or ()) != grid.shape:
-                raise InputError("cannot relate the model's grid to this grid: estimate it with the accessor")
-            m = model
-        else:
-            m = model.with_output_grid(compose_affine(invert_affine(ws), grid.pixel_to_world), grid.shape)
+        m = model if ws is None else model.with_output_grid(compose_affine(invert_affine(ws), grid.pixel_to_world),
+                                                            grid.shape)
     mt = g.get("moving_transform")
     if mt is not None and not np.allclose(mt, moving_info.transform, rtol=0, atol=1e-9 * max(map(abs, mt))):
-        post = compose_affine(invert_affine(moving_info.pixel_to_world), _pix2world(mt))
-        m = _post_compose(m, post, moving_info)
+        m = _post_compose(m, compose_affine(invert_affine(moving_info.pixel_to_world), _pix2world(mt)), moving_info)
     elif m.moving_shape is not None and tuple(m.moving_shape) != moving_info.shape:
         raise InputError(f"the model was estimated for a moving grid of shape {tuple(m.moving_shape)}, "
                          f"this array is {moving_info.shape}")
@@ -296,12 +247,10 @@ def _post_compose(model, post, moving_info):
                                moving_shape=moving_info.shape, meta={**model.meta, "grids": g})
 
 
-# ----------------------------------------------------------------------------- lazy warp
 def _warp_task(piece, sbox, source_shape, model, box, resampling, dtype, nodata_out, trim, out_shape,
                nodata_in, n_bands):
     """One output chunk: warp the in-memory source ``piece`` (exactly ``sbox``) like the CLI does."""
     from .warp.dask import warp_chunk
-
     def read(b):
         if tuple(b) != tuple(sbox):
             raise HaloError(f"chunk {box} asked for source box {b}, planned {sbox}")
@@ -320,7 +269,6 @@ def warp_lazy(source, model, out_shape, warp_p: WarpParams, nodata_in, nodata_ou
 
     from .warp.kernel import source_box
     from .warp.plan import plan_warp
-
     if not isinstance(source, da.Array):
         source = da.from_array(np.asarray(source), chunks=(-1, 1024, 1024))
     nb, src_shape = source.shape[0], tuple(source.shape[1:])
@@ -328,25 +276,15 @@ def warp_lazy(source, model, out_shape, warp_p: WarpParams, nodata_in, nodata_ou
     trim = warp_p.edge_trim_depth if warp_p.trim_edge_invalid else 0
     dtype = np.dtype(dtype)
     oy, ox = plan.output_shape
-    rows, row = [], None
+    rows = [[] for _ in plan.row_edges[1:]]
     for i, j, (y0, y1, x0, x1) in plan.boxes():
-        if j == 0:
-            row = []
-            rows.append(row)
         g = (max(y0 - trim, 0), min(y1 + trim, oy), max(x0 - trim, 0), min(x1 + trim, ox)) if trim else (y0, y1, x0, x1)
         sbox = source_box(model, g, plan.resampling, src_shape, plan.extra)
         piece = None if sbox is None else source[:, sbox[0]:sbox[1], sbox[2]:sbox[3]]
         task = dask.delayed(_warp_task, pure=True)(piece, sbox, src_shape, model, (y0, y1, x0, x1), plan.resampling,
                                                    dtype.str, nodata_out, trim, plan.output_shape, nodata_in, nb)
-        row.append(da.from_delayed(task, shape=(nb, y1 - y0, x1 - x0), dtype=dtype))
+        rows[i].append(da.from_delayed(task, shape=(nb, y1 - y0, x1 - x0), dtype=dtype))
     return da.block(rows)
-
-
-def _output_nodata(moving, reference, given, dtype):
-    from .pipeline import default_output_nodata
-
-    return default_output_nodata(dataclasses.replace(grid_info(moving), dtype=str(dtype)),
-                                 None if reference is None else grid_info(reference), given)
 
 
 def apply(moving, model, grid=None, reference=None, **options):
@@ -357,7 +295,10 @@ def apply(moving, model, grid=None, reference=None, **options):
     mov = grid_info(moving, nd_in)
     m, out = rebase(model, mov, None if grid is None else grid_info(grid))
     dtype = np.dtype("float32") if fits else moving.dtype
-    nd_out = np.nan if fits else _output_nodata(moving, reference, warp_p.output_nodata, dtype)
+    from .pipeline import default_output_nodata  # as the CLI: given, else the file's, else reference's, else 0
+    ref = None if reference is None else grid_info(reference)
+    own = dataclasses.replace(grid_info(moving), dtype=str(dtype))
+    nd_out = np.nan if fits else default_output_nodata(own, ref, warp_p.output_nodata)
     data = warp_lazy(_as3d(moving), m, out.shape, warp_p, mov.nodata, nd_out, dtype)
     return _wrap(moving, data, m, out, grid, nd_out, fits)
 
@@ -365,9 +306,7 @@ def apply(moving, model, grid=None, reference=None, **options):
 def _wrap(moving, data, model, out, grid, nodata, fits):
     ydim, xdim = _dims(moving)
     other = [d for d in moving.dims if d not in (ydim, xdim)]
-    if not other:
-        data = data[0]
-    dims = (*other, ydim, xdim)
+    data, dims = (data if other else data[0]), (*other, ydim, xdim)
     coords = {d: moving.coords[d] for d in other if d in moving.coords}
     attrs = {k: v for k, v in moving.attrs.items() if k not in ("rastalign_path", "rastalign_ext", "_FillValue")}
     same = out.shape == grid_info(moving).shape and np.allclose(out.transform, grid_info(moving).transform)
@@ -383,39 +322,38 @@ def _wrap(moving, data, model, out, grid, nodata, fits):
         coords.update({xdim: c + a * (np.arange(out.shape[1]) + 0.5), ydim: f + e * (np.arange(out.shape[0]) + 0.5)})
     res = xr.DataArray(data, dims=dims, coords=coords, attrs=attrs, name=moving.name)
     from affine import Affine
-
     res = res.rio.set_spatial_dims(x_dim=xdim, y_dim=ydim, inplace=False)
-    if out.crs is not None:
-        res = res.rio.write_crs(out.crs)
-    res = res.rio.write_transform(Affine(*out.transform))
-    return res.rio.write_nodata(nodata, encoded=False)
+    res = res.rio.write_crs(out.crs) if out.crs is not None else res
+    return res.rio.write_transform(Affine(*out.transform)).rio.write_nodata(nodata, encoded=False)
 
 
 def _output_wcs(model, grid):
-    """The reference WCS shifted by the model's output -> reference translation (None when unknown)."""
-    hdr = model.meta.get("grids", {}).get("wcs")
+    """The reference WCS, shifted by the output -> reference translation (None when unknown)."""
     if grid is not None:
         return grid.attrs.get("wcs")
-    if not hdr:
+    hdr, pre = model.meta.get("grids", {}).get("wcs"), np.asarray(model.pre)
+    if not hdr or not np.allclose(pre[:, :2], np.eye(2)):
         return None
     from astropy.io import fits
     from .io.fits import wcs_of
-
     h = fits.Header.fromstring(hdr)
-    pre = np.asarray(model.pre)
-    if not np.allclose(pre[:, :2], np.eye(2)):
-        return None
-    h["CRPIX1"] = float(h.get("CRPIX1", 0.0)) - pre[0, 2]
-    h["CRPIX2"] = float(h.get("CRPIX2", 0.0)) - pre[1, 2]
+    h["CRPIX1"], h["CRPIX2"] = float(h.get("CRPIX1", 0.0)) - pre[0, 2], float(h.get("CRPIX2", 0.0)) - pre[1, 2]
     return wcs_of(h)
 
 
-# ----------------------------------------------------------------------------- accessors
+def _spatial_vars(ds):
+    return [k for k, v in ds.data_vars.items() if v.ndim >= 2]
+
+
 def _as_array(obj, name=None):
     if isinstance(obj, xr.Dataset):
-        names = [k for k, v in obj.data_vars.items() if v.ndim >= 2]
+        names = _spatial_vars(obj)
         return obj[name if name in names else names[0]]
     return obj
+
+
+def _warp_options(options):
+    return {k: v for k, v in options.items() if k in WARP_KEYS or k == "moving_nodata"}
 
 
 @xr.register_dataarray_accessor("coreg")
@@ -436,8 +374,7 @@ class CoregAccessor:
     def align(self, reference, **options):
         """Estimate and apply: a lazy, dask-backed DataArray on the moving grid (or the reference's)."""
         model = self.estimate(reference, **options)
-        opts = {k: v for k, v in options.items() if k in WARP_KEYS or k == "moving_nodata"}
-        return apply(self._obj, model, None, reference=_as_array(reference, self._obj.name), **opts)
+        return apply(self._obj, model, None, _as_array(reference, self._obj.name), **_warp_options(options))
 
 
 @xr.register_dataset_accessor("coreg")
@@ -447,21 +384,16 @@ class CoregDatasetAccessor:
     def __init__(self, obj):
         self._obj = obj
 
-    def _spatial(self):
-        return [k for k, v in self._obj.data_vars.items() if v.ndim >= 2]
-
     def estimate(self, reference, variable=None, evidence=False, **options):
-        moving = self._obj[variable or self._spatial()[0]]
+        moving = self._obj[variable or _spatial_vars(self._obj)[0]]
         return estimate(moving, _as_array(reference, moving.name), evidence=evidence, **options)
 
-    def apply(self, model, grid=None, **options):
-        grid = _as_array(grid) if grid is not None else None
-        out = {k: apply(self._obj[k], model, grid, **options) for k in self._spatial()}
-        return xr.Dataset(out, attrs=dict(self._obj.attrs))
+    def apply(self, model, grid=None, reference=None, **options):
+        grid = None if grid is None else _as_array(grid)
+        ref = None if reference is None else _as_array(reference)
+        return xr.Dataset({k: apply(self._obj[k], model, grid, ref, **options) for k in _spatial_vars(self._obj)},
+                          attrs=dict(self._obj.attrs))
 
     def align(self, reference, variable=None, **options):
         model = self.estimate(reference, variable=variable, **options)
-        opts = {k: v for k, v in options.items() if k in WARP_KEYS or k == "moving_nodata"}
-        ref = _as_array(reference)
-        out = {k: apply(self._obj[k], model, None, reference=ref, **opts) for k in self._spatial()}
-        return xr.Dataset(out, attrs=dict(self._obj.attrs))
+        return self.apply(model, None, reference, **_warp_options(options))
