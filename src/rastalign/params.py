@@ -36,7 +36,7 @@ class EstimateParams:
     enforce_mutual_valid_mask: bool = True
     solve_resolutions: Optional[Tuple[float, ...]] = None
     clip_fixed_to_moving: bool = True
-    max_proxy_size: int = 4096
+    max_proxy_size: int = 2048
     window: int = 96
     min_window_valid_fraction: float = 0.8
     min_reliability: float = 0.5

@@ -26,7 +26,8 @@ from .model.affine import invert_affine
 from .model.model import AlignmentModel
 from .params import EstimateParams, WarpParams, split_options
 from .proxy import decimation_factor, read_proxy
-from .solve import TiePoints, build_levels, solve
+from .refine import refine_native
+from .solve import TiePoints, build_levels, fit_model, solve
 from .warp.dask import run_warp
 from .warp.plan import plan_warp
 
@@ -113,16 +114,27 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
         levels = [lv for i, lv in enumerate(levels) if i == 0 or i in wanted] or levels[:1]
     domain = (float(ox0), float(oy0), float(ox1 - 1), float(oy1 - 1))
     t1 = time.perf_counter()
+    refine = ff > 1 or fm > 1
     result = solve(levels, initial, domain, window=params.window, min_valid=params.min_window_valid_fraction,
-                   seed=params.seed, residual_model=params.residual_model, max_tie_points=params.max_tie_points)
+                   seed=params.seed, residual_model=params.residual_model, max_tie_points=params.max_tie_points,
+                   finest_iterations=1 if refine else 2)
+    tp, fitted, field_info = result.tiepoints, result.model, result.field_info
+    if refine:
+        # the proxies were decimated: re-measure a spread of tie points at native resolution
+        ntp = refine_native(fitted, tp, fixed_image_path, moving_image_path, params.fixed_band, params.moving_band,
+                            params.fixed_nodata, params.moving_nodata, fix.shape, mov.shape,
+                            params.use_edge_proxies)
+        if len(ntp) >= max(params.min_inliers, 12):
+            fitted, field_info = fit_model(ntp, domain, allow_field=True, threshold=2.5, seed=params.seed,
+                                           residual_model=params.residual_model)
+            tp = ntp
     t2 = time.perf_counter()
-    model = AlignmentModel(result.model.affine, result.model.field, output_shape=fix.shape, moving_shape=mov.shape)
-    tp = result.tiepoints
+    model = AlignmentModel(fitted.affine, fitted.field, output_shape=fix.shape, moving_shape=mov.shape)
     keep = tp.reliability >= params.min_reliability
     tp.inlier = tp.inlier & keep
     quality = _quality(tp, model, params, ff * fix.resolution)
     info = {"proxy_factor": {"fixed": ff, "moving": fm}, "valid_overlap_fraction": float(frac),
-            "levels": result.levels, "field": result.field_info,
+            "levels": result.levels, "field": field_info, "native_refinement": bool(refine),
             "timings_s": {"proxies": t1 - t0, "solve": t2 - t1}}
     if not quality["passed"]:
         raise QualityError(f"alignment failed the quality check: {quality['n_inliers']} inliers of "

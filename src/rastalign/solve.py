@@ -212,6 +212,7 @@ class SolveResult:
 
 def solve(levels: List[Level], initial: AlignmentModel, domain, window=96, min_valid=0.8, seed=0,
           residual_model="auto", max_tie_points=4000, finest_iterations=2) -> SolveResult:
+    """Coarse-to-fine solve; ``finest_iterations=1`` when a native refinement follows."""
     coarse = levels[-1]
     model, peak = global_offset(coarse, initial)
     history = []

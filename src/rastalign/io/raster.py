@@ -5,6 +5,7 @@ tasks stay small and picklable (a path and a box) under any dask scheduler.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,14 +106,17 @@ def validity(data, nodata):
     return ok
 
 
-def read_window(path, box, bands=None, nodata=None, use_file_mask=True, out_shape=None):
+def read_window(path, box, bands=None, nodata=None, use_file_mask=True, out_shape=None, dataset=None):
     """Read ``box = (y0, y1, x0, x1)`` of ``bands`` (1-based list; all when None).
 
     Returns ``(data, valid)``: data (bands, rows, cols) in the file's dtype and the
     validity mask combining ``nodata`` (the given value, else the file's), NaN/Inf and
     the file's internal mask. With ``out_shape`` GDAL decimates (averaging, using
-    overviews when present).
+    overviews when present). ``dataset``: an already open rasterio dataset of ``path``
+    to read through (kept open by the caller, e.g. for many small windows).
     """
+    import contextlib
+
     from rasterio.enums import MaskFlags, Resampling
     from rasterio.windows import Window
 
@@ -120,7 +124,7 @@ def read_window(path, box, bands=None, nodata=None, use_file_mask=True, out_shap
 
     y0, y1, x0, x1 = (int(v) for v in box)
     win = Window(x0, y0, x1 - x0, y1 - y0)
-    with _open(path) as ds:
+    with (contextlib.nullcontext(dataset) if dataset is not None else _open(path)) as ds:
         idx = list(bands) if bands is not None else list(range(1, ds.count + 1))
         shape = tuple(out_shape) if out_shape is not None else (y1 - y0, x1 - x0)
         check_memory(len(idx) * shape[0] * shape[1] * np.dtype(ds.dtypes[0]).itemsize, f"reading {path}")
@@ -227,10 +231,15 @@ class RasterWriter:
             raise self._failure(exc) from None
 
     def commit(self):
+        import rasterio
         import rasterio.shutil
 
         try:
-            self.ds.close()
+            # GDAL reports a failed flush on close only as messages, not as an exception:
+            # log them (DEBUG) and check the file instead, so a half-written file never
+            # reaches the final path.
+            with rasterio.Env(), _muted("rasterio._err"):
+                self.ds.close()
             verify_complete(self.tmp, self.shape, self.count)
             if self.fmt == "COG":
                 cog = temp_path_beside(self.final, ".tif")
@@ -251,9 +260,14 @@ class RasterWriter:
             discard(self.tmp)
 
     def abort(self):
+        import rasterio
+
         try:
-            self.ds.close()
-        except Exception:  # noqa: BLE001 - closing a file that already failed (e.g. disk full)
+            # GDAL reports the flush errors of a file we are discarding anyway (e.g. a full
+            # disk): route them to logging (inside an Env) and keep them at DEBUG.
+            with rasterio.Env(), _muted("rasterio._err"):
+                self.ds.close()
+        except Exception:  # noqa: BLE001 - closing a file that already failed
             pass
         finally:
             discard(self.tmp)
@@ -268,6 +282,25 @@ class RasterWriter:
         if exc_type is not None:
             self.abort()
         return False
+
+
+class _muted:
+    """Demote a logger's records to DEBUG while discarding a failed file."""
+
+    def __init__(self, name):
+        self.logger = logging.getLogger(name)
+
+    def filter(self, record):
+        if record.levelno > logging.DEBUG:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return self.logger.isEnabledFor(logging.DEBUG)
+        return True
+
+    def __enter__(self):
+        self.logger.addFilter(self)
+
+    def __exit__(self, *exc):
+        self.logger.removeFilter(self)
 
 
 class IncompleteWrite(Exception):
