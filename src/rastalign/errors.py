@@ -34,6 +34,10 @@ class QualityError(AlignmentError):
     """A model was fitted but fails the quality check."""
 
 
+class ResourceError(RastalignError):
+    """A step would need more memory (or another resource) than the machine has; refused up front."""
+
+
 class HaloError(RastalignError):
     """A warp chunk would read past the source box planned for it (a bug, never data)."""
 
