@@ -1,4 +1,10 @@
-"""Write-then-rename helpers: a failed run never leaves a half file at the final path."""
+"""Write-then-rename helpers: a failed run never leaves a half file at the final path.
+
+Temporary files are created with :func:`tempfile.mkstemp` (``O_EXCL``, a random name,
+never a predictable one) in the folder of the final file, so the rename is atomic;
+they are then given the permissions an ordinary new file would get (``0666 & ~umask``)
+so that the renamed output is not left private to the user who ran rastalign.
+"""
 from __future__ import annotations
 
 import os
@@ -10,16 +16,34 @@ from ..errors import OutputError
 TMP_TAG = ".rastalign-tmp-"
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _check_folder(folder: Path):
+    if not folder.exists():
+        raise OutputError(f"output folder does not exist: {folder}")
+    if not folder.is_dir():
+        raise OutputError(f"output folder is not a folder: {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder is not writable: {folder}")
+
+
 def temp_path_beside(final, suffix=None):
     """A fresh, private temporary path in the folder of ``final`` (same file system)."""
     final = Path(final)
     folder = final.parent if str(final.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputError(f"output folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder is not writable: {folder}")
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}{TMP_TAG}", suffix=suffix or final.suffix, dir=folder)
-    os.close(fd)
+    _check_folder(folder)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{final.name}{TMP_TAG}", suffix=suffix or final.suffix, dir=folder)
+    except OSError as exc:  # e.g. a read-only file system, or root's permission bypass refused
+        raise OutputError(f"cannot create a file in the output folder {folder}: {exc.strerror or exc}") from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     return Path(name)
 
 
@@ -33,27 +57,41 @@ def discard(path):
 def atomic_write_text(path, text):
     tmp = temp_path_beside(path, ".tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
         discard(tmp)
         raise
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Same path once resolved (symlinks, ``..``, relative spellings), or the same inode (hard links)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
 def check_output_path(output, inputs, overwrite):
-    """Refuse an output that is one of the inputs, or exists without ``overwrite``."""
+    """Refuse an output that is one of the inputs, or exists without ``overwrite``.
+
+    ``inputs`` may hold ``None`` (ignored) and paths that do not exist yet (another
+    output of the same run): an output is refused when it names the same file as any
+    of them, whatever the spelling.
+    """
     out = Path(output).resolve()
     for p in inputs:
-        if p is not None and Path(p).exists() and out == Path(p).resolve():
+        if p is not None and _same_file(Path(output), Path(p)):
             raise OutputError(f"output path is the same file as an input: {output}")
-    if out.exists() and not overwrite:
-        raise OutputError(f"output exists (use --overwrite to replace it): {output}")
     if out.exists() and out.is_dir():
         raise OutputError(f"output path is a folder: {output}")
-    folder = out.parent
-    if not folder.is_dir():
-        raise OutputError(f"output folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder is not writable: {folder}")
+    if out.exists() and not overwrite:
+        raise OutputError(f"output exists (use --overwrite to replace it): {output}")
+    _check_folder(out.parent)
     return out
