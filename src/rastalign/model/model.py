@@ -13,8 +13,9 @@ geotransforms. Keeping ``pre`` separate lets one estimate serve any output grid.
 """
 from __future__ import annotations
 
-import json
 import dataclasses
+import json
+import os
 from dataclasses import dataclass, replace
 from typing import Optional
 
@@ -26,6 +27,50 @@ from .residual import SplineField
 
 FORMAT = "rastalign-model"
 VERSION = 1
+MAX_JSON_BYTES = 64 * 2 ** 20  # a model is a few KB; refuse to slurp anything huge
+MAX_NODES = 4096  # spline nodes per axis
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a number a model may hold")
+
+
+def _matrix(value, name):
+    m = np.asarray(value, dtype=float)
+    if m.shape != (2, 3):
+        raise ValueError(f"'{name}' must be a 2x3 matrix, got shape {m.shape}")
+    if not np.isfinite(m).all():
+        raise ValueError(f"'{name}' has non-finite coefficients")
+    return m
+
+
+def _shape(value, name):
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"'{name}' must be [rows, cols]")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2 ** 31 for v in value):
+        raise ValueError(f"'{name}' must hold two positive integers, got {value}")
+    return tuple(value)
+
+
+def _field(d):
+    if not isinstance(d, dict):
+        raise ValueError("'field' must be an object")
+    nodes = d["nodes"]
+    if (not isinstance(nodes, (list, tuple)) or len(nodes) != 2
+            or not all(isinstance(n, int) and not isinstance(n, bool) and 2 <= n <= MAX_NODES for n in nodes)):
+        raise ValueError(f"field 'nodes' must be two integers in [2, {MAX_NODES}], got {nodes!r}")
+    for key in ("origin", "spacing"):
+        v = np.asarray(d[key], dtype=float)
+        if v.shape != (2,) or not np.isfinite(v).all():
+            raise ValueError(f"field '{key}' must be two finite numbers")
+    if min(d["spacing"]) <= 0:
+        raise ValueError("field 'spacing' must be positive")
+    for key in ("coef_x", "coef_y"):
+        if not np.isfinite(np.asarray(d[key], dtype=float)).all():
+            raise ValueError(f"field '{key}' has non-finite coefficients")
+    return SplineField.from_dict(d)
 
 
 @dataclass(frozen=True)
@@ -105,21 +150,28 @@ class AlignmentModel:
 
     @classmethod
     def from_dict(cls, d) -> "AlignmentModel":
+        """Build a model from parsed JSON, checking every field (a bad file never yields a bad model)."""
+        if not isinstance(d, dict):
+            raise InputError("malformed model JSON: top level is not an object")
         try:
             if d.get("format") != FORMAT:
                 raise ValueError(f"not a rastalign model (format={d.get('format')!r})")
             if int(d.get("version", 0)) > VERSION:
                 raise ValueError(f"model version {d['version']} is newer than this rastalign ({VERSION})")
-            aff = np.asarray(d["affine"], float).reshape(2, 3)
-            pre = np.asarray(d.get("pre", IDENTITY), float).reshape(2, 3)
-            if not (np.isfinite(aff).all() and np.isfinite(pre).all()):
-                raise ValueError("non-finite coefficients")
-            fld = None if d.get("field") is None else SplineField.from_dict(d["field"])
-            shp = d.get("output_shape")
-            msh = d.get("moving_shape")
-            return cls(aff, fld, pre, None if shp is None else tuple(int(s) for s in shp),
-                       None if msh is None else tuple(int(s) for s in msh), dict(d.get("meta") or {}))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if "affine" not in d:
+                raise ValueError("missing 'affine'")
+            aff = _matrix(d["affine"], "affine")
+            pre = _matrix(d.get("pre", IDENTITY.tolist()), "pre")
+            for name, m in (("affine", aff), ("pre", pre)):
+                if abs(np.linalg.det(m[:, :2])) < 1e-12:
+                    raise ValueError(f"'{name}' is singular (it maps the plane onto a line or a point)")
+            fld = None if d.get("field") is None else _field(d["field"])
+            meta = d.get("meta") or {}
+            if not isinstance(meta, dict):
+                raise ValueError("'meta' must be an object")
+            return cls(aff, fld, pre, _shape(d.get("output_shape"), "output_shape"),
+                       _shape(d.get("moving_shape"), "moving_shape"), dict(meta))
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise InputError(f"malformed model JSON: {exc}") from None
 
     @classmethod
@@ -128,16 +180,20 @@ class AlignmentModel:
         text = str(text_or_path)
         if not text.lstrip().startswith(("{", "[")):
             try:
+                if os.path.getsize(text) > MAX_JSON_BYTES:
+                    raise InputError(f"model file is too large to be a model ({os.path.getsize(text)} bytes): "
+                                     f"{text_or_path}")
                 with open(text, "r", encoding="utf-8") as fh:
                     text = fh.read()
             except OSError as exc:
-                raise InputError(f"cannot read model file {text_or_path}: {exc.strerror}") from None
+                raise InputError(f"cannot read model file {text_or_path}: {exc.strerror or exc}") from None
+            except UnicodeDecodeError:
+                raise InputError(f"malformed model JSON: {text_or_path} is not UTF-8 text") from None
         try:
-            d = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"malformed model JSON: {exc}") from None
-        if not isinstance(d, dict):
-            raise InputError("malformed model JSON: top level is not an object")
+            d = json.loads(text, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            msg = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise InputError(f"malformed model JSON: {msg}") from None
         return cls.from_dict(d)
 
     @classmethod
