@@ -37,7 +37,10 @@ def setup_logging(verbose: int, to_console: bool = False):
 
 def run(prog: str, func, verbose: int) -> int:
     """Run ``func()`` under the error contract; print its JSON result on stdout."""
-    old = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        old = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (e.g. main() called from a worker thread): leave SIGTERM alone
+        old = None
     try:
         result = func()
         if result is not None:
@@ -72,7 +75,8 @@ def run(prog: str, func, verbose: int) -> int:
               f"rerun with -v for details", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, old)
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
 
 
 def _one_line(exc) -> str:
