@@ -97,7 +97,7 @@ def test_in_memory_arrays_and_dataset(pair, capsys):
     assert res["a"].rio.crs == moving.rio.crs
 
 
-def test_model_json_roundtrip_and_apply_on_reference_grid(pair):
+def test_model_json_roundtrip_and_apply_on_reference_grid(pair, tmp_path):
     _, m, f = pair
     moving = rioxarray.open_rasterio(m, chunks=256)
     reference = rioxarray.open_rasterio(f, chunks=256)
@@ -107,7 +107,8 @@ def test_model_json_roundtrip_and_apply_on_reference_grid(pair):
     assert full.shape[1:] == reference.shape[1:] and cropped.shape[1:] != full.shape[1:]
     sub = full.sel(x=cropped.x, y=cropped.y)
     assert np.array_equal(sub.values, cropped.values)
-    on_moving = moving.coreg.estimate(reference)  # same geometry, moving grid
+    on_moving = moving.coreg.estimate(reference, plot=str(tmp_path / "qa.png"))  # same geometry, moving grid
+    assert (tmp_path / "qa.png").stat().st_size > 10000  # the CLI's --plot figure
     assert np.array_equal(moving.coreg.apply(on_moving, grid=reference).values, full.values)
 
 
