@@ -126,3 +126,18 @@ def test_console_script_exit_status(pair, tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().startswith("vhr-align-image-pair: error: file not found")
+
+
+def test_fits_output_equals_geotiff_output(pair, tmp_path, capsys):
+    from astropy.io import fits
+
+    moving, fixed, _ = pair
+    tif, fit = tmp_path / "o.tif", tmp_path / "o.fits"
+    for out, extra in ((tif, ["--split-factor", "1"]), (fit, ["--split-factor", "3"])):
+        code, _, err = run_cli(["--moving-image", moving, "--fixed-image", fixed, "--output-image", out] + extra,
+                               capsys)
+        assert code == 0, err
+    data = fits.getdata(fit)
+    ref = read_tif(tif)[0]
+    assert data.shape == ref.shape
+    assert np.array_equal(data, ref)  # uint16 widened losslessly to int32, same rounding and clipping

@@ -189,20 +189,36 @@ def apply(moving_image_path, model: AlignmentModel, output_image_path, grid, par
     mov = inspect_raster(moving_image_path)
     fmt = params.output_format or ("COG" if str(output_image_path).lower().endswith(".cog.tif") else
                                    "FITS" if str(output_image_path).lower().endswith((".fits", ".fit", ".fts")) else "GTiff")
-    if fmt == "FITS":
-        raise InputError("FITS output of GeoTIFF inputs is not supported yet: use a .tif output")
     nodata = default_output_nodata(mov, fixed_info, output_nodata)
     trim = params.edge_trim_depth if params.trim_edge_invalid else 0
     plan = plan_warp(grid.shape, mov.count, params.resampling, params.split_factor, params.chunks, params.max_chunk_mb)
     reader = _BandReader(moving_image_path, moving_nodata, mov.count)
-    with RasterWriter(output_image_path, grid.shape, mov.count, mov.dtype, grid.crs, grid.transform, nodata,
-                      mov.descriptions, fmt=fmt, tags={"RASTALIGN_MODEL": model.to_json(indent=None)[:30000]}) as w:
-        stats = run_warp(reader, mov.shape, model, plan, w, mov.dtype, nodata, scheduler=params.scheduler,
-                         progress=params.progress, trim_depth=trim, client=client)
+    with _writer(fmt, output_image_path, grid, mov, nodata, model) as w:
+        dtype = fits_dtype(mov.dtype) if fmt == "FITS" else mov.dtype
+        stats = run_warp(reader, mov.shape, model, plan, w, dtype, nodata, scheduler=params.scheduler,
+                         progress=params.progress, trim_depth=trim, client=client, range_dtype=mov.dtype)
         w.commit()
     stats.update({"n_chunks": plan.n_chunks, "chunks": [list(c) for c in plan.chunks][:2], "format": fmt,
                   "output_nodata": nodata})
     return stats
+
+
+def fits_dtype(dtype):
+    """FITS has no unsigned 16/32-bit pixels: widen them losslessly (uint16 -> int32, uint32 -> int64)."""
+    return {"uint16": "int32", "uint32": "int64", "int8": "int16"}.get(np.dtype(dtype).name, np.dtype(dtype).name)
+
+
+def _writer(fmt, path, grid, mov, nodata, model):
+    """The streamed writer for ``fmt``: tiled GeoTIFF / COG, or FITS (grid kept as header cards)."""
+    if fmt == "FITS":
+        from .io.fits import FitsWriter
+
+        cards = {f"GT_{k}": float(v) for k, v in zip("ABCDEF", grid.transform)}
+        cards["RA_MODEL"] = "rastalign model: see the JSON written beside the output"
+        return FitsWriter(path, grid.shape, mov.count, fits_dtype(mov.dtype), nodata=nodata,
+                          descriptions=mov.descriptions, tags=cards)
+    return RasterWriter(path, grid.shape, mov.count, mov.dtype, grid.crs, grid.transform, nodata,
+                        mov.descriptions, fmt=fmt, tags={"RASTALIGN_MODEL": model.to_json(indent=None)[:30000]})
 
 
 def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **options) -> AlignmentResult:

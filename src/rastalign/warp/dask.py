@@ -25,11 +25,13 @@ from .kernel import warp_block
 log = logging.getLogger(__name__)
 
 
-def to_output_dtype(values, valid, dtype, nodata):
-    """Round (not truncate) and clip to ``dtype``; set invalid pixels to ``nodata``."""
+def to_output_dtype(values, valid, dtype, nodata, range_dtype=None):
+    """Round (not truncate) and clip to the range of ``range_dtype`` (default ``dtype``), store
+    as ``dtype``; set invalid pixels to ``nodata``."""
     dtype = np.dtype(dtype)
+    rdt = np.dtype(range_dtype) if range_dtype is not None else dtype
     if dtype.kind in "iu":
-        info = np.iinfo(dtype)
+        info = np.iinfo(rdt if rdt.kind in "iu" else dtype)
         out = np.clip(np.rint(values), info.min, info.max).astype(dtype)
     elif dtype.kind == "b":
         out = values >= 0.5
@@ -41,7 +43,7 @@ def to_output_dtype(values, valid, dtype, nodata):
 
 
 def warp_chunk(read_source, source_shape, model, out_box, resampling, dtype, nodata,
-               trim_depth=0, output_shape=None, threads=1, plan_extra=0):
+               trim_depth=0, output_shape=None, threads=1, plan_extra=0, range_dtype=None):
     """Compute one output chunk (bands, rows, cols) in ``dtype``; the unit of work of the graph.
 
     With ``trim_depth > 0`` the chunk is computed on a box grown by that depth (within the
@@ -74,7 +76,7 @@ def warp_chunk(read_source, source_shape, model, out_box, resampling, dtype, nod
     if vals is None:
         nb = getattr(read_source, "n_bands", 1)
         vals = np.zeros((nb,) + valid.shape, np.float32)
-    return to_output_dtype(vals, valid, dtype, nodata), int(valid.sum())
+    return to_output_dtype(vals, valid, dtype, nodata, range_dtype), int(valid.sum())
 
 
 def _client_for(scheduler):
@@ -89,7 +91,7 @@ def _client_for(scheduler):
 
 
 def run_warp(read_source: Callable, source_shape, model, plan, sink, dtype, nodata, scheduler="threads",
-             progress=False, trim_depth=0, batch=None, client=None) -> dict:
+             progress=False, trim_depth=0, batch=None, client=None, range_dtype=None) -> dict:
     """Warp every chunk of ``plan`` and hand it to ``sink.write(box, array)`` as chunks complete.
 
     ``read_source(box) -> (data, valid)`` must be picklable (e.g. a
@@ -108,7 +110,8 @@ def run_warp(read_source: Callable, source_shape, model, plan, sink, dtype, noda
     pooled = client is not None or scheduler in ("threads", "processes")
     inner = 1 if pooled and len(boxes) >= ncpu else ncpu
     args = (tuple(source_shape), model)
-    rest = (plan.resampling, np.dtype(dtype).str, nodata, trim_depth, plan.output_shape, inner, plan.extra)
+    rest = (plan.resampling, np.dtype(dtype).str, nodata, trim_depth, plan.output_shape, inner, plan.extra,
+            range_dtype)
     bar = _progress(progress, len(boxes))
     n_valid = 0
 
