@@ -1,0 +1,73 @@
+"""Interruption: SIGINT or SIGTERM during the warp leaves no file at the output path and no
+temporary files (the work folder survives only with --keep-temp-dir)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rastalign.io.atomic import TMP_TAG
+from rastalign.testing import write_pair
+
+
+@pytest.fixture(scope="module")
+def large_pair(tmp_path_factory):
+    """Large enough that the warp takes a couple of seconds with --split-factor 6."""
+    d = tmp_path_factory.mktemp("large")
+    moving, fixed, _ = write_pair(d, (2400, 2400), rotation_deg=0.2, shift=(3.3, -2.1), bands=3, seed=3)
+    return Path(moving), Path(fixed)
+
+
+def _interrupt(moving, fixed, folder, sig, extra=()):
+    out_dir, tmp_dir = folder / "out", folder / "tmp"
+    out_dir.mkdir()
+    tmp_dir.mkdir()
+    out = out_dir / "aligned.tif"
+    env = dict(os.environ, TMPDIR=str(tmp_dir))
+    proc = subprocess.Popen([sys.executable, "-m", "rastalign.cli.vhr", "--moving-image", str(moving),
+                             "--fixed-image", str(fixed), "--output-image", str(out), "--split-factor", "6",
+                             "--resampling", "lanczos", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(TMP_TAG in p for p in os.listdir(out_dir)):  # the writer exists: warping
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the warp never started"
+            time.sleep(0.02)
+        time.sleep(0.2)
+        assert proc.poll() is None, "finished before the signal: make the pair larger"
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, stdout, stderr, out, tmp_dir
+
+
+@pytest.mark.parametrize("sig,code,word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_signal_during_warp_leaves_nothing(sig, code, word, large_pair, tmp_path):
+    moving, fixed = large_pair
+    sizes = (moving.stat().st_size, fixed.stat().st_size)
+    rc, stdout, stderr, out, tmp_dir = _interrupt(moving, fixed, tmp_path, sig)
+    assert rc == code, stderr
+    assert stdout == ""
+    assert stderr.strip() == f"vhr-align-image-pair: error: {word}; no output was written"
+    assert os.listdir(out.parent) == []  # no output, no model, no temporary file
+    assert os.listdir(tmp_dir) == []  # the work folder is gone too
+    assert (moving.stat().st_size, fixed.stat().st_size) == sizes
+
+
+def test_sigterm_with_keep_temp_dir_keeps_only_the_work_folder(large_pair, tmp_path):
+    moving, fixed = large_pair
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    rc, stdout, stderr, out, _ = _interrupt(moving, fixed, tmp_path, signal.SIGTERM,
+                                            ("--keep-temp-dir", "--temp-dir", str(keep)))
+    assert rc == 143, stderr
+    assert os.listdir(out.parent) == []
+    kept = os.listdir(keep)
+    assert len(kept) == 1 and kept[0].startswith("rastalign_")
