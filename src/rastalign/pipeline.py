@@ -7,6 +7,7 @@ and reports. Option names are coregix's (see :mod:`rastalign.params`).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -22,7 +23,7 @@ from .errors import AlignmentError, InputError, OverlapError, QualityError
 from .grids import check_band, check_crs, moving_to_fixed, output_grid, overlap_box
 from .io.atomic import check_output_path
 from .io.raster import RasterInfo, RasterWriter, inspect_raster, read_window
-from .model.affine import invert_affine
+from .model.affine import apply_affine, invert_affine
 from .model.model import AlignmentModel
 from .params import EstimateParams, WarpParams, split_options
 from .proxy import decimation_factor, read_proxy
@@ -58,15 +59,23 @@ class AlignmentResult:
                 "model_path": self.model_path, "quality": self.quality}
 
 
-def _quality(tp: TiePoints, model, params: EstimateParams, solve_px: float) -> dict:
+def _quality(tp: TiePoints, model, params: EstimateParams, solve_px: float, moving_px: float) -> dict:
+    """Residual statistics of the inlier tie points, in moving pixels, solve pixels and CRS units.
+
+    The pass/fail check uses solve pixels (the common resolution both images support),
+    so a 0.3 m image aligned to a 10 m reference is judged at 10 m.
+    """
     inl = tp.inlier
     r = np.hypot(*tp.residual[inl].T) if inl.any() else np.array([np.nan])
+    rms = float(np.sqrt(np.mean(r ** 2)))
+    to_solve = moving_px / solve_px
     q = {"n_tie_points": int(len(tp)), "n_inliers": int(inl.sum()),
-         "rms_residual_px": float(np.sqrt(np.mean(r ** 2))), "median_residual_px": float(np.median(r)),
+         "rms_residual_px": rms, "median_residual_px": float(np.median(r)),
          "p95_residual_px": float(np.percentile(r, 95)),
+         "rms_residual_solve_px": rms * to_solve, "rms_residual_crs_units": rms * moving_px,
          "mean_reliability": float(np.mean(tp.reliability[inl])) if inl.any() else 0.0,
-         "residual_field": model.field is not None, "solve_pixel_size": solve_px}
-    q["passed"] = bool(q["n_inliers"] >= params.min_inliers and q["rms_residual_px"] <= params.max_rms_px)
+         "residual_field": model.field is not None, "solve_pixel_size": solve_px, "moving_pixel_size": moving_px}
+    q["passed"] = bool(q["n_inliers"] >= params.min_inliers and rms * min(to_solve, 1.0) <= params.max_rms_px)
     return q
 
 
@@ -84,20 +93,26 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
     check_band(mov, params.moving_band, "moving")
     check_band(fix, params.fixed_band, "fixed")
     oy0, oy1, ox0, ox1 = overlap_box(mov, fix)
+    # read only the overlap: the fixed box, and the moving box its footprint needs
+    fbox = (oy0, oy1, ox0, ox1) if params.clip_fixed_to_moving else (0, fix.shape[0], 0, fix.shape[1])
+    to_moving = invert_affine(moving_to_fixed(mov, fix))
+    mbox = _footprint_box(to_moving, fbox, mov.shape, margin=16)
     res = params.solve_resolutions
     finest = None if not res or res[-1] == 0 else res[-1]
-    ff = decimation_factor(fix.shape, params.max_proxy_size, fix.resolution, finest)
+    ff = decimation_factor((fbox[1] - fbox[0], fbox[3] - fbox[2]), params.max_proxy_size, fix.resolution, finest)
     fm = max(1, int(round(ff * fix.resolution / mov.resolution)))
-    fimg, fval = read_proxy(fixed_image_path, params.fixed_band, fix.shape, ff, params.fixed_nodata)
-    mimg, mval = read_proxy(moving_image_path, params.moving_band, mov.shape, fm, params.moving_nodata)
-    for name, img, val in (("moving", mimg, mval), ("fixed", fimg, fval)):
+    fimg, fval = read_proxy(fixed_image_path, params.fixed_band, fix.shape, ff, params.fixed_nodata, box=fbox)
+    mimg, mval = read_proxy(moving_image_path, params.moving_band, mov.shape, fm, params.moving_nodata, box=mbox)
+    for name, img, val, band in (("moving", mimg, mval, params.moving_band), ("fixed", fimg, fval, params.fixed_band)):
         if not val.any():
-            raise InputError(f"the {name} image has no valid pixels (all nodata/NaN) in band {params.band_index}")
+            raise InputError(f"the {name} image has no valid pixels (all nodata/NaN/Inf) in band {band} "
+                             f"over the overlap")
         if float(np.ptp(img[val])) == 0.0:
             raise InputError(f"the {name} image is constant (value {img[val][0]:g}): nothing to align on")
+    # work in coordinates local to the two boxes; shift back at the end
+    of, om = (float(fbox[2]), float(fbox[0])), (float(mbox[2]), float(mbox[0]))
+    initial = shift_model(AlignmentModel(to_moving), of, om, inverse=True)
     # mutual validity on the fixed proxy grid, over the overlap
-    to_moving = invert_affine(moving_to_fixed(mov, fix))
-    initial = AlignmentModel(to_moving)
     inside, mval_on_f = _moving_validity_on_fixed(initial, fimg.shape, ff, mval, fm)
     roi = inside if params.clip_fixed_to_moving else np.ones_like(inside)
     mutual = fval & mval_on_f & roi
@@ -112,13 +127,17 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
     if sr:  # keep the levels nearest to the requested coarser resolutions
         wanted = {min(range(len(levels)), key=lambda i: abs(levels[i].f_fixed * fix.resolution - r)) for r in sr if r}
         levels = [lv for i, lv in enumerate(levels) if i == 0 or i in wanted] or levels[:1]
-    domain = (float(ox0), float(oy0), float(ox1 - 1), float(oy1 - 1))
+    domain = (float(ox0) - of[0], float(oy0) - of[1], float(ox1 - 1) - of[0], float(oy1 - 1) - of[1])
     t1 = time.perf_counter()
-    refine = ff > 1 or fm > 1
+    # refine at native resolution only when both proxies were decimated (same-scale natives)
+    refine = ff > 1 and fm > 1
     result = solve(levels, initial, domain, window=params.window, min_valid=params.min_window_valid_fraction,
                    seed=params.seed, residual_model=params.residual_model, max_tie_points=params.max_tie_points,
                    finest_iterations=1 if refine else 2)
-    tp, fitted, field_info = result.tiepoints, result.model, result.field_info
+    tp, fitted, field_info = result.tiepoints, shift_model(result.model, of, om), result.field_info
+    tp.fixed = tp.fixed + np.array(of)
+    tp.moving = tp.moving + np.array(om)
+    domain = (float(ox0), float(oy0), float(ox1 - 1), float(oy1 - 1))
     if refine:
         # the proxies were decimated: re-measure a spread of tie points at native resolution
         ntp = refine_native(fitted, tp, fixed_image_path, moving_image_path, params.fixed_band, params.moving_band,
@@ -132,15 +151,45 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
     model = AlignmentModel(fitted.affine, fitted.field, output_shape=fix.shape, moving_shape=mov.shape)
     keep = tp.reliability >= params.min_reliability
     tp.inlier = tp.inlier & keep
-    quality = _quality(tp, model, params, ff * fix.resolution)
+    quality = _quality(tp, model, params, max(ff * fix.resolution, fm * mov.resolution), mov.resolution)
     info = {"proxy_factor": {"fixed": ff, "moving": fm}, "valid_overlap_fraction": float(frac),
             "levels": result.levels, "field": field_info, "native_refinement": bool(refine),
             "timings_s": {"proxies": t1 - t0, "solve": t2 - t1}}
     if not quality["passed"]:
+        rms = quality["rms_residual_px"]
+        rms_txt = "no inliers" if not np.isfinite(rms) else f"rms {rms:.3f} px (limit {params.max_rms_px:g})"
         raise QualityError(f"alignment failed the quality check: {quality['n_inliers']} inliers of "
-                           f"{quality['n_tie_points']} tie points (need {params.min_inliers}), rms "
-                           f"{quality['rms_residual_px']:.3f} px (limit {params.max_rms_px:g})")
+                           f"{quality['n_tie_points']} tie points (need {params.min_inliers}), {rms_txt}")
     return Estimate(model, tp, quality, info)
+
+
+def _footprint_box(fixed_to_moving, fbox, mshape, margin=16):
+    """Moving-pixel box ``(y0, y1, x0, x1)`` covering the fixed box's footprint plus a margin."""
+    y0, y1, x0, x1 = fbox
+    xs, ys = apply_affine(fixed_to_moving, np.array([x0, x1, x0, x1], float), np.array([y0, y0, y1, y1], float))
+    return (max(int(np.floor(ys.min())) - margin, 0), min(int(np.ceil(ys.max())) + margin, mshape[0]),
+            max(int(np.floor(xs.min())) - margin, 0), min(int(np.ceil(xs.max())) + margin, mshape[1]))
+
+
+def shift_model(model, of, om, inverse=False):
+    """Re-express a fixed->moving model between global pixels and pixels local to boxes with
+    origins ``of`` (fixed) and ``om`` (moving), local = global - origin.
+
+    Local -> global (default): ``t = t' - A of + om`` and the field's origin moves by ``+of``;
+    ``inverse=True`` goes global -> local.
+    """
+    of, om = np.asarray(of, float), np.asarray(om, float)
+    aff = np.asarray(model.affine, float).copy()
+    lin = aff[:, :2]
+    if inverse:
+        aff[:, 2] = aff[:, 2] + lin @ of - om
+    else:
+        aff[:, 2] = aff[:, 2] - lin @ of + om
+    fld = model.field
+    if fld is not None:
+        d = -of if inverse else of
+        fld = dataclasses.replace(fld, origin=(fld.origin[0] + d[0], fld.origin[1] + d[1]))
+    return AlignmentModel(aff, fld)
 
 
 def _moving_validity_on_fixed(initial, fshape, ff, mval, fm, rows=256):
@@ -234,6 +283,14 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
     out = check_output_path(output_image_path, [moving_image_path, fixed_image_path], warp_p.overwrite)
     model_out = rest.get("model_out") or f"{output_image_path}.model.json"
     check_output_path(model_out, [moving_image_path, fixed_image_path, output_image_path], warp_p.overwrite)
+    for extra in (rest.get("report_out"), rest.get("plot")):
+        if extra:
+            check_output_path(extra, [moving_image_path, fixed_image_path, output_image_path, model_out], True)
+    if rest.get("plot"):
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise InputError("--plot needs matplotlib: pip install 'rastalign[plot]'") from None
     work = Path(tempfile.mkdtemp(prefix="rastalign_", dir=rest.get("temp_dir")))
     keep = bool(rest.get("keep_temp_dir"))
     try:

@@ -56,21 +56,26 @@ def block_mean(data, valid, f):
     return mean.astype(np.float32), ok
 
 
-def read_proxy(path, band, shape, factor, nodata=None):
-    """Decimated image of 0-based ``band`` and its validity, reading strips of whole blocks."""
-    ny, nx = shape
-    if factor == 1:
-        data, ok = read_window(path, (0, ny, 0, nx), bands=[band + 1], nodata=nodata)
-        return data[0].astype(np.float32), ok
+def read_proxy(path, band, shape, factor, nodata=None, box=None):
+    """Decimated image of 0-based ``band`` over ``box = (y0, y1, x0, x1)`` (default: all) and
+    its validity, reading strips of whole blocks in parallel threads (GDAL releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    by0, by1, bx0, bx1 = box if box is not None else (0, shape[0], 0, shape[1])
+    nx = bx1 - bx0
     rows_per_strip = max(factor, (STRIP_BYTES // max(nx * 8, 1)) // factor * factor)
-    parts, masks = [], []
-    for y0 in range(0, ny, rows_per_strip):
-        y1 = min(y0 + rows_per_strip, ny)
-        data, ok = read_window(path, (y0, y1, 0, nx), bands=[band + 1], nodata=nodata)
-        m, v = block_mean(data[0], ok, factor)
-        parts.append(m)
-        masks.append(v)
-    return np.vstack(parts), np.vstack(masks)
+    starts = list(range(by0, by1, rows_per_strip))
+
+    def strip(y0):
+        y1 = min(y0 + rows_per_strip, by1)
+        data, ok = read_window(path, (y0, y1, bx0, bx1), bands=[band + 1], nodata=nodata)
+        if factor == 1:
+            return data[0].astype(np.float32), ok
+        return block_mean(data[0], ok, factor)
+
+    with ThreadPoolExecutor(2) as pool:
+        parts = list(pool.map(strip, starts))
+    return np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts])
 
 
 def erode3(valid):

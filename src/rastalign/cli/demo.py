@@ -60,7 +60,7 @@ def apply_model(args):
 
     model = AlignmentModel.from_json(args.model)
     mov = inspect_raster(args.moving_image)
-    check_output_path(args.output_image, [args.moving_image, args.model], args.overwrite)
+    check_output_path(args.output_image, [args.moving_image, args.model, args.like], args.overwrite)
     if model.output_shape is None:
         from ..errors import InputError
         raise InputError("the model has no output grid shape: estimate it with rastalign >= 0.1")

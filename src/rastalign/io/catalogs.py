@@ -50,7 +50,7 @@ def as_detections(table, name="detection table"):
     n = len(t)
 
     def col(c, default):
-        return np.asarray(t[cols[c]], dtype=float) if c in cols else np.full(n, default, float)
+        return _numeric(t, cols[c], name) if c in cols else np.full(n, default, float)
 
     out = Table({"x": col("x", 0), "y": col("y", 0), "flux": col("flux", 0), "fwhm": col("fwhm", np.nan)})
     flag = np.asarray(t[cols["flag"]]) if "flag" in cols else np.zeros(n, np.int64)
@@ -111,18 +111,27 @@ def read_sextractor(path):
     if missing:
         raise InputError(f"catalogue {path} lacks column(s) {', '.join(missing)} "
                          f"(has: {', '.join(t.colnames) or 'none'})")
-    flux = np.asarray(t[fc], float)
+    where = f"catalogue {path}"
+    flux = _numeric(t, fc, where)
     if flux.ndim > 1:
         flux = flux[:, 0]
-    d = {"x": np.asarray(t[xc], float) - 1.0, "y": np.asarray(t[yc], float) - 1.0, "flux": flux}
+    d = {"x": _numeric(t, xc, where) - 1.0, "y": _numeric(t, yc, where) - 1.0, "flux": flux}
     fw = _first(t.colnames, ("FWHM_IMAGE",))
     if fw is not None:
-        d["fwhm"] = np.asarray(t[fw], float)
+        d["fwhm"] = _numeric(t, fw, where)
     fl = _first(t.colnames, ("FLAGS",))
     if fl is not None:
-        d["flag"] = np.asarray(t[fl]).astype(np.int64)
+        d["flag"] = _numeric(t, fl, where).astype(np.int64)
     log.info("catalogue %s: %d rows, x/y from %s/%s (1-based -> 0-based), flux from %s", path, len(t), xc, yc, fc)
     return as_detections(d, name=f"catalogue {path}")
+
+
+def _numeric(table, column, where):
+    """A column as floats, or a one-line :class:`InputError` naming it."""
+    try:
+        return np.asarray(table[column], dtype=float)
+    except (ValueError, TypeError):
+        raise InputError(f"{where}: column {column} is not numeric") from None
 
 
 def write_sextractor(table, path, flux_col="FLUX_AUTO"):
