@@ -89,6 +89,7 @@ def test_bad_inputs_are_refused_in_one_line(pair, tmp_path, capsys):
     p = make_pair((256, 256), seed=2)
     far = write_tif(tmp_path / "far.tif", p.fixed, transform=(0.5, 0, 900000.0, 0, -0.5, 5800000.0))
     other_crs = write_tif(tmp_path / "crs.tif", p.fixed, crs="EPSG:32634")
+    no_crs = write_tif(tmp_path / "nocrs.tif", p.fixed, crs=None)
     const = write_tif(tmp_path / "const.tif", np.full((1, 512, 640), 7, np.uint16))
     mostly_nodata = np.zeros((1, 512, 640), np.uint16)
     mostly_nodata[0, :3, :3] = np.arange(9).reshape(3, 3) + 5
@@ -98,7 +99,8 @@ def test_bad_inputs_are_refused_in_one_line(pair, tmp_path, capsys):
         ([moving, garbage], "not a readable raster"),
         ([moving, empty], "file is empty"),
         ([moving, far], "do not overlap"),
-        ([moving, other_crs], "different CRS"),
+        ([moving, other_crs], "do not overlap"),  # reprojected, and then far apart
+        ([moving, no_crs], "only one image has a CRS"),
         ([const, fixed], "constant"),
         ([sparse, fixed], "too little valid data"),
     ]

@@ -1,8 +1,9 @@
-"""Grid relations between the fixed, moving and output rasters (same CRS).
+"""Grid relations between the fixed, moving and output rasters.
 
-Everything is expressed with 2x3 pixel->world matrices of pixel *centres*, so the
-relation between two grids is one affine: ``moving px -> fixed px`` =
-``inv(W_fixed) o W_moving``.
+Every grid has a 2x3 pixel->world matrix of pixel *centres* and a CRS. In one CRS the
+relation between two grids is one affine, ``moving px -> fixed px`` =
+``inv(W_fixed) o W_moving``; across CRS it goes through PROJ (:func:`pixel_mapping`)
+and is fitted as an affine plus a smooth field where a model needs it.
 """
 from __future__ import annotations
 
@@ -19,19 +20,40 @@ def same_crs(a, b) -> bool:
         return a is None and b is None
     from rasterio.crs import CRS
 
-    return CRS.from_wkt(a) == CRS.from_wkt(b)
+    return CRS.from_user_input(a) == CRS.from_user_input(b)
+
+
+def pixel_mapping(src, dst):
+    """Callable ``(x, y) -> (x', y')``: pixels of grid ``src`` to pixels of grid ``dst``
+    (objects with ``pixel_to_world`` and ``crs``), through PROJ when the CRS differ."""
+    to_world = np.asarray(src.pixel_to_world, float)
+    from_world = invert_affine(dst.pixel_to_world)
+    if same_crs(src.crs, dst.crs):
+        m = compose_affine(from_world, to_world)
+        return lambda x, y: apply_affine(m, x, y)
+    from pyproj import CRS, Transformer
+
+    tr = Transformer.from_crs(CRS.from_user_input(src.crs), CRS.from_user_input(dst.crs), always_xy=True)
+
+    def f(x, y):
+        wx, wy = apply_affine(to_world, x, y)
+        ux, uy = tr.transform(np.asarray(wx, float), np.asarray(wy, float))
+        return apply_affine(from_world, np.asarray(ux), np.asarray(uy))
+
+    return f
 
 
 def check_crs(moving, fixed):
-    if not same_crs(moving.crs, fixed.crs):
+    """Refuse a pair where only one image has a CRS (different CRS are reprojected)."""
+    if (moving.crs is None) != (fixed.crs is None):
         def name(info):
             if info.crs is None:
                 return "none"
             from rasterio.crs import CRS
             c = CRS.from_wkt(info.crs)
             return c.to_string() or "custom"
-        raise InputError(f"the images have different CRS (moving {name(moving)}, fixed {name(fixed)}): "
-                         f"reproject one of them first")
+        raise InputError(f"only one image has a CRS (moving {name(moving)}, fixed {name(fixed)}): "
+                         f"cannot relate their grids")
 
 
 def moving_to_fixed(moving, fixed):
@@ -40,17 +62,19 @@ def moving_to_fixed(moving, fixed):
 
 
 def footprint_box(shape, m):
-    """Bounding box (x0, y0, x1, y1) in target pixels of a ``shape`` grid mapped by ``m``."""
+    """Bounding box (x0, y0, x1, y1) in target pixels of a ``shape`` grid mapped by ``m``
+    (a 2x3 affine or a mapping callable; the border is sampled densely for the latter)."""
     ny, nx = shape
-    xs = np.array([-0.5, nx - 0.5, -0.5, nx - 0.5])
-    ys = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
-    tx, ty = apply_affine(m, xs, ys)
-    return tx.min(), ty.min(), tx.max(), ty.max()
+    t = np.linspace(0.0, 1.0, 2 if not callable(m) else 33)
+    xs = np.concatenate([-0.5 + t * nx, np.full(t.size, nx - 0.5), -0.5 + t * nx, np.full(t.size, -0.5)])
+    ys = np.concatenate([np.full(t.size, -0.5), -0.5 + t * ny, np.full(t.size, ny - 0.5), -0.5 + t * ny])
+    tx, ty = m(xs, ys) if callable(m) else apply_affine(m, xs, ys)
+    return np.min(tx), np.min(ty), np.max(tx), np.max(ty)
 
 
 def overlap_box(moving, fixed):
     """Integer fixed-pixel box ``(y0, y1, x0, x1)`` covered by both images; raises if empty."""
-    x0, y0, x1, y1 = footprint_box(moving.shape, moving_to_fixed(moving, fixed))
+    x0, y0, x1, y1 = footprint_box(moving.shape, pixel_mapping(moving, fixed))
     fy, fx = fixed.shape
     bx0, by0 = max(int(np.ceil(x0 - 0.5 + 1e-9)), 0), max(int(np.ceil(y0 - 0.5 + 1e-9)), 0)
     bx1, by1 = min(int(np.floor(x1 + 0.5 - 1e-9)), fx), min(int(np.floor(y1 + 0.5 - 1e-9)), fy)
@@ -67,21 +91,63 @@ class OutputGrid:
     shape: tuple  # (rows, cols)
     transform: tuple  # GDAL (a, b, c, d, e, f)
     crs: object
-    pre: np.ndarray  # output px -> solve (fixed) px
+    pre: np.ndarray  # output px -> solve (fixed) px (same CRS); see ``pixel_to_world`` otherwise
+
+    @property
+    def pixel_to_world(self):
+        a, b, c, d, e, f = self.transform
+        return np.array([[a, b, c + 0.5 * (a + b)], [d, e, f + 0.5 * (d + e)]])
 
 
-def output_grid(moving, fixed, on_moving_grid=True, clip_fixed_to_moving=True) -> OutputGrid:
-    """The moving grid (default), or the fixed grid cropped to the moving footprint."""
+def _grid(shape, transform, crs, fixed) -> "OutputGrid":
+    g = OutputGrid(tuple(int(v) for v in shape), tuple(float(v) for v in transform[:6]), crs, None)
+    pre = compose_affine(invert_affine(fixed.pixel_to_world), g.pixel_to_world) if same_crs(crs, fixed.crs) else None
+    return OutputGrid(g.shape, g.transform, crs, pre)
+
+
+def output_grid(moving, fixed, on_moving_grid=True, clip_fixed_to_moving=True, like=None, output_crs=None,
+                output_resolution=None) -> OutputGrid:
+    """The grid to write on: a template raster's (``like``), one in ``output_crs`` and/or at
+    ``output_resolution`` covering the moving footprint, the moving grid (default), or the
+    fixed grid cropped to the moving footprint. ``pre`` is ``None`` when the grid's CRS
+    differs from the fixed image's (the model is then re-fitted, see :func:`rebase`)."""
+    if like is not None:
+        return _grid(like.shape, like.transform, like.crs, fixed)
+    if output_crs is not None or output_resolution is not None:
+        from rasterio.crs import CRS
+        from rasterio.warp import calculate_default_transform
+        from rasterio.transform import array_bounds
+        from affine import Affine
+
+        dst = CRS.from_user_input(output_crs) if output_crs is not None else CRS.from_wkt(moving.crs)
+        bounds = array_bounds(moving.shape[0], moving.shape[1], Affine(*moving.transform))
+        kw = {"resolution": output_resolution} if output_resolution else {}
+        t, w, h = calculate_default_transform(CRS.from_wkt(moving.crs), dst, moving.shape[1], moving.shape[0],
+                                              *bounds, **kw)
+        return _grid((h, w), (t.a, t.b, t.c, t.d, t.e, t.f), dst.to_wkt(), fixed)
     if on_moving_grid:
-        return OutputGrid(moving.shape, moving.transform, moving.crs, moving_to_fixed(moving, fixed))
+        return _grid(moving.shape, moving.transform, moving.crs, fixed)
     if clip_fixed_to_moving:
         y0, y1, x0, x1 = overlap_box(moving, fixed)
     else:
         y0, y1, x0, x1 = 0, fixed.shape[0], 0, fixed.shape[1]
     a, b, c, d, e, f = fixed.transform
     t = (a, b, c + a * x0 + b * y0, d, e, f + d * x0 + e * y0)
-    pre = np.array([[1.0, 0.0, float(x0)], [0.0, 1.0, float(y0)]])
-    return OutputGrid((y1 - y0, x1 - x0), t, fixed.crs, pre)
+    return _grid((y1 - y0, x1 - x0), t, fixed.crs, fixed)
+
+
+def rebase(model, grid: OutputGrid, fixed, max_err=0.002):
+    """The estimated model (fixed px -> moving px) seen from ``grid``: exact when the CRS
+    match (an affine ``pre``), else fitted through PROJ. Returns ``(model, fit_error_px)``."""
+    import dataclasses
+
+    if grid.pre is not None:
+        return model.with_output_grid(grid.pre, grid.shape), 0.0
+    from .model.fit import fit_mapping
+
+    to_fixed = pixel_mapping(grid, fixed)
+    fitted, err = fit_mapping(lambda x, y: model(*to_fixed(x, y)), grid.shape, max_err=max_err)
+    return dataclasses.replace(fitted, moving_shape=model.moving_shape, meta=dict(model.meta)), err
 
 
 def check_band(info, band, role):

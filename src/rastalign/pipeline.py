@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import AlignmentError, InputError, OverlapError, QualityError
-from .grids import check_band, check_crs, moving_to_fixed, output_grid, overlap_box
+from .grids import check_band, check_crs, moving_to_fixed, output_grid, overlap_box, rebase
 from .io.atomic import check_output_path
 from .io.raster import RasterInfo, RasterWriter, inspect_raster, read_window
 from .model.affine import apply_affine, invert_affine
@@ -29,7 +29,7 @@ from .params import EstimateParams, WarpParams, split_options
 from .proxy import decimation_factor, read_proxy
 from .refine import refine_native
 from .solve import TiePoints, build_levels, fit_model, solve
-from .warp.dask import run_warp
+from .warp.dask import prefilter_size, run_warp
 from .warp.plan import plan_warp
 
 log = logging.getLogger(__name__)
@@ -95,12 +95,13 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
     oy0, oy1, ox0, ox1 = overlap_box(mov, fix)
     # read only the overlap: the fixed box, and the moving box its footprint needs
     fbox = (oy0, oy1, ox0, ox1) if params.clip_fixed_to_moving else (0, fix.shape[0], 0, fix.shape[1])
-    to_moving = invert_affine(moving_to_fixed(mov, fix))
+    to_moving, crs_fit_err = _grid_relation(mov, fix, fbox)
     mbox = _footprint_box(to_moving, fbox, mov.shape, margin=16)
     res = params.solve_resolutions
     finest = None if not res or res[-1] == 0 else res[-1]
     ff = decimation_factor((fbox[1] - fbox[0], fbox[3] - fbox[2]), params.max_proxy_size, fix.resolution, finest)
-    fm = max(1, int(round(ff * fix.resolution / mov.resolution)))
+    ratio = float(np.sqrt(abs(np.linalg.det(to_moving.linear[:, :2]))))  # moving px per fixed px
+    fm = max(1, int(round(ff * ratio)))
     fimg, fval = read_proxy(fixed_image_path, params.fixed_band, fix.shape, ff, params.fixed_nodata, box=fbox)
     mimg, mval = read_proxy(moving_image_path, params.moving_band, mov.shape, fm, params.moving_nodata, box=mbox)
     for name, img, val, band in (("moving", mimg, mval, params.moving_band), ("fixed", fimg, fval, params.fixed_band)):
@@ -111,7 +112,7 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
             raise InputError(f"the {name} image is constant (value {img[val][0]:g}): nothing to align on")
     # work in coordinates local to the two boxes; shift back at the end
     of, om = (float(fbox[2]), float(fbox[0])), (float(mbox[2]), float(mbox[0]))
-    initial = shift_model(AlignmentModel(to_moving), of, om, inverse=True)
+    initial = shift_model(to_moving, of, om, inverse=True)
     # mutual validity on the fixed proxy grid, over the overlap
     inside, mval_on_f = _moving_validity_on_fixed(initial, fimg.shape, ff, mval, fm)
     roi = inside if params.clip_fixed_to_moving else np.ones_like(inside)
@@ -153,6 +154,9 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
     tp.inlier = tp.inlier & keep
     quality = _quality(tp, model, params, max(ff * fix.resolution, fm * mov.resolution), mov.resolution)
     info = {"proxy_factor": {"fixed": ff, "moving": fm}, "valid_overlap_fraction": float(frac),
+            "resolutions": {"fixed": fix.resolution, "moving": mov.resolution,
+                            "solve": max(ff * fix.resolution, fm * mov.resolution), "moving_px_per_fixed_px": ratio},
+            "crs_relation_fit_error_px": crs_fit_err,
             "levels": result.levels, "field": field_info, "native_refinement": bool(refine),
             "timings_s": {"proxies": t1 - t0, "solve": t2 - t1}}
     if not quality["passed"]:
@@ -163,10 +167,27 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
     return Estimate(model, tp, quality, info)
 
 
+def _grid_relation(mov, fix, fbox):
+    """Fixed px -> moving px as a model: exact affine in one CRS, else fitted through PROJ
+    over the fixed box. Returns ``(model, fit_error_px)``."""
+    from .grids import pixel_mapping, same_crs
+    from .model.fit import fit_mapping
+
+    if same_crs(mov.crs, fix.crs):
+        return AlignmentModel(invert_affine(moving_to_fixed(mov, fix))), 0.0
+    f = pixel_mapping(fix, mov)
+    y0, y1, x0, x1 = fbox
+    local, err = fit_mapping(lambda x, y: f(np.asarray(x) + x0, np.asarray(y) + y0), (y1 - y0, x1 - x0))
+    return shift_model(local, (x0, y0), (0.0, 0.0)), err
+
+
 def _footprint_box(fixed_to_moving, fbox, mshape, margin=16):
     """Moving-pixel box ``(y0, y1, x0, x1)`` covering the fixed box's footprint plus a margin."""
     y0, y1, x0, x1 = fbox
-    xs, ys = apply_affine(fixed_to_moving, np.array([x0, x1, x0, x1], float), np.array([y0, y0, y1, y1], float))
+    t = np.linspace(0.0, 1.0, 33)
+    bx = np.concatenate([x0 + t * (x1 - x0), np.full(33, x1), x0 + t * (x1 - x0), np.full(33, x0)])
+    by = np.concatenate([np.full(33, y0), y0 + t * (y1 - y0), np.full(33, y1), y0 + t * (y1 - y0)])
+    xs, ys = fixed_to_moving(bx, by)
     return (max(int(np.floor(ys.min())) - margin, 0), min(int(np.ceil(ys.max())) + margin, mshape[0]),
             max(int(np.floor(xs.min())) - margin, 0), min(int(np.ceil(xs.max())) + margin, mshape[1]))
 
@@ -240,14 +261,17 @@ def apply(moving_image_path, model: AlignmentModel, output_image_path, grid, par
                                    "FITS" if str(output_image_path).lower().endswith((".fits", ".fit", ".fts")) else "GTiff")
     nodata = default_output_nodata(mov, fixed_info, output_nodata)
     trim = params.edge_trim_depth if params.trim_edge_invalid else 0
-    plan = plan_warp(grid.shape, mov.count, params.resampling, params.split_factor, params.chunks, params.max_chunk_mb)
+    pre = prefilter_size(model)  # downsampling averages instead of aliasing; the halo grows to match
+    plan = plan_warp(grid.shape, mov.count, params.resampling, params.split_factor, params.chunks, params.max_chunk_mb,
+                     extra=pre // 2 + 1 if pre else 0)
     reader = _BandReader(moving_image_path, moving_nodata, mov.count)
     with _writer(fmt, output_image_path, grid, mov, nodata, model) as w:
         dtype = fits_dtype(mov.dtype) if fmt == "FITS" else mov.dtype
         stats = run_warp(reader, mov.shape, model, plan, w, dtype, nodata, scheduler=params.scheduler,
-                         progress=params.progress, trim_depth=trim, client=client, range_dtype=mov.dtype)
+                         progress=params.progress, trim_depth=trim, client=client, range_dtype=mov.dtype,
+                         prefilter=pre)
         w.commit()
-    stats.update({"n_chunks": plan.n_chunks, "chunks": [list(c) for c in plan.chunks][:2], "format": fmt,
+    stats.update({"prefilter_box_px": pre, "n_chunks": plan.n_chunks, "chunks": [list(c) for c in plan.chunks][:2], "format": fmt,
                   "output_nodata": nodata})
     return stats
 
@@ -298,8 +322,11 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
             est = estimate(moving_image_path, fixed_image_path, est_p)
             mov = inspect_raster(moving_image_path)
             fix = inspect_raster(fixed_image_path)
-            grid = output_grid(mov, fix, warp_p.output_on_moving_grid, est_p.clip_fixed_to_moving)
-            model = est.model.with_output_grid(grid.pre, grid.shape)
+            like = inspect_raster(rest["like"]) if rest.get("like") else None
+            grid = output_grid(mov, fix, warp_p.output_on_moving_grid, est_p.clip_fixed_to_moving, like,
+                               rest.get("output_crs"), rest.get("output_resolution"))
+            model, rebase_err = rebase(est.model, grid, fix)
+            est.info["output_grid_fit_error_px"] = rebase_err
             t1 = time.perf_counter()
             stats = apply(moving_image_path, model, out, grid, warp_p, est_p.moving_nodata, warp_p.output_nodata,
                           fix, client=client)

@@ -150,7 +150,7 @@ def global_offset(level: Level, model: AlignmentModel):
     s = np.array([sx, sy]) * level.f_fixed
     shifted = compose_affine(model.affine, np.array([[1.0, 0.0, s[0]], [0.0, 1.0, s[1]]]))
     log.info("global offset at 1/%g: (%.2f, %.2f) full px, peak %.1f", level.f_fixed, s[0], s[1], peak)
-    return AlignmentModel(shifted, None), peak
+    return AlignmentModel(shifted, model.field), peak
 
 
 def measure(level: Level, model: AlignmentModel, window, step, min_valid, search) -> TiePoints:

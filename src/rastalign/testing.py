@@ -280,3 +280,60 @@ def model_error(model, truth, output_shape, step=32, margin=0):
     mx, my = model(gx, gy)
     tx, ty = truth(gx, gy)
     return np.hypot(mx - tx, my - ty)
+
+
+def write_grid_pair(folder, truth: Truth, moving_grid, fixed_grid, seed=0, dtype="uint16", supersample=4,
+                    names=("moving.tif", "fixed.tif")):
+    """A pair on arbitrary grids and CRS: ``*_grid = (shape, transform, crs)``.
+
+    The scene lives on the *reference pixel grid* of ``truth``: the moving grid's pixels
+    scaled to ``scene_pixel_size`` = the moving pixel size. The moving image is
+    ``S(truth.generate(q))``; each fixed pixel is the mean of ``supersample**2`` scene
+    samples over its footprint (no aliasing at coarse resolution). Returns
+    ``(moving_path, fixed_path, pull)`` where ``pull(x_fixed, y_fixed)`` gives the true
+    moving pixel of fixed pixel centres (through PROJ and the truth).
+    """
+    import rasterio
+    from affine import Affine
+    from pathlib import Path
+    from pyproj import CRS, Transformer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    mshape, mt, mcrs = moving_grid
+    fshape, ft, fcrs = fixed_grid
+    m_aff = Affine(*mt)
+    inv_m = ~m_aff
+    tr = Transformer.from_crs(CRS.from_user_input(fcrs), CRS.from_user_input(mcrs), always_xy=True)
+
+    def fixed_to_scene(cx, cy):
+        """Fixed pixel (corner-based continuous coords) -> scene (= reference moving-grid) pixel centres."""
+        wx, wy = Affine(*ft) @ (cx, cy)
+        ux, uy = tr.transform(wx, wy)
+        sx, sy = inv_m @ (ux, uy)
+        return np.asarray(sx) - 0.5, np.asarray(sy) - 0.5
+
+    gy, gx = np.mgrid[0:mshape[0], 0:mshape[1]].astype(float)
+    sx, sy = truth.generate(gx, gy)
+    moving = _to_dtype(1000.0 + 300.0 * scene(sx, sy, seed), dtype)[None]
+    acc = np.zeros(fshape)
+    fy, fx = np.mgrid[0:fshape[0], 0:fshape[1]].astype(float)
+    for j in range(supersample):
+        for i in range(supersample):
+            ox, oy = (i + 0.5) / supersample, (j + 0.5) / supersample
+            s_x, s_y = fixed_to_scene(fx + ox, fy + oy)
+            acc += scene(s_x, s_y, seed)
+    fixed = _to_dtype(1000.0 + 300.0 * acc / supersample ** 2, dtype)[None]
+    paths = []
+    for name, arr, (shape, t, crs) in zip(names, (moving, fixed), (moving_grid, fixed_grid)):
+        with rasterio.open(folder / name, "w", driver="GTiff", width=shape[1], height=shape[0], count=1,
+                           dtype=dtype, crs=crs, transform=Affine(*t), tiled=True, blockxsize=256,
+                           blockysize=256) as ds:
+            ds.write(arr)
+        paths.append(folder / name)
+
+    def pull(x, y):
+        s_x, s_y = fixed_to_scene(np.asarray(x, float) + 0.5, np.asarray(y, float) + 0.5)
+        return truth(s_x, s_y)
+
+    return paths[0], paths[1], pull

@@ -42,8 +42,29 @@ def to_output_dtype(values, valid, dtype, nodata, range_dtype=None):
     return out
 
 
+def prefilter_size(model) -> int:
+    """Box size (moving px) that averages the source before sampling when the output grid is
+    coarser than the moving grid by 1.5x or more (area-like downsampling, no aliasing); 0 otherwise."""
+    scale = float(np.sqrt(abs(np.linalg.det(model.linear[:, :2]))))
+    if scale < 1.5:
+        return 0
+    k = int(round(scale))
+    return k + 1 if k % 2 == 0 else k  # odd, so the box is centred and shifts nothing
+
+
+def box_prefilter(data, valid, size):
+    """Mean over ``size x size`` boxes of valid pixels (invalid and out-of-block count as absent)."""
+    w = valid.astype(np.float32)
+    den = ndimage.uniform_filter(w, size, mode="constant", cval=0.0)
+    out = np.empty(data.shape, np.float32)
+    for b in range(data.shape[0]):
+        num = ndimage.uniform_filter(np.where(valid, data[b], 0).astype(np.float32), size, mode="constant", cval=0.0)
+        out[b] = num / np.maximum(den, 1e-12)
+    return out, den > 0.5
+
+
 def warp_chunk(read_source, source_shape, model, out_box, resampling, dtype, nodata,
-               trim_depth=0, output_shape=None, threads=1, plan_extra=0, range_dtype=None):
+               trim_depth=0, output_shape=None, threads=1, plan_extra=0, range_dtype=None, prefilter=0):
     """Compute one output chunk (bands, rows, cols) in ``dtype``; the unit of work of the graph.
 
     With ``trim_depth > 0`` the chunk is computed on a box grown by that depth (within the
@@ -64,6 +85,8 @@ def warp_chunk(read_source, source_shape, model, out_box, resampling, dtype, nod
         valid = np.zeros((g[1] - g[0], g[3] - g[2]), bool)
     else:
         data, svalid = read_source(sbox)
+        if prefilter:
+            data, svalid = box_prefilter(data, svalid, prefilter)
         vals, valid = warp_block(data, model, g, source_origin=(sbox[0], sbox[2]), source_shape=source_shape,
                                  valid=svalid, resampling=resampling, threads=threads)
     if trim_depth:
@@ -91,7 +114,7 @@ def _client_for(scheduler):
 
 
 def run_warp(read_source: Callable, source_shape, model, plan, sink, dtype, nodata, scheduler="threads",
-             progress=False, trim_depth=0, batch=None, client=None, range_dtype=None) -> dict:
+             progress=False, trim_depth=0, batch=None, client=None, range_dtype=None, prefilter=0) -> dict:
     """Warp every chunk of ``plan`` and hand it to ``sink.write(box, array)`` as chunks complete.
 
     ``read_source(box) -> (data, valid)`` must be picklable (e.g. a
@@ -111,7 +134,7 @@ def run_warp(read_source: Callable, source_shape, model, plan, sink, dtype, noda
     inner = 1 if pooled and len(boxes) >= ncpu else ncpu
     args = (tuple(source_shape), model)
     rest = (plan.resampling, np.dtype(dtype).str, nodata, trim_depth, plan.output_shape, inner, plan.extra,
-            range_dtype)
+            range_dtype, prefilter)
     bar = _progress(progress, len(boxes))
     n_valid = 0
 
