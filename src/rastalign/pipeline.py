@@ -161,9 +161,9 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
             "timings_s": {"proxies": t1 - t0, "solve": t2 - t1}}
     if not quality["passed"]:
         rms = quality["rms_residual_px"]
-        rms_txt = "no inliers" if not np.isfinite(rms) else f"rms {rms:.3f} px (limit {params.max_rms_px:g})"
+        rms_txt = "" if not np.isfinite(rms) else f", rms {rms:.3f} px (limit {params.max_rms_px:g})"
         raise QualityError(f"alignment failed the quality check: {quality['n_inliers']} inliers of "
-                           f"{quality['n_tie_points']} tie points (need {params.min_inliers}), {rms_txt}")
+                           f"{quality['n_tie_points']} tie points (need {params.min_inliers}){rms_txt}")
     return Estimate(model, tp, quality, info)
 
 

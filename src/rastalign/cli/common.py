@@ -23,13 +23,31 @@ def _on_sigterm(signum, frame):
     raise _Terminated()
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (robust to redirection, e.g. in notebooks
+    or when the CLI's ``main`` is called repeatedly from Python)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def setup_logging(verbose: int, to_console: bool = False):
     level = logging.WARNING
     if to_console or verbose >= 1:
         level = logging.INFO
     if verbose >= 2:
         level = logging.DEBUG
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    handler = _CurrentStderr()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     if verbose < 2:
         for noisy in ("distributed", "rasterio", "numba", "matplotlib", "fsspec", "asyncio", "tornado"):
             logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
