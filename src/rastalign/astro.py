@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from functools import partial
 
 import numpy as np
 from scipy.spatial import cKDTree

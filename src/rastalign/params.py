@@ -6,7 +6,7 @@ the command-line tools, the Python API and the xarray accessor all take the same
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 from .errors import InputError

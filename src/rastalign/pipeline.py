@@ -13,17 +13,16 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from .errors import AlignmentError, InputError, OverlapError, QualityError
+from .errors import InputError, OverlapError, QualityError
 from .grids import check_band, check_crs, moving_to_fixed, output_grid, overlap_box, rebase
 from .io.atomic import check_output_path
 from .io.raster import RasterInfo, RasterWriter, inspect_raster, read_window
-from .model.affine import apply_affine, invert_affine
+from .model.affine import invert_affine
 from .model.model import AlignmentModel
 from .params import EstimateParams, WarpParams, split_options
 from .proxy import decimation_factor, read_proxy

@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 from numba import njit
-from scipy import ndimage
 
 from .io.raster import read_window
 

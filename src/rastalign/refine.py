@@ -20,7 +20,6 @@ from scipy import ndimage
 
 from ._bspline import lk_bspline3
 from .io.raster import read_window
-from .model.affine import apply_affine
 from .proxy import edge_proxy, erode3, normalised
 from .solve import TiePoints
 

@@ -95,3 +95,19 @@ def check_output_path(output, inputs, overwrite):
         raise OutputError(f"output exists (use --overwrite to replace it): {output}")
     _check_folder(out.parent)
     return out
+
+
+def check_input_file(path, kind):
+    """Refuse a missing, folder, unreadable or empty input with a one-line error naming it."""
+    from ..errors import InputError
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"file not found: {path}")
+    if p.is_dir():
+        raise InputError(f"not a {kind} file (a folder): {path}")
+    if not os.access(p, os.R_OK):
+        raise InputError(f"file is not readable (permission denied): {path}")
+    if p.stat().st_size == 0:
+        raise InputError(f"file is empty: {path}")
+    return p

@@ -12,12 +12,12 @@ import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 
 from ..errors import InputError, OutputError
-from .atomic import discard, temp_path_beside
+from .atomic import check_input_file, discard, temp_path_beside
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +60,7 @@ def wcs_of(header):
 def _open(path):
     from astropy.io import fits
 
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"file not found: {path}")
-    if p.is_dir():
-        raise InputError(f"not a FITS file (a folder): {path}")
-    if not os.access(p, os.R_OK):
-        raise InputError(f"file is not readable (permission denied): {path}")
-    if p.stat().st_size == 0:
-        raise InputError(f"file is empty: {path}")
+    p = check_input_file(path, "FITS")
     try:
         return fits.open(p, memmap=True, lazy_load_hdus=True, do_not_scale_image_data=True)
     except Exception as exc:  # noqa: BLE001 - astropy raises many kinds

@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ..errors import InputError, OutputError, ResourceError
-from .atomic import discard, temp_path_beside
+from .atomic import check_input_file, discard, temp_path_beside
 
 # Refuse absurd declared sizes (bands x rows x cols) before allocating anything: 2**38
 # samples is e.g. 4 bands of 260,000 x 260,000 px. RASTALIGN_MAX_PIXELS overrides it.
@@ -52,15 +52,7 @@ def _open(path):
     import rasterio
     from rasterio.errors import RasterioIOError
 
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"file not found: {path}")
-    if p.is_dir():
-        raise InputError(f"not a raster file (a folder): {path}")
-    if not os.access(p, os.R_OK):
-        raise InputError(f"file is not readable (permission denied): {path}")
-    if p.stat().st_size == 0:
-        raise InputError(f"file is empty: {path}")
+    p = check_input_file(path, "raster")
     try:
         return rasterio.open(p)
     except RasterioIOError as exc:

@@ -35,14 +35,18 @@ def invert_affine(m):
     return np.linalg.inv(as3(m))[:2]
 
 
-def fit_affine(src, dst, weights=None):
-    """Weighted least-squares affine mapping ``src`` (N, 2) onto ``dst`` (N, 2)."""
+def _points(src, dst, weights):
     src = np.asarray(src, float)
     dst = np.asarray(dst, float)
     n = len(src)
     if n < 3:
         raise AlignmentError(f"an affine fit needs at least 3 tie points; got {n}")
-    w = np.ones(n) if weights is None else np.asarray(weights, float)
+    return src, dst, n, (np.ones(n) if weights is None else np.asarray(weights, float))
+
+
+def fit_affine(src, dst, weights=None):
+    """Weighted least-squares affine mapping ``src`` (N, 2) onto ``dst`` (N, 2)."""
+    src, dst, n, w = _points(src, dst, weights)
     # centre for conditioning
     c = np.average(src, axis=0, weights=w)
     a = np.column_stack([src - c, np.ones(n)])
@@ -65,12 +69,7 @@ def robust_affine(src, dst, weights=None, threshold=1.0, seed=0, n_trials=400, c
     the final inliers are those within ``max(clip_sigma * robust_sigma, 1e-3)``
     of the refined fit, never looser than ``threshold``.
     """
-    src = np.asarray(src, float)
-    dst = np.asarray(dst, float)
-    n = len(src)
-    if n < 3:
-        raise AlignmentError(f"an affine fit needs at least 3 tie points; got {n}")
-    w = np.ones(n) if weights is None else np.asarray(weights, float)
+    src, dst, n, w = _points(src, dst, weights)
     rng = np.random.default_rng(seed)
     best = None
     best_score = -1.0
