@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import HaloError, InputError
-from .grids import output_grid
+from .grids import output_grid, rebase as rebase_to_grid
 from .io.raster import RasterInfo, validity
 from .model.affine import compose_affine, invert_affine
 from .params import WarpParams, split_options
@@ -164,7 +164,7 @@ def estimate(moving, reference, evidence=False, **options):
             "wcs": wcs.to_header_string(relax=True) if wcs is not None else None}
     else:
         grid = output_grid(mov, ref, warp_p.output_on_moving_grid, est_o.clip_fixed_to_moving)
-        model = model.with_output_grid(grid.pre, grid.shape)
+        model, _ = rebase_to_grid(model, grid, ref)  # exact in one CRS, fitted through PROJ across CRS
         out_t, extra = grid.transform, {}
         if rest.get("plot"):
             from .report import plot_residuals

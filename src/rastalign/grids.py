@@ -101,7 +101,9 @@ class OutputGrid:
 
 def _grid(shape, transform, crs, fixed) -> "OutputGrid":
     g = OutputGrid(tuple(int(v) for v in shape), tuple(float(v) for v in transform[:6]), crs, None)
-    pre = compose_affine(invert_affine(fixed.pixel_to_world), g.pixel_to_world) if same_crs(crs, fixed.crs) else None
+    # without a CRS on either side there is nothing to reproject with: the frames are taken as one
+    one_frame = crs is None or fixed.crs is None or same_crs(crs, fixed.crs)
+    pre = compose_affine(invert_affine(fixed.pixel_to_world), g.pixel_to_world) if one_frame else None
     return OutputGrid(g.shape, g.transform, crs, pre)
 
 
@@ -133,7 +135,7 @@ def output_grid(moving, fixed, on_moving_grid=True, clip_fixed_to_moving=True, l
         y0, y1, x0, x1 = 0, fixed.shape[0], 0, fixed.shape[1]
     a, b, c, d, e, f = fixed.transform
     t = (a, b, c + a * x0 + b * y0, d, e, f + d * x0 + e * y0)
-    return _grid((y1 - y0, x1 - x0), t, fixed.crs, fixed)
+    return OutputGrid((y1 - y0, x1 - x0), t, fixed.crs, np.array([[1.0, 0.0, float(x0)], [0.0, 1.0, float(y0)]]))
 
 
 def rebase(model, grid: OutputGrid, fixed, max_err=0.002):
