@@ -67,6 +67,9 @@ def read_proxy(path, band, shape, factor, nodata=None, box=None):
 
     def strip(y0):
         y1 = min(y0 + rows_per_strip, by1)
+        if factor > 1 and nodata is None:
+            # GDAL averages valid pixels while it decodes (no full-resolution copy in Python)
+            return _gdal_average(path, band, (y0, y1, bx0, bx1), factor)
         data, ok = read_window(path, (y0, y1, bx0, bx1), bands=[band + 1], nodata=nodata)
         if factor == 1:
             return data[0].astype(np.float32), ok
@@ -75,6 +78,27 @@ def read_proxy(path, band, shape, factor, nodata=None, box=None):
     with ThreadPoolExecutor(2) as pool:
         parts = list(pool.map(strip, starts))
     return np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts])
+
+
+def _gdal_average(path, band, box, factor):
+    """Block means of valid pixels by GDAL's averaging decimation (respects nodata, NaN and
+    internal masks); a block is valid when its mean exists (and, with a mask, half its pixels are)."""
+    import rasterio
+    from rasterio.enums import MaskFlags, Resampling
+    from rasterio.windows import Window
+
+    y0, y1, x0, x1 = box
+    shape = (-(-(y1 - y0) // factor), -(-(x1 - x0) // factor))
+    win = Window(x0, y0, x1 - x0, y1 - y0)
+    with rasterio.open(path) as ds:
+        data = ds.read(band + 1, window=win, out_shape=shape, out_dtype="float32", resampling=Resampling.average)
+        ok = np.isfinite(data)
+        if ds.nodata is not None and not np.isnan(ds.nodata):
+            ok &= data != np.float32(ds.nodata)
+        flags = ds.mask_flag_enums[band]
+        if MaskFlags.per_dataset in flags or MaskFlags.alpha in flags:
+            ok &= ds.read_masks(band + 1, window=win, out_shape=shape, resampling=Resampling.average) >= 128
+    return np.where(ok, data, 0.0).astype(np.float32), ok
 
 
 def erode3(valid):
