@@ -132,7 +132,9 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
     # refine at native resolution only when both proxies were decimated (same-scale natives)
     refine = ff > 1 and fm > 1
     result = solve(levels, initial, domain, window=params.window, min_valid=params.min_window_valid_fraction,
-                   seed=params.seed, residual_model=params.residual_model, max_tie_points=params.max_tie_points,
+                   seed=params.seed, residual_model=params.residual_model,
+                   # with a native refinement to follow, the proxy solve only has to be close
+                   max_tie_points=min(params.max_tie_points, 400) if refine else params.max_tie_points,
                    finest_iterations=1 if refine else 2)
     tp, fitted, field_info = result.tiepoints, shift_model(result.model, of, om), result.field_info
     tp.fixed = tp.fixed + np.array(of)

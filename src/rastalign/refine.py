@@ -102,7 +102,7 @@ def _one(p, model, fixed_path, moving_path, fband, mband, fnodata, mnodata, fsha
 
 
 def refine_native(model, tp: TiePoints, fixed_path, moving_path, fband, mband, fnodata, mnodata, fshape, mshape,
-                  use_edges=True, window=64, n_max=300) -> TiePoints:
+                  use_edges=True, window=64, n_max=256) -> TiePoints:
     """Re-measure up to ``n_max`` well-spread inlier tie points at native resolution."""
     inl = tp.inlier if tp.inlier is not None else np.ones(len(tp), bool)
     idx = np.nonzero(inl)[0]
