@@ -16,7 +16,7 @@ def test_sentinel2_beats_published_global_shift(data_dir, tmp_path):
     mov_p = data_dir / "s2_T33UUU_20160529_B03_moving.tif"
     fix_p = data_dir / "s2_T33UUU_20160608_B03_reference.tif"
     res = rastalign.align_image_pair(str(mov_p), str(fix_p), str(tmp_path / "out.tif"), output_on_moving_grid=False)
-    assert res.quality["passed"] and res.quality["n_inliers"] > 100
+    assert res.quality["passed"] and res.quality["n_inliers"] >= 50
     mov, fix = inspect_raster(mov_p), inspect_raster(fix_p)
     grid = output_grid(mov, fix, False, True)
     out, vout = read_window(tmp_path / "out.tif", (0, grid.shape[0], 0, grid.shape[1]))

@@ -105,7 +105,14 @@ def test_invalid_pixels_spread_only_by_the_support():
 def test_output_dtype_rounds_and_clips():
     from rastalign.warp.dask import to_output_dtype
 
-    v = np.array([[[0.49, 0.51, -3.0, 70000.0]]])
-    ok = np.array([[True, True, True, False]])
+    v = np.array([[[0.49, 0.51, -3.0, 70000.0, 65535.2]]])
+    ok = np.array([[True, True, True, False, True]])
     out = to_output_dtype(v, ok, np.uint16, 9)
-    assert out.tolist() == [[[0, 1, 0, 9]]]
+    assert out.tolist() == [[[0, 1, 0, 9, 65535]]]
+    # a valid value that lands on the nodata value (cubic overshoot clipped to 0) is kept valid
+    out = to_output_dtype(v, ok, np.uint16, 0)
+    assert out.tolist() == [[[1, 1, 1, 0, 65535]]]
+    out = to_output_dtype(v, ok, np.uint16, 65535)
+    assert out.tolist() == [[[0, 1, 0, 65535, 65534]]]
+    f = to_output_dtype(np.array([[[0.0, 2.0]]]), np.array([[True, False]]), np.float32, 0.0)
+    assert f[0, 0, 0] > 0 and f[0, 0, 1] == 0

@@ -38,6 +38,15 @@ def to_output_dtype(values, valid, dtype, nodata, range_dtype=None):
     else:
         out = values.astype(dtype)
     fill = nodata if nodata is not None else (np.nan if dtype.kind == "f" else 0)
+    if nodata is not None and not (isinstance(fill, float) and np.isnan(fill)):
+        # a valid pixel must never read as nodata (e.g. cubic overshoot clipped to 0 with nodata 0)
+        clash = (out == out.dtype.type(fill)) & valid
+        if clash.any():
+            if dtype.kind in "iu":
+                info = np.iinfo(rdt if rdt.kind in "iu" else dtype)
+                out[clash] = out.dtype.type(fill + 1 if fill < info.max else fill - 1)
+            else:
+                out[clash] = np.nextafter(out.dtype.type(fill), out.dtype.type(np.inf))
     out[:, ~valid] = fill
     return out
 
