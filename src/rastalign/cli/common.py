@@ -48,6 +48,9 @@ def setup_logging(verbose: int, to_console: bool = False):
     handler = _CurrentStderr()
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    pkg = logging.getLogger("rastalign")  # no handlers or levels left over from an earlier call
+    pkg.handlers[:] = []
+    pkg.setLevel(logging.NOTSET)
     if verbose < 2:
         for noisy in ("distributed", "rasterio", "numba", "matplotlib", "fsspec", "asyncio", "tornado"):
             logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

@@ -15,6 +15,7 @@ import logging
 import sys
 
 from ..errors import RastalignError
+from .common import setup_logging
 
 PROG = "align-fits"
 
@@ -117,19 +118,10 @@ def build_simple_parser():
     return p
 
 
-def _setup_logging(verbose):
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
-    root = logging.getLogger("rastalign")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-
-
 def _run(prog, args, kwargs):
     from ..astro import align_fits, log_stats
 
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     try:
         summary = align_fits(**kwargs)
     except RastalignError as exc:
