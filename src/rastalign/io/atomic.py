@@ -111,3 +111,19 @@ def check_input_file(path, kind):
     if p.stat().st_size == 0:
         raise InputError(f"file is empty: {path}")
     return p
+
+
+class TempFileWriter:
+    """Context-manager protocol of the streamed writers: an exception inside ``with``
+    calls ``abort()`` (which removes the temporary file); ``commit()`` is explicit."""
+
+    def abort(self):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()
+        return False

@@ -17,7 +17,7 @@ from typing import Tuple
 import numpy as np
 
 from ..errors import InputError, OutputError
-from .atomic import check_input_file, discard, temp_path_beside
+from .atomic import TempFileWriter, check_input_file, discard, temp_path_beside
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ def _is_wcs_key(k):
                          r"LATPOLE|RADESYS|EQUINOX|EPOCH|MJDREF|WCSNAME|A_|B_|AP_|BP_|DATEREF)", k))
 
 
-class FitsWriter:
+class FitsWriter(TempFileWriter):
     """Streamed FITS writer with the interface of :class:`rastalign.io.raster.RasterWriter`.
 
     The file is laid out in full (header, then the padded data block) under a temporary
@@ -360,11 +360,3 @@ class FitsWriter:
             self._close()
         finally:
             discard(self.tmp)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            self.abort()
-        return False

@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ..errors import InputError, OutputError, ResourceError
-from .atomic import check_input_file, discard, temp_path_beside
+from .atomic import TempFileWriter, check_input_file, discard, temp_path_beside
 
 # Refuse absurd declared sizes (bands x rows x cols) before allocating anything: 2**38
 # samples is e.g. 4 bands of 260,000 x 260,000 px. RASTALIGN_MAX_PIXELS overrides it.
@@ -172,7 +172,7 @@ def open_raster(path, chunks="auto", band=None):
     return da, info
 
 
-class RasterWriter:
+class RasterWriter(TempFileWriter):
     """Streamed, tiled, compressed GeoTIFF written under a temporary name.
 
     ``write(box, data)`` writes one chunk; ``commit()`` renames the file into place (for
@@ -266,14 +266,6 @@ class RasterWriter:
 
     def _failure(self, exc) -> OutputError:
         return OutputError(f"cannot write output {self.final}: {write_failure_reason(self.tmp, exc)}")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            self.abort()
-        return False
 
 
 class _muted:
