@@ -58,20 +58,6 @@ class SplineField:
                    int(self.nodes[0]), int(self.nodes[1]), x, y, dx, dy)
         return dx, dy
 
-    def evaluate_numpy(self, x, y):
-        """Reference implementation of :meth:`__call__` in plain numpy (tests compare the two)."""
-        x = np.asarray(x, float)
-        shape = x.shape
-        ix, iy, bx, by = self._locate(x.ravel(), np.asarray(y, float).ravel())
-        dx = np.zeros(ix.shape)
-        dy = np.zeros(ix.shape)
-        for j in range(4):
-            for i in range(4):
-                w = by[:, j] * bx[:, i]
-                dx += w * self.coef_x[iy + j, ix + i]
-                dy += w * self.coef_y[iy + j, ix + i]
-        return dx.reshape(shape), dy.reshape(shape)
-
     def to_dict(self):
         return {"type": "bspline3", "origin": list(self.origin), "spacing": list(self.spacing),
                 "nodes": list(self.nodes), "coef_x": self.coef_x.tolist(), "coef_y": self.coef_y.tolist()}

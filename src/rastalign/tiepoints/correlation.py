@@ -5,8 +5,9 @@ through the current model* onto the fixed window, so what remains is a small shi
 ``s``. It is found in two steps:
 
 1. integer peak of the Hann-windowed phase correlation, plus a parabolic step;
-2. iterated least-squares matching (Lucas-Kanade with gain and offset), each
-   iteration resampling the moving image at ``T(p + s)`` with a cubic spline.
+2. iterated least-squares matching (Lucas-Kanade with gain and offset, compiled in
+   :mod:`rastalign._bspline`), each iteration resampling the moving image at
+   ``T(p + s)`` with a cubic spline and its analytic gradient.
 
 The tie point is ``p <-> T(p + s)`` and its reliability is the normalised cross
 correlation of the two windows after matching (1 = identical up to gain/offset).
@@ -17,7 +18,6 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from scipy import ndimage
 
 
 def _parabolic(cm, c0, cp):
@@ -61,49 +61,6 @@ def phase_shift(a, b, va=None, vb=None, max_shift=None):
     return sx, sy, float((cc[iy, ix] - cc.mean()) / spread)
 
 
-def _ncc(a, b, v):
-    if v.sum() < 16:
-        return 0.0
-    x = a[v] - a[v].mean()
-    y = b[v] - b[v].mean()
-    den = np.sqrt((x * x).sum() * (y * y).sum())
-    return float((x * y).sum() / den) if den > 0 else 0.0
-
-
-def lk_refine(fixed, fvalid, win, s0, iterations=10, tol=5e-4):
-    """Least-squares refinement of the shift ``s`` with ``moving(T(p + s)) ~ fixed(p)``.
-
-    ``win.at(sx, sy) -> (values, valid)`` samples the moving image through the current
-    model over the window shifted by ``s``. Gain and offset between the images are
-    solved with the shift. Returns ``(sx, sy, ncc, ok)``.
-    """
-    sx, sy = s0
-    mv, mval = win.at(sx, sy)
-    v = fvalid & mval
-    if v.sum() < 0.25 * v.size:
-        return sx, sy, 0.0, False
-    # gradients next to invalid samples are unreliable
-    v &= ndimage.binary_erosion(mval, border_value=1)
-    f = fixed[v]
-    ones = np.ones(f.size)
-    for _ in range(iterations):
-        gyy, gxx = np.gradient(mv)
-        design = np.column_stack([gxx[v], gyy[v], mv[v], ones])
-        try:
-            sol = np.linalg.solve(design.T @ design, design.T @ (f - mv[v]))
-        except np.linalg.LinAlgError:
-            return sx, sy, 0.0, False
-        step = sol[:2]
-        if not np.all(np.isfinite(step)) or np.hypot(*step) > 3.0:
-            return sx, sy, 0.0, False
-        sx += step[0]
-        sy += step[1]
-        mv, _ = win.at(sx, sy)
-        if np.hypot(*step) < tol:
-            break
-    return sx, sy, _ncc(fixed, mv, v), True
-
-
 def window_centres(valid, window, step, min_valid_fraction):
     """Centres ``(x, y)`` of windows on a regular grid whose valid fraction is high enough."""
     ny, nx = valid.shape
@@ -123,7 +80,9 @@ def match_windows(fixed, fvalid, sample, centres, window, search, lk_iterations=
     """Measure the residual shift at every window centre.
 
     ``sample.window(gx, gy)`` returns an object whose ``at(sx, sy)`` samples the moving
-    image through the current model at ``(gx + sx, gy + sy)``. Returns a dict of arrays: ``centre`` (n, 2), ``shift`` (n, 2), ``ncc`` (n,),
+    image through the current model at ``(gx + sx, gy + sy)`` and whose
+    ``refine(fixed, fvalid, s0, iterations)`` runs the compiled least-squares matching
+    (:func:`rastalign._bspline.lk_bspline3`) from ``s0``. Returns a dict of arrays: ``centre`` (n, 2), ``shift`` (n, 2), ``ncc`` (n,),
     ``ok`` (n,) bool. Shifts are in the pixels of ``fixed``.
     """
     h = window // 2
@@ -145,10 +104,7 @@ def match_windows(fixed, fvalid, sample, centres, window, search, lk_iterations=
         if mv.mean() < 0.5 or mw[mv].std() < 1e-9:
             return
         sx, sy, _ = phase_shift(fw, mw, fv, mv, max_shift=search)
-        if hasattr(win, "refine"):
-            sx, sy, c, good = win.refine(fw, fv, (sx, sy), lk_iterations)
-        else:
-            sx, sy, c, good = lk_refine(fw, fv, win, (sx, sy), lk_iterations)
+        sx, sy, c, good = win.refine(fw, fv, (sx, sy), lk_iterations)
         shift[k] = sx, sy
         ncc[k] = c
         ok[k] = good and abs(sx) <= search + 1 and abs(sy) <= search + 1
