@@ -25,6 +25,7 @@ from .tiepoints.quads import cross_match, match_detections
 
 log = logging.getLogger(__name__)
 
+POLY_DEGREES = (3, 4, 5)  # SIP-like polynomial candidates beside the splines
 INTERP = {0: "nearest", 1: "bilinear", 2: "cubic", 3: "cubic", 4: "lanczos", 5: "lanczos"}
 MATCH_KEYS = ("n_quad_det", "min_quad_sep", "max_match_dist", "min_n_match", "sub_tile", "max_quad_cand",
               "patience_quad_cand", "max_quad_hash_dist", "quad_edge_buffer")
@@ -104,8 +105,7 @@ def _fit(t, s, w, o, domain):
         r = s - np.column_stack(apply_affine(m, t[:, 0], t[:, 1]))
         if int(o["spline_order"]) > 0:
             cand = use if field is not None else np.hypot(*(r - np.median(r[use], axis=0)).T) < mmd
-            kw = {} if it < 3 or choice is None else {"node_counts": (choice["nodes"],),
-                                                      "lambdas": (choice["lambda"],), "min_gain": -1.0}
+            kw = {"poly_degrees": POLY_DEGREES} if it < 3 or choice is None else {"choice": choice}
             field, info = fit_residual_field(t[cand], r[cand], w[cand], domain, seed=int(o["seed"]), **kw)
             if it < 3:  # the choice is re-made until the affine/field split has settled
                 finfo, choice = info, info.get("chosen")

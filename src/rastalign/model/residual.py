@@ -16,6 +16,8 @@ import functools
 import numpy as np
 import scipy.linalg
 
+POLY_NODES = 9  # node count of the B-spline that stores a polynomial field
+
 
 def _basis(t):
     t2, t3 = t * t, t * t * t
@@ -126,9 +128,41 @@ def _grid(domain, n_nodes):
     return (x0, y0), (sx, sy), (n_nodes, n_nodes)
 
 
+def _monomials(x, y, domain, degree):
+    """Design matrix of the 2-D monomials up to total degree ``degree`` in coordinates
+    normalised to [-1, 1] over ``domain`` (the caller moves the linear part into the affine)."""
+    x0, y0, x1, y1 = domain
+    u = (np.asarray(x, float) - (x0 + x1) / 2) / max((x1 - x0) / 2, 1e-9)
+    v = (np.asarray(y, float) - (y0 + y1) / 2) / max((y1 - y0) / 2, 1e-9)
+    cols = [np.ones_like(u), u, v]
+    cols += [u ** (d - j) * v ** j for d in range(2, degree + 1) for j in range(d + 1)]
+    return np.column_stack(cols)
+
+
+def _poly_to_spline(coef, domain, degree, n_nodes=POLY_NODES):
+    """The polynomial field as a cubic B-spline on ``n_nodes`` nodes: least squares on a dense
+    grid (exact for degree <= 3; for degree 5 on 9+ nodes the error is ~1e-5 of the term)."""
+    origin, spacing, nodes = _grid(domain, n_nodes)
+    k = 4 * (n_nodes + 2)
+    x0, y0, x1, y1 = domain
+    gx, gy = np.meshgrid(np.linspace(x0, x1, k), np.linspace(y0, y1, k))
+    gx, gy = gx.ravel(), gy.ravel()
+    a = _design(gx, gy, origin, spacing, nodes)
+    val = _monomials(gx, gy, domain, degree) @ coef
+    c = scipy.linalg.lstsq(a, val)[0]
+    shape = (nodes[1] + 2, nodes[0] + 2)
+    return SplineField(origin, spacing, nodes, c[:, 0].reshape(shape), c[:, 1].reshape(shape))
+
+
+def _solve_poly(m, w, r):
+    ata = (m * w[:, None]).T @ m
+    return scipy.linalg.solve(ata + 1e-10 * np.trace(ata) * np.eye(len(ata)), (m * w[:, None]).T @ r,
+                              assume_a="pos")
+
+
 def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambdas=(0.01, 0.1, 1.0),
                        folds=5, min_gain=0.1, min_abs_gain=0.005, seed=0, min_points=30,
-                       min_points_per_coef=3.0, choice=None):
+                       min_points_per_coef=3.0, choice=None, poly_degrees=()):
     """Fit a :class:`SplineField` to residuals ``resid`` (N, 2) at ``xy`` (N, 2).
 
     ``domain`` is ``(x0, y0, x1, y1)`` of the solve grid. Returns ``(field or None,
@@ -136,7 +170,13 @@ def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambda
     every candidate, and the choice made. The field is kept only when its
     cross-validated RMS is at least ``min_gain`` (relative) and ``min_abs_gain`` (px)
     below the flat one: distortion smaller than that is not worth modelling.
-    ``choice = {"nodes": n, "lambda": lam}`` skips the selection and refits that candidate.
+    ``choice = {"nodes": n, "lambda": lam}`` (or ``{"poly": degree}``) skips the selection
+    and refits that candidate.
+
+    ``poly_degrees`` adds global polynomial candidates (total degree 2..d, the form of
+    astronomical SIP/TPV distortion). They extrapolate smoothly into star-free patches
+    where a lightly penalised spline can wander, and are stored as the same B-spline
+    field, so the model, its JSON and the warp are unchanged.
     """
     xy = np.asarray(xy, float)
     resid = np.asarray(resid, float)
@@ -146,6 +186,8 @@ def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambda
         info["reason"] = f"too few tie points for a residual field ({len(xy)} < {min_points})"
         return None, info
     if choice is not None:
+        if "poly" in choice:
+            return _fit_poly(xy, resid, w, domain, choice["poly"]), dict(info, chosen=choice)
         return _fit(xy, resid, w, domain, choice["nodes"], choice["lambda"]), dict(info, chosen=choice)
     rng = np.random.default_rng(seed)
     fold = rng.permutation(len(xy)) % folds
@@ -154,8 +196,10 @@ def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambda
         err = np.zeros(len(xy))
         for k in range(folds):
             tr, te = fold != k, fold == k
-            if pen is None:
+            if pen is None and design is None:
                 pred = np.zeros((te.sum(), 2))
+            elif pen is None:
+                pred = design[te] @ _solve_poly(design[tr], w[tr], resid[tr])
             else:
                 c = _solve(design[tr], w[tr], resid[tr], pen, lam)
                 pred = design[te] @ c
@@ -165,6 +209,14 @@ def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambda
     flat = cv_rms(None, None, None)
     info["cv_rms_flat"] = flat
     best = (flat, None, None)
+    for deg in poly_degrees:
+        n_coef = (deg + 1) * (deg + 2) // 2
+        if len(xy) < min_points_per_coef * n_coef * 2:
+            continue
+        score = cv_rms(_monomials(xy[:, 0], xy[:, 1], domain, deg), None, None)
+        info["candidates"].append({"poly": deg, "cv_rms": score})
+        if score < best[0]:
+            best = (score, "poly", deg)
     for n_nodes in node_counts:
         if len(xy) < min_points_per_coef * (n_nodes + 2) ** 2 and n_nodes > node_counts[0]:
             continue
@@ -180,8 +232,16 @@ def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambda
     if best[1] is None or best[0] > (1.0 - min_gain) * flat or flat - best[0] < min_abs_gain:
         info["reason"] = "no candidate beats the flat field by the required margin"
         return None, info
+    if best[1] == "poly":
+        info["chosen"] = {"poly": best[2]}
+        return _fit_poly(xy, resid, w, domain, best[2]), info
     info["chosen"] = {"nodes": best[1], "lambda": best[2]}
     return _fit(xy, resid, w, domain, best[1], best[2]), info
+
+
+def _fit_poly(xy, resid, w, domain, degree):
+    coef = _solve_poly(_monomials(xy[:, 0], xy[:, 1], domain, degree), w, resid)
+    return _poly_to_spline(coef, domain, degree)
 
 
 def _fit(xy, resid, w, domain, n_nodes, lam):

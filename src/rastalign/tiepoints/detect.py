@@ -4,8 +4,9 @@ Large frames are cut into tiles; each tile is read with an ``overlap`` margin, i
 detections are kept only when their centre falls in the tile's *core*, so every source
 is found once (de-duplication by ownership) and no tile ever needs the whole frame.
 Positions are 0-based pixels, ``x`` = column, ``y`` = row (pixel centres at integers).
-Detections whose aperture touches an invalid pixel are dropped: their centroids are
-biased and they would only be outliers.
+Detections whose aperture touches an invalid pixel or runs off the frame are dropped:
+their centroids are biased (a star cut by the frame edge moves ~0.1-0.3 px inwards) and
+would bend the distortion field where it has least support.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 FWHM_FROM_AB = 2.0 * np.sqrt(np.log(2.0))  # spalipy: fwhm = 2 sqrt(ln2 (a^2 + b^2))
 APER_HASMASKED = 0x0020
+APER_RADIUS_FWHM = 2.0  # a detection must have this many FWHM of valid, in-frame pixels around it
 
 
 def extract(data, valid=None, sep_thresh=5.0, origin=(0, 0), minarea=5, bw=64):
@@ -64,7 +66,7 @@ def extract(data, valid=None, sep_thresh=5.0, origin=(0, 0), minarea=5, bw=64):
     x = np.where(good, xw, x)
     y = np.where(good, yw, y)
     if mask is not None:
-        _, _, aflag = sep.sum_circle(sub, x, y, np.maximum(2.0 * fwhm, 3.0), mask=mask)
+        _, _, aflag = sep.sum_circle(sub, x, y, np.maximum(APER_RADIUS_FWHM * fwhm, 3.0), mask=mask)
         flag = flag | (aflag & APER_HASMASKED)
     keep = (flag & APER_HASMASKED) == 0
     return {"x": x[keep] + origin[1], "y": y[keep] + origin[0], "flux": obj["flux"][keep].astype(float),
@@ -85,7 +87,11 @@ def _tile_job(read, shape, core, overlap, sep_thresh):
     data, valid = read(box)
     d = extract(data, valid, sep_thresh, origin=(box[0], box[2]))
     own = (d["x"] >= x0 - 0.5) & (d["x"] < x1 - 0.5) & (d["y"] >= y0 - 0.5) & (d["y"] < y1 - 0.5)
-    return {k: v[own] for k, v in d.items()}, int(valid.sum())
+    # a source whose aperture runs off the frame has a centroid pulled inwards: drop it,
+    # as sources touching invalid pixels are dropped
+    r = np.maximum(APER_RADIUS_FWHM * d["fwhm"], 3.0)
+    inside = (d["x"] - r >= -0.5) & (d["x"] + r <= nx - 0.5) & (d["y"] - r >= -0.5) & (d["y"] + r <= ny - 0.5)
+    return {k: v[own & inside] for k, v in d.items()}, int(valid.sum())
 
 
 def detect(read, shape, sep_thresh=5.0, chunk=2048, overlap=48, threads=2, name="image"):
