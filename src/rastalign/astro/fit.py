@@ -1,0 +1,202 @@
+"""Match detections and fit the star model: spalipy's filters -> quad matching -> robust
+full affine -> regularised residual field (splines or SIP-like polynomials, chosen by
+cross-validation; flat when there is no distortion).
+
+The fitted :class:`~rastalign.model.AlignmentModel` is a pull map: **output (template)
+pixel -> source pixel**, ``(x, y)``, pixel centres at integers, 0-based.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from ..errors import InputError, QualityError
+from ..io.catalogs import as_detections
+from ..model import AlignmentModel, apply_affine, fit_affine, fit_residual_field, robust_affine
+from ..model.affine import IDENTITY
+from ..tiepoints.detect import filter_detections
+from ..tiepoints.quads import cross_match, match_detections
+
+log = logging.getLogger(__name__)
+
+POLY_DEGREES = (3, 4, 5)  # SIP-like polynomial candidates beside the splines
+INTERP = {0: "nearest", 1: "bilinear", 2: "cubic", 3: "cubic", 4: "lanczos", 5: "lanczos"}
+MATCH_KEYS = ("n_quad_det", "min_quad_sep", "max_match_dist", "min_n_match", "sub_tile", "max_quad_cand",
+              "patience_quad_cand", "max_quad_hash_dist", "quad_edge_buffer")
+DEFAULTS = dict(n_det=None, n_quad_det=20, min_quad_sep=50.0, max_match_dist=3.0, min_n_match=100, sub_tile=1,
+                max_quad_cand=10, patience_quad_cand=2, max_quad_hash_dist=0.005, quad_edge_buffer=0.0,
+                spline_order=3, interp_order=3, sep_thresh=5.0, min_fwhm=1.0, bad_flag_bits=0, min_sep=None,
+                preserve_footprints=False, output_shape=None, cval=np.nan, cval_mask=1, seed=0, max_rms=1.0)
+
+
+def resampling_for(interp_order):
+    """spalipy's ``interp_order`` (0-5) -> warp kernel name (0 nearest, 1 bilinear, 2-3 cubic, 4-5 lanczos)."""
+    try:
+        return INTERP[int(interp_order)]
+    except (KeyError, ValueError, TypeError):
+        raise InputError(f"--interp-order must be an integer 0..5; got {interp_order!r}") from None
+
+
+def _options(opts):
+    unknown = set(opts) - set(DEFAULTS)
+    if unknown:
+        raise InputError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    o = dict(DEFAULTS, **{k: v for k, v in opts.items()})
+    if o["min_sep"] is None:
+        o["min_sep"] = 2.0 * float(o["max_match_dist"])
+    for k in ("max_match_dist", "max_quad_hash_dist"):
+        if not float(o[k]) > 0:
+            raise InputError(f"--{k.replace('_', '-')} must be > 0; got {o[k]}")
+    for k in ("n_quad_det", "sub_tile", "max_quad_cand", "min_n_match"):
+        if int(o[k]) < 1:
+            raise InputError(f"--{k.replace('_', '-')} must be >= 1; got {o[k]}")
+    if int(o["n_quad_det"]) < 4:
+        raise InputError(f"--n-quad-det must be >= 4 (a quad has 4 stars); got {o['n_quad_det']}")
+    resampling_for(o["interp_order"])
+    return o
+
+
+def _xy(t):
+    return np.column_stack([np.asarray(t["x"], float), np.asarray(t["y"], float)])
+
+
+def _weights(sd, td):
+    """Relative inverse-variance weights of matched pairs: centroid sigma ~ fwhm^2 / flux per frame."""
+    def rel(t):
+        fw = np.asarray(t["fwhm"], float)
+        fw = np.where(np.isfinite(fw) & (fw > 0), fw, np.nanmedian(fw) if np.isfinite(fw).any() else 1.0)
+        sig = fw ** 2 / np.maximum(np.asarray(t["flux"], float), 1e-30)
+        return sig / np.median(sig)
+    w = 1.0 / (rel(sd) ** 2 + rel(td) ** 2 + 0.1)
+    return w / w.mean()
+
+
+def _split_linear(field, t, w):
+    """Move the affine trend of ``field`` (seen at points ``t``) out of it: returns (trend 2x3, field')."""
+    from ..model import SplineField
+
+    fx, fy = field(t[:, 0], t[:, 1])
+    lin = fit_affine(t, np.column_stack([fx, fy]), w)
+    ny, nx = field.coef_x.shape
+    gx = field.origin[0] + (np.arange(nx) - 1) * field.spacing[0]
+    gy = field.origin[1] + (np.arange(ny) - 1) * field.spacing[1]
+    X, Y = np.meshgrid(gx, gy)
+    lx, ly = apply_affine(lin, X, Y)
+    return lin, SplineField(field.origin, field.spacing, field.nodes, field.coef_x - lx, field.coef_y - ly)
+
+
+def _fit(t, s, w, o, domain):
+    """Pull-map fit template px ``t`` -> source px ``s``: robust affine, then (optionally) the field.
+
+    Backfitting with the field's affine trend moved into the affine each round, outliers
+    re-judged on the full model's residuals (4 robust sigma, never beyond max_match_dist).
+    """
+    mmd = float(o["max_match_dist"])
+    m, use = robust_affine(t, s, w, threshold=mmd, seed=int(o["seed"]))
+    field, finfo = None, {"chosen": None, "reason": "spline_order=0 (affine only)"}
+    choice = None
+    for it in range(12):
+        r = s - np.column_stack(apply_affine(m, t[:, 0], t[:, 1]))
+        if int(o["spline_order"]) > 0:
+            cand = use if field is not None else np.hypot(*(r - np.median(r[use], axis=0)).T) < mmd
+            kw = {"poly_degrees": POLY_DEGREES} if it < 3 or choice is None else {"choice": choice}
+            field, info = fit_residual_field(t[cand], r[cand], w[cand], domain, seed=int(o["seed"]), **kw)
+            if it < 3:  # the choice is re-made until the affine/field split has settled
+                finfo, choice = info, info.get("chosen")
+            if field is not None:
+                lin, field = _split_linear(field, t[cand], w[cand])
+                m = m + lin
+                r = s - np.column_stack(apply_affine(m, t[:, 0], t[:, 1]))
+        f = np.zeros_like(r) if field is None else np.column_stack(field(t[:, 0], t[:, 1]))
+        e = np.hypot(*(r - f).T)
+        sigma = 1.4826 * np.median(e[use]) if use.sum() else mmd
+        new = e < min(mmd, max(4.0 * sigma, 0.02))
+        if new.sum() < 3:
+            break
+        m = fit_affine(t[new], s[new] - f[new], w[new])
+        if np.array_equal(new, use) and (field is None or it >= 3):
+            break
+        use = new
+    return m, field, use, finfo
+
+
+def fit_detections(src_det, tmp_det, source_shape, template_shape, **opts):
+    """Match and fit. Returns ``(AlignmentModel on the template grid, evidence dict)``."""
+    o = _options(opts)
+    t0 = time.perf_counter()
+    sd = filter_detections(as_detections(src_det, "source detections"), o["min_fwhm"], o["bad_flag_bits"],
+                           o["min_sep"], o["n_det"], "source", min_n=int(o["min_n_match"]))
+    td = filter_detections(as_detections(tmp_det, "template detections"), o["min_fwhm"], o["bad_flag_bits"],
+                           o["min_sep"], o["n_det"], "template", min_n=int(o["min_n_match"]))
+    sxy, txy = _xy(sd), _xy(td)
+    i, j, _, qinfo = match_detections(sxy, txy, source_shape, template_shape, **{k: o[k] for k in MATCH_KEYS})
+    ny, nx = template_shape
+    domain = (0.0, 0.0, float(nx - 1), float(ny - 1))
+    m, field, use, finfo = _fit(txy[j], sxy[i], _weights(sd[i], td[j]), o, domain)
+    # re-match everything through the fitted model (gains stars the affine-only pass missed)
+    model = AlignmentModel(m, field, IDENTITY.copy(), tuple(template_shape), tuple(source_shape))
+    px, py = model(txy[:, 0], txy[:, 1])
+    jj, ii = cross_match(np.column_stack([px, py]), cKDTree(sxy), float(o["max_match_dist"]))
+    if len(jj) > len(j):
+        i, j = ii, jj
+        m, field, use, finfo = _fit(txy[j], sxy[i], _weights(sd[i], td[j]), o, domain)
+    model = AlignmentModel(m, field, IDENTITY.copy(), tuple(template_shape), tuple(source_shape),
+                           meta={"kind": "fits-stars", "spline": finfo.get("chosen")})
+    ev = _evidence(model, sd[i], td[j], use, qinfo, finfo)
+    ev["fit_s"] = time.perf_counter() - t0
+    st = ev["stats"]
+    if st["n_inliers"] < 6 or not st["rms_px"] <= float(o["max_rms"]):
+        raise QualityError(f"alignment fails the quality check: {st['n_inliers']} inliers of {st['n_matched']} "
+                           f"matches, RMS residual {st['rms_px']:.3f} px (max_rms={o['max_rms']} px)")
+    model = _output_grid(model, o, source_shape, template_shape)
+    return model, ev
+
+
+def _evidence(model, sm, tm, use, qinfo, finfo):
+    txy, sxy = _xy(tm), _xy(sm)
+    ix, iy = model.inverse_points(sxy[:, 0], sxy[:, 1])
+    d = np.column_stack([txy[:, 0] - ix, txy[:, 1] - iy])  # template - transformed source (spalipy's sign)
+    du = d[use]
+    stats = {"n_matched": int(len(d)), "n_inliers": int(use.sum()),
+             "rms_x_px": float(np.sqrt(np.mean(du[:, 0] ** 2))), "rms_y_px": float(np.sqrt(np.mean(du[:, 1] ** 2))),
+             "median_x_px": float(np.median(du[:, 0])), "median_y_px": float(np.median(du[:, 1])),
+             "mean_x_px": float(du[:, 0].mean()), "mean_y_px": float(du[:, 1].mean()),
+             "std_x_px": float(du[:, 0].std()), "std_y_px": float(du[:, 1].std()),
+             "rms_px": float(np.sqrt(np.mean((du ** 2).sum(1)))),
+             "median_residual_px": float(np.median(np.hypot(du[:, 0], du[:, 1]))),
+             "spline": finfo.get("chosen"), "n_source_det": qinfo["n_source_det"],
+             "n_template_det": qinfo["n_template_det"]}
+    return {"source_det_matched": sm, "template_det_matched": tm, "inliers": use, "residuals": d,
+            "stats": stats, "quads": qinfo, "field": finfo}
+
+
+def _output_grid(model, o, source_shape, template_shape):
+    """Template grid by default; ``output_shape`` (rows, cols) crops/extends it; footprints pad it."""
+    if o["preserve_footprints"]:
+        ny, nx = source_shape
+        e = np.linspace(0, 1, 65)
+        bx = np.concatenate([e * (nx - 1), np.full(65, nx - 1.0), e * (nx - 1), np.zeros(65)])
+        by = np.concatenate([np.zeros(65), e * (ny - 1), np.full(65, ny - 1.0), e * (ny - 1)])
+        tx, ty = model.inverse_points(bx, by)
+        x0, y0 = int(np.floor(min(tx.min(), 0))), int(np.floor(min(ty.min(), 0)))
+        x1 = int(np.ceil(max(tx.max(), template_shape[1] - 1)))
+        y1 = int(np.ceil(max(ty.max(), template_shape[0] - 1)))
+        pre = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0]])
+        return model.with_output_grid(pre, (y1 - y0 + 1, x1 - x0 + 1))
+    if o["output_shape"] is not None:
+        shp = tuple(int(v) for v in o["output_shape"])
+        if len(shp) != 2 or min(shp) < 1:
+            raise InputError(f"--output-shape takes two positive sizes ROWS,COLS; got {o['output_shape']}")
+        return model.with_output_grid(IDENTITY.copy(), shp)
+    return model
+
+
+def log_stats(stats, logger=log):
+    logger.info("matched %d detections (%d inliers) within max_match_dist", stats["n_matched"], stats["n_inliers"])
+    for ax in ("x", "y"):
+        logger.info("%s residuals (template - transformed source): mean %.3f, median %.3f, std %.3f, rms %.3f px",
+                    ax, stats[f"mean_{ax}_px"], stats[f"median_{ax}_px"], stats[f"std_{ax}_px"],
+                    stats[f"rms_{ax}_px"])

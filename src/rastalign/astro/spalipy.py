@@ -1,0 +1,141 @@
+"""spalipy's class for in-memory arrays, on rastalign's detection, fit and warp."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import AlignmentError, InputError
+from ..io.catalogs import as_detections
+from ..tiepoints.detect import detect_array
+from .fit import _options, fit_detections, log_stats, resampling_for
+
+
+class Spalipy:
+    """spalipy's class for in-memory data: same constructor arguments and attributes.
+
+    ``source_data``/``template_data`` are 2-D arrays (NaN = invalid), ``source_mask`` a
+    boolean array (True = masked), ``source_det``/``template_det`` astropy Tables with
+    ``x, y, flux, fwhm, flag`` (0-based). Detection happens in ``__init__`` as in spalipy;
+    ``align()`` matches, fits a *full* affine and the regularised spline field, and warps
+    onto the template grid. Differences from spalipy: ``cval`` defaults to NaN and
+    ``cval_mask`` to 1 (outside the footprint is masked); ``min_sep=None`` is
+    ``2 * max_match_dist``; ``spline_order > 0`` turns on the cross-validated cubic field.
+    """
+
+    columns = ["x", "y", "flux", "fwhm", "flag"]
+    x_col, y_col, flux_col, fwhm_col, flag_col = columns
+
+    def __init__(self, source_data, source_mask=None, template_data=None, source_det=None, template_det=None,
+                 output_shape=None, n_det=None, n_quad_det=20, min_quad_sep=50, max_match_dist=3,
+                 min_n_match=100, sub_tile=1, max_quad_cand=10, quad_edge_buffer=0, patience_quad_cand=2,
+                 max_quad_hash_dist=0.005, spline_order=3, interp_order=3, sep_thresh=5, min_fwhm=1,
+                 bad_flag_bits=0, min_sep=None, preserve_footprints=False, cval=np.nan, cval_mask=1,
+                 skip_checking=False, copy=True, use_memmap=False, temp_dir=None, thread_pool_max=None, seed=0):
+        if isinstance(source_data, (list, tuple)):
+            raise InputError("multi-image (list) mode is not supported: align one source array per instance")
+        self.source_data = np.array(source_data, dtype=float, copy=copy)
+        if self.source_data.ndim != 2:
+            raise InputError(f"source_data must be a 2-D array; got shape {self.source_data.shape}")
+        self.source_mask = None if source_mask is None else np.asarray(source_mask, bool)
+        if self.source_mask is not None and self.source_mask.shape != self.source_data.shape:
+            raise InputError(f"source_mask shape {self.source_mask.shape} differs from source_data "
+                             f"{self.source_data.shape}")
+        self.template_data = None if template_data is None else np.asarray(template_data, float)
+        if self.template_data is None and template_det is None:
+            raise InputError("either template_data or template_det must be given")
+        if preserve_footprints and self.template_data is None:
+            raise InputError("preserve_footprints needs template_data")
+        self.options = _options(dict(
+            n_det=n_det, n_quad_det=n_quad_det, min_quad_sep=min_quad_sep, max_match_dist=max_match_dist,
+            min_n_match=min_n_match, sub_tile=sub_tile, max_quad_cand=max_quad_cand, quad_edge_buffer=quad_edge_buffer,
+            patience_quad_cand=patience_quad_cand, max_quad_hash_dist=max_quad_hash_dist, spline_order=spline_order,
+            interp_order=interp_order, sep_thresh=sep_thresh, min_fwhm=min_fwhm, bad_flag_bits=bad_flag_bits,
+            min_sep=min_sep, preserve_footprints=preserve_footprints, output_shape=output_shape, cval=cval,
+            cval_mask=cval_mask, seed=seed))
+        for k, v in self.options.items():
+            setattr(self, k, v)
+        valid = None if self.source_mask is None else ~self.source_mask
+        self.source_det = (as_detections(source_det, "source_det") if source_det is not None else
+                           detect_array(self.source_data, valid, float(sep_thresh), name="source"))
+        self.template_det = (as_detections(template_det, "template_det") if template_det is not None else
+                             detect_array(self.template_data, None, float(sep_thresh), name="template"))
+        self.model = self.evidence = None
+        self.aligned_data = self.aligned_mask = None
+        self.alignment_failed = False
+
+    @property
+    def template_shape(self):
+        return self.template_data.shape if self.template_data is not None else self.source_data.shape
+
+    def fit(self):
+        """Match and fit the model (no warp); returns the :class:`AlignmentModel`."""
+        try:
+            self.model, self.evidence = fit_detections(self.source_det, self.template_det, self.source_data.shape,
+                                                       self.template_shape, **self.options)
+        except AlignmentError:
+            self.alignment_failed = True
+            raise
+        self.output_shape = self.model.output_shape
+        return self.model
+
+    def align(self):
+        """Fit, then resample the source onto the template grid (``aligned_data``, ``aligned_mask``)."""
+        from ..warp.kernel import warp_array
+
+        if self.model is None:
+            self.fit()
+        ok = np.isfinite(self.source_data)
+        if self.source_mask is not None:
+            ok &= ~self.source_mask
+        vals, valid = warp_array(self.source_data, self.model, self.model.output_shape, valid=ok,
+                                 resampling=resampling_for(self.interp_order))
+        out = vals[0]
+        out[~valid] = self.cval
+        self.aligned_data = out
+        mask = np.where(valid, 0, int(self.cval_mask)).astype(bool)
+        if self.source_mask is not None:
+            mv, mvalid = warp_array(self.source_mask.astype(np.float32), self.model, self.model.output_shape,
+                                    resampling="nearest")
+            mask |= mvalid & (mv[0] > 0.5)
+        self.aligned_mask = mask
+        return self
+
+    # spalipy's attributes ------------------------------------------------------------
+    @property
+    def affine_transform(self):
+        """The affine part of the pull map, output (template) px -> source px, as a 2x3 matrix."""
+        return None if self.model is None else self.model.linear
+
+    @property
+    def spline_transform(self):
+        """The residual :class:`SplineField` (template px -> source px offsets), or None when flat."""
+        return None if self.model is None else self.model.field
+
+    @property
+    def source_det_matched(self):
+        return None if self.evidence is None else self.evidence["source_det_matched"]
+
+    @property
+    def template_det_matched(self):
+        return None if self.evidence is None else self.evidence["template_det_matched"]
+
+    def full_transform(self, coo, inverse=True):
+        """Apply the model to (N, 2) coordinates: template -> source (``inverse=True``) or source -> template."""
+        coo = np.asarray(coo, float)
+        f = self.model if inverse else self.model.inverse_points
+        x, y = f(coo[:, 0], coo[:, 1])
+        return np.column_stack([x, y])
+
+    def transform_stats(self):
+        """Fit statistics as a dict: matched count, inliers, mean/median/std/RMS of x and y residuals (px)."""
+        if self.evidence is None:
+            raise AlignmentError("no fit yet: call align() first")
+        return dict(self.evidence["stats"])
+
+    def log_transform_stats(self):
+        """Log :meth:`transform_stats` at INFO level and return it."""
+        st = self.transform_stats()
+        log_stats(st)
+        return st
+
+
+FitsAligner = Spalipy
