@@ -67,3 +67,28 @@ def test_environment_installs_the_package_itself():
     env, _ = _environment()
     pip = [d for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
     assert pip and "-e ." in pip[0]["pip"]
+
+
+@pytest.mark.parametrize("order", ["rastalign, xarray", "xarray, rastalign"])
+def test_accessor_is_registered_whatever_the_import_order(order):
+    import subprocess
+    import sys
+
+    code = (f"import {order}, numpy\n"
+            "import xarray\n"
+            "a = xarray.DataArray(numpy.zeros((2, 2)), dims=('y', 'x'))\n"
+            "print(type(a.coreg).__name__)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "CoregAccessor"
+
+
+def test_fits_command_line_does_not_import_the_raster_stack():
+    import subprocess
+    import sys
+
+    code = ("import sys, rastalign.cli.fits, rastalign.astro\n"
+            "print(sorted(m for m in ('xarray', 'rasterio', 'dask', 'pandas', 'pyproj') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"

@@ -2,25 +2,63 @@
 
 Conventions: a model maps an **output pixel to a moving pixel** (a pull map), in
 ``(x, y)`` order, with pixel centres at integer coordinates (0-based).
+
+Every public name is imported on first use, so a command line that needs only the FITS
+path never pays for xarray, rasterio or dask. The xarray accessor ``coreg`` is
+registered as soon as both rastalign and xarray are imported, in either order.
 """
+import importlib
+import sys
+
 __version__ = "0.1.0"
 
-from .errors import AlignmentError, InputError, OutputError, OverlapError, QualityError, RastalignError
-from .model import AlignmentModel
-from .pipeline import AlignmentResult, Estimate, align_image_pair, apply, estimate
-from . import accessor  # noqa: F401,E402 - registers the xarray accessor ``coreg``
+from .errors import AlignmentError, InputError, OutputError, OverlapError, QualityError, RastalignError  # noqa: E402
 
-_LAZY = {"open_fits": "io.fits", "FitsAligner": "astro", "Spalipy": "astro", "align_fits": "astro",
+_LAZY = {"AlignmentModel": "model", "AlignmentResult": "pipeline", "Estimate": "pipeline",
+         "align_image_pair": "pipeline", "apply": "pipeline", "estimate": "pipeline",
+         "open_fits": "io.fits", "FitsAligner": "astro", "Spalipy": "astro", "align_fits": "astro",
          "estimate_fits": "astro"}
 
 
 def __getattr__(name):
-    """The astronomy API imports astropy on first use, so the raster CLI starts faster."""
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'rastalign' has no attribute {name!r}")
+
+
+class _AfterImport:
+    """A meta-path finder that runs ``callback`` right after module ``name`` is executed."""
+
+    def __init__(self, name, callback):
+        self.name, self.callback = name, callback
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        load, callback = spec.loader.exec_module, self.callback
+
+        def exec_module(module):
+            load(module)
+            callback()
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def _register_accessor():
+    importlib.import_module(".accessor", __name__)
+
+
+if "xarray" in sys.modules:
+    _register_accessor()
+else:
+    import importlib.util  # noqa: E402
+
+    sys.meta_path.insert(0, _AfterImport("xarray", _register_accessor))
 
 __all__ = ["AlignmentError", "AlignmentModel", "AlignmentResult", "Estimate", "InputError", "OutputError",
            "OverlapError", "QualityError", "RastalignError", "__version__", "align_image_pair", "apply", "estimate",
