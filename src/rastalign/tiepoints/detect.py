@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 FWHM_FROM_AB = 2.0 * np.sqrt(np.log(2.0))  # spalipy: fwhm = 2 sqrt(ln2 (a^2 + b^2))
 APER_HASMASKED = 0x0020
+UNIFORM_RMS = 0.1  # noise maps flatter than this (p99 - p1, relative) are thresholded with one RMS
+MIN_TILES_FOR_PROCESSES = 4  # below this, starting worker processes costs more than it saves
 APER_RADIUS_FWHM = 2.0  # a detection must have this many FWHM of valid, in-frame pixels around it
 
 
@@ -47,6 +49,9 @@ def extract(data, valid=None, sep_thresh=5.0, origin=(0, 0), minarea=5, bw=64):
     bkg = sep.Background(data, mask=mask, bw=b, bh=b, fw=3, fh=3)
     sub = data - bkg.back()
     rms = bkg.rms()
+    lo, med, hi = np.percentile(rms[::8, ::8], [1, 50, 99])
+    if hi - lo <= UNIFORM_RMS * med:  # uniform noise: a scalar threshold extracts ~2x faster, same sources
+        rms = float(med)
     if mask is not None:
         sub[mask] = 0.0
     sep.set_extract_pixstack(max(300000, data.size // 4))
@@ -80,11 +85,16 @@ def _tiles(shape, chunk):
             yield y0, min(y0 + chunk, ny), x0, min(x0 + chunk, nx)
 
 
+def _squeeze(data, valid):
+    data = np.asarray(data)
+    return (data[0] if data.ndim == 3 else data), np.asarray(valid, bool)
+
+
 def _tile_job(read, shape, core, overlap, sep_thresh):
     y0, y1, x0, x1 = core
     ny, nx = shape
     box = (max(y0 - overlap, 0), min(y1 + overlap, ny), max(x0 - overlap, 0), min(x1 + overlap, nx))
-    data, valid = read(box)
+    data, valid = _squeeze(*read(box))
     d = extract(data, valid, sep_thresh, origin=(box[0], box[2]))
     own = (d["x"] >= x0 - 0.5) & (d["x"] < x1 - 0.5) & (d["y"] >= y0 - 0.5) & (d["y"] < y1 - 0.5)
     # a source whose aperture runs off the frame has a centroid pulled inwards: drop it,
@@ -94,27 +104,52 @@ def _tile_job(read, shape, core, overlap, sep_thresh):
     return {k: v[own & inside] for k, v in d.items()}, int(valid.sum())
 
 
+def _picklable(obj):
+    import pickle
+
+    try:
+        pickle.dumps(obj)
+        return True
+    except Exception:  # noqa: BLE001 - closures, locks, open files
+        return False
+
+
+def _run_tiles(read, shape, cores, overlap, sep_thresh, workers):
+    """Tiles in forked worker *processes* when the reader can travel and the process has
+    one thread (sep holds the GIL, so threads do not run extraction in parallel), else
+    in threads; serially for one worker or few tiles. Same tiles, same results."""
+    jobs = [(read, shape, c, overlap, sep_thresh) for c in cores]
+    if workers <= 1 or len(cores) < MIN_TILES_FOR_PROCESSES:
+        return [_tile_job(*a) for a in jobs]
+    import threading
+
+    # fork only a single-threaded process (no lock can be held by a thread that fork drops);
+    # spawn would re-import the caller's __main__, which breaks unguarded scripts
+    if _picklable(read) and threading.active_count() == 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = multiprocessing.get_context("fork")
+        log.debug("detection: %d tiles in %d worker processes", len(cores), min(workers, len(cores)))
+        with ProcessPoolExecutor(min(workers, len(cores)), mp_context=ctx) as pool:
+            return list(pool.map(_tile_job, *zip(*jobs)))
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda a: _tile_job(*a), jobs))
+
+
 def detect(read, shape, sep_thresh=5.0, chunk=2048, overlap=48, threads=2, name="image"):
     """Detect over a whole frame read through ``read(box) -> (data, valid)``, tile by tile.
 
-    ``read`` returns 2-D or (1, rows, cols) arrays. Raises :class:`InputError` when the
-    frame has no valid pixel. Returns a normal-form detection table (see
-    :mod:`rastalign.io.catalogs`), sorted by flux (brightest first).
+    ``read`` returns 2-D or (1, rows, cols) arrays; a picklable ``read`` (such as
+    :func:`rastalign.io.fits.reader`) lets ``threads`` worker processes share the tiles of
+    a large frame. Raises :class:`InputError` when the frame has no valid pixel. Returns a
+    normal-form detection table (see :mod:`rastalign.io.catalogs`), sorted by flux
+    (brightest first).
     """
     from astropy.table import Table
 
-    def rd(box):
-        data, valid = read(box)
-        data = np.asarray(data)
-        return (data[0] if data.ndim == 3 else data), np.asarray(valid, bool)
-
     cores = list(_tiles(shape, chunk))
-    jobs = [(rd, shape, c, overlap, sep_thresh) for c in cores]
-    if threads > 1 and len(cores) > 1:
-        with ThreadPoolExecutor(threads) as pool:
-            parts = list(pool.map(lambda a: _tile_job(*a), jobs))
-    else:
-        parts = [_tile_job(*a) for a in jobs]
+    parts = _run_tiles(read, shape, cores, overlap, sep_thresh, int(threads or 1))
     n_valid = sum(p[1] for p in parts)
     if n_valid == 0:
         raise InputError(f"{name} has no valid pixel: all {shape[0] * shape[1]} pixels are NaN or masked")
