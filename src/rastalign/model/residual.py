@@ -139,17 +139,22 @@ def _monomials(x, y, domain, degree):
     return np.column_stack(cols)
 
 
-def _poly_to_spline(coef, domain, degree, n_nodes=POLY_NODES):
-    """The polynomial field as a cubic B-spline on ``n_nodes`` nodes: least squares on a dense
-    grid (exact for degree <= 3; for degree 5 on 9+ nodes the error is ~1e-5 of the term)."""
+@functools.lru_cache(maxsize=8)
+def _poly_projection(domain, degree, n_nodes):
+    """Matrix taking monomial coefficients to B-spline coefficients (least squares on a dense
+    grid: exact for degree <= 3; for degree 5 on 9+ nodes the error is ~1e-5 of the term)."""
     origin, spacing, nodes = _grid(domain, n_nodes)
-    k = 4 * (n_nodes + 2)
+    k = 3 * (n_nodes + 2)
     x0, y0, x1, y1 = domain
     gx, gy = np.meshgrid(np.linspace(x0, x1, k), np.linspace(y0, y1, k))
-    gx, gy = gx.ravel(), gy.ravel()
-    a = _design(gx, gy, origin, spacing, nodes)
-    val = _monomials(gx, gy, domain, degree) @ coef
-    c = scipy.linalg.lstsq(a, val)[0]
+    a = _design(gx.ravel(), gy.ravel(), origin, spacing, nodes)
+    return scipy.linalg.lstsq(a, _monomials(gx.ravel(), gy.ravel(), domain, degree))[0]
+
+
+def _poly_to_spline(coef, domain, degree, n_nodes=POLY_NODES):
+    """The polynomial field stored as a cubic B-spline on ``n_nodes`` nodes."""
+    origin, spacing, nodes = _grid(domain, n_nodes)
+    c = _poly_projection(tuple(float(v) for v in domain), int(degree), int(n_nodes)) @ coef
     shape = (nodes[1] + 2, nodes[0] + 2)
     return SplineField(origin, spacing, nodes, c[:, 0].reshape(shape), c[:, 1].reshape(shape))
 
@@ -162,7 +167,7 @@ def _solve_poly(m, w, r):
 
 def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambdas=(0.01, 0.1, 1.0),
                        folds=5, min_gain=0.1, min_abs_gain=0.005, seed=0, min_points=30,
-                       min_points_per_coef=3.0, choice=None, poly_degrees=()):
+                       min_points_per_coef=3.0, choice=None, poly_degrees=(), max_cv_points=3000):
     """Fit a :class:`SplineField` to residuals ``resid`` (N, 2) at ``xy`` (N, 2).
 
     ``domain`` is ``(x0, y0, x1, y1)`` of the solve grid. Returns ``(field or None,
@@ -177,6 +182,10 @@ def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambda
     astronomical SIP/TPV distortion). They extrapolate smoothly into star-free patches
     where a lightly penalised spline can wander, and are stored as the same B-spline
     field, so the model, its JSON and the warp are unchanged.
+
+    The selection is scored on a seeded random subset of ``max_cv_points`` tie points
+    (the chosen candidate is then fitted to all of them), so it costs the same on an
+    8192^2 star field as on a small one.
     """
     xy = np.asarray(xy, float)
     resid = np.asarray(resid, float)
@@ -190,21 +199,25 @@ def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambda
             return _fit_poly(xy, resid, w, domain, choice["poly"]), dict(info, chosen=choice)
         return _fit(xy, resid, w, domain, choice["nodes"], choice["lambda"]), dict(info, chosen=choice)
     rng = np.random.default_rng(seed)
-    fold = rng.permutation(len(xy)) % folds
+    cx, cr, cw = xy, resid, w  # the selection is scored on at most max_cv_points of them
+    if len(xy) > max_cv_points:
+        pick = np.sort(rng.choice(len(xy), max_cv_points, replace=False))
+        cx, cr, cw = xy[pick], resid[pick], w[pick]
+    fold = rng.permutation(len(cx)) % folds
 
     def cv_rms(design, pen, lam):
-        err = np.zeros(len(xy))
+        err = np.zeros(len(cx))
         for k in range(folds):
             tr, te = fold != k, fold == k
             if pen is None and design is None:
                 pred = np.zeros((te.sum(), 2))
             elif pen is None:
-                pred = design[te] @ _solve_poly(design[tr], w[tr], resid[tr])
+                pred = design[te] @ _solve_poly(design[tr], cw[tr], cr[tr])
             else:
-                c = _solve(design[tr], w[tr], resid[tr], pen, lam)
+                c = _solve(design[tr], cw[tr], cr[tr], pen, lam)
                 pred = design[te] @ c
-            err[te] = np.sum((resid[te] - pred) ** 2, axis=1)
-        return float(np.sqrt(np.average(err, weights=w)))
+            err[te] = np.sum((cr[te] - pred) ** 2, axis=1)
+        return float(np.sqrt(np.average(err, weights=cw)))
 
     flat = cv_rms(None, None, None)
     info["cv_rms_flat"] = flat
@@ -213,7 +226,7 @@ def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambda
         n_coef = (deg + 1) * (deg + 2) // 2
         if len(xy) < min_points_per_coef * n_coef * 2:
             continue
-        score = cv_rms(_monomials(xy[:, 0], xy[:, 1], domain, deg), None, None)
+        score = cv_rms(_monomials(cx[:, 0], cx[:, 1], domain, deg), None, None)
         info["candidates"].append({"poly": deg, "cv_rms": score})
         if score < best[0]:
             best = (score, "poly", deg)
@@ -221,7 +234,7 @@ def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambda
         if len(xy) < min_points_per_coef * (n_nodes + 2) ** 2 and n_nodes > node_counts[0]:
             continue
         origin, spacing, nodes = _grid(domain, n_nodes)
-        design = _design(xy[:, 0], xy[:, 1], origin, spacing, nodes)
+        design = _design(cx[:, 0], cx[:, 1], origin, spacing, nodes)
         pen = _penalty(nodes)
         for lam in lambdas:
             score = cv_rms(design, pen, lam)
