@@ -90,6 +90,15 @@ def test_unrelated_fields_do_not_match():
         match_detections(_xy(s), _xy(t), (512, 512), (512, 512))
 
 
+def test_a_real_match_short_of_min_n_match_says_so(pair):
+    s = filter_detections(detect_array(pair.source), min_sep=6.0)
+    t = filter_detections(detect_array(pair.template), min_sep=6.0)
+    n = len(match_detections(_xy(s), _xy(t), (768, 768), (768, 768))[0])
+    with pytest.raises(AlignmentError, match=rf"too few matched stars: {n} < min_n_match={n + 5} .*"
+                                             rf"lower --min-n-match \(to {n} or less\)"):
+        match_detections(_xy(s), _xy(t), (768, 768), (768, 768), min_n_match=n + 5)
+
+
 def test_file_detection_in_worker_processes_equals_serial(tmp_path, caplog):
     import logging
     import threading

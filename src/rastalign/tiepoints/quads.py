@@ -172,9 +172,13 @@ def match_detections(src_xy, tmp_xy, src_shape, tmp_shape, n_quad_det=20, min_qu
             break
     info.update(n_candidates_tried=tried, n_matched=int(len(best[0])))
     if len(best[0]) < min_n_match:
-        raise AlignmentError(f"no common stars found: best of {tried} quad candidates matched {len(best[0])} "
-                             f"detections < min_n_match={min_n_match} ({len(src_xy)} source, {len(tmp_xy)} "
-                             f"template detections, {len(sdm)} quad hash matches)")
+        n = len(best[0])
+        counts = (f"({len(src_xy)} source, {len(tmp_xy)} template detections, {len(sdm)} quad hash matches)")
+        if n >= 10 and n >= 0.5 * min(len(src_xy), len(tmp_xy)):  # a real match, on a frame with few stars
+            raise AlignmentError(f"too few matched stars: {n} < min_n_match={min_n_match} {counts}; the frames do "
+                                 f"share stars: lower --min-n-match (to {n} or less) to accept this match")
+        raise AlignmentError(f"no common stars found: best of {tried} quad candidates matched {n} "
+                             f"detections < min_n_match={min_n_match} {counts}")
     log.info("quad matching: %d matches from %d candidates (%d source / %d template quads, %d hash matches)",
              len(best[0]), tried, len(sq), len(tq), len(sdm))
     return best[0], best[1], best[2], info
