@@ -11,7 +11,7 @@ from typing import Optional, Sequence, Tuple
 
 from .errors import InputError
 
-RESAMPLING = ("nearest", "bilinear", "cubic", "lanczos")
+RESAMPLING = ("nearest", "bilinear", "cubic", "lanczos", "bspline")
 SCHEDULERS = ("threads", "processes", "synchronous", "distributed")
 OUTPUT_FORMATS = ("GTiff", "COG", "FITS")
 

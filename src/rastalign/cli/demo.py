@@ -94,7 +94,7 @@ def build_parser():
     a.add_argument("--moving-image", required=True)
     a.add_argument("--output-image", required=True)
     a.add_argument("--like", default=None, help="raster whose grid the model's output grid is (e.g. the fixed image)")
-    a.add_argument("--resampling", choices=("nearest", "bilinear", "cubic", "lanczos"), default="cubic")
+    a.add_argument("--resampling", choices=("nearest", "bilinear", "cubic", "lanczos", "bspline"), default="cubic")
     a.add_argument("--split-factor", type=int, default=None)
     a.add_argument("--moving-nodata", type=float, default=None)
     a.add_argument("--output-nodata", type=float, default=None)

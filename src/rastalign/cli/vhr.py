@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--like", default=None, help="write on this raster's grid (any CRS)")
     w.add_argument("--output-crs", default=None, help="write in this CRS (e.g. EPSG:3857), covering the moving footprint")
     w.add_argument("--output-resolution", type=float, default=None, help="output pixel size in output CRS units")
-    w.add_argument("--resampling", choices=("nearest", "bilinear", "cubic", "lanczos"), default="cubic")
+    w.add_argument("--resampling", choices=("nearest", "bilinear", "cubic", "lanczos", "bspline"), default="cubic")
     w.add_argument("--split-factor", type=int, default=None,
                    help="2^k output chunks (2^ceil(k/2) columns x 2^floor(k/2) rows); default: automatic by memory")
     w.add_argument("--chunks", type=_chunks, default=None, help="output chunk size ROWS[,COLS] in pixels")

@@ -6,14 +6,16 @@ a lattice of exact model values every ``step`` output pixels (global lattice, so
 chunking sees the same numbers). Taps with a non-zero weight must be valid and inside
 the source; otherwise the output pixel is invalid. A tap inside the full source but
 outside the block handed to the kernel is a *halo violation* and is counted.
+``BSPLINE`` reads a block of prefiltered coefficients (:mod:`rastalign.warp.prefilter`),
+not of pixels, with the 4-tap cubic B-spline basis.
 """
 import math
 
 import numpy as np
 from numba import njit
 
-NEAREST, BILINEAR, CUBIC, LANCZOS = 0, 1, 2, 3
-RADIUS = {NEAREST: 1, BILINEAR: 1, CUBIC: 2, LANCZOS: 3}
+NEAREST, BILINEAR, CUBIC, LANCZOS, BSPLINE = 0, 1, 2, 3, 4
+RADIUS = {NEAREST: 1, BILINEAR: 1, CUBIC: 2, LANCZOS: 3, BSPLINE: 2}  # BSPLINE: taps on prefiltered coefficients
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -38,6 +40,17 @@ def _weights(method, x, w):
         d = 2.0 - t
         w[3] = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
         return int(x0) - 1, 4
+    if method == BSPLINE:  # cubic B-spline basis (applied to prefiltered coefficients)
+        x0 = math.floor(x)
+        t = x - x0
+        t2 = t * t
+        t3 = t2 * t
+        u = 1.0 - t
+        w[0] = u * u * u / 6.0
+        w[1] = (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0
+        w[2] = (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0
+        w[3] = t3 / 6.0
+        return int(x0) - 1, 4
     # LANCZOS (a = 3), normalised to unit sum
     x0 = math.floor(x)
     t = x - x0
@@ -48,6 +61,8 @@ def _weights(method, x, w):
             v = 1.0 if k == 2 else 0.0  # integer position: exactly the pixel itself
         elif abs(d) >= 3.0:
             v = 0.0
+        elif abs(d) < 1e-100:
+            v = 1.0  # the limit at 0 (a fraction like 1e-221 made pd * pd underflow to 0)
         else:
             pd = math.pi * d
             v = 3.0 * math.sin(pd) * math.sin(pd / 3.0) / (pd * pd)
@@ -133,8 +148,9 @@ def warp_rows(src, valid, check_valid, out, out_valid, lin, ox0, oy0, row0, row1
     wx = np.zeros(6)
     wy = np.zeros(6)
     acc = np.zeros(nb)
-    r0 = 0 if method == NEAREST else (0 if method == BILINEAR else (1 if method == CUBIC else 2))
-    ntap = 1 if method == NEAREST else (2 if method == BILINEAR else (4 if method == CUBIC else 6))
+    four = method == CUBIC or method == BSPLINE
+    r0 = 0 if method == NEAREST else (0 if method == BILINEAR else (1 if four else 2))
+    ntap = 1 if method == NEAREST else (2 if method == BILINEAR else (4 if four else 6))
     a00, a01, a02 = lin[0, 0], lin[0, 1], lin[0, 2]
     a10, a11, a12 = lin[1, 0], lin[1, 1], lin[1, 2]
     for r in range(row0, row1):
@@ -181,7 +197,7 @@ def warp_rows(src, valid, check_valid, out, out_valid, lin, ox0, oy0, row0, row1
                                 r0_ = wx[0] * src[b, fyl, fxl] + wx[1] * src[b, fyl, fxl + 1]
                                 r1_ = wx[0] * src[b, fyl + 1, fxl] + wx[1] * src[b, fyl + 1, fxl + 1]
                                 out[b, r, c] = (0.0 + wy[0] * r0_) + wy[1] * r1_
-                        elif method == CUBIC:
+                        elif four:
                             for b in range(nb):
                                 s = 0.0
                                 for jj in range(4):

@@ -14,16 +14,18 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..errors import HaloError
-from . import _numba
+from . import _numba, prefilter
 
 METHODS = {"nearest": _numba.NEAREST, "bilinear": _numba.BILINEAR,
-           "cubic": _numba.CUBIC, "lanczos": _numba.LANCZOS}
+           "cubic": _numba.CUBIC, "lanczos": _numba.LANCZOS, "bspline": _numba.BSPLINE}
 LATTICE_STEP = 16
 
 
 def support_radius(resampling: str) -> int:
-    """Source pixels needed on each side of a sample (the interpolation support)."""
-    return _numba.RADIUS[METHODS[resampling]]
+    """Source pixels needed on each side of a sample: the interpolation support, plus for
+    ``bspline`` the pixels its prefiltered coefficients depend on (``prefilter.MARGIN``)."""
+    method = METHODS[resampling]
+    return _numba.RADIUS[method] + (prefilter.MARGIN if method == _numba.BSPLINE else 0)
 
 
 def lattice(model, out_box, step=LATTICE_STEP):
@@ -87,6 +89,8 @@ def warp_block(source, model, out_box, source_origin=(0, 0), source_shape=None, 
     Returns ``(values, valid_out)``: float values (float64 for float64 sources, else
     float32) of shape (bands, box rows, box cols) and a boolean mask. Raises
     :class:`HaloError` if any needed pixel lies in the full source but outside the block.
+    ``bspline`` first turns the block into prefiltered coefficients
+    (:func:`rastalign.warp.prefilter.coefficients`; non-finite pixels count as invalid).
     """
     src = np.asarray(source)
     if src.ndim == 2:
@@ -95,6 +99,13 @@ def warp_block(source, model, out_box, source_origin=(0, 0), source_shape=None, 
     src = np.ascontiguousarray(src, dtype=ftype)
     if source_shape is None:
         source_shape = src.shape[1:]
+    method = METHODS[resampling]
+    nrows = int(out_box[1]) - int(out_box[0])
+    threads = max(1, min(int(threads or 1), max(nrows, 1)))
+    if method == _numba.BSPLINE:
+        if valid is not None and np.shape(valid) != src.shape[1:]:
+            raise ValueError(f"mask shape {np.shape(valid)} differs from source block {src.shape[1:]}")
+        src, valid, source_origin = prefilter.coefficients(src, valid, source_origin, source_shape, threads)
     y0, y1, x0, x1 = (int(v) for v in out_box)
     out = np.zeros((src.shape[0], y1 - y0, x1 - x0), ftype)
     out_valid = np.zeros((y1 - y0, x1 - x0), np.uint8)
@@ -109,9 +120,6 @@ def warp_block(source, model, out_box, source_origin=(0, 0), source_shape=None, 
     if not has_field:
         dx = dy = np.zeros((1, 1))
     lin = np.ascontiguousarray(model.linear, dtype=np.float64)
-    method = METHODS[resampling]
-    nrows = y1 - y0
-    threads = max(1, min(int(threads or 1), nrows))
 
     def run(r0, r1):
         return _numba.warp_rows(src, vmask, check, out, out_valid, lin, x0, y0, r0, r1,
