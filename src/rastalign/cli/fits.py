@@ -93,7 +93,7 @@ def build_parser():
     p.add_argument("--spline-order", type=int, default=3,
                    help="0: affine only; > 0: add the cross-validated cubic spline residual field")
     p.add_argument("--interp-order", type=int, default=3, choices=range(6), metavar="{0..5}",
-                   help="0 nearest, 1 bilinear, 2-3 cubic, 4-5 lanczos")
+                   help="0 nearest, 1 bilinear, 2-5 prefiltered cubic B-spline (scipy's order 3)")
     p.add_argument("--min-fwhm", type=float, default=1.0, help="drop detections with fwhm below this")
     p.add_argument("--bad-flag-bits", type=int, default=0, help="drop detections with flag & bits != 0")
     p.add_argument("--min-sep", type=float, default=None,
