@@ -55,8 +55,8 @@ def test_rotation_scale_distortion_needs_and_gets_the_spline(seed):
     s = Spalipy(p.source, template_data=p.template)
     s.fit()
     assert s.spline_transform is not None
-    e = mapping_error(s.model, p.truth, (1024, 1024), margin=16)
-    assert rms(e) <= 0.02, rms(e)
+    e = mapping_error(s.model, p.truth, (1024, 1024))  # the whole overlap, edges included
+    assert rms(e) <= 0.02 and np.percentile(e, 99) <= 0.02, (rms(e), np.percentile(e, 99))
     aff = Spalipy(p.source, template_data=p.template, spline_order=0)
     aff.fit()
     assert rms(mapping_error(aff.model, p.truth, (1024, 1024), margin=16)) > 0.1  # affine alone is not enough
