@@ -15,6 +15,8 @@ import numpy as np
 from numba import njit
 
 NEAREST, BILINEAR, CUBIC, LANCZOS, BSPLINE = 0, 1, 2, 3, 4
+_LZ_COS = np.cos(np.pi * (2.0 - np.arange(6)) / 3.0)  # the constant angles of the Lanczos taps
+_LZ_SIN = np.sin(np.pi * (2.0 - np.arange(6)) / 3.0)
 RADIUS = {NEAREST: 1, BILINEAR: 1, CUBIC: 2, LANCZOS: 3, BSPLINE: 2}  # BSPLINE: taps on prefiltered coefficients
 
 
@@ -51,21 +53,27 @@ def _weights(method, x, w):
         w[2] = (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0
         w[3] = t3 / 6.0
         return int(x0) - 1, 4
-    # LANCZOS (a = 3), normalised to unit sum
+    # LANCZOS (a = 3), normalised to unit sum. With d = t + 2 - k, sin(pi d) = (-1)^k sin(pi t) and
+    # sin(pi d / 3) follows from sin/cos(pi t / 3) by the angle-sum rule: three transcendental calls
+    # per axis instead of twelve (Lanczos ran 10x slower than cubic, almost all of it in sin)
     x0 = math.floor(x)
     t = x - x0
+    if t == 0.0:  # integer position: exactly the pixel itself
+        for k in range(6):
+            w[k] = 1.0 if k == 2 else 0.0
+        return int(x0) - 2, 6
+    st = math.sin(math.pi * t)
+    sa = math.sin(math.pi * t / 3.0)
+    ca = math.cos(math.pi * t / 3.0)
     s = 0.0
     for k in range(6):
         d = t + 2.0 - k
-        if t == 0.0:
-            v = 1.0 if k == 2 else 0.0  # integer position: exactly the pixel itself
-        elif abs(d) >= 3.0:
-            v = 0.0
-        elif abs(d) < 1e-100:
+        if abs(d) < 1e-100:
             v = 1.0  # the limit at 0 (a fraction like 1e-221 made pd * pd underflow to 0)
         else:
+            sign = 1.0 if k % 2 == 0 else -1.0
             pd = math.pi * d
-            v = 3.0 * math.sin(pd) * math.sin(pd / 3.0) / (pd * pd)
+            v = 3.0 * sign * st * (sa * _LZ_COS[k] + ca * _LZ_SIN[k]) / (pd * pd)
         w[k] = v
         s += v
     for k in range(6):
