@@ -111,7 +111,7 @@ def test_file_detection_in_worker_processes_equals_serial(tmp_path, caplog):
     info = inspect_fits(src)
     serial = detect(reader(src, info.ext), info.shape, chunk=256, threads=1)
     with caplog.at_level(logging.DEBUG, logger="rastalign.tiepoints.detect"):
-        pooled = detect(reader(src, info.ext), info.shape, chunk=256, threads=2)
+        pooled = detect(reader(src, info.ext), info.shape, chunk=256, threads=2, processes=True)
     if threading.active_count() == 1:
         assert "worker processes" in caplog.text
     assert len(serial) > 200 and serial.colnames == pooled.colnames

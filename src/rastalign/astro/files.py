@@ -19,7 +19,8 @@ def _detections_from_file(path, ext, o, name):
     from ..io.fits import inspect_fits, reader
 
     info = inspect_fits(path, ext)
-    det = detect(reader(path, info.ext), info.shape, sep_thresh=float(o["sep_thresh"]), name=f"{name} {path}")
+    det = detect(reader(path, info.ext), info.shape, sep_thresh=float(o["sep_thresh"]), name=f"{name} {path}",
+                 processes=True)
     return det, info
 
 

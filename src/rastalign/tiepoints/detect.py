@@ -104,20 +104,11 @@ def _tile_job(read, shape, core, overlap, sep_thresh):
     return {k: v[own & inside] for k, v in d.items()}, int(valid.sum())
 
 
-def _picklable(obj):
-    import pickle
-
-    try:
-        pickle.dumps(obj)
-        return True
-    except Exception:  # noqa: BLE001 - closures, locks, open files
-        return False
-
-
-def _run_tiles(read, shape, cores, overlap, sep_thresh, workers):
-    """Tiles in forked worker *processes* when the reader can travel and the process has
-    one thread (sep holds the GIL, so threads do not run extraction in parallel), else
-    in threads; serially for one worker or few tiles. Same tiles, same results."""
+def _run_tiles(read, shape, cores, overlap, sep_thresh, workers, processes):
+    """Tiles in forked worker *processes* when the caller says the reader can travel
+    (``processes``) and the process has one thread (sep holds the GIL, so threads do not
+    run extraction in parallel), else in threads; serially for one worker or few tiles.
+    Same tiles, same results."""
     jobs = [(read, shape, c, overlap, sep_thresh) for c in cores]
     if workers <= 1 or len(cores) < MIN_TILES_FOR_PROCESSES:
         return [_tile_job(*a) for a in jobs]
@@ -125,7 +116,7 @@ def _run_tiles(read, shape, cores, overlap, sep_thresh, workers):
 
     # fork only a single-threaded process (no lock can be held by a thread that fork drops);
     # spawn would re-import the caller's __main__, which breaks unguarded scripts
-    if _picklable(read) and threading.active_count() == 1:
+    if processes and threading.active_count() == 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
@@ -137,19 +128,20 @@ def _run_tiles(read, shape, cores, overlap, sep_thresh, workers):
         return list(pool.map(lambda a: _tile_job(*a), jobs))
 
 
-def detect(read, shape, sep_thresh=5.0, chunk=2048, overlap=48, threads=2, name="image"):
+def detect(read, shape, sep_thresh=5.0, chunk=2048, overlap=48, threads=2, name="image", processes=False):
     """Detect over a whole frame read through ``read(box) -> (data, valid)``, tile by tile.
 
-    ``read`` returns 2-D or (1, rows, cols) arrays; a picklable ``read`` (such as
-    :func:`rastalign.io.fits.reader`) lets ``threads`` worker processes share the tiles of
-    a large frame. Raises :class:`InputError` when the frame has no valid pixel. Returns a
+    ``read`` returns 2-D or (1, rows, cols) arrays; with ``processes=True`` (for a
+    picklable ``read`` such as :func:`rastalign.io.fits.reader`) ``threads`` worker
+    processes share the tiles of a large frame. Raises :class:`InputError` when the
+    frame has no valid pixel. Returns a
     normal-form detection table (see :mod:`rastalign.io.catalogs`), sorted by flux
     (brightest first).
     """
     from astropy.table import Table
 
     cores = list(_tiles(shape, chunk))
-    parts = _run_tiles(read, shape, cores, overlap, sep_thresh, int(threads or 1))
+    parts = _run_tiles(read, shape, cores, overlap, sep_thresh, int(threads or 1), processes)
     n_valid = sum(p[1] for p in parts)
     if n_valid == 0:
         raise InputError(f"{name} has no valid pixel: all {shape[0] * shape[1]} pixels are NaN or masked")
