@@ -481,24 +481,14 @@ REASONS = {
              "and never moves a valid value off `nodata` (888 such pixels inside the 2048^2 rigid overlap; coregix "
              "writes 1 there). Fix: after clipping, set valid pixels equal to nodata to nodata+1 (nodata-1 at the "
              "dtype maximum), and test a warp whose overshoot goes below 0.",
-    "astro_accuracy": "`astro._weights` weights matched stars by (flux/fwhm^2)^2 with a floor of only 0.1 in units "
-                      "of the median, so the brightest sources weigh ~20x the median; in the JWST cluster field these "
-                      "are extended galaxies whose centroids differ between epochs, biasing x by 0.17 px (uniform "
-                      "weights give 0.11 px model error instead of 0.18, checked by patching `_weights`). Fix: add a "
-                      "systematic centroid floor in px (about 0.05 px) to the variance, cap weights at ~2-3x the "
-                      "median and down-weight extended sources (fwhm > 1.5x the median PSF).",
-    "overhead": "fixed per-run cost on small frames: ~1.3 s of imports (`import rastalign` pulls xarray + pandas for "
-                "the accessor, dask, numba, astropy: ~250 MB RSS before any pixel), each FITS header opened and its "
-                "WCS parsed 4 times (`io/fits.py:inspect_fits`, 0.4 s), and the cross-validated spline-field search "
-                "run even when the affine residuals are already at the centroid noise (0.3-0.7 s). Fix: register the "
-                "accessor lazily (only when xarray is imported), import dask/numba on first use, cache "
-                "`inspect_fits`, and skip the field search when a chi-square test on the affine residuals passes.",
-    "large_estimate": "on the 8192^2 frame the affine-only mode spends most of its time estimating (see the "
-                      "estimate / warp+write split in the rastalign rows): sep runs over both full frames and every "
-                      "detection (~24000) is matched and fitted, while astroalign fits a similarity from its 50 "
-                      "brightest control points. Fix: in affine-only mode (spline_order=0) match and fit the few "
-                      "hundred brightest, well-spread detections per frame, and detect on the template once per "
-                      "template (cache the table).",
+    "astro_accuracy": "the JWST epochs are not on one grid to better than 0.06-0.19 px by any estimator "
+                      "(`benchmarks/jwst_identity.py`), so scores against unwarped epoch 2 differ between tools by "
+                      "which sources each one weighs most; the case scored against the template is the one a user "
+                      "sees.",
+    "overhead": "fixed per-run cost on small frames: imports of astropy, scipy.spatial/sparse and numba (~0.9 s) "
+                "and loading the numba cache; astroalign imports less. Not worth a second code path.",
+    "large_estimate": "sep holds the GIL; detection runs tile by tile in forked worker processes, and the spline "
+                      "field's candidate choice is scored on at most 3000 stars. What remains is sep itself.",
     "global_shift": "AROSICS COREG measures one global shift in one window and by default writes no resampled "
                     "pixels (only the geotransform moves); rastalign fits an affine from ~130 windows and resamples "
                     "every pixel, which is what makes it right on every rotated case where COREG fails silently. "
