@@ -8,6 +8,7 @@ path never pays for xarray, rasterio or dask. The xarray accessor ``coreg`` is
 registered as soon as both rastalign and xarray are imported, in either order.
 """
 import importlib
+import importlib.util
 import sys
 
 __version__ = "0.1.0"
@@ -56,8 +57,6 @@ def _register_accessor():
 if "xarray" in sys.modules:
     _register_accessor()
 else:
-    import importlib.util  # noqa: E402
-
     sys.meta_path.insert(0, _AfterImport("xarray", _register_accessor))
 
 __all__ = ["AlignmentError", "AlignmentModel", "AlignmentResult", "Estimate", "InputError", "OutputError",

@@ -15,13 +15,11 @@ from ..tiepoints.detect import detect
 from .fit import DEFAULTS, _options, fit_detections, resampling_for
 
 
-def _detections_from_file(path, ext, o, name):
-    from ..io.fits import inspect_fits, reader
+def _detections_from_file(path, info, o, name):
+    from ..io.fits import reader
 
-    info = inspect_fits(path, ext)
-    det = detect(reader(path, info.ext), info.shape, sep_thresh=float(o["sep_thresh"]), name=f"{name} {path}",
-                 processes=True)
-    return det, info
+    return detect(reader(path, info.ext), info.shape, sep_thresh=float(o["sep_thresh"]), name=f"{name} {path}",
+                  processes=True)
 
 
 def estimate_fits(source_path, template_path=None, source_ext=None, template_ext=None, source_cat=None,
@@ -38,14 +36,14 @@ def estimate_fits(source_path, template_path=None, source_ext=None, template_ext
     if source_cat is not None:
         sdet = read_sextractor(source_cat)
     else:
-        sdet, sinfo = _detections_from_file(source_path, source_ext, o, "source")
+        sdet = _detections_from_file(source_path, sinfo, o, "source")
     tinfo = None
     if template_path is not None:
         tinfo = inspect_fits(template_path, template_ext)
     if template_cat is not None:
         tdet = read_sextractor(template_cat)
     elif template_path is not None:
-        tdet, tinfo = _detections_from_file(template_path, template_ext, o, "template")
+        tdet = _detections_from_file(template_path, tinfo, o, "template")
     else:
         raise InputError("a template is needed: a template FITS (-tf) or a template catalogue (-tc)")
     tshape = tinfo.shape if tinfo is not None else sinfo.shape

@@ -178,10 +178,10 @@ def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambda
     ``choice = {"nodes": n, "lambda": lam}`` (or ``{"poly": degree}``) skips the selection
     and refits that candidate.
 
-    ``poly_degrees`` adds global polynomial candidates (total degree 2..d, the form of
-    astronomical SIP/TPV distortion). They extrapolate smoothly into star-free patches
-    where a lightly penalised spline can wander, and are stored as the same B-spline
-    field, so the model, its JSON and the warp are unchanged.
+    ``poly_degrees`` adds global polynomial candidates (all monomials up to each total
+    degree, the form of astronomical SIP/TPV distortion). They extrapolate smoothly into
+    star-free patches where a lightly penalised spline can wander, and are stored as the
+    same B-spline field, so the model, its JSON and the warp are unchanged.
 
     The selection is scored on a seeded random subset of ``max_cv_points`` tie points
     (the chosen candidate is then fitted to all of them), so it costs the same on an
