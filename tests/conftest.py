@@ -32,3 +32,27 @@ def read_tif(path):
 
     with rasterio.open(path) as ds:
         return ds.read(), ds.profile, ds.descriptions
+
+
+class ArraySource:
+    """An in-memory source with an explicit validity mask (a :mod:`rastalign.io.sources` look-alike)."""
+
+    def __init__(self, data, valid):
+        self.data, self.valid = data, valid
+        self.shape, self.n_bands = data.shape[1:], data.shape[0]
+
+    def read(self, box):
+        y0, y1, x0, x1 = box
+        return self.data[:, y0:y1, x0:x1], self.valid[y0:y1, x0:x1]
+
+
+def warp_chunked(data, valid, model, shape, resampling, dtype, nodata, scheduler="threads", **chunking):
+    """The lazy warp of an array with a mask, computed on ``scheduler``; also checks its chunk grid."""
+    from rastalign.params import WarpParams
+    from rastalign.warp.graph import lazy_warp
+
+    arr = lazy_warp(ArraySource(data, valid), model, shape, WarpParams(resampling=resampling, **chunking), dtype,
+                    nodata)
+    if isinstance(chunking.get("chunks", (0,))[0], tuple):
+        assert arr.chunks[1:] == tuple(chunking["chunks"])
+    return arr.compute(scheduler=scheduler)

@@ -103,15 +103,16 @@ def test_file_detection_in_worker_processes_equals_serial(tmp_path, caplog):
     import logging
     import threading
 
-    from rastalign.io.fits import inspect_fits, reader
+    from rastalign.io.fits import inspect_fits
+    from rastalign.io.sources import fits_source
     from rastalign.testing_stars import write_star_pair
     from rastalign.tiepoints.detect import detect
 
     src, _, _ = write_star_pair(tmp_path, (600, 600), 300, rotation_deg=5.0, seed=2)
     info = inspect_fits(src)
-    serial = detect(reader(src, info.ext), info.shape, chunk=256, threads=1)
+    serial = detect(fits_source(src).read, info.shape, chunk=256, threads=1)
     with caplog.at_level(logging.DEBUG, logger="rastalign.tiepoints.detect"):
-        pooled = detect(reader(src, info.ext), info.shape, chunk=256, threads=2, processes=True)
+        pooled = detect(fits_source(src).read, info.shape, chunk=256, threads=2, processes=True)
     if threading.active_count() == 1:
         assert "worker processes" in caplog.text
     assert len(serial) > 200 and serial.colnames == pooled.colnames

@@ -9,9 +9,10 @@ from hypothesis import strategies as st
 
 from rastalign.model.model import AlignmentModel
 from rastalign.model.residual import SplineField
-from rastalign.warp.dask import run_warp
+from rastalign.warp.graph import to_output_dtype
 from rastalign.warp.kernel import warp_array
-from rastalign.warp.plan import plan_warp
+
+from conftest import warp_chunked
 
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
@@ -93,29 +94,6 @@ def test_identity_warp_returns_the_input(bands, ny, nx, resampling, dtype, seed)
     np.testing.assert_allclose(out, src.astype(out.dtype), rtol=0, atol=1e-4 * max(1.0, float(np.abs(src).max())))
 
 
-class _MemReader:
-    """A read_source over an in-memory array: (data, valid) of a (y0, y1, x0, x1) box."""
-
-    def __init__(self, data, valid):
-        self.data, self.valid, self.n_bands = data, valid, data.shape[0]
-        self.boxes = []
-
-    def __call__(self, box):
-        y0, y1, x0, x1 = box
-        self.boxes.append(tuple(box))
-        return self.data[:, y0:y1, x0:x1], self.valid[y0:y1, x0:x1]
-
-
-class _MemSink:
-    def __init__(self, shape, dtype, fill):
-        self.out = np.full(shape, fill, dtype)
-        self.written = np.zeros(shape[1:], np.int32)
-
-    def write(self, box, arr):
-        y0, y1, x0, x1 = box
-        self.out[:, y0:y1, x0:x1] = arr
-        self.written[y0:y1, x0:x1] += 1
-
 
 @st.composite
 def chunkings(draw, n):
@@ -141,17 +119,11 @@ def test_chunked_warp_equals_in_memory(data, model, resampling, seed, holes):
         valid[rng.integers(0, ny, 30), rng.integers(0, nx, 30)] = False
     model = AlignmentModel(model.affine, model.field, model.pre, (ny, nx), (ny, nx))
     ref, ref_valid = warp_array(src, model, (ny, nx), valid=valid, resampling=resampling, threads=1)
-    from rastalign.warp.dask import to_output_dtype
-
     expected = to_output_dtype(ref, ref_valid, np.float32, -1.0)
     chunks = (data.draw(chunkings(ny)), data.draw(chunkings(nx)))
-    plan = plan_warp((ny, nx), 2, resampling, chunks=chunks)
-    reader = _MemReader(src, valid)
-    sink = _MemSink((2, ny, nx), np.float32, np.nan)
-    stats = run_warp(reader, (ny, nx), model, plan, sink, np.float32, -1.0, scheduler="synchronous")
-    assert (sink.written == 1).all()  # every pixel written exactly once
-    np.testing.assert_array_equal(sink.out, expected)
-    assert stats["valid_pixels"] == int(ref_valid.sum())
+    out = warp_chunked(src, valid, model, (ny, nx), resampling, np.float32, -1.0, scheduler="synchronous",
+                       chunks=chunks)
+    np.testing.assert_array_equal(out, expected)
 
 
 @pytest.mark.parametrize("k", range(4))
@@ -161,9 +133,5 @@ def test_split_factor_chunk_invariance_threads(k):
     src = rng.uniform(0, 1000, (1, 97, 131)).astype(np.float32)
     model = AlignmentModel(np.array([[0.999, -0.02, 3.3], [0.02, 0.999, -2.1]]), None, output_shape=(97, 131))
     ref, ok = warp_array(src, model, resampling="cubic", threads=1)
-    from rastalign.warp.dask import to_output_dtype
-
-    plan = plan_warp((97, 131), 1, "cubic", split_factor=k)
-    sink = _MemSink((1, 97, 131), np.float32, np.nan)
-    run_warp(_MemReader(src, np.ones((97, 131), bool)), (97, 131), model, plan, sink, np.float32, 0.0)
-    np.testing.assert_array_equal(sink.out, to_output_dtype(ref, ok, np.float32, 0.0))
+    out = warp_chunked(src, np.ones((97, 131), bool), model, (97, 131), "cubic", np.float32, 0.0, split_factor=k)
+    np.testing.assert_array_equal(out, to_output_dtype(ref, ok, np.float32, 0.0))

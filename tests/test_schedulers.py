@@ -11,6 +11,7 @@ from rastalign.grids import output_grid
 from rastalign.io.raster import inspect_raster
 from rastalign.params import WarpParams
 from rastalign.pipeline import apply
+from rastalign.scheduler import use_scheduler
 from rastalign.testing import write_pair
 
 from conftest import read_tif
@@ -36,38 +37,39 @@ def setup(tmp_path_factory):
 def test_identical_output(setup, scheduler, split):
     d, moving, model, grid, expected = setup
     out = d / f"out_{scheduler}_{split}.tif"
-    apply(moving, model, out, grid, WarpParams(scheduler=scheduler, split_factor=split, n_workers=2))
+    with use_scheduler(scheduler, n_workers=2):
+        apply(moving, model, out, grid, WarpParams(scheduler=scheduler, split_factor=split, n_workers=2))
     assert np.array_equal(read_tif(out)[0], expected)
 
 
 def test_killed_worker_does_not_corrupt_output(setup):
     from distributed import Client, LocalCluster
 
+    import rastalign.io.tiff as tiff
+
     d, moving, model, grid, expected = setup
     out = d / "killed.tif"
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         pids = list(client.run(os.getpid).values())
-        from rastalign.io.raster import RasterWriter
-
         killed = []
-        orig = RasterWriter.write
+        orig = tiff.TileAssembler.add
 
-        def write_and_kill(self, box, data):
-            orig(self, box, data)
-            if not killed:  # after the first chunk lands, kill a worker mid-run
+        def add_and_kill(self, index, data):
+            orig(self, index, data)
+            if not killed:  # after the first tile lands, kill a worker mid-run
                 os.kill(pids[0], signal.SIGKILL)
                 killed.append(pids[0])
 
-        RasterWriter.write = write_and_kill
+        tiff.TileAssembler.add = add_and_kill
         try:
             try:
-                apply(moving, model, out, grid, WarpParams(scheduler="distributed", chunks=(64, 64)), client=client)
+                apply(moving, model, out, grid, WarpParams(scheduler="distributed", chunks=(64, 64)))
             except Exception as exc:  # a clear failure is acceptable, a partial file is not
                 assert not out.exists(), exc
                 return
         finally:
-            RasterWriter.write = orig
+            tiff.TileAssembler.add = orig
         assert killed
         assert np.array_equal(read_tif(out)[0], expected)
     assert not [p for p in os.listdir(d) if ".rastalign-tmp-" in p]

@@ -1,31 +1,13 @@
 import numpy as np
 import pytest
 
+from conftest import warp_chunked
+
 from rastalign.errors import HaloError
 from rastalign.model import AlignmentModel, fit_residual_field
-from rastalign.warp.dask import run_warp
+from rastalign.warp.graph import to_output_dtype
 from rastalign.warp.kernel import warp_array, warp_block
 from rastalign.warp.plan import plan_warp
-
-
-class ArrayReader:
-    def __init__(self, data, valid):
-        self.data, self.valid, self.n_bands = data, valid, data.shape[0]
-
-    def __call__(self, box):
-        y0, y1, x0, x1 = box
-        return self.data[:, y0:y1, x0:x1], self.valid[y0:y1, x0:x1]
-
-
-class ArraySink:
-    def __init__(self, shape, count, dtype):
-        self.out = np.zeros((count,) + tuple(shape), dtype)
-        self.written = np.zeros(shape, int)
-
-    def write(self, box, arr):
-        y0, y1, x0, x1 = box
-        self.out[:, y0:y1, x0:x1] = arr
-        self.written[y0:y1, x0:x1] += 1
 
 
 def distorted_model(shape):
@@ -63,13 +45,9 @@ def test_chunked_equals_in_memory(resampling, chunking, source):
     shape = (300, 340)
     model = distorted_model(shape)
     vals, ok = warp_array(data, model, shape, valid=valid, resampling=resampling)
-    from rastalign.warp.dask import to_output_dtype
     expected = to_output_dtype(vals, ok, np.uint16, 0)
-    plan = plan_warp(shape, 2, resampling, **chunking)
-    sink = ArraySink(shape, 2, np.uint16)
-    run_warp(ArrayReader(data, valid), data.shape[1:], model, plan, sink, np.uint16, 0, scheduler="threads")
-    assert (sink.written == 1).all()
-    assert np.array_equal(sink.out, expected)
+    out = warp_chunked(data, valid, model, shape, resampling, np.uint16, 0, **chunking)
+    assert np.array_equal(out, expected)
 
 
 def test_split_factor_layout():
@@ -103,7 +81,6 @@ def test_invalid_pixels_spread_only_by_the_support():
 
 
 def test_output_dtype_rounds_and_clips():
-    from rastalign.warp.dask import to_output_dtype
 
     v = np.array([[[0.49, 0.51, -3.0, 70000.0, 65535.2]]])
     ok = np.array([[True, True, True, False, True]])
@@ -190,7 +167,6 @@ def _bspline_source(kind):
 @pytest.mark.parametrize("invalid", ["none", "nan", "mask"])
 @pytest.mark.parametrize("field", [False, True])
 def test_bspline_chunked_is_bit_identical(invalid, field):
-    from rastalign.warp.dask import to_output_dtype
 
     data, valid = _bspline_source(invalid)
     shape = (300, 340)
@@ -205,11 +181,8 @@ def test_bspline_chunked_is_bit_identical(invalid, field):
     expected = to_output_dtype(vals, ok, np.float32, np.nan)
     for chunking in ({"split_factor": 3}, {"chunks": ((37, 100, 163), (1, 200, 139))}, {"chunks": (64, 100)},
                      {"chunks": (300, 17)}):
-        plan = plan_warp(shape, 2, "bspline", **chunking)
-        sink = ArraySink(shape, 2, np.float32)
-        run_warp(ArrayReader(data, valid), data.shape[1:], model, plan, sink, np.float32, np.nan, scheduler="threads")
-        assert (sink.written == 1).all()
-        assert np.array_equal(sink.out, expected, equal_nan=True), chunking
+        out = warp_chunked(data, valid, model, shape, "bspline", np.float32, np.nan, **chunking)
+        assert np.array_equal(out, expected, equal_nan=True), chunking
     for block in ((0, 120, 0, 170), (97, 300, 151, 340)):  # also one warp_block on its planned source box
         from rastalign.warp.kernel import source_box
 
@@ -289,7 +262,6 @@ def test_bspline_small_frames_any_chunking():
     chunked == in-memory bit for bit, and equal to scipy's mirror-mode spline where all is valid."""
     from scipy import ndimage
 
-    from rastalign.warp.dask import to_output_dtype
 
     rng = np.random.default_rng(11)
     for it in range(40):
@@ -311,11 +283,9 @@ def test_bspline_small_frames_any_chunking():
                 sizes.append(min(left, int(rng.integers(1, n // 2 + 2))))
                 left -= sizes[-1]
             chunks.append(tuple(sizes))
-        sink = ArraySink((ny, nx), 2, np.float32)
-        run_warp(ArrayReader(src, valid), (ny, nx), model, plan_warp((ny, nx), 2, "bspline", chunks=tuple(chunks)),
-                 sink, np.float32, -1.0, scheduler="synchronous")
-        assert (sink.written == 1).all()
-        assert np.array_equal(sink.out, to_output_dtype(ref, ok, np.float32, -1.0)), (ny, nx)
+        out = warp_chunked(src, valid, model, (ny, nx), "bspline", np.float32, -1.0, scheduler="synchronous",
+                           chunks=tuple(chunks))
+        assert np.array_equal(out, to_output_dtype(ref, ok, np.float32, -1.0)), (ny, nx)
         if not it % 2 and ok.any():
             x, y = _moving_coords(model, (ny, nx))
             sc = ndimage.map_coordinates(src[1].astype(float), [y, x], order=3, mode="mirror")

@@ -9,9 +9,10 @@ model is the pull map **output pixel -> moving pixel**, ``(x, y)``, integer pixe
 
 Thin: estimation calls :func:`rastalign.estimate` / :func:`rastalign.estimate_fits` on the
 files behind the arrays (a band is written to a temporary file when an array is not
-file-backed); the warp is a dask graph with one task per output chunk, each slicing only
-the source box it needs and calling the CLI's :func:`~rastalign.warp.dask.warp_chunk`, so
-the result equals the CLI's output. Nothing is read before ``compute``.
+file-backed); the warp is :func:`rastalign.warp.graph.lazy_warp` over the array's dask graph
+(each output chunk depends only on the source box it needs), the CLI's own warp, so the
+result equals the CLI's output; ``aligned.coreg.to_raster(path)`` writes through the CLI's
+sinks. Nothing is read before ``compute``.
 """
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .errors import HaloError, InputError
+from .errors import InputError
 from .grids import output_grid, rebase as rebase_to_grid
-from .io.raster import RasterInfo, validity
+from .io.raster import RasterInfo
 from .model.affine import compose_affine, invert_affine
 from .params import WarpParams, split_options
 
@@ -247,46 +248,6 @@ def _post_compose(model, post, moving_info):
                                moving_shape=moving_info.shape, meta={**model.meta, "grids": g})
 
 
-def _warp_task(piece, sbox, source_shape, model, box, resampling, dtype, nodata_out, trim, out_shape,
-               nodata_in, n_bands):
-    """One output chunk: warp the in-memory source ``piece`` (exactly ``sbox``) like the CLI does."""
-    from .warp.dask import warp_chunk
-    def read(b):
-        if tuple(b) != tuple(sbox):
-            raise HaloError(f"chunk {box} asked for source box {b}, planned {sbox}")
-        data = np.asarray(piece)
-        return data, validity(data, nodata_in)
-
-    read.n_bands = n_bands
-    arr, _ = warp_chunk(read, source_shape, model, box, resampling, dtype, nodata_out, trim, out_shape)
-    return arr
-
-
-def warp_lazy(source, model, out_shape, warp_p: WarpParams, nodata_in, nodata_out, dtype):
-    """A dask array (bands, rows, cols): one task per output chunk, each on its source box only."""
-    import dask
-    import dask.array as da
-
-    from .warp.kernel import source_box
-    from .warp.plan import plan_warp
-    if not isinstance(source, da.Array):
-        source = da.from_array(np.asarray(source), chunks=(-1, 1024, 1024))
-    nb, src_shape = source.shape[0], tuple(source.shape[1:])
-    plan = plan_warp(out_shape, nb, warp_p.resampling, warp_p.split_factor, warp_p.chunks, warp_p.max_chunk_mb)
-    trim = warp_p.edge_trim_depth if warp_p.trim_edge_invalid else 0
-    dtype = np.dtype(dtype)
-    oy, ox = plan.output_shape
-    rows = [[] for _ in plan.row_edges[1:]]
-    for i, j, (y0, y1, x0, x1) in plan.boxes():
-        g = (max(y0 - trim, 0), min(y1 + trim, oy), max(x0 - trim, 0), min(x1 + trim, ox)) if trim else (y0, y1, x0, x1)
-        sbox = source_box(model, g, plan.resampling, src_shape, plan.extra)
-        piece = None if sbox is None else source[:, sbox[0]:sbox[1], sbox[2]:sbox[3]]
-        task = dask.delayed(_warp_task, pure=True)(piece, sbox, src_shape, model, (y0, y1, x0, x1), plan.resampling,
-                                                   dtype.str, nodata_out, trim, plan.output_shape, nodata_in, nb)
-        rows[i].append(da.from_delayed(task, shape=(nb, y1 - y0, x1 - x0), dtype=dtype))
-    return da.block(rows)
-
-
 def apply(moving, model, grid=None, reference=None, **options):
     """Warp ``moving`` (DataArray) with ``model`` onto ``grid`` (a DataArray on the output grid, or None)."""
     fits = _is_fits(moving)
@@ -299,8 +260,39 @@ def apply(moving, model, grid=None, reference=None, **options):
     ref = None if reference is None else grid_info(reference)
     own = dataclasses.replace(grid_info(moving), dtype=str(dtype))
     nd_out = np.nan if fits else default_output_nodata(own, ref, warp_p.output_nodata)
-    data = warp_lazy(_as3d(moving), m, out.shape, warp_p, mov.nodata, nd_out, dtype)
-    return _wrap(moving, data, m, out, grid, nd_out, fits)
+    from .warp.graph import lazy_warp
+    data = lazy_warp(_as3d(moving), m, out.shape, warp_p, dtype, nd_out, source_nodata=mov.nodata,
+                     range_dtype=moving.dtype)
+    res = _wrap(moving, data, m, out, grid, nd_out, fits)
+    res.attrs["rastalign_model"] = m.to_json(indent=None)
+    return res
+
+
+def to_raster(aligned, path, format=None, overwrite=False, progress=False):
+    """Write a (lazy) aligned DataArray through the CLI's sinks: tiled, deflated GeoTIFF or COG with
+    the model tag, FITS, or Zarr (``format`` any case, else from the suffix); computed by the active
+    dask scheduler, published only when complete. Returns the sink's statistics."""
+    from .io.atomic import check_output_path
+    from .io.sinks import write_fits, write_geotiff, write_zarr
+    from .params import output_format_for
+
+    fmt = output_format_for(path, format)
+    check_output_path(path, [_source(aligned)], overwrite)
+    info = grid_info(aligned)
+    arr = _as3d(aligned)
+    if not hasattr(arr, "dask"):
+        import dask.array as da
+        arr = da.from_array(np.asarray(arr), chunks=(-1, 2048, 2048))
+    model = aligned.attrs.get("rastalign_model")
+    tags = {"RASTALIGN_MODEL": model[:30000]} if model else {}
+    if fmt == "FITS":
+        wcs = aligned.attrs.get("wcs")
+        hdr = aligned.attrs.get("fits_header")
+        return write_fits(arr, path, header=hdr, wcs_header=None if wcs is None else wcs.to_header(relax=True),
+                          tags={"RAMODEL": "rastalign"} if model else None, progress=progress)
+    if fmt == "Zarr":
+        return write_zarr(arr, path, info, info.nodata, tags, progress=progress)
+    return write_geotiff(arr, path, info, info.nodata, fmt, tags=tags, progress=progress)
 
 
 def _wrap(moving, data, model, out, grid, nodata, fits):
@@ -375,6 +367,11 @@ class CoregAccessor:
         """Estimate and apply: a lazy, dask-backed DataArray on the moving grid (or the reference's)."""
         model = self.estimate(reference, **options)
         return apply(self._obj, model, None, _as_array(reference, self._obj.name), **_warp_options(options))
+
+    def to_raster(self, path, format=None, overwrite=False, progress=False):
+        """Write this (aligned, lazy) array as the CLI would: tiled deflated GeoTIFF / COG with the model
+        tag, FITS or Zarr (``format`` any case, else from the suffix)."""
+        return to_raster(self._obj, path, format, overwrite, progress)
 
 
 @xr.register_dataset_accessor("coreg")

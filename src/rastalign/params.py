@@ -13,7 +13,10 @@ from .errors import InputError
 
 RESAMPLING = ("nearest", "bilinear", "cubic", "lanczos", "bspline")
 SCHEDULERS = ("threads", "processes", "synchronous", "distributed")
-OUTPUT_FORMATS = ("GTiff", "COG", "FITS")
+OUTPUT_FORMATS = ("GTiff", "COG", "FITS", "Zarr")
+# output suffixes each format may be written under (a path without a suffix takes any format)
+FORMAT_SUFFIXES = {"GTiff": (".tif", ".tiff"), "COG": (".tif", ".tiff"), "FITS": (".fits", ".fit", ".fts"),
+                   "Zarr": (".zarr",)}
 
 
 @dataclass(frozen=True)
@@ -96,21 +99,49 @@ class WarpParams:
             raise InputError(f"--resampling must be one of {', '.join(RESAMPLING)}; got {self.resampling!r}")
         if self.split_factor is not None and not 0 <= int(self.split_factor) <= 16:
             raise InputError(f"--split-factor must be between 0 and 16; got {self.split_factor}")
-        if self.chunks is not None:
+        if self.chunks is not None and all(isinstance(c, (tuple, list)) for c in self.chunks):
+            # dask-style ragged chunks ((rows...), (cols...)), from Python
+            ch = tuple(tuple(int(v) for v in c) for c in self.chunks)
+            if len(ch) != 2 or any(v < 1 for c in ch for v in c):
+                raise InputError(f"chunks takes ((rows...), (cols...)) of positive sizes; got {self.chunks}")
+            object.__setattr__(self, "chunks", ch)
+        elif self.chunks is not None:
             ch = tuple(int(c) for c in self.chunks)
             if len(ch) == 1:
                 ch = (ch[0], ch[0])
             if len(ch) != 2 or min(ch) < 16:
                 raise InputError(f"--chunks takes one or two sizes of at least 16 px; got {self.chunks}")
             object.__setattr__(self, "chunks", ch)
-        if self.output_format is not None and self.output_format not in OUTPUT_FORMATS:
-            raise InputError(f"--output-format must be one of {', '.join(OUTPUT_FORMATS)}; got {self.output_format!r}")
+        if self.output_format is not None:
+            canon = {f.lower(): f for f in OUTPUT_FORMATS}.get(str(self.output_format).lower())
+            if canon is None:
+                raise InputError(f"--output-format must be one of {', '.join(OUTPUT_FORMATS)} (any case); "
+                                 f"got {self.output_format!r}")
+            object.__setattr__(self, "output_format", canon)
         if self.edge_trim_depth < 1:
             raise InputError(f"--edge-trim-depth must be > 0; got {self.edge_trim_depth}")
         sched = self.scheduler
         if sched not in SCHEDULERS and "://" not in sched:
             raise InputError(
                 f"--scheduler must be one of {', '.join(SCHEDULERS)} or an address like tcp://host:8786; got {sched!r}")
+
+
+def output_format_for(path, given=None) -> str:
+    """The output format: ``given`` (any case), else from the suffix (``.cog.tif`` COG, ``.tif`` GTiff,
+    ``.fits`` FITS, ``.zarr`` Zarr; GTiff without a suffix). A suffix that does not match the format,
+    or that no format writes (``.png``), is refused: the file would lie about its content."""
+    name = str(path).rstrip("/").lower()
+    suffix = "." + name.rsplit(".", 1)[1] if "." in name.rsplit("/", 1)[-1] else ""
+    if given is not None:
+        fmt = WarpParams(output_format=given).output_format
+    elif name.endswith((".cog.tif", ".cog.tiff")):
+        fmt = "COG"
+    else:
+        fmt = next((f for f, sfx in FORMAT_SUFFIXES.items() if suffix in sfx), "GTiff")
+    if suffix and suffix not in FORMAT_SUFFIXES[fmt]:
+        raise InputError(f"output suffix {suffix!r} does not match the {fmt} format (use "
+                         f"{' or '.join(FORMAT_SUFFIXES[fmt])}, or choose another --output-format)")
+    return fmt
 
 
 def split_options(options: dict) -> Tuple[EstimateParams, WarpParams, dict]:

@@ -21,15 +21,14 @@ import numpy as np
 from .errors import InputError, OverlapError, QualityError
 from .grids import check_band, check_crs, moving_to_fixed, output_grid, overlap_box, rebase
 from .io.atomic import check_output_path
-from .io.raster import RasterInfo, RasterWriter, inspect_raster, read_window
+from .io.raster import RasterInfo, inspect_raster
 from .model.affine import invert_affine
 from .model.model import AlignmentModel
-from .params import EstimateParams, WarpParams, split_options
+from .params import EstimateParams, WarpParams, output_format_for, split_options
 from .proxy import decimation_factor, read_proxy
 from .refine import refine_native
 from .solve import TiePoints, build_levels, fit_model, solve
-from .warp.dask import prefilter_size, run_warp
-from .warp.plan import plan_warp
+from .warp.graph import lazy_warp, prefilter_size
 
 log = logging.getLogger(__name__)
 
@@ -231,16 +230,6 @@ def _moving_validity_on_fixed(initial, fshape, ff, mval, fm, rows=256):
     return inside, mv
 
 
-class _BandReader:
-    """Picklable reader of every band of a raster (path + nodata), for warp tasks."""
-
-    def __init__(self, path, nodata, n_bands):
-        self.path, self.nodata, self.n_bands = str(path), nodata, n_bands
-
-    def __call__(self, box):
-        return read_window(self.path, box, nodata=self.nodata)
-
-
 def default_output_nodata(mov: RasterInfo, fix: Optional[RasterInfo], given):
     """Output nodata: given, else the moving image's, else the fixed image's, else 0 (coregix)."""
     for v in (given, mov.nodata, fix.nodata if fix is not None else None):
@@ -255,25 +244,31 @@ def default_output_nodata(mov: RasterInfo, fix: Optional[RasterInfo], given):
 
 
 def apply(moving_image_path, model: AlignmentModel, output_image_path, grid, params: WarpParams,
-          moving_nodata=None, output_nodata=None, fixed_info=None, client=None) -> dict:
-    """Warp every band of the moving image onto ``grid`` with ``model`` (output px -> moving px)."""
+          moving_nodata=None, output_nodata=None, fixed_info=None) -> dict:
+    """Warp every band of the moving image onto ``grid`` with ``model`` (output px -> moving px) and
+    write it in ``params.output_format`` (else from the suffix) under the active dask scheduler."""
+    from .io.sinks import write_fits, write_geotiff, write_zarr
+    from .io.sources import RasterSource
+
     mov = inspect_raster(moving_image_path)
-    fmt = params.output_format or ("COG" if str(output_image_path).lower().endswith(".cog.tif") else
-                                   "FITS" if str(output_image_path).lower().endswith((".fits", ".fit", ".fts")) else "GTiff")
+    fmt = output_format_for(output_image_path, params.output_format)
     nodata = default_output_nodata(mov, fixed_info, output_nodata)
-    trim = params.edge_trim_depth if params.trim_edge_invalid else 0
-    pre = prefilter_size(model)  # downsampling averages instead of aliasing; the halo grows to match
-    plan = plan_warp(grid.shape, mov.count, params.resampling, params.split_factor, params.chunks, params.max_chunk_mb,
-                     extra=pre // 2 + 1 if pre else 0)
-    reader = _BandReader(moving_image_path, moving_nodata, mov.count)
-    with _writer(fmt, output_image_path, grid, mov, nodata, model) as w:
-        dtype = fits_dtype(mov.dtype) if fmt == "FITS" else mov.dtype
-        stats = run_warp(reader, mov.shape, model, plan, w, dtype, nodata, scheduler=params.scheduler,
-                         progress=params.progress, trim_depth=trim, client=client, range_dtype=mov.dtype,
-                         prefilter=pre)
-        w.commit()
-    stats.update({"prefilter_box_px": pre, "n_chunks": plan.n_chunks, "chunks": [list(c) for c in plan.chunks][:2], "format": fmt,
-                  "output_nodata": nodata})
+    dtype = fits_dtype(mov.dtype) if fmt == "FITS" else mov.dtype
+    src = RasterSource(str(moving_image_path), tuple(mov.shape), mov.count, mov.dtype, moving_nodata)
+    arr = lazy_warp(src, model, grid.shape, params, dtype, nodata, range_dtype=mov.dtype)
+    tags = {"RASTALIGN_MODEL": model.to_json(indent=None)[:30000]}
+    if fmt == "FITS":
+        cards = {f"GT_{k}": float(v) for k, v in zip("ABCDEF", grid.transform)}
+        cards["RA_MODEL"] = "rastalign model: see the JSON written beside the output"
+        stats = write_fits(arr, output_image_path, tags=cards, descriptions=mov.descriptions, nodata=nodata,
+                           progress=params.progress)
+    elif fmt == "Zarr":
+        stats = write_zarr(arr, output_image_path, grid, nodata, tags, mov.descriptions, progress=params.progress)
+    else:
+        stats = write_geotiff(arr, output_image_path, grid, nodata, fmt, metadata_from=moving_image_path, tags=tags,
+                              progress=params.progress)
+    stats.update({"prefilter_box_px": prefilter_size(model), "n_chunks": int(np.prod(arr.numblocks)),
+                  "chunks": [list(c) for c in arr.chunks[1:]], "output_nodata": nodata})
     return stats
 
 
@@ -282,29 +277,17 @@ def fits_dtype(dtype):
     return {"uint16": "int32", "uint32": "int64", "int8": "int16"}.get(np.dtype(dtype).name, np.dtype(dtype).name)
 
 
-def _writer(fmt, path, grid, mov, nodata, model):
-    """The streamed writer for ``fmt``: tiled GeoTIFF / COG, or FITS (grid kept as header cards)."""
-    if fmt == "FITS":
-        from .io.fits import FitsWriter
-
-        cards = {f"GT_{k}": float(v) for k, v in zip("ABCDEF", grid.transform)}
-        cards["RA_MODEL"] = "rastalign model: see the JSON written beside the output"
-        return FitsWriter(path, grid.shape, mov.count, fits_dtype(mov.dtype), nodata=nodata,
-                          descriptions=mov.descriptions, tags=cards)
-    return RasterWriter(path, grid.shape, mov.count, mov.dtype, grid.crs, grid.transform, nodata,
-                        mov.descriptions, fmt=fmt, tags={"RASTALIGN_MODEL": model.to_json(indent=None)[:30000]})
-
-
 def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **options) -> AlignmentResult:
     """Estimate the model, warp every band of the moving image and write it; see :mod:`rastalign.params`.
 
     Extra options: ``temp_dir``, ``keep_temp_dir``, ``model_out``, ``report_out``.
     """
     from .report import build_report, write_report
-    from .scheduler import scheduler_client
+    from .scheduler import use_scheduler
 
     t0 = time.perf_counter()
     est_p, warp_p, rest = split_options(options)
+    output_format_for(output_image_path, warp_p.output_format)  # a wrong suffix is refused before any work
     out = check_output_path(output_image_path, [moving_image_path, fixed_image_path], warp_p.overwrite)
     model_out = rest.get("model_out") or f"{output_image_path}.model.json"
     check_output_path(model_out, [moving_image_path, fixed_image_path, output_image_path], warp_p.overwrite)
@@ -319,7 +302,7 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
     work = Path(tempfile.mkdtemp(prefix="rastalign_", dir=rest.get("temp_dir")))
     keep = bool(rest.get("keep_temp_dir"))
     try:
-        with scheduler_client(warp_p) as client:
+        with use_scheduler(warp_p.scheduler, warp_p.n_workers, warp_p.threads_per_worker):
             est = estimate(moving_image_path, fixed_image_path, est_p)
             mov = inspect_raster(moving_image_path)
             fix = inspect_raster(fixed_image_path)
@@ -330,7 +313,7 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
             est.info["output_grid_fit_error_px"] = rebase_err
             t1 = time.perf_counter()
             stats = apply(moving_image_path, model, out, grid, warp_p, est_p.moving_nodata, warp_p.output_nodata,
-                          fix, client=client)
+                          fix)
         report = build_report(est, model, stats, mov, fix, grid, est_p, warp_p,
                               {"estimate_s": t1 - t0, "warp_write_s": stats["warp_write_s"],
                                "total_s": time.perf_counter() - t0})

@@ -41,21 +41,38 @@ def _reason(exc) -> str:
 
 
 @contextlib.contextmanager
-def scheduler_client(params):
-    """Yield a ``distributed.Client`` for ``distributed`` or an address, else ``None``.
+def use_scheduler(scheduler="threads", n_workers=None, threads_per_worker=None):
+    """Run the ``with`` block's dask computations on ``scheduler``; yields the ``Client`` or ``None``.
 
-    ``distributed`` starts a ``LocalCluster`` (``n_workers``, ``threads_per_worker``)
-    that lives for the ``with`` block; an address connects to an existing scheduler and
-    fails within seconds with a one-line error when it cannot be reached.
+    ``threads``, ``processes`` and ``synchronous`` are dask's own schedulers, set through
+    ``dask.config``. ``distributed`` starts a ``LocalCluster`` (``n_workers`` worker processes
+    of ``threads_per_worker`` threads, default 2 x 1) that lives for the block; an address
+    (``tcp://host:port``) connects to an existing scheduler and fails within seconds with a
+    one-line error when it cannot be reached. The client is the default one inside the block,
+    so every ``dask.compute`` and ``.compute()`` runs on the cluster.
     """
-    sched = params.scheduler
+    import dask
+
+    sched = str(scheduler)
+    if sched == "processes":
+        # one pool for the whole run (dask would start a new one for every compute call)
+        import multiprocessing
+        import os
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(n_workers or os.cpu_count() or 1,
+                                 mp_context=multiprocessing.get_context("spawn")) as pool, \
+                dask.config.set(scheduler="processes", pool=pool):
+            yield None
+        return
     if sched != "distributed" and "://" not in sched:
-        yield None
+        with dask.config.set(scheduler=sched):
+            yield None
         return
     from distributed import Client, LocalCluster
 
     if sched == "distributed":
-        cluster = LocalCluster(n_workers=params.n_workers or 2, threads_per_worker=params.threads_per_worker or 1,
+        cluster = LocalCluster(n_workers=n_workers or 2, threads_per_worker=threads_per_worker or 1,
                                processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
         client = Client(cluster)
         log.warning("dask dashboard: %s", client.dashboard_link)

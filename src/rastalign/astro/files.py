@@ -16,9 +16,9 @@ from .fit import DEFAULTS, _options, fit_detections, resampling_for
 
 
 def _detections_from_file(path, info, o, name):
-    from ..io.fits import reader
+    from ..io.sources import FitsSource
 
-    return detect(reader(path, info.ext), info.shape, sep_thresh=float(o["sep_thresh"]), name=f"{name} {path}",
+    return detect(FitsSource(str(path), int(info.ext), tuple(info.shape)).read, info.shape, sep_thresh=float(o["sep_thresh"]), name=f"{name} {path}",
                   processes=True)
 
 
@@ -52,56 +52,46 @@ def estimate_fits(source_path, template_path=None, source_ext=None, template_ext
     return model, ev
 
 
-class _Sink:
-    """Adapter: NaN -> ``cval`` in the data, and the invalid mask into the writer's MASK HDU."""
-
-    def __init__(self, writer, cval, cval_mask, with_mask):
-        self.w, self.cval, self.cval_mask, self.with_mask = writer, cval, cval_mask, with_mask
-
-    def write(self, box, arr):
-        bad = ~np.isfinite(arr).all(axis=0)
-        if not np.isnan(self.cval):
-            arr = arr.copy()
-            arr[:, bad] = self.cval
-        self.w.write(box, arr)
-        if self.with_mask:
-            self.w.write_mask(box, np.where(bad, self.cval_mask, 0))
-
-
 def align_fits(source_path, output_path, template_path=None, overwrite=False, scheduler="threads", chunks=None,
-               split_factor=None, model_out=None, write_mask=False, source_mask_ext=None, **opts):
+               split_factor=None, model_out=None, write_mask=False, source_mask_ext=None, n_workers=None,
+               threads_per_worker=None, progress=False, **opts):
     """Align ``source_path`` onto the template grid and write ``output_path`` (FITS, float32).
 
     Options are spalipy's (``n_det``, ``n_quad_det``, ... ``cval``) plus ``source_ext``,
     ``template_ext``, ``source_cat``, ``template_cat``. Returns a JSON-able summary.
     """
     from ..io.atomic import check_output_path
-    from ..io.fits import FitsWriter, reader, resolve_ext
-    from ..warp.dask import run_warp
-    from ..warp.plan import plan_warp
+    from ..io.sinks import write_fits
+    from ..io.sources import FitsSource
+    from ..params import WarpParams
+    from ..scheduler import use_scheduler
+    from ..io.fits import resolve_ext
+    from ..warp.graph import lazy_warp
 
     t0 = time.perf_counter()
     check_output_path(output_path, [source_path, template_path, opts.get("source_cat"), opts.get("template_cat")],
                       overwrite)
     o = _options({k: v for k, v in opts.items() if k in DEFAULTS})
-    model, ev = estimate_fits(source_path, template_path, **opts)
-    t_est = time.perf_counter() - t0
-    sinfo, tinfo = ev["source_info"], ev["template_info"]
-    wcs_header = None
-    if tinfo is not None and tinfo.wcs is not None:
-        wcs_header = tinfo.header.copy()
-        wcs_header["CRPIX1"] = float(wcs_header.get("CRPIX1", 0.0)) - model.pre[0, 2]
-        wcs_header["CRPIX2"] = float(wcs_header.get("CRPIX2", 0.0)) - model.pre[1, 2]
-    mask_ext = None if source_mask_ext is None else resolve_ext(source_path, source_mask_ext)
-    plan = plan_warp(model.output_shape, 1, resampling_for(o["interp_order"]), split_factor, chunks)
-    extra = {"RAMODEL": "rastalign FITS stars", "RANMATCH": ev["stats"]["n_matched"],
-             "RARMS": round(ev["stats"]["rms_px"], 5)}
-    with FitsWriter(output_path, model.output_shape, 1, "float32", header=sinfo.header, wcs_header=wcs_header,
-                    tags=extra, mask=write_mask or source_mask_ext is not None) as w:
-        sink = _Sink(w, float(o["cval"]), int(o["cval_mask"]), w.mmask is not None)
-        wstats = run_warp(reader(source_path, sinfo.ext, mask_ext), sinfo.shape, model, plan, sink, "float32",
-                          np.nan, scheduler=scheduler)
-        w.commit()
+    wp = WarpParams(resampling=resampling_for(o["interp_order"]), split_factor=split_factor, chunks=chunks,
+                    scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
+                    progress=progress)
+    with use_scheduler(wp.scheduler, wp.n_workers, wp.threads_per_worker):
+        model, ev = estimate_fits(source_path, template_path, **opts)
+        t_est = time.perf_counter() - t0
+        sinfo, tinfo = ev["source_info"], ev["template_info"]
+        wcs_header = None
+        if tinfo is not None and tinfo.wcs is not None:
+            wcs_header = tinfo.header.copy()
+            wcs_header["CRPIX1"] = float(wcs_header.get("CRPIX1", 0.0)) - model.pre[0, 2]
+            wcs_header["CRPIX2"] = float(wcs_header.get("CRPIX2", 0.0)) - model.pre[1, 2]
+        mask_ext = None if source_mask_ext is None else resolve_ext(source_path, source_mask_ext)
+        src = FitsSource(str(source_path), int(sinfo.ext), tuple(sinfo.shape), mask_ext)
+        arr = lazy_warp(src, model, model.output_shape, wp, "float32", np.nan)
+        extra = {"RAMODEL": "rastalign FITS stars", "RANMATCH": ev["stats"]["n_matched"],
+                 "RARMS": round(ev["stats"]["rms_px"], 5)}
+        wstats = write_fits(arr, output_path, header=sinfo.header, wcs_header=wcs_header, tags=extra,
+                            cval=float(o["cval"]), cval_mask=int(o["cval_mask"]),
+                            mask=write_mask or source_mask_ext is not None, progress=wp.progress)
     if model_out:
         model.to_json(model_out)
     st = ev["stats"]

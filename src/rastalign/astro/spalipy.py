@@ -78,24 +78,27 @@ class Spalipy:
         return self.model
 
     def align(self):
-        """Fit, then resample the source onto the template grid (``aligned_data``, ``aligned_mask``)."""
-        from ..warp.kernel import warp_array
+        """Fit, then resample the source onto the template grid (``aligned_data``, ``aligned_mask``)
+        through the same lazy warp as ``align-fits``, on the synchronous scheduler (numpy in and out)."""
+        from ..params import WarpParams
+        from ..warp.graph import lazy_warp
 
         if self.model is None:
             self.fit()
-        ok = np.isfinite(self.source_data)
+        shape = self.model.output_shape
+        data = self.source_data.astype(np.float32)
         if self.source_mask is not None:
-            ok &= ~self.source_mask
-        vals, valid = warp_array(self.source_data, self.model, self.model.output_shape, valid=ok,
-                                 resampling=resampling_for(self.interp_order))
-        out = vals[0]
+            data[self.source_mask] = np.nan  # NaN is invalid to the warp
+        wp = WarpParams(resampling=resampling_for(self.interp_order))
+        out = lazy_warp(data[None], self.model, shape, wp, "float32", np.nan).compute(scheduler="synchronous")[0]
+        valid = np.isfinite(out)
         out[~valid] = self.cval
         self.aligned_data = out
         mask = np.where(valid, 0, int(self.cval_mask)).astype(bool)
         if self.source_mask is not None:
-            mv, mvalid = warp_array(self.source_mask.astype(np.float32), self.model, self.model.output_shape,
-                                    resampling="nearest")
-            mask |= mvalid & (mv[0] > 0.5)
+            near = lazy_warp(self.source_mask[None].astype(np.float32), self.model, shape,
+                             WarpParams(resampling="nearest"), "float32", np.nan).compute(scheduler="synchronous")[0]
+            mask |= near > 0.5  # NaN (no source pixel) compares False
         self.aligned_mask = mask
         return self
 

@@ -7,6 +7,7 @@ left at the final path.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import signal
@@ -103,3 +104,14 @@ def run(prog: str, func, verbose: int) -> int:
 def _one_line(exc) -> str:
     text = str(exc).strip() or exc.__class__.__name__
     return " ".join(text.split())[:500]
+
+
+def parse_chunks(text):
+    """``--chunks ROWS[,COLS]`` (also ``ROWSxCOLS``)."""
+    try:
+        vals = tuple(int(v) for v in str(text).lower().replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ROWS[,COLS], got {text!r}") from None
+    if len(vals) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected ROWS[,COLS], got {text!r}")
+    return vals if len(vals) == 2 else (vals[0], vals[0])

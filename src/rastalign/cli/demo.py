@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from .. import __version__
-from .common import run, setup_logging
+from .common import parse_chunks, run, setup_logging
 
 PROG = "rastalign"
 DEMO_TRUTH = dict(shape=(1536, 1536), rotation_deg=0.35, shift=(12.3, -7.6), distortion_px=2.0)
@@ -54,8 +54,9 @@ def apply_model(args):
     from ..grids import OutputGrid
     from ..io.raster import inspect_raster
     from ..model.model import AlignmentModel
-    from ..params import WarpParams
+    from ..params import WarpParams, output_format_for
     from ..pipeline import apply
+    from ..scheduler import use_scheduler
     from ..io.atomic import check_output_path
 
     model = AlignmentModel.from_json(args.model)
@@ -75,9 +76,12 @@ def apply_model(args):
         if tuple(mov.shape) != tuple(model.output_shape):
             from ..errors import InputError
             raise InputError("the model's output grid is not the moving grid: give --like FIXED")
-    wp = WarpParams(resampling=args.resampling, split_factor=args.split_factor, overwrite=args.overwrite,
-                    scheduler=args.scheduler, progress=args.progress)
-    stats = apply(args.moving_image, model, args.output_image, grid, wp, args.moving_nodata, args.output_nodata)
+    wp = WarpParams(resampling=args.resampling, split_factor=args.split_factor, chunks=args.chunks,
+                    output_format=args.output_format, overwrite=args.overwrite, scheduler=args.scheduler,
+                    n_workers=args.n_workers, threads_per_worker=args.threads_per_worker, progress=args.progress)
+    output_format_for(args.output_image, wp.output_format)
+    with use_scheduler(wp.scheduler, wp.n_workers, wp.threads_per_worker):
+        stats = apply(args.moving_image, model, args.output_image, grid, wp, args.moving_nodata, args.output_nodata)
     return {"output_image_path": args.output_image, **stats}
 
 
@@ -95,12 +99,19 @@ def build_parser():
     a.add_argument("--output-image", required=True)
     a.add_argument("--like", default=None, help="raster whose grid the model's output grid is (e.g. the fixed image)")
     a.add_argument("--resampling", choices=("nearest", "bilinear", "cubic", "lanczos", "bspline"), default="cubic")
-    a.add_argument("--split-factor", type=int, default=None)
-    a.add_argument("--moving-nodata", type=float, default=None)
-    a.add_argument("--output-nodata", type=float, default=None)
-    a.add_argument("--scheduler", default="threads")
-    a.add_argument("--progress", action="store_true")
-    a.add_argument("--overwrite", action="store_true")
+    a.add_argument("--split-factor", type=int, default=None,
+                   help="2^k output chunks (default: automatic, about 64 MB per chunk)")
+    a.add_argument("--chunks", type=parse_chunks, default=None, help="output chunk size ROWS[,COLS] in pixels")
+    a.add_argument("--output-format", default=None, metavar="{GTiff,COG,FITS,Zarr}",
+                   help="output format, any case (default: from the output suffix)")
+    a.add_argument("--moving-nodata", type=float, default=None, help="moving nodata (default: the file's)")
+    a.add_argument("--output-nodata", type=float, default=None, help="output nodata (default: the moving image's, else 0)")
+    a.add_argument("--scheduler", default="threads",
+                   help="threads | processes | synchronous | distributed | tcp://host:port (default: threads)")
+    a.add_argument("--n-workers", type=int, default=None, help="workers of --scheduler distributed (default 2)")
+    a.add_argument("--threads-per-worker", type=int, default=None, help="threads per worker (default 1)")
+    a.add_argument("--progress", action="store_true", help="progress bar on stderr")
+    a.add_argument("--overwrite", action="store_true", help="replace an existing output (never an input)")
     a.add_argument("-v", "--verbose", action="count", default=0)
     return p
 

@@ -15,7 +15,7 @@ import logging
 import sys
 
 from ..errors import RastalignError
-from .common import setup_logging
+from .common import parse_chunks, setup_logging
 
 PROG = "align-fits"
 
@@ -62,7 +62,15 @@ def _common(p):
                    help="pad the template grid so that the whole source footprint is kept")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--model-out", default=None, help="also write the fitted model (JSON)")
-    p.add_argument("--scheduler", default="threads", help="dask scheduler for the warp (threads, processes, ...)")
+    p.add_argument("--scheduler", default="threads",
+                   help="dask scheduler: threads, processes, synchronous, distributed (a LocalCluster) or "
+                        "tcp://HOST:PORT (an existing cluster)")
+    p.add_argument("--n-workers", type=int, default=None, help="workers of --scheduler distributed (default 2)")
+    p.add_argument("--threads-per-worker", type=int, default=None,
+                   help="threads per worker of --scheduler distributed (default 1)")
+    p.add_argument("--chunks", type=parse_chunks, default=None, help="output chunk size ROWS[,COLS] in pixels "
+                   "(default: automatic, about 64 MB per chunk)")
+    p.add_argument("--progress", action="store_true", help="progress bar on stderr")
     p.add_argument("-v", "--verbose", action="count", default=0, help="-v INFO, -vv DEBUG (and tracebacks)")
 
 
@@ -144,6 +152,11 @@ def _run(prog, args, kwargs):
     return 0
 
 
+def _execution(args):
+    return dict(scheduler=args.scheduler, n_workers=args.n_workers, threads_per_worker=args.threads_per_worker,
+                chunks=args.chunks, progress=args.progress)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     kw = dict(source_path=args.source_fits, output_path=args.output_filename, template_path=args.template_fits,
@@ -156,7 +169,7 @@ def main(argv=None):
               interp_order=args.interp_order, sep_thresh=args.sep_thresh, min_fwhm=args.min_fwhm,
               bad_flag_bits=args.bad_flag_bits, min_sep=args.min_sep, preserve_footprints=args.preserve_footprints,
               cval=args.cval, cval_mask=args.cval_mask, overwrite=args.overwrite, model_out=args.model_out,
-              scheduler=args.scheduler, write_mask=args.write_mask, source_mask_ext=args.source_mask_ext)
+              write_mask=args.write_mask, source_mask_ext=args.source_mask_ext, **_execution(args))
     return _run(PROG, args, kw)
 
 
@@ -167,7 +180,7 @@ def main_simple(argv=None):
               source_ext=args.source_ext, template_ext=args.template_ext, min_n_match=args.min_n_match,
               sep_thresh=args.sep_thresh, preserve_footprints=args.preserve_footprints, n_det=0.9, sub_tile=1,
               patience_quad_cand=1, spline_order=0, overwrite=args.overwrite, model_out=args.model_out,
-              scheduler=args.scheduler)
+              **_execution(args))
     return _run("align-fits-simple", args, kw)
 
 

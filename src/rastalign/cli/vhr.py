@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__
-from .common import run, setup_logging
+from .common import parse_chunks, run, setup_logging
 
 PROG = "vhr-align-image-pair"
 
@@ -21,16 +21,6 @@ def _resolutions(text):
     if not vals or any(v < 0 for v in vals):
         raise argparse.ArgumentTypeError(f"resolutions must be >= 0 (0 = native), got {text!r}")
     return vals
-
-
-def _chunks(text):
-    try:
-        vals = tuple(int(v) for v in str(text).lower().replace("x", ",").split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected ROWS[,COLS], got {text!r}") from None
-    if len(vals) not in (1, 2):
-        raise argparse.ArgumentTypeError(f"expected ROWS[,COLS], got {text!r}")
-    return vals if len(vals) == 2 else (vals[0], vals[0])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--resampling", choices=("nearest", "bilinear", "cubic", "lanczos", "bspline"), default="cubic")
     w.add_argument("--split-factor", type=int, default=None,
                    help="2^k output chunks (2^ceil(k/2) columns x 2^floor(k/2) rows); default: automatic by memory")
-    w.add_argument("--chunks", type=_chunks, default=None, help="output chunk size ROWS[,COLS] in pixels")
-    w.add_argument("--output-format", choices=("GTiff", "COG", "FITS"), default=None,
-                   help="default from the output suffix (.cog.tif -> COG)")
+    w.add_argument("--chunks", type=parse_chunks, default=None, help="output chunk size ROWS[,COLS] in pixels")
+    w.add_argument("--output-format", default=None, metavar="{GTiff,COG,FITS,Zarr}",
+                   help="output format, any case (default: from the suffix: .tif GTiff, .cog.tif COG, .fits FITS, "
+                        ".zarr Zarr written by the workers)")
     w.add_argument("--trim-edge-invalid", action=b, default=False,
                    help="set output pixels within --edge-trim-depth of invalid pixels to nodata")
     w.add_argument("--edge-trim-depth", type=int, default=8)

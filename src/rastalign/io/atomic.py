@@ -22,7 +22,7 @@ def _umask() -> int:
     return mask
 
 
-def _check_folder(folder: Path):
+def check_folder(folder: Path):
     if not folder.exists():
         raise OutputError(f"output folder does not exist: {folder}")
     if not folder.is_dir():
@@ -35,7 +35,7 @@ def temp_path_beside(final, suffix=None):
     """A fresh, private temporary path in the folder of ``final`` (same file system)."""
     final = Path(final)
     folder = final.parent if str(final.parent) else Path(".")
-    _check_folder(folder)
+    check_folder(folder)
     try:
         fd, name = tempfile.mkstemp(prefix=f".{final.name}{TMP_TAG}", suffix=suffix or final.suffix, dir=folder)
     except OSError as exc:  # e.g. a read-only file system, or root's permission bypass refused
@@ -89,12 +89,21 @@ def check_output_path(output, inputs, overwrite):
     for p in inputs:
         if p is not None and _same_file(Path(output), Path(p)):
             raise OutputError(f"output path is the same file as an input: {output}")
-    if out.exists() and out.is_dir():
+    if out.exists() and out.is_dir() and not is_zarr_store(out):
         raise OutputError(f"output path is a folder: {output}")
+    if out.exists() and not out.is_file() and not out.is_dir():
+        # a device, FIFO or socket: replacing it would destroy it (e.g. /dev/full), --overwrite or not
+        raise OutputError(f"output path exists and is not a regular file (a device, FIFO or socket): {output}")
     if out.exists() and not overwrite:
         raise OutputError(f"output exists (use --overwrite to replace it): {output}")
-    _check_folder(out.parent)
+    check_folder(out.parent)
     return out
+
+
+def is_zarr_store(path) -> bool:
+    """A folder holding a Zarr store (v2 or v3 metadata at its root)."""
+    p = Path(path)
+    return p.is_dir() and any((p / name).exists() for name in ("zarr.json", ".zgroup", ".zarray"))
 
 
 def check_input_file(path, kind):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Tuple
 
@@ -134,7 +133,7 @@ def read_fits_window(path, ext, box, mask_ext=None, dtype="float32"):
     ``data`` is (1, rows, cols) native-endian ``dtype`` with BSCALE/BZERO applied and
     NaN where invalid; ``valid`` is False at NaN/Inf, integer ``BLANK`` and, with
     ``mask_ext``, where that HDU (same file) is non-zero. Module-level so that
-    ``functools.partial(read_fits_window, path, ext)`` is a picklable reader.
+    a :class:`rastalign.io.sources.FitsSource` can read through it in any task.
     """
     y0, y1, x0, x1 = (int(v) for v in box)
     with _open(path) as hdul:
@@ -159,12 +158,6 @@ def read_fits_window(path, ext, box, mask_ext=None, dtype="float32"):
             valid &= np.asarray(m.section[(0,) * (mnd - 2) + (slice(y0, y1), slice(x0, x1))]) == 0
     data[~valid] = np.nan
     return data[None], valid
-
-
-def reader(path, ext, mask_ext=None):
-    """A picklable ``read_source(box) -> (data, valid)`` for :func:`rastalign.warp.dask.run_warp`."""
-    fn = partial(read_fits_window, str(path), int(ext), mask_ext=mask_ext)
-    return fn
 
 
 def read_fits(path, ext=None, mask_ext=None, dtype="float32"):
@@ -245,7 +238,11 @@ def output_header(source_header=None, wcs_header=None, extra=None):
             continue
         hdr.append(card, end=True)
     if wcs_keys is not None:
-        hdr.update(wcs_keys)
+        # only the celestial WCS comes from the template: astropy's WCS header also carries the
+        # template's observation cards (MJD-OBS, DATE-OBS, XPOSURE, OBSGEO-*...), which are not ours
+        for card in wcs_keys.cards:
+            if _is_wcs_key(card.keyword):
+                hdr[card.keyword] = (card.value, card.comment)
     for k, v in (extra or {}).items():
         hdr[k if len(k) <= 8 else f"HIERARCH {k}"] = v
     return hdr
@@ -254,8 +251,9 @@ def output_header(source_header=None, wcs_header=None, extra=None):
 def _is_wcs_key(k):
     import re
 
+    """A keyword of the celestial/pixel WCS (and SIP); time references and observation cards are not."""
     return bool(re.match(r"^(WCSAXES|CRPIX|CRVAL|CDELT|CTYPE|CUNIT|CROTA|CD\d_\d|PC\d_\d|PV\d_|PS\d_|LONPOLE|"
-                         r"LATPOLE|RADESYS|EQUINOX|EPOCH|MJDREF|WCSNAME|A_|B_|AP_|BP_|DATEREF)", k))
+                         r"LATPOLE|RADESYS|EQUINOX|EPOCH|WCSNAME|A_|B_|AP_|BP_)", k))
 
 
 class FitsWriter(TempFileWriter):

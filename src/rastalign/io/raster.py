@@ -1,4 +1,4 @@
-"""GeoTIFF / COG (and anything GDAL reads): inspection, lazy opening, window reads, streamed writing.
+"""GeoTIFF / COG (and anything GDAL reads): inspection, lazy opening, window reads, metadata and checks.
 
 Nothing here keeps a file handle beyond one call: window reads reopen the file, so
 tasks stay small and picklable (a path and a box) under any dask scheduler.
@@ -13,8 +13,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ..errors import InputError, OutputError, ResourceError
-from .atomic import TempFileWriter, check_input_file, discard, temp_path_beside
+from ..errors import InputError, ResourceError
+from .atomic import check_input_file
 
 # Refuse absurd declared sizes (bands x rows x cols) before allocating anything: 2**38
 # samples is e.g. 4 bands of 260,000 x 260,000 px. RASTALIGN_MAX_PIXELS overrides it.
@@ -132,11 +132,11 @@ def read_window(path, box, bands=None, nodata=None, use_file_mask=True, out_shap
                 mkw = {} if out_shape is None else {"out_shape": tuple(out_shape)}
                 ok &= ds.read_masks(idx[0], window=win, **mkw) > 0
         except RasterioError as exc:
-            raise InputError(f"cannot read {path} (truncated or corrupt?): {_gdal_cause(exc)}") from None
+            raise InputError(f"cannot read {path} (truncated or corrupt?): {gdal_cause(exc)}") from None
     return data, ok
 
 
-def _gdal_cause(exc) -> str:
+def gdal_cause(exc) -> str:
     """The most specific message in a rasterio exception chain (GDAL's own error, not the wrapper)."""
     msgs = []
     while exc is not None and len(msgs) < 8:
@@ -172,119 +172,27 @@ def open_raster(path, chunks="auto", band=None):
     return da, info
 
 
-class RasterWriter(TempFileWriter):
-    """Streamed, tiled, compressed GeoTIFF written under a temporary name.
-
-    ``write(box, data)`` writes one chunk; ``commit()`` renames the file into place (for
-    ``COG`` it first copies the tiled file into a COG with overviews); ``abort()`` or an
-    exception inside ``with`` removes every temporary file.
-    """
-
-    def __init__(self, path, shape, count, dtype, crs, transform, nodata, descriptions=None,
-                 fmt="GTiff", tile=512, tags=None):
-        import rasterio
-        from affine import Affine
-
-        self.final = Path(path)
-        self.fmt = fmt
-        self.shape, self.count = (int(shape[0]), int(shape[1])), int(count)
-        self.tmp = temp_path_beside(self.final, ".tif")
-        kind = np.dtype(dtype).kind
-        profile = dict(driver="GTiff", width=int(shape[1]), height=int(shape[0]), count=int(count),
-                       dtype=str(dtype), crs=crs, transform=Affine(*transform[:6]), nodata=nodata,
-                       tiled=True, blockxsize=tile, blockysize=tile, compress="deflate",
-                       predictor=3 if kind == "f" else 2, BIGTIFF="IF_SAFER", interleave="band",
-                       num_threads="ALL_CPUS")
-        if shape[0] < tile or shape[1] < tile:
-            profile.update(blockxsize=256 if shape[1] >= 256 else 16 * max(1, shape[1] // 16),
-                           blockysize=256 if shape[0] >= 256 else 16 * max(1, shape[0] // 16))
-            if shape[0] < 16 or shape[1] < 16:
-                profile.update(tiled=False)
-                profile.pop("blockxsize"); profile.pop("blockysize")
-        try:
-            self.ds = rasterio.open(self.tmp, "w", **profile)
-        except Exception as exc:
-            discard(self.tmp)
-            raise OutputError(f"cannot create output {path}: {_gdal_cause(exc)}") from None
-        if descriptions:
-            for i, d in enumerate(descriptions[:count], start=1):
-                if d:
-                    self.ds.set_band_description(i, d)
-        if tags:
-            self.ds.update_tags(**tags)
-
-    def write(self, box, data):
-        from rasterio.windows import Window
-
-        y0, y1, x0, x1 = box
-        try:
-            self.ds.write(data, window=Window(x0, y0, x1 - x0, y1 - y0))
-        except Exception as exc:  # noqa: BLE001 - GDAL write errors come in several classes
-            raise self._failure(exc) from None
-
-    def commit(self):
-        import rasterio
-        import rasterio.shutil
-
-        try:
-            # GDAL reports a failed flush on close only as messages, not as an exception:
-            # log them (DEBUG) and check the file instead, so a half-written file never
-            # reaches the final path.
-            with rasterio.Env(), _muted("rasterio._err"):
-                self.ds.close()
-            verify_complete(self.tmp, self.shape, self.count)
-            if self.fmt == "COG":
-                cog = temp_path_beside(self.final, ".tif")
-                try:
-                    rasterio.shutil.copy(self.tmp, cog, driver="COG", COMPRESS="DEFLATE",
-                                         BIGTIFF="IF_SAFER", OVERVIEWS="AUTO", NUM_THREADS="ALL_CPUS")
-                    verify_complete(cog, self.shape, self.count)
-                    os.replace(cog, self.final)
-                finally:
-                    discard(cog)
-            else:
-                os.replace(self.tmp, self.final)
-        except OutputError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise self._failure(exc) from None
-        finally:
-            discard(self.tmp)
-
-    def abort(self):
-        import rasterio
-
-        try:
-            # GDAL reports the flush errors of a file we are discarding anyway (e.g. a full
-            # disk): route them to logging (inside an Env) and keep them at DEBUG.
-            with rasterio.Env(), _muted("rasterio._err"):
-                self.ds.close()
-        except Exception:  # noqa: BLE001 - closing a file that already failed
-            pass
-        finally:
-            discard(self.tmp)
-
-    def _failure(self, exc) -> OutputError:
-        return OutputError(f"cannot write output {self.final}: {write_failure_reason(self.tmp, exc)}")
-
-
-class _muted:
-    """Demote a logger's records to DEBUG while discarding a failed file."""
-
-    def __init__(self, name):
-        self.logger = logging.getLogger(name)
-
-    def filter(self, record):
-        if record.levelno > logging.DEBUG:
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            return self.logger.isEnabledFor(logging.DEBUG)
-        return True
-
-    def __enter__(self):
-        self.logger.addFilter(self)
-
-    def __exit__(self, *exc):
-        self.logger.removeFilter(self)
+def copy_metadata(src_path, ds):
+    """Copy what describes the pixels of ``src_path`` onto the open dataset ``ds`` (same band count):
+    dataset tags, and per band its tags, description, units, scale/offset and colour
+    interpretation. An aligned image is the same data, so none of it may be lost."""
+    with _open(src_path) as src:
+        ds.update_tags(**src.tags())
+        n = min(src.count, ds.count)
+        for i in range(1, n + 1):
+            if src.tags(i):
+                ds.update_tags(i, **src.tags(i))
+            if src.descriptions[i - 1]:
+                ds.set_band_description(i, src.descriptions[i - 1])
+            if src.units[i - 1]:
+                ds.set_band_unit(i, src.units[i - 1])
+        if any(v != 1.0 for v in src.scales[:n]) or any(v != 0.0 for v in src.offsets[:n]):
+            ds.scales, ds.offsets = src.scales[:n], src.offsets[:n]
+        if src.count == ds.count:
+            try:
+                ds.colorinterp = src.colorinterp
+            except Exception:  # noqa: BLE001 - e.g. palette without a colormap: keep GDAL's default
+                pass
 
 
 class IncompleteWrite(Exception):
@@ -316,7 +224,7 @@ def verify_complete(path, shape, count):
     except IncompleteWrite:
         raise
     except Exception as exc:  # noqa: BLE001 - unreadable header: the write failed
-        raise IncompleteWrite(f"file does not read back ({_gdal_cause(exc)})") from None
+        raise IncompleteWrite(f"file does not read back ({gdal_cause(exc)})") from None
 
 
 def write_failure_reason(path, exc) -> str:
@@ -350,4 +258,4 @@ def write_failure_reason(path, exc) -> str:
             return f"file too large (file size limit {soft} bytes reached, see ulimit -f)"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    return _gdal_cause(exc)
+    return gdal_cause(exc)

@@ -132,7 +132,7 @@ def detect(read, shape, sep_thresh=5.0, chunk=2048, overlap=48, threads=2, name=
     """Detect over a whole frame read through ``read(box) -> (data, valid)``, tile by tile.
 
     ``read`` returns 2-D or (1, rows, cols) arrays; with ``processes=True`` (for a
-    picklable ``read`` such as :func:`rastalign.io.fits.reader`) ``threads`` worker
+    picklable ``read`` such as :meth:`rastalign.io.sources.FitsSource.read`) ``threads`` worker
     processes share the tiles of a large frame. Raises :class:`InputError` when the
     frame has no valid pixel. Returns a
     normal-form detection table (see :mod:`rastalign.io.catalogs`), sorted by flux

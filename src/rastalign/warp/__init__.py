@@ -1,5 +1,5 @@
-"""Resampling: one numpy/numba kernel (:mod:`.kernel`), the chunk planner
-(:mod:`.plan`) and the dask driver (:mod:`.dask`)."""
+"""Resampling: one numpy/numba kernel (:mod:`.kernel`), the chunk planner (:mod:`.plan`)
+and the lazy warp over the output chunk grid (:mod:`.graph`)."""
 from .kernel import warp_array, warp_block
 from .plan import WarpPlan, plan_warp
 

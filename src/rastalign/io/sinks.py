@@ -1,0 +1,332 @@
+"""Sinks: consume the lazy warp (a dask array) under the active scheduler and publish atomically.
+
+* **GeoTIFF / COG**: GDAL lays out a sparse tiled file (every tag, no tile data); the
+  tiles are predicted and deflated on the workers (:func:`rastalign.io.tiff.encode_tiles`)
+  and only compressed bytes come back to be appended in a fixed order. COG: that file is
+  then copied into a COG with overviews (in this process).
+* **FITS**: blocks stream into a memory-mapped file laid out up front.
+* **Zarr**: the workers write their chunks themselves; CRS and transform are stored so
+  that ``xarray.open_zarr(path)`` and rioxarray read it back georeferenced.
+
+Every sink writes under a temporary name beside the output, verifies the result and
+renames it into place only when complete: a failed or interrupted run leaves nothing at
+the output path. Blocks are computed in bounded, ordered batches with ``dask.compute``, so
+``dask.config``'s scheduler or the active ``distributed.Client`` runs them, memory stays
+bounded by the batch, and the bytes written do not depend on the scheduler.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import OutputError
+from .atomic import TMP_TAG, check_folder, discard, is_zarr_store, temp_path_beside
+
+log = logging.getLogger(__name__)
+
+
+def _parallelism() -> int:
+    try:
+        from distributed import default_client
+
+        return max(1, sum(default_client().nthreads().values()))
+    except (ImportError, ValueError):
+        return os.cpu_count() or 1
+
+
+def _blocks(arr):
+    """``(index, box)`` of every block of a ``(bands, rows, cols)`` array, row-major."""
+    rows = np.concatenate([[0], np.cumsum(arr.chunks[1])]).astype(int)
+    cols = np.concatenate([[0], np.cumsum(arr.chunks[2])]).astype(int)
+    for i in range(len(rows) - 1):
+        for j in range(len(cols) - 1):
+            yield (0, i, j), (rows[i], rows[i + 1], cols[j], cols[j + 1])
+
+
+def consume(arr, encode, write, progress=False, what="write"):
+    """``write(box, encode(block))`` for every block of ``arr``: ``encode`` runs on the workers,
+    ``write`` here, in row-major block order, at most a few blocks per worker thread in flight."""
+    import dask
+
+    t0 = time.perf_counter()
+    delayed = arr.to_delayed()
+    task = dask.delayed(encode, pure=True)
+    items = list(_blocks(arr))
+    batch = 2 * _parallelism()
+    bar = _bar(progress, len(items), what)
+    for k in range(0, len(items), batch):
+        part = items[k:k + batch]
+        results = dask.compute(*[task(delayed[idx], box) for idx, box in part])
+        for (_, box), res in zip(part, results):
+            write(box, res)
+        bar(len(part))
+    bar(0, close=True)
+    return time.perf_counter() - t0
+
+
+def _bar(enabled, total, what):
+    state = {"done": 0, "t0": time.perf_counter()}
+
+    def update(n, close=False):
+        if not enabled:
+            return
+        state["done"] += n
+        frac = state["done"] / max(total, 1)
+        el = time.perf_counter() - state["t0"]
+        sys.stderr.write(f"\r{what} [{'#' * int(30 * frac):<30}] {state['done']}/{total} blocks {el:6.1f} s")
+        if close:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return update
+
+
+def _n_valid(block, nodata):
+    """Valid output pixels of a block: a valid pixel never equals nodata (see ``to_output_dtype``)."""
+    if nodata is None or (isinstance(nodata, float) and np.isnan(nodata)):
+        return int(np.isfinite(block[0]).sum()) if block.dtype.kind == "f" else int(block[0].size)
+    return int((block[0] != block.dtype.type(nodata)).sum())
+
+
+# --- GeoTIFF / COG -------------------------------------------------------------------------
+
+def tile_size(shape) -> int:
+    """Square tile side: 512, or smaller (a multiple of 16) for small images."""
+    m = min(int(shape[0]), int(shape[1]))
+    return next((t for t in (512, 256, 128, 64, 32) if m >= t), 16)
+
+
+def _encode_tiles(block, box, tile, nodata):
+    from .tiff import encode_tiles
+
+    block = np.asarray(block)
+    fill = 0 if nodata is None or (isinstance(nodata, float) and np.isnan(nodata) and block.dtype.kind != "f") \
+        else nodata
+    return encode_tiles(block, tile, fill), _n_valid(block, nodata)
+
+
+def _aligned(arr, tile):
+    """``arr`` rechunked so that every block starts on the tile grid (a no-op when it already does)."""
+    def sizes(chunks, n):
+        step = max(tile, (int(chunks[0]) // tile) * tile)
+        return tuple(min(step, n - s) for s in range(0, n, step))
+
+    want = (arr.chunks[0], sizes(arr.chunks[1], arr.shape[1]), sizes(arr.chunks[2], arr.shape[2]))
+    return arr if want == arr.chunks else arr.rechunk(want)
+
+
+def write_geotiff(arr, path, grid, nodata, fmt="GTiff", metadata_from=None, tags=None, progress=False) -> dict:
+    """Write the lazy ``arr`` (bands, rows, cols) to ``path`` as a tiled, deflated GeoTIFF (or COG)
+    on ``grid`` (``shape``, ``transform``, ``crs``); copy the metadata of the raster ``metadata_from``
+    (dataset and band tags, descriptions, units, scales/offsets, colours) and add ``tags``."""
+    import rasterio
+    from affine import Affine
+
+    from .raster import copy_metadata, gdal_cause, verify_complete
+    from .tiff import TileAssembler, predictor_for
+
+    final = Path(path)
+    nb, ny, nx = (int(v) for v in arr.shape)
+    tile = tile_size((ny, nx))
+    tmp = temp_path_beside(final, ".tif")
+    profile = dict(driver="GTiff", width=nx, height=ny, count=nb, dtype=arr.dtype.name, crs=grid.crs,
+                   transform=Affine(*grid.transform[:6]), nodata=nodata, tiled=True, blockxsize=tile,
+                   blockysize=tile, compress="deflate", predictor=predictor_for(arr.dtype), BIGTIFF="IF_SAFER",
+                   interleave="band", SPARSE_OK="TRUE")
+    stats = {"format": fmt}
+    try:
+        try:
+            with rasterio.open(tmp, "w", **profile) as ds:
+                if metadata_from is not None:
+                    copy_metadata(metadata_from, ds)
+                if tags:
+                    ds.update_tags(**tags)
+        except Exception as exc:  # noqa: BLE001 - GDAL create errors come in several classes
+            raise OutputError(f"cannot create output {path}: {gdal_cause(exc)}") from None
+        nty, ntx = -(-ny // tile), -(-nx // tile)
+        asm = TileAssembler(tmp, nb * nty * ntx)
+        n_valid = 0
+
+        def put(box, res):
+            nonlocal n_valid
+            tiles, nv = res
+            n_valid += nv
+            j0, i0 = box[0] // tile, box[2] // tile
+            h, w = -(-(box[1] - box[0]) // tile), -(-(box[3] - box[2]) // tile)
+            k = 0
+            for b in range(nb):
+                for j in range(h):
+                    for i in range(w):
+                        asm.add(b * nty * ntx + (j0 + j) * ntx + i0 + i, tiles[k])
+                        k += 1
+
+        try:
+            stats["warp_write_s"] = consume(_aligned(arr, tile), partial(_encode_tiles, tile=tile, nodata=nodata),
+                                            put, progress)
+            asm.finish()
+        except OSError as exc:
+            raise OutputError(f"cannot write output {path}: {write_failure_reason(tmp, exc)}") from None
+        finally:
+            asm.close()
+        _check(verify_complete, tmp, (ny, nx), nb, path)
+        if fmt == "COG":
+            _to_cog(tmp, final, (ny, nx), nb)
+        else:
+            os.replace(tmp, final)
+    finally:
+        discard(tmp)
+    stats["valid_pixels"] = n_valid
+    return stats
+
+
+def _check(verify, tmp, shape, count, path):
+    from .raster import IncompleteWrite
+
+    try:
+        verify(tmp, shape, count)
+    except IncompleteWrite as exc:
+        raise OutputError(f"cannot write output {path}: {exc}") from None
+
+
+def _to_cog(tmp, final, shape, count):
+    import rasterio
+    import rasterio.shutil
+
+    from .raster import verify_complete
+
+    cog = temp_path_beside(final, ".tif")
+    try:
+        try:
+            rasterio.shutil.copy(tmp, cog, driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES", BIGTIFF="IF_SAFER",
+                                 OVERVIEWS="AUTO", NUM_THREADS="ALL_CPUS")
+        except Exception as exc:  # noqa: BLE001
+            raise OutputError(f"cannot write output {final}: {write_failure_reason(cog, exc)}") from None
+        _check(verify_complete, cog, shape, count, final)
+        os.replace(cog, final)
+    finally:
+        discard(cog)
+
+
+def write_failure_reason(path, exc):
+    from .raster import write_failure_reason as reason
+
+    return reason(path, exc)
+
+
+# --- FITS ----------------------------------------------------------------------------------
+
+def _fits_block(block, box, cval, cval_mask, with_mask):
+    block = np.asarray(block)
+    bad = ~np.isfinite(block).all(axis=0) if block.dtype.kind == "f" else np.zeros(block.shape[1:], bool)
+    if block.dtype.kind == "f" and not np.isnan(cval):
+        block = block.copy()
+        block[:, bad] = cval
+    mask = np.where(bad, cval_mask, 0).astype(np.uint8) if with_mask else None
+    return block, mask, int((~bad).sum())
+
+
+def write_fits(arr, path, header=None, wcs_header=None, tags=None, descriptions=None, nodata=None, cval=np.nan,
+               cval_mask=1, mask=False, progress=False) -> dict:
+    """Stream the lazy ``arr`` into a FITS file (primary HDU; a cube for several bands): the source
+    ``header`` without its WCS, the WCS of ``wcs_header``, ``tags``; NaN becomes ``cval``; with
+    ``mask`` a ``MASK`` extension (``cval_mask`` where no valid source pixel)."""
+    from .fits import FitsWriter
+
+    nb, ny, nx = (int(v) for v in arr.shape)
+    n_valid = 0
+    with FitsWriter(path, (ny, nx), nb, arr.dtype.name, header=header, wcs_header=wcs_header, nodata=nodata,
+                    descriptions=descriptions, tags=tags, mask=mask) as w:
+        def put(box, res):
+            nonlocal n_valid
+            data, m, nv = res
+            w.write(box, data)
+            if m is not None:
+                w.write_mask(box, m)
+            n_valid += nv
+
+        t = consume(arr, partial(_fits_block, cval=float(cval), cval_mask=int(cval_mask), with_mask=bool(mask)),
+                    put, progress)
+        w.commit()
+    return {"format": "FITS", "warp_write_s": t, "valid_pixels": n_valid}
+
+
+# --- Zarr ----------------------------------------------------------------------------------
+
+def write_zarr(arr, path, grid, nodata, tags=None, descriptions=None, progress=False) -> dict:
+    """Write the lazy ``arr`` to a Zarr store at ``path``, each chunk by the worker that computes it.
+
+    One variable ``aligned`` (``band, y, x``) with ``x``/``y`` pixel-centre coordinates and a
+    ``spatial_ref`` coordinate (CRS WKT and GeoTransform), read back georeferenced by
+    ``xarray.open_zarr(path).aligned.rio``. Integer nodata is the ``nodata`` attribute (pixels are
+    stored as written, not masked); float nodata is the CF ``_FillValue``.
+    """
+    import dask
+    import rioxarray  # noqa: F401 - registers ``.rio``
+    import xarray as xr
+    from affine import Affine
+
+    final = Path(path)
+    folder = final.parent if str(final.parent) else Path(".")
+    check_folder(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_TAG}", suffix=".zarr", dir=folder))
+    t0 = time.perf_counter()
+    try:
+        nb, ny, nx = (int(v) for v in arr.shape)
+        a, b, c, d, e, f = grid.transform[:6]
+        coords = {"band": np.arange(1, nb + 1), "y": f + e * (np.arange(ny) + 0.5), "x": c + a * (np.arange(nx) + 0.5)}
+        out = xr.DataArray(arr, dims=("band", "y", "x"), coords=coords, name="aligned")
+        if grid.crs is not None:
+            out = out.rio.write_crs(grid.crs)
+        out = out.rio.write_transform(Affine(*grid.transform[:6]))
+        # spatial_ref listed as a coordinate: plain ``open_zarr`` (no ``decode_coords="all"``) finds the CRS
+        out.encoding["coordinates"] = "spatial_ref"
+        encoding = dict(out.encoding)
+        encoding.pop("coordinates")
+        if nodata is not None and arr.dtype.kind == "f":
+            encoding["_FillValue"] = float(nodata)
+        elif nodata is not None:
+            out.attrs["nodata"] = float(nodata)
+        if descriptions and any(descriptions):
+            out.attrs["long_name"] = [str(v or "") for v in descriptions]
+        ds = out.to_dataset()
+        ds.attrs.update({k: str(v) for k, v in (tags or {}).items()})
+        job = ds.to_zarr(tmp, mode="w", compute=False, encoding={"aligned": encoding}, consolidated=True,
+                         zarr_format=2)  # v2 + consolidated: read by GDAL, zarr 2 and 3, no warnings
+        if progress:
+            from dask.diagnostics import ProgressBar
+
+            with ProgressBar():
+                dask.compute(job)
+        else:
+            dask.compute(job)
+        back = xr.open_zarr(tmp, consolidated=True)
+        if back["aligned"].shape != (nb, ny, nx):
+            raise OutputError(f"cannot write output {path}: the store reads back as {back['aligned'].shape}")
+        _publish_dir(tmp, final)
+    except OSError as exc:
+        raise OutputError(f"cannot write output {path}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"format": "Zarr", "warp_write_s": time.perf_counter() - t0}
+
+
+def _publish_dir(tmp, final):
+    """Rename the complete store ``tmp`` to ``final``; an existing store there (``--overwrite``
+    was checked by the caller) is moved aside first and removed only after the rename."""
+    if not final.exists():
+        os.rename(tmp, final)
+        return
+    if not is_zarr_store(final):
+        raise OutputError(f"output path is a folder that is not a Zarr store, refusing to replace it: {final}")
+    old = Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_TAG}old-", dir=final.parent))
+    os.rename(final, old / "store")
+    os.rename(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
