@@ -151,3 +151,37 @@ def test_unknown_option_is_refused(pair):
     moving = rioxarray.open_rasterio(m, chunks=256)
     with pytest.raises(rastalign.InputError, match="unknown option"):
         moving.coreg.align(rioxarray.open_rasterio(f), resampling_method="cubic")
+
+
+def test_coarser_grid_equals_cli_and_to_raster_writes_the_cli_file(pair, tmp_path, capsys):
+    """On an output grid 4x coarser than the moving grid the accessor box-averages like the CLI
+    (same lazy warp, same prefilter), and ``to_raster`` writes the CLI's tiled, compressed file."""
+    import rasterio
+    from affine import Affine
+
+    folder, m, f = pair
+    with rasterio.open(f) as ds:
+        t, crs = ds.transform, ds.crs
+    like = tmp_path / "coarse.tif"
+    with rasterio.open(like, "w", driver="GTiff", width=SHAPE[1] // 4, height=SHAPE[0] // 4, count=1, dtype="uint8",
+                       crs=crs, transform=Affine(t.a * 4, t.b, t.c, t.d, t.e * 4, t.f)) as ds:
+        ds.write(np.ones((1, SHAPE[0] // 4, SHAPE[1] // 4), np.uint8))
+    cli_out = tmp_path / "cli.tif"
+    model_path = tmp_path / "m.json"
+    assert vhr_main(["--moving-image", str(m), "--fixed-image", str(f), "--output-image", str(cli_out),
+                     "--like", str(like), "--model-out", str(model_path)]) == 0
+    capsys.readouterr()
+    model = rastalign.AlignmentModel.from_json(model_path)
+    moving = rioxarray.open_rasterio(m, chunks=100)
+    aligned = moving.coreg.apply(model, grid=rioxarray.open_rasterio(like))
+    cli = rioxarray.open_rasterio(cli_out)
+    assert aligned.shape == cli.shape
+    assert np.array_equal(aligned.values, cli.values)
+    written = tmp_path / "acc.tif"
+    aligned.coreg.to_raster(written)
+    with rasterio.open(written) as a, rasterio.open(cli_out) as b:
+        assert np.array_equal(a.read(), b.read())
+        assert a.block_shapes == b.block_shapes and a.profile["compress"] == "deflate" and a.crs == b.crs
+        assert a.transform == b.transform and a.nodata == b.nodata
+        tagged = rastalign.AlignmentModel.from_json(a.tags()["RASTALIGN_MODEL"])
+        assert np.array_equal(tagged.affine, model.affine) and tagged.output_shape == model.output_shape

@@ -121,3 +121,38 @@ def test_bad_inputs_fail_cleanly(files, tmp_path, capsys):
         main([str(src), str(o)])  # neither -tf nor -tc
     assert exc.value.code == 2
     assert "one of the arguments -tf/--template-fits -tc/--template-cat is required" in capsys.readouterr().err
+
+
+def test_align_fits_keeps_the_sources_observation_cards(tmp_path, capsys):
+    """Only the celestial WCS may come from the template: the source's dates, exposure and filter
+    survive even when the template carries its own (astropy's WCS header repeats MJD-OBS, DATE-OBS...)."""
+    src, tmpl, _ = write_star_pair(tmp_path, (400, 400), 300, rotation_deg=2.0, shift=(3.5, -2.0), seed=5)
+    cards = {src: {"MJD-OBS": 59885.58, "DATE-OBS": "2022-11-05T14:00:00", "EXPTIME": 300.0, "FILTER": "F200W",
+                   "MJD-BEG": 59885.57, "HISTORY": "calibrated"},
+             tmpl: {"MJD-OBS": 59759.41, "DATE-OBS": "2022-07-01T10:00:00", "EXPTIME": 120.0, "FILTER": "F150W",
+                    "MJD-END": 59759.42, "OBSGEO-X": 1.0e6}}
+    for path, kv in cards.items():
+        with fits.open(path, mode="update") as h:
+            for k, v in kv.items():
+                h[0].header[k] = v
+    out = tmp_path / "out.fits"
+    rc, so, se = _run(main, [src, out, "-tf", tmpl, "--min-n-match", "30"], capsys)
+    assert rc == 0, se
+    hdr, shdr, thdr = fits.getheader(out), fits.getheader(src), fits.getheader(tmpl)
+    for k in ("MJD-OBS", "DATE-OBS", "EXPTIME", "FILTER", "MJD-BEG", "OBJECT"):
+        assert hdr[k] == shdr[k], k
+    assert "MJD-END" not in hdr and "OBSGEO-X" not in hdr and "calibrated" in str(hdr["HISTORY"])
+    for k in ("CRVAL1", "CRVAL2", "CTYPE1", "CDELT2"):
+        assert hdr[k] == thdr[k], k
+
+
+def test_jwst_epoch_keeps_its_own_dates(data_dir, tmp_path, capsys):
+    src, tmpl = data_dir / "jwst_nircam_f200w_a2744_epoch2.fits", data_dir / "jwst_nircam_f200w_a2744_epoch1.fits"
+    out = tmp_path / "out.fits"
+    rc, so, se = _run(main, [src, out, "-tf", tmpl], capsys)
+    assert rc == 0, se
+    ext = json.loads(so)
+    hdr = fits.getheader(out)
+    with fits.open(src) as h:
+        shdr = next(x.header for x in h if x.header.get("NAXIS", 0) == 2)
+    assert hdr["MJD-OBS"] == shdr["MJD-OBS"] and hdr.get("DATE-OBS") == shdr.get("DATE-OBS"), ext

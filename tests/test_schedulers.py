@@ -31,15 +31,119 @@ def setup(tmp_path_factory):
     return d, moving, model, grid, read_tif(ref)[0]
 
 
-@pytest.mark.parametrize("scheduler,split", [("threads", 0), ("threads", 1), ("threads", 2), ("threads", 3),
-                                             ("threads", 4), ("processes", 3), ("synchronous", 4),
-                                             ("distributed", 3)])
-def test_identical_output(setup, scheduler, split):
-    d, moving, model, grid, expected = setup
-    out = d / f"out_{scheduler}_{split}.tif"
-    with use_scheduler(scheduler, n_workers=2):
-        apply(moving, model, out, grid, WarpParams(scheduler=scheduler, split_factor=split, n_workers=2))
-    assert np.array_equal(read_tif(out)[0], expected)
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory):
+    """A real scheduler and two workers, each a separate process in its own empty folder on 127.0.0.1."""
+    import socket
+    import subprocess
+    import sys
+
+    from distributed import Client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    addr = f"tcp://127.0.0.1:{port}"
+    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                               "--port", str(port), "--dashboard-address", ":0"],
+                              cwd=tmp_path_factory.mktemp("scheduler"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)]
+    try:
+        for k in range(2):
+            wd = tmp_path_factory.mktemp(f"worker{k}")
+            procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", addr, "--nthreads", "1",
+                                           "--no-dashboard", "--local-directory", str(wd)], cwd=wd,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        with Client(addr, timeout="30s") as c:
+            c.wait_for_workers(2, timeout=60)
+        yield addr
+    finally:
+        for p in procs[::-1]:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+
+
+def _read(path, fmt):
+    if fmt == "Zarr":
+        import xarray as xr
+        return xr.open_zarr(path)["aligned"].values
+    if fmt == "FITS":
+        from astropy.io import fits
+        return fits.getdata(path)
+    return read_tif(path)[0]
+
+
+FORMATS = {"GTiff": "tif", "COG": "cog.tif", "FITS": "fits", "Zarr": "zarr"}
+RAGGED = ((37, 163, 120, 80), (1, 200, 140, 119))
+
+
+@pytest.fixture(scope="module")
+def references(setup):
+    d, moving, model, grid, _ = setup
+    refs = {}
+    with use_scheduler("synchronous"):
+        for fmt, sfx in FORMATS.items():
+            out = d / f"ref.{sfx}"
+            apply(moving, model, out, grid, WarpParams(split_factor=0))
+            refs[fmt] = _read(out, fmt)
+    return refs
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes", "distributed", "remote"])
+def test_identical_output_every_scheduler_and_format(setup, references, remote, scheduler):
+    """GeoTIFF, COG, FITS and Zarr from ragged chunks under each scheduler equal the synchronous
+    single-chunk output bit for bit (the remote workers run in folders of their own)."""
+    d, moving, model, grid, _ = setup
+    name = remote if scheduler == "remote" else scheduler
+    with use_scheduler(name, n_workers=2):
+        for fmt, sfx in FORMATS.items():
+            out = d / f"{scheduler}.{sfx}"
+            apply(moving, model, out, grid, WarpParams(chunks=RAGGED))
+            assert np.array_equal(_read(out, fmt), references[fmt]), (scheduler, fmt)
+    assert not [p for p in os.listdir(d) if ".rastalign-tmp-" in p]
+
+
+@pytest.fixture(scope="module")
+def stars(tmp_path_factory):
+    from rastalign.testing_stars import write_star_pair
+
+    d = tmp_path_factory.mktemp("stars")
+    src, tmpl, _ = write_star_pair(d, (420, 380), 300, rotation_deg=3.0, shift=(4.5, -2.5), seed=6)
+    return d, src, tmpl
+
+
+@pytest.mark.parametrize("scheduler", ["synchronous", "processes", "distributed", "remote"])
+def test_align_fits_identical_under_every_scheduler(stars, remote, scheduler):
+    from astropy.io import fits
+
+    from rastalign.astro import align_fits
+
+    d, src, tmpl = stars
+    ref = d / "ref.fits"
+    if not ref.exists():
+        align_fits(src, ref, tmpl, scheduler="threads", min_n_match=30, split_factor=0)
+    out = d / f"{scheduler}.fits"
+    name = remote if scheduler == "remote" else scheduler
+    align_fits(src, out, tmpl, scheduler=name, min_n_match=30, chunks=RAGGED[::-1] and ((100, 150, 170), (33, 347)),
+               n_workers=2, overwrite=True)
+    assert np.array_equal(fits.getdata(out), fits.getdata(ref), equal_nan=True)
+    assert fits.getheader(out) == fits.getheader(ref)
+
+
+def test_align_fits_unreachable_scheduler_is_one_line(stars, tmp_path):
+    import subprocess
+    import sys
+
+    d, src, tmpl = stars
+    for cmd in (["align-fits", src, tmp_path / "o.fits", "-tf", tmpl], ["align-fits-simple", src, tmp_path / "o.fits", tmpl]):
+        mod = "main" if cmd[0] == "align-fits" else "main_simple"
+        r = subprocess.run([sys.executable, "-c", f"import sys; from rastalign.cli.fits import {mod}; "
+                            f"sys.exit({mod}(sys.argv[1:]))", *map(str, cmd[1:]), "--scheduler", "tcp://127.0.0.1:1"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode != 0 and "cannot reach the dask scheduler at tcp://127.0.0.1:1" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "o.fits").exists()
 
 
 def test_killed_worker_does_not_corrupt_output(setup):

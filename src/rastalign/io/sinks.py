@@ -276,12 +276,15 @@ def write_zarr(arr, path, grid, nodata, tags=None, descriptions=None, progress=F
     final = Path(path)
     folder = final.parent if str(final.parent) else Path(".")
     check_folder(folder)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_TAG}", suffix=".zarr", dir=folder))
+    # absolute: the workers that write the chunks may run in another working folder
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_TAG}", suffix=".zarr", dir=folder)).resolve()
     t0 = time.perf_counter()
     try:
         nb, ny, nx = (int(v) for v in arr.shape)
         a, b, c, d, e, f = grid.transform[:6]
         coords = {"band": np.arange(1, nb + 1), "y": f + e * (np.arange(ny) + 0.5), "x": c + a * (np.arange(nx) + 0.5)}
+        if any(len(set(c[:-1])) > 1 or (len(c) > 1 and c[-1] > c[0]) for c in arr.chunks):
+            arr = arr.rechunk((nb, max(arr.chunks[1]), max(arr.chunks[2])))  # Zarr chunks are regular
         out = xr.DataArray(arr, dims=("band", "y", "x"), coords=coords, name="aligned")
         if grid.crs is not None:
             out = out.rio.write_crs(grid.crs)

@@ -8,8 +8,16 @@ is read when a source is made. A dask array (e.g. behind a DataArray) is a sourc
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Optional, Tuple
+
+
+def _absolute(path) -> str:
+    """Local paths made absolute (a worker's working folder is not the client's); URLs and GDAL's
+    ``/vsi...`` paths unchanged."""
+    p = str(path)
+    return p if "://" in p or p.startswith("/vsi") else os.path.abspath(p)
 
 
 @dataclass(frozen=True)
@@ -22,6 +30,9 @@ class RasterSource:
     dtype: str
     nodata: Optional[float] = None  # overrides the file's nodata when given
     bands: Optional[Tuple[int, ...]] = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", _absolute(self.path))
 
     @property
     def n_bands(self) -> int:
@@ -45,6 +56,9 @@ class FitsSource:
     dtype: str = "float32"
     count: int = 1
     nodata: Optional[float] = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", _absolute(self.path))
 
     @property
     def n_bands(self) -> int:

@@ -1,0 +1,167 @@
+"""The sinks: GeoTIFF tiles encoded on the workers read back exactly as written (every dtype,
+ragged edges, several bands), the same bytes whatever the chunking; Zarr is georeferenced;
+metadata survives; bad outputs are refused before anything is written."""
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+
+from rastalign.io.sinks import write_geotiff, write_zarr
+from rastalign.io.raster import verify_complete
+
+from conftest import read_tif, write_tif
+
+
+class Grid:
+    def __init__(self, shape, transform=(0.5, 0, 500000.0, 0, -0.5, 5800000.0), crs="EPSG:32633"):
+        self.shape, self.transform, self.crs = shape, transform, crs
+
+
+def _data(dtype, shape, seed=0):
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        x = rng.normal(100, 50, shape).astype(dt)
+        x[:, :3, :5] = np.nan
+        x[:, 7, 7] = np.inf
+        return x
+    info = np.iinfo(dt)
+    return rng.integers(info.min, info.max, shape, endpoint=True, dtype=dt)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64"])
+@pytest.mark.parametrize("shape", [(1, 37, 53), (3, 600, 530)])
+def test_geotiff_tiles_read_back_exactly(tmp_path, dtype, shape):
+    import dask.array as da
+
+    data = _data(dtype, shape)
+    paths = []
+    for k, chunks in enumerate([(shape[0], 64, 100), (shape[0], (17, shape[1] - 17), -1)]):
+        out = tmp_path / f"o{k}.tif"
+        stats = write_geotiff(da.from_array(data, chunks=chunks), out, Grid(shape[1:]), None)
+        back, profile, _ = read_tif(out)
+        assert np.array_equal(back, data, equal_nan=True)
+        assert profile["tiled"] and profile["compress"] == "deflate"
+        with rasterio.open(out) as ds:
+            want = "3" if np.dtype(dtype).kind == "f" else "2"
+            assert ds.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR") == want
+        verify_complete(out, shape[1:], shape[0])
+        assert stats["valid_pixels"] > 0
+        paths.append(out)
+    assert paths[0].read_bytes() == paths[1].read_bytes()  # bytes do not depend on the chunking
+    assert not [p for p in tmp_path.iterdir() if "rastalign-tmp" in p.name]
+
+
+def test_cog_is_a_valid_cog_with_overviews_and_predictor(tmp_path):
+    import dask.array as da
+
+    data = _data("uint16", (2, 1100, 900))
+    out = tmp_path / "o.tif"
+    write_geotiff(da.from_array(data, chunks=(2, 300, 300)), out, Grid((1100, 900)), 0.0, fmt="COG")
+    with rasterio.open(out) as ds:
+        assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR") == "2"
+        assert ds.overviews(1) and np.array_equal(ds.read(), data)
+
+
+def test_zarr_is_georeferenced_and_replaces_only_a_store(tmp_path):
+    import dask.array as da
+    import xarray as xr
+    import rioxarray  # noqa: F401
+
+    data = _data("uint16", (2, 300, 260))
+    out = tmp_path / "o.zarr"
+    write_zarr(da.from_array(data, chunks=(2, 100, 64)), out, Grid((300, 260)), 0.0, tags={"K": "v"})
+    back = xr.open_zarr(out)["aligned"]
+    assert np.array_equal(back.values, data)
+    assert back.rio.crs.to_epsg() == 32633 and back.rio.nodata == 0
+    assert tuple(back.rio.transform())[:6] == (0.5, 0, 500000.0, 0, -0.5, 5800000.0)
+    write_zarr(da.from_array(data[:1], chunks=(1, 100, 64)), out, Grid((300, 260)), 0.0)  # an existing store
+    assert xr.open_zarr(out)["aligned"].shape == (1, 300, 260)
+    folder = tmp_path / "not_a_store"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    with pytest.raises(Exception, match="not a Zarr store"):
+        write_zarr(da.from_array(data, chunks=-1), folder, Grid((300, 260)), 0.0)
+    assert (folder / "keep.txt").read_text() == "mine"
+    assert not [p for p in tmp_path.iterdir() if "rastalign-tmp" in p.name]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    from rastalign.testing import write_pair
+
+    d = tmp_path_factory.mktemp("sinkpair")
+    moving, fixed, _ = write_pair(d, (300, 320), rotation_deg=0.3, shift=(4.2, -2.1), bands=2, seed=3)
+    with rasterio.open(moving, "r+") as ds:  # what describes the pixels, which the output must keep
+        ds.update_tags(TIFFTAG_DATETIME="2016:05:29 10:00:00", ACQUISITION="2016-05-29")
+        ds.update_tags(1, WAVELENGTH="560")
+        ds.set_band_description(1, "green")
+        ds.set_band_description(2, "red")
+        ds.set_band_unit(1, "DN")
+        ds.scales, ds.offsets = (0.0001, 0.0001), (-0.1, -0.1)
+    return d, moving, fixed
+
+
+def _cli(args):
+    return subprocess.run([sys.executable, "-m", "rastalign.cli.vhr", *map(str, args)], capture_output=True,
+                          text=True)
+
+
+def test_output_keeps_the_moving_images_metadata(pair, tmp_path):
+    d, moving, fixed = pair
+    out = tmp_path / "out.tif"
+    r = _cli(["--moving-image", moving, "--fixed-image", fixed, "--output-image", out])
+    assert r.returncode == 0, r.stderr
+    with rasterio.open(out) as ds, rasterio.open(moving) as src:
+        assert ds.tags()["TIFFTAG_DATETIME"] == "2016:05:29 10:00:00" and ds.tags()["ACQUISITION"] == "2016-05-29"
+        assert "RASTALIGN_MODEL" in ds.tags()
+        assert ds.tags(1)["WAVELENGTH"] == "560"
+        assert ds.descriptions == ("green", "red") and ds.units[0] == "DN"
+        assert ds.scales == src.scales and ds.offsets == src.offsets
+
+
+@pytest.mark.parametrize("name,fmt", [("out.png", None), ("out.jpg", None), ("out.tif", "FITS"),
+                                      ("out.fits", "GTiff"), ("out.zarr", "COG")])
+def test_output_suffix_must_match_the_format(pair, tmp_path, name, fmt):
+    d, moving, fixed = pair
+    out = tmp_path / name
+    r = _cli(["--moving-image", moving, "--fixed-image", fixed, "--output-image", out]
+             + (["--output-format", fmt] if fmt else []))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "does not match" in r.stderr and "--output-format" in r.stderr
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("fmt,name", [("cog", "out.tif"), ("Cog", "out.cog.tif"), ("fits", "out.fits"),
+                                      ("zarr", "out.zarr"), ("gtiff", "out.tiff")])
+def test_format_names_in_any_case(pair, tmp_path, fmt, name):
+    d, moving, fixed = pair
+    out = tmp_path / name
+    r = _cli(["--moving-image", moving, "--fixed-image", fixed, "--output-image", out, "--output-format", fmt])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["output_image_path"] == str(out) and out.exists()
+
+
+def test_a_fifo_or_device_at_the_output_path_is_never_replaced(pair, tmp_path):
+    d, moving, fixed = pair
+    fifo = tmp_path / "fifo.tif"
+    os.mkfifo(fifo)
+    targets = [fifo]
+    if os.geteuid() == 0:  # a copy of /dev/full, as in the report
+        dev = tmp_path / "full.tif"
+        os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 7))
+        targets.append(dev)
+    for target in targets:
+        for args in (["--output-image", target], ["--output-image", tmp_path / "ok.tif", "--model-out", target]):
+            r = _cli(["--moving-image", moving, "--fixed-image", fixed, "--overwrite", *args])
+            assert r.returncode != 0 and "not a regular file" in r.stderr, r.stderr
+            assert len(r.stderr.strip().splitlines()) == 1
+            mode = os.stat(target).st_mode
+            assert stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+    assert not (tmp_path / "ok.tif").exists()
