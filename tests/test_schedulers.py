@@ -149,7 +149,7 @@ def test_align_fits_unreachable_scheduler_is_one_line(stars, tmp_path):
 def test_killed_worker_does_not_corrupt_output(setup):
     from distributed import Client, LocalCluster
 
-    import rastalign.io.tiff as tiff
+    import rastalign.io.tiff as tiff  # the client maps each finished block's tiles to file indexes
 
     d, moving, model, grid, expected = setup
     out = d / "killed.tif"
@@ -157,15 +157,15 @@ def test_killed_worker_does_not_corrupt_output(setup):
             Client(cluster) as client:
         pids = list(client.run(os.getpid).values())
         killed = []
-        orig = tiff.TileAssembler.add
+        orig = tiff.tile_index
 
-        def add_and_kill(self, index, data):
-            orig(self, index, data)
-            if not killed:  # after the first tile lands, kill a worker mid-run
+        def index_and_kill(*args):
+            if not killed:  # once the first block lands, kill a worker mid-run
                 os.kill(pids[0], signal.SIGKILL)
                 killed.append(pids[0])
+            return orig(*args)
 
-        tiff.TileAssembler.add = add_and_kill
+        tiff.tile_index = index_and_kill
         try:
             try:
                 apply(moving, model, out, grid, WarpParams(scheduler="distributed", chunks=(64, 64)))
@@ -173,7 +173,7 @@ def test_killed_worker_does_not_corrupt_output(setup):
                 assert not out.exists(), exc
                 return
         finally:
-            tiff.TileAssembler.add = orig
+            tiff.tile_index = orig
         assert killed
         assert np.array_equal(read_tif(out)[0], expected)
     assert not [p for p in os.listdir(d) if ".rastalign-tmp-" in p]

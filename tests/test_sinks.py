@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from rastalign.io.sinks import write_geotiff, write_zarr
+from rastalign.io.geotiff import write_geotiff
+from rastalign.io.sinks import write_zarr
 from rastalign.io.raster import verify_complete
 
 from conftest import read_tif, write_tif
@@ -165,3 +166,33 @@ def test_a_fifo_or_device_at_the_output_path_is_never_replaced(pair, tmp_path):
             mode = os.stat(target).st_mode
             assert stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
     assert not (tmp_path / "ok.tif").exists()
+
+
+@pytest.mark.parametrize("local_levels", [3, 1])
+def test_cog_overviews_are_valid_pixel_means_made_blockwise(tmp_path, monkeypatch, local_levels):
+    """Each overview is the 2x2 mean of the valid pixels of the level above (odd edges alone),
+    whether a block makes it itself or the coarse levels come from the pieces; a valid COG."""
+    import dask.array as da
+
+    import rastalign.io.geotiff as geotiff
+    from rastalign.io.geotiff import reduce2
+
+    monkeypatch.setattr(geotiff, "MAX_LOCAL_LEVELS", local_levels)
+    rng = np.random.default_rng(1)
+    data = rng.integers(1, 4000, (2, 1100, 700)).astype(np.uint16)
+    data[:, 300:420, 100:333] = 0  # nodata hole
+    out = tmp_path / "o.tif"
+    write_geotiff(da.from_array(data, chunks=(2, 256, 300)), out, Grid((1100, 700), crs="EPSG:32633"), 0.0,
+                  fmt="COG")
+    level = data
+    with rasterio.open(out) as ds:
+        assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and ds.overviews(1) == [2, 4]
+        assert np.array_equal(ds.read(), data)
+        for f in ds.overviews(1):
+            level = reduce2(level, 0.0)
+            assert np.array_equal(ds.read(out_shape=level.shape), level), f
+    assert level[:, 300 // 4 + 1, 100 // 4 + 1].tolist() == [0, 0]
+    from rio_cogeo.cogeo import cog_validate
+
+    valid, errors, _ = cog_validate(str(out))
+    assert valid, errors

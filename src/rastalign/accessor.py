@@ -273,7 +273,7 @@ def to_raster(aligned, path, format=None, overwrite=False, progress=False):
     the model tag, FITS, or Zarr (``format`` any case, else from the suffix); computed by the active
     dask scheduler, published only when complete. Returns the sink's statistics."""
     from .io.atomic import check_output_path
-    from .io.sinks import write_fits, write_geotiff, write_zarr
+    from .io.sinks import write_output
     from .params import output_format_for
 
     fmt = output_format_for(path, format)
@@ -284,15 +284,11 @@ def to_raster(aligned, path, format=None, overwrite=False, progress=False):
         import dask.array as da
         arr = da.from_array(np.asarray(arr), chunks=(-1, 2048, 2048))
     model = aligned.attrs.get("rastalign_model")
-    tags = {"RASTALIGN_MODEL": model[:30000]} if model else {}
-    if fmt == "FITS":
-        wcs = aligned.attrs.get("wcs")
-        hdr = aligned.attrs.get("fits_header")
-        return write_fits(arr, path, header=hdr, wcs_header=None if wcs is None else wcs.to_header(relax=True),
-                          tags={"RAMODEL": "rastalign"} if model else None, progress=progress)
-    if fmt == "Zarr":
-        return write_zarr(arr, path, info, info.nodata, tags, progress=progress)
-    return write_geotiff(arr, path, info, info.nodata, fmt, tags=tags, progress=progress)
+    wcs = aligned.attrs.get("wcs")
+    return write_output(arr, path, fmt, info, info.nodata, tags={"RASTALIGN_MODEL": model[:30000]} if model else None,
+                        fits_header=aligned.attrs.get("fits_header"),
+                        wcs_header=None if wcs is None else wcs.to_header(relax=True),
+                        fits_cards={"RAMODEL": "rastalign"} if model else None, progress=progress)
 
 
 def _wrap(moving, data, model, out, grid, nodata, fits):

@@ -247,7 +247,7 @@ def apply(moving_image_path, model: AlignmentModel, output_image_path, grid, par
           moving_nodata=None, output_nodata=None, fixed_info=None) -> dict:
     """Warp every band of the moving image onto ``grid`` with ``model`` (output px -> moving px) and
     write it in ``params.output_format`` (else from the suffix) under the active dask scheduler."""
-    from .io.sinks import write_fits, write_geotiff, write_zarr
+    from .io.sinks import write_output
     from .io.sources import RasterSource
 
     mov = inspect_raster(moving_image_path)
@@ -256,17 +256,11 @@ def apply(moving_image_path, model: AlignmentModel, output_image_path, grid, par
     dtype = fits_dtype(mov.dtype) if fmt == "FITS" else mov.dtype
     src = RasterSource(str(moving_image_path), tuple(mov.shape), mov.count, mov.dtype, moving_nodata)
     arr = lazy_warp(src, model, grid.shape, params, dtype, nodata, range_dtype=mov.dtype)
-    tags = {"RASTALIGN_MODEL": model.to_json(indent=None)[:30000]}
-    if fmt == "FITS":
-        cards = {f"GT_{k}": float(v) for k, v in zip("ABCDEF", grid.transform)}
-        cards["RA_MODEL"] = "rastalign model: see the JSON written beside the output"
-        stats = write_fits(arr, output_image_path, tags=cards, descriptions=mov.descriptions, nodata=nodata,
-                           progress=params.progress)
-    elif fmt == "Zarr":
-        stats = write_zarr(arr, output_image_path, grid, nodata, tags, mov.descriptions, progress=params.progress)
-    else:
-        stats = write_geotiff(arr, output_image_path, grid, nodata, fmt, metadata_from=moving_image_path, tags=tags,
-                              progress=params.progress)
+    cards = {f"GT_{k}": float(v) for k, v in zip("ABCDEF", grid.transform)}
+    cards["RA_MODEL"] = "rastalign model: see the JSON written beside the output"
+    stats = write_output(arr, output_image_path, fmt, grid, nodata, tags={"RASTALIGN_MODEL": model.to_json(indent=None)[:30000]},
+                         metadata_from=moving_image_path, descriptions=mov.descriptions, fits_cards=cards,
+                         progress=params.progress)
     stats.update({"prefilter_box_px": prefilter_size(model), "n_chunks": int(np.prod(arr.numblocks)),
                   "chunks": [list(c) for c in arr.chunks[1:]], "output_nodata": nodata})
     return stats

@@ -1,9 +1,7 @@
 """Sinks: consume the lazy warp (a dask array) under the active scheduler and publish atomically.
 
-* **GeoTIFF / COG**: GDAL lays out a sparse tiled file (every tag, no tile data); the
-  tiles are predicted and deflated on the workers (:func:`rastalign.io.tiff.encode_tiles`)
-  and only compressed bytes come back to be appended in a fixed order. COG: that file is
-  then copied into a COG with overviews (in this process).
+* **GeoTIFF / COG**: :mod:`rastalign.io.geotiff` (tiles and overviews made on the workers,
+  compressed bytes assembled here).
 * **FITS**: blocks stream into a memory-mapped file laid out up front.
 * **Zarr**: the workers write their chunks themselves; CRS and transform are stored so
   that ``xarray.open_zarr(path)`` and rioxarray read it back georeferenced.
@@ -33,16 +31,12 @@ from .atomic import TMP_TAG, check_folder, discard, is_zarr_store, temp_path_bes
 log = logging.getLogger(__name__)
 
 
-def _parallelism() -> int:
-    try:
-        from distributed import default_client
-
-        return max(1, sum(default_client().nthreads().values()))
-    except (ImportError, ValueError):
-        return os.cpu_count() or 1
+def parallelism() -> int:
+    client = active_client()
+    return max(1, sum(client.nthreads().values())) if client is not None else os.cpu_count() or 1
 
 
-def _blocks(arr):
+def blocks(arr):
     """``(index, box)`` of every block of a ``(bands, rows, cols)`` array, row-major."""
     rows = np.concatenate([[0], np.cumsum(arr.chunks[1])]).astype(int)
     cols = np.concatenate([[0], np.cumsum(arr.chunks[2])]).astype(int)
@@ -59,9 +53,9 @@ def consume(arr, encode, write, progress=False, what="write"):
     t0 = time.perf_counter()
     delayed = arr.to_delayed()
     task = dask.delayed(encode, pure=True)
-    items = list(_blocks(arr))
-    batch = 2 * _parallelism()
-    bar = _bar(progress, len(items), what)
+    items = list(blocks(arr))
+    batch = 2 * parallelism()
+    bar = progress_bar(progress, len(items), what)
     for k in range(0, len(items), batch):
         part = items[k:k + batch]
         results = dask.compute(*[task(delayed[idx], box) for idx, box in part])
@@ -72,7 +66,7 @@ def consume(arr, encode, write, progress=False, what="write"):
     return time.perf_counter() - t0
 
 
-def _bar(enabled, total, what):
+def progress_bar(enabled, total, what):
     state = {"done": 0, "t0": time.perf_counter()}
 
     def update(n, close=False):
@@ -89,105 +83,18 @@ def _bar(enabled, total, what):
     return update
 
 
-def _n_valid(block, nodata):
-    """Valid output pixels of a block: a valid pixel never equals nodata (see ``to_output_dtype``)."""
-    if nodata is None or (isinstance(nodata, float) and np.isnan(nodata)):
-        return int(np.isfinite(block[0]).sum()) if block.dtype.kind == "f" else int(block[0].size)
-    return int((block[0] != block.dtype.type(nodata)).sum())
-
-
-# --- GeoTIFF / COG -------------------------------------------------------------------------
-
-def tile_size(shape) -> int:
-    """Square tile side: 512, or smaller (a multiple of 16) for small images."""
-    m = min(int(shape[0]), int(shape[1]))
-    return next((t for t in (512, 256, 128, 64, 32) if m >= t), 16)
-
-
-def _encode_tiles(block, box, tile, nodata):
-    from .tiff import encode_tiles
-
-    block = np.asarray(block)
-    fill = 0 if nodata is None or (isinstance(nodata, float) and np.isnan(nodata) and block.dtype.kind != "f") \
-        else nodata
-    return encode_tiles(block, tile, fill), _n_valid(block, nodata)
-
-
-def _aligned(arr, tile):
-    """``arr`` rechunked so that every block starts on the tile grid (a no-op when it already does)."""
-    def sizes(chunks, n):
-        step = max(tile, (int(chunks[0]) // tile) * tile)
-        return tuple(min(step, n - s) for s in range(0, n, step))
-
-    want = (arr.chunks[0], sizes(arr.chunks[1], arr.shape[1]), sizes(arr.chunks[2], arr.shape[2]))
-    return arr if want == arr.chunks else arr.rechunk(want)
-
-
-def write_geotiff(arr, path, grid, nodata, fmt="GTiff", metadata_from=None, tags=None, progress=False) -> dict:
-    """Write the lazy ``arr`` (bands, rows, cols) to ``path`` as a tiled, deflated GeoTIFF (or COG)
-    on ``grid`` (``shape``, ``transform``, ``crs``); copy the metadata of the raster ``metadata_from``
-    (dataset and band tags, descriptions, units, scales/offsets, colours) and add ``tags``."""
-    import rasterio
-    from affine import Affine
-
-    from .raster import copy_metadata, gdal_cause, verify_complete
-    from .tiff import TileAssembler, predictor_for
-
-    final = Path(path)
-    nb, ny, nx = (int(v) for v in arr.shape)
-    tile = tile_size((ny, nx))
-    tmp = temp_path_beside(final, ".tif")
-    profile = dict(driver="GTiff", width=nx, height=ny, count=nb, dtype=arr.dtype.name, crs=grid.crs,
-                   transform=Affine(*grid.transform[:6]), nodata=nodata, tiled=True, blockxsize=tile,
-                   blockysize=tile, compress="deflate", predictor=predictor_for(arr.dtype), BIGTIFF="IF_SAFER",
-                   interleave="band", SPARSE_OK="TRUE")
-    stats = {"format": fmt}
+def active_client():
+    """The default ``distributed.Client`` when one is active, else ``None``."""
     try:
-        try:
-            with rasterio.open(tmp, "w", **profile) as ds:
-                if metadata_from is not None:
-                    copy_metadata(metadata_from, ds)
-                if tags:
-                    ds.update_tags(**tags)
-        except Exception as exc:  # noqa: BLE001 - GDAL create errors come in several classes
-            raise OutputError(f"cannot create output {path}: {gdal_cause(exc)}") from None
-        nty, ntx = -(-ny // tile), -(-nx // tile)
-        asm = TileAssembler(tmp, nb * nty * ntx)
-        n_valid = 0
+        from distributed import default_client
 
-        def put(box, res):
-            nonlocal n_valid
-            tiles, nv = res
-            n_valid += nv
-            j0, i0 = box[0] // tile, box[2] // tile
-            h, w = -(-(box[1] - box[0]) // tile), -(-(box[3] - box[2]) // tile)
-            k = 0
-            for b in range(nb):
-                for j in range(h):
-                    for i in range(w):
-                        asm.add(b * nty * ntx + (j0 + j) * ntx + i0 + i, tiles[k])
-                        k += 1
-
-        try:
-            stats["warp_write_s"] = consume(_aligned(arr, tile), partial(_encode_tiles, tile=tile, nodata=nodata),
-                                            put, progress)
-            asm.finish()
-        except OSError as exc:
-            raise OutputError(f"cannot write output {path}: {write_failure_reason(tmp, exc)}") from None
-        finally:
-            asm.close()
-        _check(verify_complete, tmp, (ny, nx), nb, path)
-        if fmt == "COG":
-            _to_cog(tmp, final, (ny, nx), nb)
-        else:
-            os.replace(tmp, final)
-    finally:
-        discard(tmp)
-    stats["valid_pixels"] = n_valid
-    return stats
+        return default_client()
+    except (ImportError, ValueError):
+        return None
 
 
-def _check(verify, tmp, shape, count, path):
+def check_written(verify, tmp, shape, count, path):
+    """Run ``verify(tmp, shape, count)``; an incomplete file becomes a one-line :class:`OutputError`."""
     from .raster import IncompleteWrite
 
     try:
@@ -196,29 +103,19 @@ def _check(verify, tmp, shape, count, path):
         raise OutputError(f"cannot write output {path}: {exc}") from None
 
 
-def _to_cog(tmp, final, shape, count):
-    import rasterio
-    import rasterio.shutil
+def write_output(arr, path, fmt, grid, nodata, tags=None, metadata_from=None, descriptions=None, fits_header=None,
+                 wcs_header=None, fits_cards=None, progress=False) -> dict:
+    """Write the lazy ``arr`` (bands, rows, cols) on ``grid`` in ``fmt`` (GTiff, COG, FITS, Zarr): the one
+    dispatch every command and the accessor use. ``tags`` go into GeoTIFF/Zarr metadata, ``fits_cards``
+    into the FITS header (with ``fits_header``'s cards and ``wcs_header``'s WCS)."""
+    if fmt == "FITS":
+        return write_fits(arr, path, header=fits_header, wcs_header=wcs_header, tags=fits_cards,
+                          descriptions=descriptions, nodata=nodata, progress=progress)
+    if fmt == "Zarr":
+        return write_zarr(arr, path, grid, nodata, tags, descriptions, progress=progress)
+    from .geotiff import write_geotiff
 
-    from .raster import verify_complete
-
-    cog = temp_path_beside(final, ".tif")
-    try:
-        try:
-            rasterio.shutil.copy(tmp, cog, driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES", BIGTIFF="IF_SAFER",
-                                 OVERVIEWS="AUTO", NUM_THREADS="ALL_CPUS")
-        except Exception as exc:  # noqa: BLE001
-            raise OutputError(f"cannot write output {final}: {write_failure_reason(cog, exc)}") from None
-        _check(verify_complete, cog, shape, count, final)
-        os.replace(cog, final)
-    finally:
-        discard(cog)
-
-
-def write_failure_reason(path, exc):
-    from .raster import write_failure_reason as reason
-
-    return reason(path, exc)
+    return write_geotiff(arr, path, grid, nodata, fmt, metadata_from=metadata_from, tags=tags, progress=progress)
 
 
 # --- FITS ----------------------------------------------------------------------------------

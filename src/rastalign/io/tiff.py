@@ -1,14 +1,14 @@
-"""GeoTIFF tiles compressed on the workers, assembled once: the byte level of the GeoTIFF sink.
+"""GeoTIFF at the byte level: tiles encoded on the workers, and the file structure written once.
 
-GDAL writes the file's structure (every tag: size, CRS, geotransform, nodata, metadata,
-band descriptions, compression and predictor) as a *sparse* tiled file with no tile
-data. :func:`encode_tiles` turns a tile-aligned block of pixels into the file's tiles
-exactly as libtiff would store them (horizontal differencing, predictor 2, for integers;
-floating-point byte planes, predictor 3, for floats; then zlib deflate), so it runs on
-any worker and only compressed bytes travel. :class:`TileAssembler` appends the tiles to
-the sparse file in a fixed order and finally writes the ``TileOffsets`` /
-``TileByteCounts`` arrays at the end of the file and points the directory at them, so the
-result does not depend on what GDAL reserved for them.
+GDAL describes the output: it creates a tiny *sparse* tiled GeoTIFF (no tile data) whose first
+directory holds every tag (size, bands, sample format, photometric, compression, predictor,
+GeoKeys, geotransform, nodata, metadata, band descriptions). :func:`read_directory` reads
+those tags back as raw entries and :func:`write_structure` writes them, with the real tile
+index, as the directory of our own file; overview directories (a COG) reuse the pixel tags.
+
+:func:`encode_tiles` stores a tile-aligned block exactly as libtiff would (horizontal
+differencing, predictor 2, for integers; floating-point byte planes, predictor 3, for
+floats; then zlib deflate), so any worker can do it and only compressed bytes travel.
 """
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ import zlib
 import numpy as np
 
 LEVEL = 6  # zlib level: GDAL's default for DEFLATE
-TILE_OFFSETS, TILE_BYTE_COUNTS = 324, 325
+NEW_SUBFILE, WIDTH, LENGTH, TILE_OFFSETS, TILE_BYTE_COUNTS = 254, 256, 257, 324, 325
+# tags an overview directory shares with the full-resolution one (pixel layout, compression, nodata)
+PIXEL_TAGS = {258, 259, 262, 277, 284, 317, 322, 323, 338, 339, 42113}
+TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 16: 8, 17: 8, 18: 8}
 
 
 def predictor_for(dtype) -> int:
@@ -46,15 +49,15 @@ def _predict(tile, predictor):
 
 def encode_tiles(block, tile, fill=0):
     """The compressed tiles of a block ``(bands, rows, cols)`` whose top-left is on the tile grid:
-    a list (band, tile row, tile col order) of ``bytes``. Edge tiles are padded with ``fill``."""
+    a list in (tile row, tile col, band) order of ``bytes``. Edge tiles are padded with ``fill``."""
     block = np.asarray(block)
     nb, h, w = block.shape
     pred = predictor_for(block.dtype)
     nty, ntx = -(-h // tile), -(-w // tile)
     out = []
-    for b in range(nb):
-        for j in range(nty):
-            for i in range(ntx):
+    for j in range(nty):
+        for i in range(ntx):
+            for b in range(nb):
                 t = block[b, j * tile:(j + 1) * tile, i * tile:(i + 1) * tile]
                 if t.shape != (tile, tile):
                     pad = np.full((tile, tile), fill, block.dtype)
@@ -64,84 +67,100 @@ def encode_tiles(block, tile, fill=0):
     return out
 
 
-class TileAssembler:
-    """Appends compressed tiles to a sparse tiled TIFF made by GDAL and fixes its tile index.
+def tile_index(box, tile, n_bands, grid_tiles):
+    """File tile indexes of the tiles of ``box = (y0, y1, x0, x1)`` (tile-aligned), in the order
+    :func:`encode_tiles` returns them; ``grid_tiles = (tile rows, tile cols)`` of the image."""
+    nty, ntx = grid_tiles
+    j0, i0 = box[0] // tile, box[2] // tile
+    h, w = -(-(box[1] - box[0]) // tile), -(-(box[3] - box[2]) // tile)
+    return [b * nty * ntx + (j0 + j) * ntx + i0 + i for j in range(h) for i in range(w) for b in range(n_bands)]
 
-    ``add(index, data)`` appends one tile (``index`` in the file's tile order:
-    band-major for band-interleaved files); ``finish()`` writes the offset and byte-count
-    arrays and patches the first directory's two entries. Every tile must be added.
-    """
 
-    def __init__(self, path, n_tiles):
-        self.fh = open(path, "r+b")
-        self.n = int(n_tiles)
-        self.offsets = np.zeros(self.n, np.uint64)
-        self.counts = np.zeros(self.n, np.uint64)
-        self.fh.seek(0, 2)
-        self.end = self.fh.tell()
-        head = self._read(0, 16)
-        self.bo = "<" if head[:2] == b"II" else ">"
-        self.big = struct.unpack(self.bo + "H", head[2:4])[0] == 43
-
-    def _read(self, offset, n):
-        self.fh.seek(offset)
-        return self.fh.read(n)
-
-    def add(self, index, data):
-        self.end += (-self.end) % 2  # word-aligned, as libtiff does
-        self.fh.seek(self.end)
-        self.fh.write(data)
-        self.offsets[index], self.counts[index] = self.end, len(data)
-        self.end += len(data)
-
-    def finish(self):
-        if (self.counts == 0).any():
-            missing = int((self.counts == 0).sum())
-            raise ValueError(f"{missing} of {self.n} tiles were never written")
-        bo, big = self.bo, self.big
-        if not big and self.end > 2 ** 32 - 1:
-            raise ValueError("the compressed tiles exceed 4 GB in a classic TIFF")
-        ifd = struct.unpack(bo + ("Q" if big else "I"), self._read(8 if big else 4, 8 if big else 4))[0]
-        n = struct.unpack(bo + ("Q" if big else "H"), self._read(ifd, 8 if big else 2))[0]
-        esize, first = (20, ifd + 8) if big else (12, ifd + 2)
-        dt = np.dtype(bo + ("u8" if big else "u4"))
-        typ = 16 if big else 4  # LONG8 / LONG
-        patched = 0
+def read_directory(path):
+    """``(bigtiff, entries)`` of the first directory of a little-endian TIFF: ``{tag: (type, count, raw bytes)}``."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+        if head[:2] != b"II":
+            raise ValueError("not a little-endian TIFF")
+        big = struct.unpack("<H", head[2:4])[0] == 43
+        ifd = struct.unpack("<Q", head[8:16])[0] if big else struct.unpack("<I", head[4:8])[0]
+        fh.seek(ifd)
+        n = struct.unpack("<Q" if big else "<H", fh.read(8 if big else 2))[0]
+        esize, inline = (20, 8) if big else (12, 4)
+        raw = fh.read(n * esize)
+        entries = {}
         for k in range(n):
-            at = first + k * esize
-            tag = struct.unpack(bo + "H", self._read(at, 2))[0]
-            if tag not in (TILE_OFFSETS, TILE_BYTE_COUNTS):
-                continue
-            values = self.offsets if tag == TILE_OFFSETS else self.counts
-            count = struct.unpack(bo + ("Q" if big else "I"), self._read(at + 4, 8 if big else 4))[0]
-            if count != self.n:
-                raise ValueError(f"the file declares {count} tiles, {self.n} were expected")
-            raw = values.astype(dt).tobytes()
-            if len(raw) <= (8 if big else 4):
-                where = at + (12 if big else 8)
-                raw = raw.ljust(8 if big else 4, b"\0")
+            e = raw[k * esize:(k + 1) * esize]
+            tag, typ = struct.unpack("<HH", e[:4])
+            count = struct.unpack("<Q" if big else "<I", e[4:4 + (8 if big else 4)])[0]
+            size = TYPE_SIZE.get(typ, 1) * count
+            field = e[4 + (8 if big else 4):]
+            if size <= inline:
+                value = field[:size]
             else:
-                self.end += (-self.end) % 2
-                where = self.end
-                self.end += len(raw)
-            self.fh.seek(where)
-            self.fh.write(raw)
-            self.fh.seek(at + 2)
-            self.fh.write(struct.pack(bo + "H", typ))
-            if where != at + (12 if big else 8):
-                self.fh.seek(at + (12 if big else 8))
-                self.fh.write(struct.pack(bo + ("Q" if big else "I"), where))
-            patched += 1
-        if patched != 2:
-            raise ValueError("the file has no tile index to patch (not a tiled TIFF)")
-        self.fh.flush()
-        os_fsync(self.fh)
-
-    def close(self):
-        self.fh.close()
+                fh.seek(struct.unpack("<Q" if big else "<I", field)[0])
+                value = fh.read(size)
+            entries[tag] = (typ, count, value)
+    return big, entries
 
 
-def os_fsync(fh):
+def _long(values, big):
+    arr = np.asarray(values, np.uint64)
+    return (16, len(arr), arr.astype("<u8").tobytes()) if big else (4, len(arr), arr.astype("<u4").tobytes())
+
+
+def overview_entries(main, shape, big):
+    """Directory entries of an overview of ``shape`` (rows, cols): the pixel tags of ``main``."""
+    entries = {t: v for t, v in main.items() if t in PIXEL_TAGS}
+    entries[NEW_SUBFILE] = (4, 1, struct.pack("<I", 1))
+    entries[WIDTH] = (4, 1, struct.pack("<I", int(shape[1])))
+    entries[LENGTH] = (4, 1, struct.pack("<I", int(shape[0])))
+    return entries
+
+
+def directory_size(entries, big) -> int:
+    """Bytes a directory of ``entries`` (with its out-of-line values) occupies."""
+    esize, inline = (20, 8) if big else (12, 4)
+    n = len(entries)
+    size = (8 if big else 2) + n * esize + (8 if big else 4)
+    for typ, count, value in entries.values():
+        if len(value) > inline:
+            size += len(value) + len(value) % 2
+    return size
+
+
+def directory_bytes(entries, at, next_at, big) -> bytes:
+    """A directory placed at file offset ``at`` whose next-directory pointer is ``next_at``."""
+    esize, inline = (20, 8) if big else (12, 4)
+    tags = sorted(entries)
+    head = struct.pack("<Q" if big else "<H", len(tags))
+    extra_at = at + (8 if big else 2) + len(tags) * esize + (8 if big else 4)
+    body, extra = b"", b""
+    for tag in tags:
+        typ, count, value = entries[tag]
+        cfmt = "<Q" if big else "<I"
+        if len(value) <= inline:
+            field = value.ljust(inline, b"\0")
+        else:
+            field = struct.pack(cfmt, extra_at + len(extra))
+            extra += value + b"\0" * (len(value) % 2)
+        body += struct.pack("<HH", tag, typ) + struct.pack(cfmt, count) + field
+    return head + body + struct.pack("<Q" if big else "<I", next_at) + extra
+
+
+def header_bytes(first_ifd, big) -> bytes:
+    return (b"II" + struct.pack("<HHHQ", 43, 8, 0, first_ifd)) if big else (b"II" + struct.pack("<HI", 42, first_ifd))
+
+
+def with_tiles(entries, offsets, counts, big):
+    """``entries`` with the tile index ``offsets`` / ``counts``."""
+    out = dict(entries)
+    out[TILE_OFFSETS] = _long(offsets, big)
+    out[TILE_BYTE_COUNTS] = _long(counts, big)
+    return out
+
+
+def fsync(fh):
     import os
 
     try:
