@@ -83,8 +83,12 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
     Raises :class:`InputError`, :class:`OverlapError` or :class:`AlignmentError` (with a
     one-line message) when the pair cannot be aligned trustworthily.
     """
+    from .io.sources import absolute_path
+
     t0 = time.perf_counter()
     params = params or EstimateParams(**options)
+    # the proxies and the native windows are read by tasks, which may run in other folders
+    moving_image_path, fixed_image_path = absolute_path(moving_image_path), absolute_path(fixed_image_path)
     mov = inspect_raster(moving_image_path)
     fix = inspect_raster(fixed_image_path)
     check_crs(mov, fix)

@@ -1,7 +1,8 @@
 """Proxies: decimated images for estimation, and their edge proxies.
 
 A proxy is a block mean over *valid* pixels (a proxy pixel is valid when at least half
-of its block is), read strip by strip so memory stays bounded; when the file has a
+of its block is), read strip by strip, each strip a task of the active dask scheduler, so
+memory stays bounded and on a cluster the workers read the inputs; when the file has a
 suitable overview GDAL's averaged decimated read uses it. The edge proxy is the
 gradient magnitude, zero on and next to invalid pixels, so the borders of nodata,
 clouds masked as nodata and swath edges never look like structure.
@@ -57,27 +58,28 @@ def block_mean(data, valid, f):
 
 def read_proxy(path, band, shape, factor, nodata=None, box=None):
     """Decimated image of 0-based ``band`` over ``box = (y0, y1, x0, x1)`` (default: all) and
-    its validity, reading strips of whole blocks in parallel threads (GDAL releases the GIL)."""
-    from concurrent.futures import ThreadPoolExecutor
+    its validity: strips of whole blocks decimated by the active dask scheduler's workers
+    (threads, processes or a cluster), so only the proxy comes back."""
+    import dask
 
     by0, by1, bx0, bx1 = box if box is not None else (0, shape[0], 0, shape[1])
     nx = bx1 - bx0
     rows_per_strip = max(factor, (STRIP_BYTES // max(nx * 8, 1)) // factor * factor)
-    starts = list(range(by0, by1, rows_per_strip))
-
-    def strip(y0):
-        y1 = min(y0 + rows_per_strip, by1)
-        if factor > 1 and nodata is None:
-            # GDAL averages valid pixels while it decodes (no full-resolution copy in Python)
-            return _gdal_average(path, band, (y0, y1, bx0, bx1), factor)
-        data, ok = read_window(path, (y0, y1, bx0, bx1), bands=[band + 1], nodata=nodata)
-        if factor == 1:
-            return data[0].astype(np.float32), ok
-        return block_mean(data[0], ok, factor)
-
-    with ThreadPoolExecutor(2) as pool:
-        parts = list(pool.map(strip, starts))
+    task = dask.delayed(proxy_strip, pure=True)
+    parts = dask.compute(*[task(str(path), band, (y0, min(y0 + rows_per_strip, by1), bx0, bx1), factor, nodata)
+                           for y0 in range(by0, by1, rows_per_strip)])
     return np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts])
+
+
+def proxy_strip(path, band, box, factor, nodata):
+    """One strip of :func:`read_proxy`: ``(block means, validity)`` of ``box``."""
+    if factor > 1 and nodata is None:
+        # GDAL averages valid pixels while it decodes (no full-resolution copy in Python)
+        return _gdal_average(path, band, box, factor)
+    data, ok = read_window(path, box, bands=[band + 1], nodata=nodata)
+    if factor == 1:
+        return data[0].astype(np.float32), ok
+    return block_mean(data[0], ok, factor)
 
 
 def _gdal_average(path, band, box, factor):

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import ndimage
@@ -45,15 +42,9 @@ def _proxy(img, valid, use_edges):
     return edge_proxy(img, valid) if use_edges else (normalised(img, valid), valid)
 
 
-_local = threading.local()
-
-
-def _read(path, box, band, nodata):
-    """Window read through a per-thread open dataset (GDAL's block cache then serves
+def _read(cache, path, box, band, nodata):
+    """Window read through a dataset kept open for the task (GDAL's block cache then serves
     neighbouring windows without decompressing their tiles again)."""
-    cache = getattr(_local, "open", None)
-    if cache is None:
-        cache = _local.open = {}
     if path not in cache:
         import rasterio
 
@@ -61,13 +52,17 @@ def _read(path, box, band, nodata):
     return read_window(path, box, bands=[band + 1], nodata=nodata, dataset=cache[path])
 
 
-def _close_thread_datasets():
-    for ds in getattr(_local, "open", {}).values():
-        ds.close()
-    _local.open = {}
+def _batch(points, *args):
+    """Refine the windows at ``points``: one task of the active scheduler."""
+    cache = {}
+    try:
+        return [_one(p, cache, *args) for p in points]
+    finally:
+        for ds in cache.values():
+            ds.close()
 
 
-def _one(p, model, fixed_path, moving_path, fband, mband, fnodata, mnodata, fshape, mshape, window, use_edges):
+def _one(p, cache, model, fixed_path, moving_path, fband, mband, fnodata, mnodata, fshape, mshape, window, use_edges):
     h = window // 2
     cx, cy = int(round(p[0])), int(round(p[1]))
     pad = 2  # proxy border
@@ -75,7 +70,7 @@ def _one(p, model, fixed_path, moving_path, fband, mband, fnodata, mnodata, fsha
     fy1, fx1 = fy0 + window + 2 * pad, fx0 + window + 2 * pad
     if fy0 < 0 or fx0 < 0 or fy1 > fshape[0] or fx1 > fshape[1]:
         return None
-    fdata, fval = _read(fixed_path, (fy0, fy1, fx0, fx1), fband, fnodata)
+    fdata, fval = _read(cache, fixed_path, (fy0, fy1, fx0, fx1), fband, fnodata)
     fimg, fv = _proxy(fdata[0], fval, use_edges)
     fimg, fv = fimg[pad:-pad, pad:-pad], fv[pad:-pad, pad:-pad]
     if fv.mean() < 0.8:
@@ -87,7 +82,7 @@ def _one(p, model, fixed_path, moving_path, fband, mband, fnodata, mnodata, fsha
     mx0, mx1 = int(math.floor(mx.min())) - margin, int(math.ceil(mx.max())) + margin + 1
     if my0 < 0 or mx0 < 0 or my1 > mshape[0] or mx1 > mshape[1]:
         return None
-    mdata, mval = _read(moving_path, (my0, my1, mx0, mx1), mband, mnodata)
+    mdata, mval = _read(cache, moving_path, (my0, my1, mx0, mx1), mband, mnodata)
     mimg, mv = _proxy(mdata[0], mval, use_edges)
     coef = ndimage.spline_filter(mimg.astype(np.float64), order=3, mode="mirror")
     mask = erode3(erode3(mv))
@@ -112,11 +107,14 @@ def refine_native(model, tp: TiePoints, fixed_path, moving_path, fband, mband, f
     chosen = idx[pick_spread(tp.fixed[idx], tp.weight[idx], n_max, cell)]
     args = (model, str(fixed_path), str(moving_path), fband, mband, fnodata, mnodata, fshape, mshape, window,
             use_edges)
-    nthreads = min(4, os.cpu_count() or 1)
-    with ThreadPoolExecutor(nthreads) as pool:
-        res = [r for r in pool.map(lambda i: _one(tp.fixed[i], *args), chosen) if r is not None]
-        # close the per-thread datasets inside their own threads
-        list(pool.map(lambda _: _close_thread_datasets(), range(4 * nthreads)))
+    import dask
+
+    from .io.sinks import parallelism
+
+    groups = [g for g in np.array_split(np.asarray(chosen), min(len(chosen), 4 * parallelism())) if len(g)]
+    task = dask.delayed(_batch, pure=True)
+    done = dask.compute(*[task(tp.fixed[g], *args) for g in groups])
+    res = [r for part in done for r in part if r is not None]
     if not res:
         return tp
     pf = np.array([r[0] for r in res], float)

@@ -85,6 +85,8 @@ def progress_bar(enabled, total, what):
 
 def active_client():
     """The default ``distributed.Client`` when one is active, else ``None``."""
+    if "distributed" not in sys.modules:  # no client can exist; do not pay for the import
+        return None
     try:
         from distributed import default_client
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 
-def _absolute(path) -> str:
+def absolute_path(path) -> str:
     """Local paths made absolute (a worker's working folder is not the client's); URLs and GDAL's
     ``/vsi...`` paths unchanged."""
     p = str(path)
@@ -32,7 +32,7 @@ class RasterSource:
     bands: Optional[Tuple[int, ...]] = None
 
     def __post_init__(self):
-        object.__setattr__(self, "path", _absolute(self.path))
+        object.__setattr__(self, "path", absolute_path(self.path))
 
     @property
     def n_bands(self) -> int:
@@ -58,7 +58,7 @@ class FitsSource:
     nodata: Optional[float] = None
 
     def __post_init__(self):
-        object.__setattr__(self, "path", _absolute(self.path))
+        object.__setattr__(self, "path", absolute_path(self.path))
 
     @property
     def n_bands(self) -> int:

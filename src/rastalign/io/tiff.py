@@ -8,16 +8,16 @@ index, as the directory of our own file; overview directories (a COG) reuse the 
 
 :func:`encode_tiles` stores a tile-aligned block exactly as libtiff would (horizontal
 differencing, predictor 2, for integers; floating-point byte planes, predictor 3, for
-floats; then zlib deflate), so any worker can do it and only compressed bytes travel.
+floats; then zlib-wrapped deflate by libdeflate), so any worker can do it and only compressed bytes travel.
 """
 from __future__ import annotations
 
 import struct
-import zlib
 
+import deflate
 import numpy as np
 
-LEVEL = 6  # zlib level: GDAL's default for DEFLATE
+LEVEL = 6  # GDAL's default DEFLATE level; libdeflate, as GDAL uses: ~5x zlib's speed, the same stream format
 NEW_SUBFILE, WIDTH, LENGTH, TILE_OFFSETS, TILE_BYTE_COUNTS = 254, 256, 257, 324, 325
 # tags an overview directory shares with the full-resolution one (pixel layout, compression, nodata)
 PIXEL_TAGS = {258, 259, 262, 277, 284, 317, 322, 323, 338, 339, 42113}
@@ -63,7 +63,7 @@ def encode_tiles(block, tile, fill=0):
                     pad = np.full((tile, tile), fill, block.dtype)
                     pad[:t.shape[0], :t.shape[1]] = t
                     t = pad
-                out.append(zlib.compress(_predict(t, pred), LEVEL))
+                out.append(deflate.zlib_compress(_predict(t, pred), LEVEL))
     return out
 
 

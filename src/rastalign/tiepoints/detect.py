@@ -105,11 +105,18 @@ def _tile_job(read, shape, core, overlap, sep_thresh):
 
 
 def _run_tiles(read, shape, cores, overlap, sep_thresh, workers, processes):
-    """Tiles in forked worker *processes* when the caller says the reader can travel
-    (``processes``) and the process has one thread (sep holds the GIL, so threads do not
+    """Tiles as tasks of the active ``distributed`` cluster when the reader can travel
+    (``processes``); else in forked worker *processes* when the process has one thread (sep holds the GIL, so threads do not
     run extraction in parallel), else in threads; serially for one worker or few tiles.
     Same tiles, same results."""
     jobs = [(read, shape, c, overlap, sep_thresh) for c in cores]
+    from ..io.sinks import active_client
+
+    if processes and active_client() is not None:  # a dask cluster: every tile is a task of its workers
+        import dask
+
+        task = dask.delayed(_tile_job, pure=True)
+        return list(dask.compute(*[task(*a) for a in jobs]))
     if workers <= 1 or len(cores) < MIN_TILES_FOR_PROCESSES:
         return [_tile_job(*a) for a in jobs]
     import threading
