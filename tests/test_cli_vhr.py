@@ -143,3 +143,48 @@ def test_fits_output_equals_geotiff_output(pair, tmp_path, capsys):
     ref = read_tif(tif)[0]
     assert data.shape == ref.shape
     assert np.array_equal(data, ref)  # uint16 widened losslessly to int32, same rounding and clipping
+
+
+def test_every_option_is_documented_with_its_default_once_and_mistakes_are_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from rastalign.cli import demo, fits, vhr
+
+    parsers = [vhr.build_parser(), fits.build_parser(), fits.build_simple_parser(), demo.build_parser()]
+    parsers += [a.choices[c] for a in demo.build_parser()._actions if a.choices and hasattr(a, "add_parser")
+                for c in a.choices]
+    for p in parsers:
+        text = p.format_help()
+        for action in p._actions:
+            if action.option_strings and action.option_strings[0] not in ("-h", "--version"):
+                assert action.help, (p.prog, action.option_strings)
+        assert "(default: None)" not in text and text.count("(default: ") < 60, p.prog
+        for line in text.split("\n  -"):
+            assert line.lower().count("default") <= 1, (p.prog, line)
+    for cmd in (["rastalign.cli.vhr", "--moving-image", "a.tif", "--fixed-image", "b.tif", "--output-image", "c.tif",
+                 "--resampling", "foo"],
+                ["rastalign.cli.vhr", "--moving-image", "a.tif", "--fixed-image", "b.tif", "--output-image", "c.tif",
+                 "--solve-resolutions", "abc"],
+                ["rastalign.cli.demo", "apply", "--model", "m.json", "--moving-image", "a.tif", "--output-image", "c.tif",
+                 "--resampling", "foo"]):
+        r = subprocess.run([sys.executable, "-m", *cmd], capture_output=True, text=True, cwd=tmp_path)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "error:" in r.stderr and "usage" not in r.stderr
+    r = subprocess.run([sys.executable, "-c", "from rastalign.cli.fits import main; main(['--version'])"],
+                       capture_output=True, text=True)
+    assert "align-fits (rastalign)" in r.stdout
+
+
+def test_demo_without_a_folder_leaves_nothing_behind(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    r = subprocess.run([sys.executable, "-m", "rastalign.cli.demo", "demo"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["demo"]["model_error_vs_truth_px"]["max"] < 0.1 and s["quality"]["passed"]
+    assert s["demo"]["kept"] is False and "removed" in r.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -111,3 +111,23 @@ def test_pixel_mapping_round_trip():
     fx, fy = pixel_mapping(a, b)(x, y)
     bx, by = pixel_mapping(b, a)(fx, fy)
     assert np.allclose(bx, x, atol=1e-6) and np.allclose(by, y, atol=1e-6)
+
+
+def test_overlap_box_keeps_coincident_edges_and_names_a_tiny_overlap(tmp_path):
+    """Identical grids overlap in every pixel (the last row and column were dropped); a 1x1 raster on a
+    fixed pixel overlaps by 1 x 1 (not "at all"), and says how many pixels it would need."""
+    from rastalign.errors import OverlapError
+    from rastalign.grids import overlap_box
+
+    from conftest import write_tif
+
+    fixed = inspect_raster(write_tif(tmp_path / "f.tif", np.ones((40, 50), np.uint16), transform=UTM))
+    same = inspect_raster(write_tif(tmp_path / "s.tif", np.ones((40, 50), np.uint16), transform=UTM))
+    assert overlap_box(same, fixed) == (0, 40, 0, 50)
+    half = (0.5, 0.0, UTM[2] + 0.5 * 10.25, 0.0, -0.5, UTM[5] - 0.5 * 3.5)  # offset by (10.25, 3.5) px
+    part = inspect_raster(write_tif(tmp_path / "p.tif", np.ones((20, 30), np.uint16), transform=half))
+    assert overlap_box(part, fixed) == (3, 24, 10, 41)
+    one = (0.5, 0.0, UTM[2] + 0.5 * 7, 0.0, -0.5, UTM[5] - 0.5 * 9)
+    tiny = inspect_raster(write_tif(tmp_path / "t.tif", np.ones((1, 1), np.uint16), transform=one))
+    with pytest.raises(OverlapError, match=r"overlap by only 1 x 1 fixed pixels"):
+        overlap_box(tiny, fixed)

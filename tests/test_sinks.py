@@ -196,3 +196,15 @@ def test_cog_overviews_are_valid_pixel_means_made_blockwise(tmp_path, monkeypatc
 
     valid, errors, _ = cog_validate(str(out))
     assert valid, errors
+
+
+def test_progress_covers_the_whole_run(pair, tmp_path):
+    """``--progress`` draws one line through estimation and the warp; without it stderr stays empty."""
+    d, moving, fixed = pair
+    r = _cli(["--moving-image", moving, "--fixed-image", fixed, "--output-image", tmp_path / "a.tif", "--progress"])
+    assert r.returncode == 0 and json.loads(r.stdout)["output_image_path"].endswith("a.tif")
+    states = [s.strip() for s in r.stderr.replace("\x1b[K", "").splitlines() if s.strip()]  # text mode: \r -> \n
+    assert any(s.startswith("estimate") and "tasks" in s for s in states), states
+    assert states[-1].startswith("warp + write") and "blocks" in states[-1], states
+    r = _cli(["--moving-image", moving, "--fixed-image", fixed, "--output-image", tmp_path / "b.tif"])
+    assert r.returncode == 0 and r.stderr == ""

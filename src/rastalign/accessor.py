@@ -285,10 +285,14 @@ def to_raster(aligned, path, format=None, overwrite=False, progress=False):
         arr = da.from_array(np.asarray(arr), chunks=(-1, 2048, 2048))
     model = aligned.attrs.get("rastalign_model")
     wcs = aligned.attrs.get("wcs")
-    return write_output(arr, path, fmt, info, info.nodata, tags={"RASTALIGN_MODEL": model[:30000]} if model else None,
-                        fits_header=aligned.attrs.get("fits_header"),
-                        wcs_header=None if wcs is None else wcs.to_header(relax=True),
-                        fits_cards={"RAMODEL": "rastalign"} if model else None, progress=progress)
+    from .progress import run_progress
+
+    with run_progress(progress):
+        return write_output(arr, path, fmt, info, info.nodata,
+                            tags={"RASTALIGN_MODEL": model[:30000]} if model else None,
+                            fits_header=aligned.attrs.get("fits_header"),
+                            wcs_header=None if wcs is None else wcs.to_header(relax=True),
+                            fits_cards={"RAMODEL": "rastalign"} if model else None)
 
 
 def _wrap(moving, data, model, out, grid, nodata, fits):

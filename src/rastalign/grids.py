@@ -76,11 +76,14 @@ def overlap_box(moving, fixed):
     """Integer fixed-pixel box ``(y0, y1, x0, x1)`` covered by both images; raises if empty."""
     x0, y0, x1, y1 = footprint_box(moving.shape, pixel_mapping(moving, fixed))
     fy, fx = fixed.shape
+    # every fixed pixel whose area overlaps the footprint: i + 0.5 > x0 and i - 0.5 < x1
     bx0, by0 = max(int(np.ceil(x0 - 0.5 + 1e-9)), 0), max(int(np.ceil(y0 - 0.5 + 1e-9)), 0)
-    bx1, by1 = min(int(np.floor(x1 + 0.5 - 1e-9)), fx), min(int(np.floor(y1 + 0.5 - 1e-9)), fy)
+    bx1, by1 = min(int(np.ceil(x1 + 0.5 - 1e-9)), fx), min(int(np.ceil(y1 + 0.5 - 1e-9)), fy)
+    if bx1 <= bx0 or by1 <= by0:
+        raise OverlapError("the moving and fixed images do not overlap at all")
     if bx1 - bx0 < 8 or by1 - by0 < 8:
-        raise OverlapError("the moving and fixed images do not overlap"
-                           + ("" if bx1 > bx0 and by1 > by0 else " at all"))
+        raise OverlapError(f"the moving and fixed images overlap by only {by1 - by0} x {bx1 - bx0} fixed pixels "
+                           f"(at least 8 x 8 are needed to align)")
     return by0, by1, bx0, bx1
 
 

@@ -263,8 +263,7 @@ def apply(moving_image_path, model: AlignmentModel, output_image_path, grid, par
     cards = {f"GT_{k}": float(v) for k, v in zip("ABCDEF", grid.transform)}
     cards["RA_MODEL"] = "rastalign model: see the JSON written beside the output"
     stats = write_output(arr, output_image_path, fmt, grid, nodata, tags={"RASTALIGN_MODEL": model.to_json(indent=None)[:30000]},
-                         metadata_from=moving_image_path, descriptions=mov.descriptions, fits_cards=cards,
-                         progress=params.progress)
+                         metadata_from=moving_image_path, descriptions=mov.descriptions, fits_cards=cards)
     stats.update({"prefilter_box_px": prefilter_size(model), "n_chunks": int(np.prod(arr.numblocks)),
                   "chunks": [list(c) for c in arr.chunks[1:]], "output_nodata": nodata})
     return stats
@@ -281,6 +280,7 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
     Extra options: ``temp_dir``, ``keep_temp_dir``, ``model_out``, ``report_out``.
     """
     from .report import build_report, write_report
+    from .progress import run_progress, stage
     from .scheduler import use_scheduler
 
     t0 = time.perf_counter()
@@ -300,7 +300,9 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
     work = Path(tempfile.mkdtemp(prefix="rastalign_", dir=rest.get("temp_dir")))
     keep = bool(rest.get("keep_temp_dir"))
     try:
-        with use_scheduler(warp_p.scheduler, warp_p.n_workers, warp_p.threads_per_worker):
+        with use_scheduler(warp_p.scheduler, warp_p.n_workers, warp_p.threads_per_worker), \
+                run_progress(warp_p.progress):
+            stage("estimate")
             est = estimate(moving_image_path, fixed_image_path, est_p)
             mov = inspect_raster(moving_image_path)
             fix = inspect_raster(fixed_image_path)
@@ -310,6 +312,7 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
             model, rebase_err = rebase(est.model, grid, fix)
             est.info["output_grid_fit_error_px"] = rebase_err
             t1 = time.perf_counter()
+            stage("warp + write")
             stats = apply(moving_image_path, model, out, grid, warp_p, est_p.moving_nodata, warp_p.output_nodata,
                           fix)
         report = build_report(est, model, stats, mov, fix, grid, est_p, warp_p,

@@ -118,7 +118,7 @@ def erode3(valid):
 
 def edge_proxy(img, valid):
     """Gradient magnitude (central differences), zero on and next to invalid pixels."""
-    x = np.asarray(img, np.float32)
+    x = np.where(valid, np.asarray(img, np.float32), np.float32(0))  # invalid (NaN/Inf) values never enter
     gx = np.zeros_like(x)
     gy = np.zeros_like(x)
     gx[:, 1:-1] = x[:, 2:] - x[:, :-2]

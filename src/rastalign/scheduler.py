@@ -40,6 +40,15 @@ def _reason(exc) -> str:
     return f"{exc.__class__.__name__}: {text[:200]}" if text else exc.__class__.__name__
 
 
+def _quiet_distributed():
+    """distributed sets its loggers to INFO when imported (after the CLI set up logging): keep them at
+    WARNING unless the root logger is at DEBUG (``-vv``), so a run prints its result, not the cluster's life."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core",
+                     "distributed.worker", "distributed.http.proxy", "distributed.client"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 @contextlib.contextmanager
 def use_scheduler(scheduler="threads", n_workers=None, threads_per_worker=None):
     """Run the ``with`` block's dask computations on ``scheduler``; yields the ``Client`` or ``None``.
@@ -71,6 +80,7 @@ def use_scheduler(scheduler="threads", n_workers=None, threads_per_worker=None):
         return
     from distributed import Client, LocalCluster
 
+    _quiet_distributed()
     if sched == "distributed":
         cluster = LocalCluster(n_workers=n_workers or 2, threads_per_worker=threads_per_worker or 1,
                                processes=True, dashboard_address=":0", silence_logs=logging.ERROR)

@@ -64,6 +64,7 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
     from ..io.sinks import write_fits
     from ..io.sources import FitsSource
     from ..params import WarpParams
+    from ..progress import run_progress, stage
     from ..scheduler import use_scheduler
     from ..io.fits import resolve_ext
     from ..warp.graph import lazy_warp
@@ -75,7 +76,8 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
     wp = WarpParams(resampling=resampling_for(o["interp_order"]), split_factor=split_factor, chunks=chunks,
                     scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
                     progress=progress)
-    with use_scheduler(wp.scheduler, wp.n_workers, wp.threads_per_worker):
+    with use_scheduler(wp.scheduler, wp.n_workers, wp.threads_per_worker), run_progress(wp.progress):
+        stage("detect + fit")
         model, ev = estimate_fits(source_path, template_path, **opts)
         t_est = time.perf_counter() - t0
         sinfo, tinfo = ev["source_info"], ev["template_info"]
@@ -85,13 +87,14 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
             wcs_header["CRPIX1"] = float(wcs_header.get("CRPIX1", 0.0)) - model.pre[0, 2]
             wcs_header["CRPIX2"] = float(wcs_header.get("CRPIX2", 0.0)) - model.pre[1, 2]
         mask_ext = None if source_mask_ext is None else resolve_ext(source_path, source_mask_ext)
+        stage("warp + write")
         src = FitsSource(str(source_path), int(sinfo.ext), tuple(sinfo.shape), mask_ext)
         arr = lazy_warp(src, model, model.output_shape, wp, "float32", np.nan)
         extra = {"RAMODEL": "rastalign FITS stars", "RANMATCH": ev["stats"]["n_matched"],
                  "RARMS": round(ev["stats"]["rms_px"], 5)}
         wstats = write_fits(arr, output_path, header=sinfo.header, wcs_header=wcs_header, tags=extra,
                             cval=float(o["cval"]), cval_mask=int(o["cval_mask"]),
-                            mask=write_mask or source_mask_ext is not None, progress=wp.progress)
+                            mask=write_mask or source_mask_ext is not None)
     if model_out:
         model.to_json(model_out)
     st = ev["stats"]

@@ -10,21 +10,26 @@ import time
 from pathlib import Path
 
 from .. import __version__
-from .common import parse_chunks, run, setup_logging
+from .common import OneLineParser, parse_chunks, run, setup_logging
 
 PROG = "rastalign"
 DEMO_TRUTH = dict(shape=(1536, 1536), rotation_deg=0.35, shift=(12.3, -7.6), distortion_px=2.0)
 
 
 def demo(folder=None, overwrite=True, progress=False):
-    """Run the demo in ``folder`` (a new temporary folder by default); returns the summary dict."""
+    """Run the demo in ``folder`` (kept), or in a temporary folder removed afterwards; returns the summary."""
     import numpy as np
 
     from ..io.raster import read_window
     from ..pipeline import align_image_pair
     from ..testing import measure_misregistration, model_error, summarize, write_pair
 
-    folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="rastalign_demo_"))
+    if folder is None:  # nothing is left behind: the files go with the temporary folder
+        with tempfile.TemporaryDirectory(prefix="rastalign_demo_") as tmp:
+            summary = demo(tmp, overwrite, progress)
+        summary["demo"].update(folder=None, files=None, kept=False)
+        return summary
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     moving, fixed, truth = write_pair(folder, bands=3, seed=7, **DEMO_TRUTH)
@@ -38,7 +43,7 @@ def demo(folder=None, overwrite=True, progress=False):
     shifts = measure_misregistration(a[0], f[0], va & vf, window=128)
     summary = res.summary()
     summary["demo"] = {
-        "folder": str(folder),
+        "folder": str(folder), "kept": True,
         "truth": {k: (list(v) if isinstance(v, tuple) else v) for k, v in DEMO_TRUTH.items()},
         "model_error_vs_truth_px": {"median": float(np.median(err)), "p95": float(np.percentile(err, 95)),
                                     "max": float(err.max())},
@@ -56,6 +61,7 @@ def apply_model(args):
     from ..model.model import AlignmentModel
     from ..params import WarpParams, output_format_for
     from ..pipeline import apply
+    from ..progress import run_progress, stage
     from ..scheduler import use_scheduler
     from ..io.atomic import check_output_path
 
@@ -80,25 +86,27 @@ def apply_model(args):
                     output_format=args.output_format, overwrite=args.overwrite, scheduler=args.scheduler,
                     n_workers=args.n_workers, threads_per_worker=args.threads_per_worker, progress=args.progress)
     output_format_for(args.output_image, wp.output_format)
-    with use_scheduler(wp.scheduler, wp.n_workers, wp.threads_per_worker):
+    with use_scheduler(wp.scheduler, wp.n_workers, wp.threads_per_worker), run_progress(wp.progress):
+        stage("warp + write")
         stats = apply(args.moving_image, model, args.output_image, grid, wp, args.moving_nodata, args.output_nodata)
     return {"output_image_path": args.output_image, **stats}
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog=PROG, description="rastalign: raster alignment for scenes of any size.")
+    p = OneLineParser(prog=PROG, description="rastalign: raster alignment for scenes of any size.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="align a synthetic pair with a known misregistration and score it")
     d.add_argument("folder", nargs="?", default=None, help="where to write the pair and outputs (default: a temp folder)")
-    d.add_argument("--progress", action="store_true")
-    d.add_argument("-v", "--verbose", action="count", default=0)
+    d.add_argument("--progress", action="store_true", help="progress line on stderr")
+    d.add_argument("-v", "--verbose", action="count", default=0, help="more logging; tracebacks on error")
     a = sub.add_parser("apply", help="apply a saved model (JSON) to a moving image")
-    a.add_argument("--model", required=True)
-    a.add_argument("--moving-image", required=True)
-    a.add_argument("--output-image", required=True)
+    a.add_argument("--model", required=True, help="model JSON (--model-out of vhr-align-image-pair)")
+    a.add_argument("--moving-image", required=True, help="raster to warp (every band), path")
+    a.add_argument("--output-image", required=True, help="output path (.tif, .cog.tif, .fits or .zarr)")
     a.add_argument("--like", default=None, help="raster whose grid the model's output grid is (e.g. the fixed image)")
-    a.add_argument("--resampling", choices=("nearest", "bilinear", "cubic", "lanczos", "bspline"), default="cubic")
+    a.add_argument("--resampling", choices=("nearest", "bilinear", "cubic", "lanczos", "bspline"), default="cubic",
+                   help="interpolation of the moving image")
     a.add_argument("--split-factor", type=int, default=None,
                    help="2^k output chunks (default: automatic, about 64 MB per chunk)")
     a.add_argument("--chunks", type=parse_chunks, default=None, help="output chunk size ROWS[,COLS] in pixels")
@@ -112,7 +120,7 @@ def build_parser():
     a.add_argument("--threads-per-worker", type=int, default=None, help="threads per worker (default 1)")
     a.add_argument("--progress", action="store_true", help="progress bar on stderr")
     a.add_argument("--overwrite", action="store_true", help="replace an existing output (never an input)")
-    a.add_argument("-v", "--verbose", action="count", default=0)
+    a.add_argument("-v", "--verbose", action="count", default=0, help="more logging; tracebacks on error")
     return p
 
 
@@ -122,7 +130,10 @@ def main(argv=None) -> int:
     if args.command == "demo":
         def go():
             s = demo(args.folder, progress=args.progress)
-            print(f"demo outputs in {s['demo']['folder']} (aligned.tif, model.json, report.json)", file=sys.stderr)
+            if s["demo"]["kept"]:
+                print(f"demo outputs in {s['demo']['folder']} (aligned.tif, model.json, report.json)", file=sys.stderr)
+            else:
+                print("demo files removed; run 'rastalign demo DIR' to keep them in DIR", file=sys.stderr)
             return s
         return run(PROG, go, args.verbose)
     return run(PROG, lambda: apply_model(args), args.verbose)

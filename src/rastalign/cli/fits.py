@@ -15,7 +15,8 @@ import logging
 import sys
 
 from ..errors import RastalignError
-from .common import parse_chunks, setup_logging
+from .. import __version__
+from .common import OneLineParser, parse_chunks, setup_logging
 
 PROG = "align-fits"
 
@@ -47,11 +48,6 @@ def _ext(text):
     return int(text) if text.strip().lstrip("-").isdigit() else text
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _common(p):
     p.add_argument("--source-ext", type=_ext, default=None,
                    help="HDU of the source image: index or EXTNAME (default: first HDU with image data)")
@@ -72,11 +68,12 @@ def _common(p):
                    "(default: automatic, about 64 MB per chunk)")
     p.add_argument("--progress", action="store_true", help="progress bar on stderr")
     p.add_argument("-v", "--verbose", action="count", default=0, help="-v INFO, -vv DEBUG (and tracebacks)")
+    p.add_argument("--version", action="version", version=f"%(prog)s (rastalign) {__version__}")
 
 
 def build_parser():
-    p = _Parser(prog=PROG, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                description="Align a FITS image onto a template by its stars (spalipy's align-fits).")
+    p = OneLineParser(prog=PROG,
+                      description="Align a FITS image onto a template by its stars (spalipy's align-fits).")
     p.add_argument("source_fits", help="source FITS image to transform")
     p.add_argument("output_filename", help="where to write the aligned source (FITS, template grid)")
     p.add_argument("-sc", "--source-cat", default=None, help="source SExtractor catalogue (else sep detects)")
@@ -117,8 +114,8 @@ def build_parser():
 
 
 def build_simple_parser():
-    p = _Parser(prog="align-fits-simple", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                description="Align a FITS image onto a template with an affine transform (spalipy's simple mode).")
+    p = OneLineParser(prog="align-fits-simple",
+                      description="Align a FITS image onto a template with an affine transform (spalipy's simple mode).")
     p.add_argument("source_fits", help="source FITS image to transform")
     p.add_argument("output_filename", help="where to write the aligned source")
     p.add_argument("template_fits", help="template FITS image")

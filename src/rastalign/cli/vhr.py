@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__
-from .common import parse_chunks, run, setup_logging
+from .common import OneLineParser, parse_chunks, run, setup_logging
 
 PROG = "vhr-align-image-pair"
 
@@ -24,8 +24,7 @@ def _resolutions(text):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Align a moving raster onto a fixed (reference) raster.",
-                                allow_abbrev=False)
+    p = OneLineParser(prog=PROG, description="Align a moving raster onto a fixed (reference) raster.")
     b = argparse.BooleanOptionalAction
     g = p.add_argument_group("inputs and output")
     g.add_argument("--moving-image", required=True, help="raster to align (every band is warped)")
@@ -60,22 +59,27 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--like", default=None, help="write on this raster's grid (any CRS)")
     w.add_argument("--output-crs", default=None, help="write in this CRS (e.g. EPSG:3857), covering the moving footprint")
     w.add_argument("--output-resolution", type=float, default=None, help="output pixel size in output CRS units")
-    w.add_argument("--resampling", choices=("nearest", "bilinear", "cubic", "lanczos", "bspline"), default="cubic")
+    w.add_argument("--resampling", choices=("nearest", "bilinear", "cubic", "lanczos", "bspline"), default="cubic",
+                   help="interpolation of the moving image (bspline: prefiltered cubic B-spline, scipy's order 3); "
+                        "an output grid 1.5x or more coarser box-averages first")
     w.add_argument("--split-factor", type=int, default=None,
-                   help="2^k output chunks (2^ceil(k/2) columns x 2^floor(k/2) rows); default: automatic by memory")
-    w.add_argument("--chunks", type=parse_chunks, default=None, help="output chunk size ROWS[,COLS] in pixels")
+                   help="2^k output chunks (2^ceil(k/2) columns x 2^floor(k/2) rows); default: automatic, about "
+                        "64 MB per chunk")
+    w.add_argument("--chunks", type=parse_chunks, default=None,
+                   help="output chunk size ROWS[,COLS] in pixels (default: --split-factor, else automatic)")
     w.add_argument("--output-format", default=None, metavar="{GTiff,COG,FITS,Zarr}",
                    help="output format, any case (default: from the suffix: .tif GTiff, .cog.tif COG, .fits FITS, "
                         ".zarr Zarr written by the workers)")
     w.add_argument("--trim-edge-invalid", action=b, default=False,
                    help="set output pixels within --edge-trim-depth of invalid pixels to nodata")
-    w.add_argument("--edge-trim-depth", type=int, default=8)
+    w.add_argument("--edge-trim-depth", type=int, default=8, help="pixels trimmed by --trim-edge-invalid")
     w.add_argument("--overwrite", action="store_true", help="replace an existing output (never an input)")
     s = p.add_argument_group("execution and reporting")
     s.add_argument("--scheduler", default="threads",
                    help="threads | processes | synchronous | distributed | tcp://host:port")
-    s.add_argument("--n-workers", type=int, default=None, help="workers of --scheduler distributed")
-    s.add_argument("--threads-per-worker", type=int, default=None)
+    s.add_argument("--n-workers", type=int, default=None, help="workers of --scheduler distributed (default 2)")
+    s.add_argument("--threads-per-worker", type=int, default=None,
+                   help="threads per worker of --scheduler distributed (default 1)")
     s.add_argument("--progress", action="store_true", help="progress bar on stderr")
     s.add_argument("--temp-dir", default=None, help="parent folder of the working folder")
     s.add_argument("--keep-temp-dir", action="store_true", help="keep the working folder (tie points, report)")

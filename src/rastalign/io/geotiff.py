@@ -113,7 +113,7 @@ def _describe(final, arr, grid, nodata, tile, big, metadata_from, tags):
         discard(desc)
 
 
-def write_geotiff(arr, path, grid, nodata, fmt="GTiff", metadata_from=None, tags=None, progress=False) -> dict:
+def write_geotiff(arr, path, grid, nodata, fmt="GTiff", metadata_from=None, tags=None) -> dict:
     """Write the lazy ``arr`` (bands, rows, cols) as a tiled, deflated GeoTIFF (or COG with overviews)
     on ``grid`` (``shape``, ``transform``, ``crs``), with the metadata of the raster ``metadata_from``
     (tags, descriptions, units, scales/offsets, colours) and ``tags``; atomic and verified."""
@@ -128,9 +128,9 @@ def write_geotiff(arr, path, grid, nodata, fmt="GTiff", metadata_from=None, tags
     tmp = temp_path_beside(final, ".tif")
     try:
         if fmt == "COG":
-            stats = _write_cog(arr, tmp, entries, tile, big, nodata, progress)
+            stats = _write_cog(arr, tmp, entries, tile, big, nodata)
         else:
-            stats = _write_tiled(arr, tmp, entries, tile, big, nodata, progress)
+            stats = _write_tiled(arr, tmp, entries, tile, big, nodata)
         check_written(verify_complete, tmp, (ny, nx), nb, path)
         os.replace(tmp, final)
     except OSError as exc:
@@ -148,7 +148,7 @@ def _encode(block, box, tile, nodata):
     return tiff.encode_tiles(block, tile, _fill(block.dtype, nodata)), int(_valid(block, nodata).sum())
 
 
-def _write_tiled(arr, tmp, entries, tile, big, nodata, progress):
+def _write_tiled(arr, tmp, entries, tile, big, nodata):
     """GTiff: tiles appended in block order as they complete; the directory last."""
     from .sinks import consume
 
@@ -169,7 +169,7 @@ def _write_tiled(arr, tmp, entries, tile, big, nodata, progress):
                 fh.write(data)
 
         step = max(tile, (int(arr.chunks[1][0]) // tile) * tile)
-        t = consume(_aligned(arr, step), partial(_encode, tile=tile, nodata=nodata), put, progress)
+        t = consume(_aligned(arr, step), partial(_encode, tile=tile, nodata=nodata), put)
         at = fh.tell() + fh.tell() % 2
         fh.seek(at)
         fh.write(tiff.directory_bytes(tiff.with_tiles(entries, offsets, counts, big), at, 0, big))
@@ -299,13 +299,14 @@ def _level_tiles(res, k):
     return res[0][k]
 
 
-def _write_cog(arr, tmp, entries, tile, big, nodata, progress):
+def _write_cog(arr, tmp, entries, tile, big, nodata):
     """COG: the pyramid on the workers, then header, structural metadata, directories and data."""
     import time
 
     import dask
 
-    from .sinks import active_client, blocks, parallelism, progress_bar
+    from .. import progress
+    from .sinks import active_client, blocks, parallelism
 
     t0 = time.perf_counter()
     nb, ny, nx = (int(v) for v in arr.shape)
@@ -320,15 +321,14 @@ def _write_cog(arr, tmp, entries, tile, big, nodata, progress):
     level_blocks = [[(b, _level_box(box, k)) for b, (_, box) in enumerate(items)] for k in range(m + 1)]
     level_blocks += [[(0, (0, shapes[k][0], 0, shapes[k][1]))] for k in range(m + 1, n_ov + 1)]
     client = active_client()
-    bar = progress_bar(progress, len(items), "COG")
     store = _Held(client) if client is not None else _Spool(tmp)
     try:
         if client is not None:
             from distributed import as_completed
 
             futs = client.compute([task(delayed[idx], box) for idx, box in items])
-            for _ in as_completed(futs):
-                bar(1)
+            for n, _ in enumerate(as_completed(futs), start=1):
+                progress.blocks(n, len(items))
             for b, f in enumerate(futs):
                 for k in range(m + 1):
                     store.add((k, b), client.submit(_level_tiles, f, k, pure=False))
@@ -350,12 +350,11 @@ def _write_cog(arr, tmp, entries, tile, big, nodata, progress):
                         store.add((k, b), res[0][k])
                     pieces.append(res[1])
                     n_valid += res[2]
-                bar(len(part))
+                progress.blocks(s + len(part), len(items))
             if n_ov > m:
                 for j, tiles in enumerate(_rest(pieces, boxes_m, shapes[m], tile, n_ov - m, nodata)):
                     store.add((m + 1 + j, 0), tiles)
             del pieces
-        bar(0, close=True)
         _assemble(tmp, entries, shapes, level_blocks, store, tile, nb, big)
     finally:
         store.close()

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import progress
 from ..errors import OutputError
 from .atomic import TMP_TAG, check_folder, discard, is_zarr_store, temp_path_beside
 
@@ -45,7 +46,7 @@ def blocks(arr):
             yield (0, i, j), (rows[i], rows[i + 1], cols[j], cols[j + 1])
 
 
-def consume(arr, encode, write, progress=False, what="write"):
+def consume(arr, encode, write):
     """``write(box, encode(block))`` for every block of ``arr``: ``encode`` runs on the workers,
     ``write`` here, in row-major block order, at most a few blocks per worker thread in flight."""
     import dask
@@ -55,32 +56,13 @@ def consume(arr, encode, write, progress=False, what="write"):
     task = dask.delayed(encode, pure=True)
     items = list(blocks(arr))
     batch = 2 * parallelism()
-    bar = progress_bar(progress, len(items), what)
     for k in range(0, len(items), batch):
         part = items[k:k + batch]
         results = dask.compute(*[task(delayed[idx], box) for idx, box in part])
         for (_, box), res in zip(part, results):
             write(box, res)
-        bar(len(part))
-    bar(0, close=True)
+        progress.blocks(k + len(part), len(items))
     return time.perf_counter() - t0
-
-
-def progress_bar(enabled, total, what):
-    state = {"done": 0, "t0": time.perf_counter()}
-
-    def update(n, close=False):
-        if not enabled:
-            return
-        state["done"] += n
-        frac = state["done"] / max(total, 1)
-        el = time.perf_counter() - state["t0"]
-        sys.stderr.write(f"\r{what} [{'#' * int(30 * frac):<30}] {state['done']}/{total} blocks {el:6.1f} s")
-        if close:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return update
 
 
 def active_client():
@@ -106,18 +88,18 @@ def check_written(verify, tmp, shape, count, path):
 
 
 def write_output(arr, path, fmt, grid, nodata, tags=None, metadata_from=None, descriptions=None, fits_header=None,
-                 wcs_header=None, fits_cards=None, progress=False) -> dict:
+                 wcs_header=None, fits_cards=None) -> dict:
     """Write the lazy ``arr`` (bands, rows, cols) on ``grid`` in ``fmt`` (GTiff, COG, FITS, Zarr): the one
     dispatch every command and the accessor use. ``tags`` go into GeoTIFF/Zarr metadata, ``fits_cards``
     into the FITS header (with ``fits_header``'s cards and ``wcs_header``'s WCS)."""
     if fmt == "FITS":
         return write_fits(arr, path, header=fits_header, wcs_header=wcs_header, tags=fits_cards,
-                          descriptions=descriptions, nodata=nodata, progress=progress)
+                          descriptions=descriptions, nodata=nodata)
     if fmt == "Zarr":
-        return write_zarr(arr, path, grid, nodata, tags, descriptions, progress=progress)
+        return write_zarr(arr, path, grid, nodata, tags, descriptions)
     from .geotiff import write_geotiff
 
-    return write_geotiff(arr, path, grid, nodata, fmt, metadata_from=metadata_from, tags=tags, progress=progress)
+    return write_geotiff(arr, path, grid, nodata, fmt, metadata_from=metadata_from, tags=tags)
 
 
 # --- FITS ----------------------------------------------------------------------------------
@@ -133,7 +115,7 @@ def _fits_block(block, box, cval, cval_mask, with_mask):
 
 
 def write_fits(arr, path, header=None, wcs_header=None, tags=None, descriptions=None, nodata=None, cval=np.nan,
-               cval_mask=1, mask=False, progress=False) -> dict:
+               cval_mask=1, mask=False) -> dict:
     """Stream the lazy ``arr`` into a FITS file (primary HDU; a cube for several bands): the source
     ``header`` without its WCS, the WCS of ``wcs_header``, ``tags``; NaN becomes ``cval``; with
     ``mask`` a ``MASK`` extension (``cval_mask`` where no valid source pixel)."""
@@ -152,14 +134,14 @@ def write_fits(arr, path, header=None, wcs_header=None, tags=None, descriptions=
             n_valid += nv
 
         t = consume(arr, partial(_fits_block, cval=float(cval), cval_mask=int(cval_mask), with_mask=bool(mask)),
-                    put, progress)
+                    put)
         w.commit()
     return {"format": "FITS", "warp_write_s": t, "valid_pixels": n_valid}
 
 
 # --- Zarr ----------------------------------------------------------------------------------
 
-def write_zarr(arr, path, grid, nodata, tags=None, descriptions=None, progress=False) -> dict:
+def write_zarr(arr, path, grid, nodata, tags=None, descriptions=None) -> dict:
     """Write the lazy ``arr`` to a Zarr store at ``path``, each chunk by the worker that computes it.
 
     One variable ``aligned`` (``band, y, x``) with ``x``/``y`` pixel-centre coordinates and a
@@ -202,13 +184,7 @@ def write_zarr(arr, path, grid, nodata, tags=None, descriptions=None, progress=F
         ds.attrs.update({k: str(v) for k, v in (tags or {}).items()})
         job = ds.to_zarr(tmp, mode="w", compute=False, encoding={"aligned": encoding}, consolidated=True,
                          zarr_format=2)  # v2 + consolidated: read by GDAL, zarr 2 and 3, no warnings
-        if progress:
-            from dask.diagnostics import ProgressBar
-
-            with ProgressBar():
-                dask.compute(job)
-        else:
-            dask.compute(job)
+        dask.compute(job)
         back = xr.open_zarr(tmp, consolidated=True)
         if back["aligned"].shape != (nb, ny, nx):
             raise OutputError(f"cannot write output {path}: the store reads back as {back['aligned'].shape}")
