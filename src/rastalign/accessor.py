@@ -27,7 +27,7 @@ import xarray as xr
 from .errors import InputError
 from .grids import output_grid, rebase as rebase_to_grid
 from .io.raster import RasterInfo
-from .model.affine import compose_affine, invert_affine
+from .model.affine import compose_affine, invert_affine, pixel_to_world
 from .params import WarpParams, split_options
 
 FITS_TRANSFORM = (1.0, 0.0, -0.5, 0.0, 1.0, -0.5)  # world = pixel (pixel centres at integers)
@@ -45,11 +45,6 @@ def _dims(da):
         return da.rio.y_dim, da.rio.x_dim
     except Exception:  # noqa: BLE001 - rioxarray raises several kinds when dims are unknown
         return da.dims[-2], da.dims[-1]
-
-
-def _pix2world(t):
-    a, b, c, d, e, f = t
-    return np.array([[a, b, c + 0.5 * (a + b)], [d, e, f + 0.5 * (d + e)]])
 
 
 def grid_info(da, nodata=None) -> RasterInfo:
@@ -210,7 +205,7 @@ def rebase(model, moving_info, grid=None):
     """``(model, output grid info)``: ``model`` seen from ``grid`` (None: its own output grid) and ``moving_info``."""
     g, pre = model.meta.get("grids", {}), np.asarray(model.pre, float)
     own = tuple(model.output_shape or ())
-    ws = (_pix2world(g["solve_transform"]) if g.get("solve_transform") else  # solve px -> world
+    ws = (pixel_to_world(g["solve_transform"]) if g.get("solve_transform") else  # solve px -> world
           compose_affine(moving_info.pixel_to_world, invert_affine(pre)) if own == moving_info.shape else None)
     if grid is None:
         out_t = g.get("output_transform") or (moving_info.transform if own == moving_info.shape else None)
@@ -229,7 +224,7 @@ def rebase(model, moving_info, grid=None):
                                                             grid.shape)
     mt = g.get("moving_transform")
     if mt is not None and not np.allclose(mt, moving_info.transform, rtol=0, atol=1e-9 * max(map(abs, mt))):
-        m = _post_compose(m, compose_affine(invert_affine(moving_info.pixel_to_world), _pix2world(mt)), moving_info)
+        m = _post_compose(m, compose_affine(invert_affine(moving_info.pixel_to_world), pixel_to_world(mt)), moving_info)
     elif m.moving_shape is not None and tuple(m.moving_shape) != moving_info.shape:
         raise InputError(f"the model was estimated for a moving grid of shape {tuple(m.moving_shape)}, "
                          f"this array is {moving_info.shape}")

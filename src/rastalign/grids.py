@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError, OverlapError
-from .model.affine import apply_affine, compose_affine, invert_affine
+from .model.affine import apply_affine, compose_affine, invert_affine, pixel_to_world
 
 
 def same_crs(a, b) -> bool:
@@ -98,8 +98,7 @@ class OutputGrid:
 
     @property
     def pixel_to_world(self):
-        a, b, c, d, e, f = self.transform
-        return np.array([[a, b, c + 0.5 * (a + b)], [d, e, f + 0.5 * (d + e)]])
+        return pixel_to_world(self.transform)
 
 
 def _grid(shape, transform, crs, fixed) -> "OutputGrid":

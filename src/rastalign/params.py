@@ -126,6 +126,71 @@ class WarpParams:
                 f"--scheduler must be one of {', '.join(SCHEDULERS)} or an address like tcp://host:8786; got {sched!r}")
 
 
+@dataclass(frozen=True)
+class StarParams:
+    """How FITS frames are aligned by their stars: spalipy's options, names and defaults.
+
+    ``n_det`` keeps the N brightest detections (an int) or a fraction in (0, 1];
+    ``min_sep=None`` means ``2 * max_match_dist``; ``spline_order > 0`` turns on the
+    cross-validated residual field; ``interp_order`` 0 nearest, 1 bilinear, 2-5 the
+    prefiltered cubic B-spline. ``max_rms`` is the quality gate on the inlier RMS (px).
+    """
+
+    n_det: Optional[float] = None
+    n_quad_det: int = 20
+    min_quad_sep: float = 50.0
+    max_match_dist: float = 3.0
+    min_n_match: int = 100
+    sub_tile: int = 1
+    max_quad_cand: int = 10
+    patience_quad_cand: int = 2
+    max_quad_hash_dist: float = 0.005
+    quad_edge_buffer: float = 0.0
+    spline_order: int = 3
+    interp_order: int = 3
+    sep_thresh: float = 5.0
+    min_fwhm: float = 1.0
+    bad_flag_bits: int = 0
+    min_sep: Optional[float] = None
+    preserve_footprints: bool = False
+    output_shape: Optional[Tuple[int, int]] = None
+    cval: float = float("nan")
+    cval_mask: int = 1
+    seed: int = 0
+    max_rms: float = 1.0
+
+    def __post_init__(self):
+        if self.min_sep is None:
+            object.__setattr__(self, "min_sep", 2.0 * float(self.max_match_dist))
+        for k in ("max_match_dist", "max_quad_hash_dist"):
+            if not float(getattr(self, k)) > 0:
+                raise InputError(f"--{k.replace('_', '-')} must be > 0; got {getattr(self, k)}")
+        for k in ("n_quad_det", "sub_tile", "max_quad_cand", "min_n_match"):
+            if int(getattr(self, k)) < 1:
+                raise InputError(f"--{k.replace('_', '-')} must be >= 1; got {getattr(self, k)}")
+        if int(self.n_quad_det) < 4:
+            raise InputError(f"--n-quad-det must be >= 4 (a quad has 4 stars); got {self.n_quad_det}")
+        if self.interp_order not in range(6) or isinstance(self.interp_order, bool):
+            try:
+                ok = int(self.interp_order) == float(self.interp_order) and 0 <= int(self.interp_order) <= 5
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise InputError(f"--interp-order must be an integer 0..5; got {self.interp_order!r}")
+
+    @classmethod
+    def from_options(cls, options: dict) -> "StarParams":
+        """From keyword options; an unknown name raises :class:`InputError`."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(options) - names
+        if unknown:
+            raise InputError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        return cls(**options)
+
+
+STAR_DEFAULTS = StarParams()
+
+
 def output_format_for(path, given=None) -> str:
     """The output format: ``given`` (any case), else from the suffix (``.cog.tif`` COG, ``.tif`` GTiff,
     ``.fits`` FITS, ``.zarr`` Zarr; GTiff without a suffix). A suffix that does not match the format,

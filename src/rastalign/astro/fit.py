@@ -7,6 +7,7 @@ pixel -> source pixel**, ``(x, y)``, pixel centres at integers, 0-based.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -17,6 +18,7 @@ from ..errors import InputError, QualityError
 from ..io.catalogs import as_detections
 from ..model import AlignmentModel, apply_affine, fit_affine, fit_residual_field, robust_affine
 from ..model.affine import IDENTITY
+from ..params import STAR_DEFAULTS, StarParams
 from ..tiepoints.detect import filter_detections
 from ..tiepoints.quads import cross_match, match_detections
 
@@ -28,10 +30,8 @@ POLY_DEGREES = (3, 4, 5)  # SIP-like polynomial candidates beside the splines
 INTERP = {0: "nearest", 1: "bilinear", 2: "bspline", 3: "bspline", 4: "bspline", 5: "bspline"}
 MATCH_KEYS = ("n_quad_det", "min_quad_sep", "max_match_dist", "min_n_match", "sub_tile", "max_quad_cand",
               "patience_quad_cand", "max_quad_hash_dist", "quad_edge_buffer")
-DEFAULTS = dict(n_det=None, n_quad_det=20, min_quad_sep=50.0, max_match_dist=3.0, min_n_match=100, sub_tile=1,
-                max_quad_cand=10, patience_quad_cand=2, max_quad_hash_dist=0.005, quad_edge_buffer=0.0,
-                spline_order=3, interp_order=3, sep_thresh=5.0, min_fwhm=1.0, bad_flag_bits=0, min_sep=None,
-                preserve_footprints=False, output_shape=None, cval=np.nan, cval_mask=1, seed=0, max_rms=1.0)
+DEFAULTS = {f.name: getattr(STAR_DEFAULTS, f.name) for f in dataclasses.fields(StarParams)}
+DEFAULTS["min_sep"] = None  # resolved to 2 * max_match_dist by StarParams
 
 
 def resampling_for(interp_order):
@@ -43,22 +43,8 @@ def resampling_for(interp_order):
 
 
 def _options(opts):
-    unknown = set(opts) - set(DEFAULTS)
-    if unknown:
-        raise InputError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    o = dict(DEFAULTS, **{k: v for k, v in opts.items()})
-    if o["min_sep"] is None:
-        o["min_sep"] = 2.0 * float(o["max_match_dist"])
-    for k in ("max_match_dist", "max_quad_hash_dist"):
-        if not float(o[k]) > 0:
-            raise InputError(f"--{k.replace('_', '-')} must be > 0; got {o[k]}")
-    for k in ("n_quad_det", "sub_tile", "max_quad_cand", "min_n_match"):
-        if int(o[k]) < 1:
-            raise InputError(f"--{k.replace('_', '-')} must be >= 1; got {o[k]}")
-    if int(o["n_quad_det"]) < 4:
-        raise InputError(f"--n-quad-det must be >= 4 (a quad has 4 stars); got {o['n_quad_det']}")
-    resampling_for(o["interp_order"])
-    return o
+    """spalipy's options as a dict, validated by :class:`rastalign.params.StarParams` (one set of defaults)."""
+    return dataclasses.asdict(StarParams.from_options(dict(opts)))
 
 
 def _xy(t):

@@ -5,6 +5,7 @@ import numpy as np
 
 from ..errors import AlignmentError, InputError
 from ..io.catalogs import as_detections
+from ..params import STAR_DEFAULTS as D
 from ..tiepoints.detect import detect_array
 from .fit import _options, fit_detections, log_stats, resampling_for
 
@@ -25,11 +26,14 @@ class Spalipy:
     x_col, y_col, flux_col, fwhm_col, flag_col = columns
 
     def __init__(self, source_data, source_mask=None, template_data=None, source_det=None, template_det=None,
-                 output_shape=None, n_det=None, n_quad_det=20, min_quad_sep=50, max_match_dist=3,
-                 min_n_match=100, sub_tile=1, max_quad_cand=10, quad_edge_buffer=0, patience_quad_cand=2,
-                 max_quad_hash_dist=0.005, spline_order=3, interp_order=3, sep_thresh=5, min_fwhm=1,
-                 bad_flag_bits=0, min_sep=None, preserve_footprints=False, cval=np.nan, cval_mask=1,
-                 skip_checking=False, copy=True, use_memmap=False, temp_dir=None, thread_pool_max=None, seed=0):
+                 output_shape=None, n_det=D.n_det, n_quad_det=D.n_quad_det, min_quad_sep=D.min_quad_sep,
+                 max_match_dist=D.max_match_dist, min_n_match=D.min_n_match, sub_tile=D.sub_tile,
+                 max_quad_cand=D.max_quad_cand, quad_edge_buffer=D.quad_edge_buffer,
+                 patience_quad_cand=D.patience_quad_cand, max_quad_hash_dist=D.max_quad_hash_dist,
+                 spline_order=D.spline_order, interp_order=D.interp_order, sep_thresh=D.sep_thresh,
+                 min_fwhm=D.min_fwhm, bad_flag_bits=D.bad_flag_bits, min_sep=None,
+                 preserve_footprints=D.preserve_footprints, cval=D.cval, cval_mask=D.cval_mask,
+                 skip_checking=False, copy=True, use_memmap=False, temp_dir=None, thread_pool_max=None, seed=D.seed):
         if isinstance(source_data, (list, tuple)):
             raise InputError("multi-image (list) mode is not supported: align one source array per instance")
         self.source_data = np.array(source_data, dtype=float, copy=copy)

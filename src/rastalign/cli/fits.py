@@ -16,6 +16,7 @@ import sys
 
 from ..errors import RastalignError
 from .. import __version__
+from ..params import STAR_DEFAULTS as D
 from .common import OneLineParser, parse_chunks, setup_logging
 
 PROG = "align-fits"
@@ -52,8 +53,8 @@ def _common(p):
     p.add_argument("--source-ext", type=_ext, default=None,
                    help="HDU of the source image: index or EXTNAME (default: first HDU with image data)")
     p.add_argument("--template-ext", type=_ext, default=None, help="HDU of the template image (index or EXTNAME)")
-    p.add_argument("--min-n-match", type=int, default=100, help="minimum number of matched detections")
-    p.add_argument("--sep-thresh", type=float, default=5.0, help="sep.extract threshold, in background RMS")
+    p.add_argument("--min-n-match", type=int, default=D.min_n_match, help="minimum number of matched detections")
+    p.add_argument("--sep-thresh", type=float, default=D.sep_thresh, help="sep.extract threshold, in background RMS")
     p.add_argument("--preserve-footprints", action="store_true",
                    help="pad the template grid so that the whole source footprint is kept")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -85,26 +86,26 @@ def build_parser():
                         "ignored with --preserve-footprints; default: the template's shape")
     p.add_argument("--n-det", type=_n_det, default=1.0,
                    help="keep the N brightest detections (integer), or a fraction in (0, 1] (e.g. 0.25)")
-    p.add_argument("--n-quad-det", type=int, default=20, help="brightest detections per sub-tile used for quads")
-    p.add_argument("--min-quad-sep", type=float, default=50.0, help="minimum separation (px) within a quad")
-    p.add_argument("--max-match-dist", type=float, default=3.0, help="maximum match distance (px)")
-    p.add_argument("--sub-tile", type=int, default=1, help="build quads in N x N sub-tiles")
-    p.add_argument("--max-quad-cand", type=int, default=10, help="maximum quad candidates verified")
-    p.add_argument("--patience-quad-cand", type=int, default=2,
+    p.add_argument("--n-quad-det", type=int, default=D.n_quad_det, help="brightest detections per sub-tile used for quads")
+    p.add_argument("--min-quad-sep", type=float, default=D.min_quad_sep, help="minimum separation (px) within a quad")
+    p.add_argument("--max-match-dist", type=float, default=D.max_match_dist, help="maximum match distance (px)")
+    p.add_argument("--sub-tile", type=int, default=D.sub_tile, help="build quads in N x N sub-tiles")
+    p.add_argument("--max-quad-cand", type=int, default=D.max_quad_cand, help="maximum quad candidates verified")
+    p.add_argument("--patience-quad-cand", type=int, default=D.patience_quad_cand,
                    help="stop after this many candidates without improvement")
-    p.add_argument("--quad-edge-buffer", type=float, default=0.0,
+    p.add_argument("--quad-edge-buffer", type=float, default=D.quad_edge_buffer,
                    help="ignore detections closer than this (px) to the edge when building quads")
-    p.add_argument("--max-quad-hash-dist", type=float, default=0.005, help="maximum quad hash distance")
-    p.add_argument("--spline-order", type=int, default=3,
+    p.add_argument("--max-quad-hash-dist", type=float, default=D.max_quad_hash_dist, help="maximum quad hash distance")
+    p.add_argument("--spline-order", type=int, default=D.spline_order,
                    help="0: affine only; > 0: add the cross-validated cubic spline residual field")
-    p.add_argument("--interp-order", type=int, default=3, choices=range(6), metavar="{0..5}",
+    p.add_argument("--interp-order", type=int, default=D.interp_order, choices=range(6), metavar="{0..5}",
                    help="0 nearest, 1 bilinear, 2-5 prefiltered cubic B-spline (scipy's order 3)")
-    p.add_argument("--min-fwhm", type=float, default=1.0, help="drop detections with fwhm below this")
-    p.add_argument("--bad-flag-bits", type=int, default=0, help="drop detections with flag & bits != 0")
+    p.add_argument("--min-fwhm", type=float, default=D.min_fwhm, help="drop detections with fwhm below this")
+    p.add_argument("--bad-flag-bits", type=int, default=D.bad_flag_bits, help="drop detections with flag & bits != 0")
     p.add_argument("--min-sep", type=float, default=None,
                    help="drop both members of pairs closer than this (px); default 2 * max-match-dist")
-    p.add_argument("--cval", type=float, default=float("nan"), help="fill value where no source pixel exists")
-    p.add_argument("--cval-mask", type=int, default=1,
+    p.add_argument("--cval", type=float, default=D.cval, help="fill value where no source pixel exists")
+    p.add_argument("--cval-mask", type=int, default=D.cval_mask,
                    help="value of the MASK extension where no source pixel exists (with --write-mask)")
     p.add_argument("--write-mask", action="store_true", help="add a MASK extension (1 = no valid source)")
     p.add_argument("--source-mask-ext", type=_ext, default=None,

@@ -39,8 +39,9 @@ class RasterInfo:
     @property
     def pixel_to_world(self) -> np.ndarray:
         """2x3 matrix mapping pixel *centres* (x=col, y=row) to world coordinates."""
-        a, b, c, d, e, f = self.transform
-        return np.array([[a, b, c + 0.5 * (a + b)], [d, e, f + 0.5 * (d + e)]])
+        from ..model.affine import pixel_to_world
+
+        return pixel_to_world(self.transform)
 
     @property
     def resolution(self) -> float:

@@ -103,3 +103,11 @@ def robust_affine(src, dst, weights=None, threshold=1.0, seed=0, n_trials=400, c
         inl = new
         m = fit_affine(src[inl], dst[inl], w[inl])
     return m, inl
+
+
+def pixel_to_world(transform) -> np.ndarray:
+    """The 2x3 matrix mapping pixel *centres* ``(x = col, y = row)`` to world coordinates, from a GDAL-style
+    geotransform ``(a, b, c, d, e, f)`` (``x = a*col + b*row + c`` at pixel *corners*). The one place
+    where rastalign's integer-centre convention meets GDAL's corner convention."""
+    a, b, c, d, e, f = (float(v) for v in tuple(transform)[:6])
+    return np.array([[a, b, c + 0.5 * (a + b)], [d, e, f + 0.5 * (d + e)]])
