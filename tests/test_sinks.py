@@ -208,3 +208,32 @@ def test_progress_covers_the_whole_run(pair, tmp_path):
     assert states[-1].startswith("warp + write") and "blocks" in states[-1], states
     r = _cli(["--moving-image", moving, "--fixed-image", fixed, "--output-image", tmp_path / "b.tif"])
     assert r.returncode == 0 and r.stderr == ""
+
+
+def test_summary_states_the_correction_and_a_failed_check_still_writes_the_diagnosis(pair, tmp_path):
+    d, moving, fixed = pair
+    r = _cli(["--moving-image", moving, "--fixed-image", fixed, "--output-image", tmp_path / "ok.tif"])
+    c = json.loads(r.stdout)["correction"]
+    # write_pair: fixed px -> moving px is R(0.3 deg) about the centre + (4.2, -2.1): the content moves back
+    assert abs(c["shift_px"][0] + 4.2) < 0.02 and abs(c["shift_px"][1] - 2.1) < 0.02, c
+    assert abs(c["shift_crs"][0] - 0.5 * c["shift_px"][0]) < 1e-3 and abs(c["shift_crs"][1] + 0.5 * c["shift_px"][1]) < 1e-3
+    assert abs(c["rotation_deg"] - 0.3) < 0.005 and abs(c["scale"] - 1) < 1e-3 and c["residual_field_max_px"] == 0
+    rep, plot, keep = tmp_path / "r.json", tmp_path / "p.png", tmp_path / "keep"
+    keep.mkdir()
+    out = tmp_path / "fail.tif"
+    r = _cli(["--moving-image", moving, "--fixed-image", fixed, "--output-image", out, "--max-rms", "1e-6",
+              "--report-out", rep, "--plot", plot, "--keep-temp-dir", "--temp-dir", keep])
+    assert r.returncode == 3 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "quality check" in r.stderr and str(rep) in r.stderr and str(plot) in r.stderr
+    report = json.loads(rep.read_text())
+    assert report["status"] == "failed" and report["quality"]["passed"] is False and report["tiepoints"]
+    assert plot.stat().st_size > 10000 and [p.name for p in keep.iterdir()][0].startswith("rastalign_")
+    assert not out.exists() and not (tmp_path / "fail.tif.model.json").exists()
+
+
+def test_an_unknown_output_crs_is_refused_before_any_work(pair, tmp_path):
+    d, moving, fixed = pair
+    r = _cli(["--moving-image", moving, "--fixed-image", fixed, "--output-image", tmp_path / "o.tif",
+              "--output-crs", "EPSG:999999", "-v"])
+    assert r.returncode == 2 and "--output-crs EPSG:999999" in r.stderr and "ERROR 1" not in r.stderr
+    assert "estimate" not in r.stderr.lower() and not list(tmp_path.iterdir())

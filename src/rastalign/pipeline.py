@@ -54,7 +54,7 @@ class AlignmentResult:
 
     def summary(self) -> dict:
         return {"output_image_path": self.output_image_path, "temp_dir": self.temp_dir,
-                "model_path": self.model_path, "quality": self.quality}
+                "model_path": self.model_path, "correction": self.report.get("correction"), "quality": self.quality}
 
 
 def _quality(tp: TiePoints, model, params: EstimateParams, solve_px: float, moving_px: float) -> dict:
@@ -166,8 +166,10 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
     if not quality["passed"]:
         rms = quality["rms_residual_px"]
         rms_txt = "" if not np.isfinite(rms) else f", rms {rms:.3f} px (limit {params.max_rms_px:g})"
-        raise QualityError(f"alignment failed the quality check: {quality['n_inliers']} inliers of "
+        err = QualityError(f"alignment failed the quality check: {quality['n_inliers']} inliers of "
                            f"{quality['n_tie_points']} tie points (need {params.min_inliers}){rms_txt}")
+        err.estimate = Estimate(model, tp, quality, info)  # the evidence, for the report the user asked for
+        raise err
     return Estimate(model, tp, quality, info)
 
 
@@ -297,18 +299,22 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
             import matplotlib  # noqa: F401
         except ImportError:
             raise InputError("--plot needs matplotlib: pip install 'rastalign[plot]'") from None
+    check_crs_option(rest.get("output_crs"))
+    mov = inspect_raster(moving_image_path)
+    fix = inspect_raster(fixed_image_path)
+    like = inspect_raster(rest["like"]) if rest.get("like") else None
+    grid = output_grid(mov, fix, warp_p.output_on_moving_grid, est_p.clip_fixed_to_moving, like,
+                       rest.get("output_crs"), rest.get("output_resolution"))  # every grid checked before any work
     work = Path(tempfile.mkdtemp(prefix="rastalign_", dir=rest.get("temp_dir")))
     keep = bool(rest.get("keep_temp_dir"))
     try:
         with use_scheduler(warp_p.scheduler, warp_p.n_workers, warp_p.threads_per_worker), \
                 run_progress(warp_p.progress):
             stage("estimate")
-            est = estimate(moving_image_path, fixed_image_path, est_p)
-            mov = inspect_raster(moving_image_path)
-            fix = inspect_raster(fixed_image_path)
-            like = inspect_raster(rest["like"]) if rest.get("like") else None
-            grid = output_grid(mov, fix, warp_p.output_on_moving_grid, est_p.clip_fixed_to_moving, like,
-                               rest.get("output_crs"), rest.get("output_resolution"))
+            try:
+                est = estimate(moving_image_path, fixed_image_path, est_p)
+            except QualityError as exc:
+                raise _failed(exc, mov, fix, grid, work, keep, rest) from None
             model, rebase_err = rebase(est.model, grid, fix)
             est.info["output_grid_fit_error_px"] = rebase_err
             t1 = time.perf_counter()
@@ -325,3 +331,34 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def check_crs_option(crs):
+    """Refuse an ``--output-crs`` PROJ does not know, in one line and before any work."""
+    if crs is None:
+        return
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        CRS.from_user_input(crs)
+    except CRSError as exc:
+        raise InputError(f"--output-crs {crs} is not a CRS PROJ knows ({str(exc).splitlines()[0][:120]})") from None
+
+
+def _failed(exc, mov, fix, grid, work, keep, rest):
+    """A failed quality check still writes what the user asked for to find out why: the report (marked
+    failed), the plot and the kept working folder; the image is not written. Returns the error to raise,
+    its message naming where they are."""
+    from .report import plain_correction, write_report
+
+    est = getattr(exc, "estimate", None)
+    wanted = [p for p in (rest.get("report_out"), rest.get("plot")) if p] + ([str(work)] if keep else [])
+    if est is None or not wanted:
+        return exc
+    model, _ = rebase(est.model, grid, fix)
+    report = {"status": "failed", "error": str(exc), "correction": plain_correction(model, mov, grid),
+              "quality": est.quality, "estimation": est.info, "model": model.to_dict(),
+              "moving": {"path": mov.path, "shape": list(mov.shape)}, "fixed": {"path": fix.path, "shape": list(fix.shape)}}
+    write_report(report, est, work, rest.get("report_out"), rest.get("plot"))
+    return QualityError(f"{exc}; no image written; see {', '.join(wanted)}")
