@@ -237,3 +237,19 @@ def test_an_unknown_output_crs_is_refused_before_any_work(pair, tmp_path):
               "--output-crs", "EPSG:999999", "-v"])
     assert r.returncode == 2 and "--output-crs EPSG:999999" in r.stderr and "ERROR 1" not in r.stderr
     assert "estimate" not in r.stderr.lower() and not list(tmp_path.iterdir())
+
+
+def test_png_inputs_align_in_pixel_space_without_warnings(pair, tmp_path):
+    from PIL import Image
+
+    d, moving, fixed = pair
+    paths = []
+    for src, name in ((moving, "m.png"), (fixed, "f.png")):
+        band = read_tif(src)[0][0].astype(np.float64)
+        img = np.clip((band - band.min()) / (np.ptp(band) + 1e-9) * 255, 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(tmp_path / name)
+        paths.append(tmp_path / name)
+    r = _cli(["--moving-image", paths[0], "--fixed-image", paths[1], "--output-image", tmp_path / "o.tif"])
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    c = json.loads(r.stdout)["correction"]
+    assert c["frame"].startswith("pixels") and abs(c["shift_px"][0] + 4.2) < 0.05

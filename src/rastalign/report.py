@@ -60,7 +60,9 @@ def plain_correction(model, mov, grid) -> dict:
         gx, gy = np.meshgrid(np.linspace(0, nx - 1, 65), np.linspace(0, ny - 1, 65))
         fx, fy = model.field_at_output(gx, gy)
         field_max = float(np.hypot(fx, fy).max())
-    return {"shift_px": [round(dx, 4), round(dy, 4)], "shift_crs": [round(float(sx), 4), round(float(sy), 4)],
+    frame = "pixels (neither image is georeferenced)" if mov.crs is None and grid.crs is None else "CRS"
+    return {"frame": frame, "shift_px": [round(dx, 4), round(dy, 4)],
+            "shift_crs": [round(float(sx), 4), round(float(sy), 4)],
             "rotation_deg": round(float(np.degrees(np.arctan2(m2w[1, 0], m2w[0, 0]))), 5),
             "scale": round(float(np.sqrt(abs(np.linalg.det(m2w)))), 6),
             "residual_field_max_px": round(field_max, 4)}

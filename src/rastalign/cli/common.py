@@ -41,6 +41,11 @@ class _CurrentStderr(logging.StreamHandler):
 
 
 def setup_logging(verbose: int, to_console: bool = False):
+    import warnings
+
+    # a PNG/JPEG without a geotransform is aligned in pixel space (the summary says so): not a multi-line warning
+    warnings.filterwarnings("ignore", message=r"Dataset has no geotransform")
+    warnings.filterwarnings("ignore", message=r"The given matrix is equal to Affine.identity")
     level = logging.WARNING
     if to_console or verbose >= 1:
         level = logging.INFO
