@@ -124,3 +124,27 @@ def test_jwst_identity_and_known_warp():
     s = Spalipy(warped, template_data=d1, min_n_match=20)
     s.fit()
     assert rms(mapping_error(s.model, tr, (900, 900), step=10)) <= 0.02
+
+
+@pytest.mark.parametrize("simple", [False, True])
+def test_a_frame_with_20_stars_aligns_with_the_defaults(tmp_path, simple):
+    """min_n_match defaults to auto (half the smaller detection list, 8..100): a good small match set
+    aligns, affine only (too few stars for a field), and the mapping is right; spalipy's explicit 100 refuses."""
+    from rastalign.testing_stars import write_star_pair
+
+    src, tmpl, field = write_star_pair(tmp_path, (1024, 1024), 20, rotation_deg=4.0, shift=(12.5, -7.25), seed=3)
+    opts = dict(n_det=0.9, spline_order=0, patience_quad_cand=1) if simple else {}
+    model, ev = estimate_fits(src, tmpl, **opts)
+    assert ev["stats"]["n_matched"] >= 15 and model.field is None
+    g = np.mgrid[0:1024:64, 0:1024:64].reshape(2, -1)[::-1].astype(float)
+    tx, ty = field.truth(g[0], g[1])
+    mx, my = model(g[0], g[1])
+    assert np.hypot(mx - tx, my - ty).max() < 0.05
+    with pytest.raises(AlignmentError, match=r"< min_n_match=100 "):
+        estimate_fits(src, tmpl, min_n_match=100, **opts)
+
+
+def test_jwst_pair_aligns_in_simple_mode_with_the_defaults(data_dir):
+    e1, e2 = data_dir / "jwst_nircam_f200w_a2744_epoch1.fits", data_dir / "jwst_nircam_f200w_a2744_epoch2.fits"
+    model, ev = estimate_fits(e2, e1, n_det=0.9, spline_order=0, patience_quad_cand=1)
+    assert ev["stats"]["n_matched"] >= 90 and ev["stats"]["rms_px"] < 0.6

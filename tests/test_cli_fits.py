@@ -106,7 +106,8 @@ def test_bad_inputs_fail_cleanly(files, tmp_path, capsys):
         ([cube, o, "-tf", tmpl], 2, ["3-D cube of shape (2, 64, 64)"]),
         ([nan, o, "-tf", tmpl], 2, ["no valid pixel", "4096"]),
         ([other, o, "-tf", tmpl, "--source-ext", "0", "--min-n-match", "60"], 3, ["no common stars found"]),
-        ([sparse, o, "-tf", tmpl], 3, ["too few detections in source", "min_n_match=100"]),
+        ([sparse, o, "-tf", tmpl, "--min-n-match", "100"], 3, ["too few detections in source", "min_n_match=100"]),
+        ([sparse, o, "-tf", tmpl], 3, ["no common stars found", "9 source"]),  # auto min_n_match: tries, no match
         ([src, o, "-tf", tmpl, "-sc", badcat], 2, ["lacks column", "Y_IMAGE"]),
         ([tmp_path / "missing.fits", o, "-tf", tmpl], 2, ["file not found"]),
     ]

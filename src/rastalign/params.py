@@ -131,7 +131,9 @@ class StarParams:
     """How FITS frames are aligned by their stars: spalipy's options, names and defaults.
 
     ``n_det`` keeps the N brightest detections (an int) or a fraction in (0, 1];
-    ``min_sep=None`` means ``2 * max_match_dist``; ``spline_order > 0`` turns on the
+    ``min_sep=None`` means ``2 * max_match_dist``; ``min_n_match=None`` accepts a match of half the
+    smaller detection list (at least 8, at most spalipy's 100), so frames with few stars align, while a
+    value given keeps spalipy's meaning; ``spline_order > 0`` turns on the
     cross-validated residual field; ``interp_order`` 0 nearest, 1 bilinear, 2-5 the
     prefiltered cubic B-spline. ``max_rms`` is the quality gate on the inlier RMS (px).
     """
@@ -140,7 +142,7 @@ class StarParams:
     n_quad_det: int = 20
     min_quad_sep: float = 50.0
     max_match_dist: float = 3.0
-    min_n_match: int = 100
+    min_n_match: Optional[int] = None  # None: auto (see tiepoints.quads.required_matches); spalipy's meaning when set
     sub_tile: int = 1
     max_quad_cand: int = 10
     patience_quad_cand: int = 2
@@ -166,7 +168,7 @@ class StarParams:
             if not float(getattr(self, k)) > 0:
                 raise InputError(f"--{k.replace('_', '-')} must be > 0; got {getattr(self, k)}")
         for k in ("n_quad_det", "sub_tile", "max_quad_cand", "min_n_match"):
-            if int(getattr(self, k)) < 1:
+            if getattr(self, k) is not None and int(getattr(self, k)) < 1:
                 raise InputError(f"--{k.replace('_', '-')} must be >= 1; got {getattr(self, k)}")
         if int(self.n_quad_det) < 4:
             raise InputError(f"--n-quad-det must be >= 4 (a quad has 4 stars); got {self.n_quad_det}")

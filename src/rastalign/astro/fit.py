@@ -24,7 +24,8 @@ from ..tiepoints.quads import cross_match, match_detections
 
 log = logging.getLogger(__name__)
 
-POLY_DEGREES = (3, 4, 5)  # SIP-like polynomial candidates beside the splines
+POLY_DEGREES = (3, 4, 5)
+FIELD_MIN_MATCHES = 30  # fewer matched stars fit the affine only (6 parameters), never a residual field  # SIP-like polynomial candidates beside the splines
 # scipy spline orders, as spalipy uses them: 2-5 all take the prefiltered cubic B-spline, which
 # interpolates star images better than Keys cubic or Lanczos-3 (window-shift 0.0015 vs 0.016 / 0.004 px)
 INTERP = {0: "nearest", 1: "bilinear", 2: "bspline", 3: "bspline", 4: "bspline", 5: "bspline"}
@@ -86,9 +87,12 @@ def _fit(t, s, w, o, domain):
     m, use = robust_affine(t, s, w, threshold=mmd, seed=int(o["seed"]))
     field, finfo = None, {"chosen": None, "reason": "spline_order=0 (affine only)"}
     choice = None
+    with_field = int(o["spline_order"]) > 0 and len(t) >= FIELD_MIN_MATCHES
+    if int(o["spline_order"]) > 0 and not with_field:  # degrees of freedom follow the evidence
+        finfo = {"chosen": None, "reason": f"{len(t)} matches < {FIELD_MIN_MATCHES}: affine only"}
     for it in range(12):
         r = s - np.column_stack(apply_affine(m, t[:, 0], t[:, 1]))
-        if int(o["spline_order"]) > 0:
+        if with_field:
             cand = use if field is not None else np.hypot(*(r - np.median(r[use], axis=0)).T) < mmd
             kw = {"poly_degrees": POLY_DEGREES} if it < 3 or choice is None else {"choice": choice}
             field, info = fit_residual_field(t[cand], r[cand], w[cand], domain, seed=int(o["seed"]), **kw)
@@ -111,14 +115,21 @@ def _fit(t, s, w, o, domain):
     return m, field, use, finfo
 
 
+def _floor(o):
+    """Detections a frame must keep after the filters: ``min_n_match``, or with auto the fewest a match takes."""
+    from ..tiepoints.quads import AUTO_MIN_MATCHES
+
+    return AUTO_MIN_MATCHES if o["min_n_match"] is None else int(o["min_n_match"])
+
+
 def fit_detections(src_det, tmp_det, source_shape, template_shape, **opts):
     """Match and fit. Returns ``(AlignmentModel on the template grid, evidence dict)``."""
     o = _options(opts)
     t0 = time.perf_counter()
     sd = filter_detections(as_detections(src_det, "source detections"), o["min_fwhm"], o["bad_flag_bits"],
-                           o["min_sep"], o["n_det"], "source", min_n=int(o["min_n_match"]))
+                           o["min_sep"], o["n_det"], "source", min_n=_floor(o))
     td = filter_detections(as_detections(tmp_det, "template detections"), o["min_fwhm"], o["bad_flag_bits"],
-                           o["min_sep"], o["n_det"], "template", min_n=int(o["min_n_match"]))
+                           o["min_sep"], o["n_det"], "template", min_n=_floor(o))
     sxy, txy = _xy(sd), _xy(td)
     i, j, _, qinfo = match_detections(sxy, txy, source_shape, template_shape, **{k: o[k] for k in MATCH_KEYS})
     ny, nx = template_shape

@@ -53,7 +53,9 @@ def _common(p):
     p.add_argument("--source-ext", type=_ext, default=None,
                    help="HDU of the source image: index or EXTNAME (default: first HDU with image data)")
     p.add_argument("--template-ext", type=_ext, default=None, help="HDU of the template image (index or EXTNAME)")
-    p.add_argument("--min-n-match", type=int, default=D.min_n_match, help="minimum number of matched detections")
+    p.add_argument("--min-n-match", type=int, default=D.min_n_match,
+                   help="minimum number of matched detections (default: auto, half the smaller detection list, "
+                        "at least 8 and at most 100; spalipy's meaning when given)")
     p.add_argument("--sep-thresh", type=float, default=D.sep_thresh, help="sep.extract threshold, in background RMS")
     p.add_argument("--preserve-footprints", action="store_true",
                    help="pad the template grid so that the whole source footprint is kept")

@@ -17,6 +17,8 @@ from __future__ import annotations
 import itertools
 import logging
 
+import math
+
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -112,8 +114,19 @@ def _plausible(mats, max_anisotropy=1.5, scale_range=(0.05, 20.0)):
         (sv[:, 0] > scale_range[0]) & (sv[:, 0] < scale_range[1])
 
 
+AUTO_MIN_MATCHES, AUTO_MAX_MATCHES = 8, 100
+
+
+def required_matches(min_n_match, n_src, n_tmp) -> int:
+    """Matches needed to accept a candidate: ``min_n_match`` when given (spalipy's meaning), else half
+    the smaller detection list, at least 8 and at most spalipy's default of 100 (``None`` = auto)."""
+    if min_n_match is not None:
+        return int(min_n_match)
+    return int(min(AUTO_MAX_MATCHES, max(AUTO_MIN_MATCHES, math.ceil(0.5 * min(n_src, n_tmp)))))
+
+
 def match_detections(src_xy, tmp_xy, src_shape, tmp_shape, n_quad_det=20, min_quad_sep=50.0,
-                     max_match_dist=3.0, min_n_match=100, sub_tile=1, max_quad_cand=10, patience_quad_cand=2,
+                     max_match_dist=3.0, min_n_match=None, sub_tile=1, max_quad_cand=10, patience_quad_cand=2,
                      max_quad_hash_dist=0.005, quad_edge_buffer=0.0):
     """Match source to template detections (both (n, 2), brightest first).
 
@@ -122,6 +135,8 @@ def match_detections(src_xy, tmp_xy, src_shape, tmp_shape, n_quad_det=20, min_qu
     """
     src_xy = np.asarray(src_xy, float)
     tmp_xy = np.asarray(tmp_xy, float)
+    auto = min_n_match is None
+    min_n_match = required_matches(min_n_match, len(src_xy), len(tmp_xy))
     info = {"n_source_det": len(src_xy), "n_template_det": len(tmp_xy)}
     for name, xy in (("source", src_xy), ("template", tmp_xy)):
         if len(xy) < 4:
@@ -175,8 +190,9 @@ def match_detections(src_xy, tmp_xy, src_shape, tmp_shape, n_quad_det=20, min_qu
         n = len(best[0])
         counts = (f"({len(src_xy)} source, {len(tmp_xy)} template detections, {len(sdm)} quad hash matches)")
         if n >= 10 and n >= 0.5 * min(len(src_xy), len(tmp_xy)):  # a real match, on a frame with few stars
-            raise AlignmentError(f"too few matched stars: {n} < min_n_match={min_n_match} {counts}; the frames do "
-                                 f"share stars: lower --min-n-match (to {n} or less) to accept this match")
+            raise AlignmentError(f"too few matched stars: {n} < min_n_match={min_n_match}{' (auto)' if auto else ''} "
+                                 f"{counts}; the frames do share stars: lower --min-n-match (to {n} or less) to "
+                                 f"accept this match")
         raise AlignmentError(f"no common stars found: best of {tried} quad candidates matched {n} "
                              f"detections < min_n_match={min_n_match} {counts}")
     log.info("quad matching: %d matches from %d candidates (%d source / %d template quads, %d hash matches)",
