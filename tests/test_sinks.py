@@ -174,10 +174,10 @@ def test_cog_overviews_are_valid_pixel_means_made_blockwise(tmp_path, monkeypatc
     whether a block makes it itself or the coarse levels come from the pieces; a valid COG."""
     import dask.array as da
 
-    import rastalign.io.geotiff as geotiff
-    from rastalign.io.geotiff import reduce2
+    import rastalign.io.cog as cog
+    from rastalign.io.cog import reduce2
 
-    monkeypatch.setattr(geotiff, "MAX_LOCAL_LEVELS", local_levels)
+    monkeypatch.setattr(cog, "MAX_LOCAL_LEVELS", local_levels)
     rng = np.random.default_rng(1)
     data = rng.integers(1, 4000, (2, 1100, 700)).astype(np.uint16)
     data[:, 300:420, 100:333] = 0  # nodata hole

@@ -14,7 +14,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .io.raster import read_window
+from .io.raster import open_dataset, read_window
 
 STRIP_BYTES = 64 * 2 ** 20
 
@@ -85,14 +85,13 @@ def proxy_strip(path, band, box, factor, nodata):
 def _gdal_average(path, band, box, factor):
     """Block means of valid pixels by GDAL's averaging decimation (respects nodata, NaN and
     internal masks); a block is valid when its mean exists (and, with a mask, half its pixels are)."""
-    import rasterio
     from rasterio.enums import MaskFlags, Resampling
     from rasterio.windows import Window
 
     y0, y1, x0, x1 = box
     shape = (-(-(y1 - y0) // factor), -(-(x1 - x0) // factor))
     win = Window(x0, y0, x1 - x0, y1 - y0)
-    with rasterio.open(path) as ds:
+    with open_dataset(path) as ds:
         data = ds.read(band + 1, window=win, out_shape=shape, out_dtype="float32", resampling=Resampling.average)
         ok = np.isfinite(data)
         if ds.nodata is not None and not np.isnan(ds.nodata):

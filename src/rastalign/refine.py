@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from ._bspline import lk_bspline3
-from .io.raster import read_window
+from .io.raster import open_dataset, read_window
 from .proxy import edge_proxy, erode3, normalised
 from .solve import TiePoints
 
@@ -46,9 +46,7 @@ def _read(cache, path, box, band, nodata):
     """Window read through a dataset kept open for the task (GDAL's block cache then serves
     neighbouring windows without decompressing their tiles again)."""
     if path not in cache:
-        import rasterio
-
-        cache[path] = rasterio.open(path)
+        cache[path] = open_dataset(path)
     return read_window(path, box, bands=[band + 1], nodata=nodata, dataset=cache[path])
 
 

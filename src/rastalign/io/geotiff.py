@@ -1,24 +1,14 @@
-"""The GeoTIFF and COG sink: tiles (and overviews) made on the workers, bytes assembled once.
+"""The GeoTIFF sink: tiles made on the workers, bytes assembled once (COG: :mod:`rastalign.io.cog`).
 
 GDAL describes the file (:func:`_describe`: a sparse GeoTIFF holding every tag, no data);
 the tiles are predicted and deflated where the pixels are computed
 (:func:`rastalign.io.tiff.encode_tiles`), and this process only appends compressed bytes and
-writes the directories (:mod:`rastalign.io.tiff`).
-
-* ``GTiff``: tiles are appended as blocks complete (bounded batches, in block order), the
-  directory goes at the end.
-* ``COG``: the overview pyramid (2x2 mean of valid pixels, until the image fits one tile) is
-  computed on the workers too: each ``tile * 2**m`` block makes its own levels ``0..m``;
-  the few coarser levels come from one task over the level-``m`` pieces. The file is laid
-  out as a COG (header, GDAL's structural metadata, every directory, then the tile data from
-  the smallest overview to full resolution, each level row-major with bands innermost).
-  With a ``distributed`` client the tiles stay on the workers until they are written in
-  file order; with a local scheduler they are spooled to a temporary file beside the output.
+writes the directory (:mod:`rastalign.io.tiff`): tiles in block order as blocks complete
+(bounded batches), the directory at the end.
 """
 from __future__ import annotations
 
 import os
-import struct
 from functools import partial
 from pathlib import Path
 
@@ -28,10 +18,6 @@ from ..errors import OutputError
 from . import tiff
 from .atomic import discard, temp_path_beside
 
-# GDAL's COG layout: each tile preceded by its size (uint32) and followed by its last 4 bytes repeated
-GHOST = (b"LAYOUT=IFDS_BEFORE_DATA\nBLOCK_ORDER=ROW_MAJOR\nBLOCK_LEADER=SIZE_AS_UINT4\n"
-         b"BLOCK_TRAILER=LAST_4_BYTES_REPEATED\nKNOWN_INCOMPATIBLE_EDITION=NO\n ")
-MAX_LOCAL_LEVELS = 3  # a pyramid block is tile * 2**3 = 4096 px: its levels 0..3 need no neighbour
 
 
 def tile_size(shape) -> int:
@@ -40,45 +26,18 @@ def tile_size(shape) -> int:
     return next((t for t in (512, 256, 128, 64, 32) if m >= t), 16)
 
 
-def overview_shapes(shape, tile):
-    """Overview sizes (rows, cols), each half the previous (rounded up), until one fits a tile."""
-    out, (ny, nx) = [], shape
-    while max(ny, nx) > tile:
-        ny, nx = -(-ny // 2), -(-nx // 2)
-        out.append((ny, nx))
-    return out
-
-
-def _fill(dtype, nodata):
+def fill_value(dtype, nodata):
     return 0 if nodata is None or (np.isnan(nodata) and np.dtype(dtype).kind != "f") else nodata
 
 
-def _valid(block, nodata):
+def valid_mask(block, nodata):
     """Valid pixels of an output block: a valid pixel never equals nodata (``to_output_dtype``)."""
     if nodata is None or np.isnan(nodata):
         return np.isfinite(block[0]) if block.dtype.kind == "f" else np.ones(block.shape[1:], bool)
     return block[0] != block.dtype.type(nodata)
 
 
-def reduce2(block, nodata):
-    """One overview step: the mean of the valid pixels of each 2x2 box (the last row/column of an
-    odd size alone), stored in the block's dtype; nodata where none is valid."""
-    from ..warp.graph import to_output_dtype
-
-    nb, h, w = block.shape
-    valid = _valid(block, nodata)
-    ftype = np.float64 if block.dtype.itemsize > 4 or block.dtype.kind in "iu" and block.dtype.itemsize == 4 \
-        else np.float32
-    vals = np.zeros((nb, h + h % 2, w + w % 2), ftype)
-    vals[:, :h, :w] = np.where(valid, block, 0)
-    cnt = np.zeros((h + h % 2, w + w % 2), ftype)
-    cnt[:h, :w] = valid
-    s = vals[:, 0::2, 0::2] + vals[:, 1::2, 0::2] + vals[:, 0::2, 1::2] + vals[:, 1::2, 1::2]
-    n = cnt[0::2, 0::2] + cnt[1::2, 0::2] + cnt[0::2, 1::2] + cnt[1::2, 1::2]
-    return to_output_dtype(s / np.maximum(n, 1), n > 0, block.dtype, nodata)
-
-
-def _aligned(arr, step):
+def aligned_to(arr, step):
     """``arr`` rechunked so that every block starts on a multiple of ``step`` (a no-op when it does)."""
     def sizes(n):
         return tuple(min(step, n - s) for s in range(0, n, step))
@@ -128,7 +87,9 @@ def write_geotiff(arr, path, grid, nodata, fmt="GTiff", metadata_from=None, tags
     tmp = temp_path_beside(final, ".tif")
     try:
         if fmt == "COG":
-            stats = _write_cog(arr, tmp, entries, tile, big, nodata)
+            from .cog import write_cog
+
+            stats = write_cog(arr, tmp, entries, tile, big, nodata)
         else:
             stats = _write_tiled(arr, tmp, entries, tile, big, nodata)
         check_written(verify_complete, tmp, (ny, nx), nb, path)
@@ -145,7 +106,7 @@ def write_geotiff(arr, path, grid, nodata, fmt="GTiff", metadata_from=None, tags
 
 def _encode(block, box, tile, nodata):
     block = np.asarray(block)
-    return tiff.encode_tiles(block, tile, _fill(block.dtype, nodata)), int(_valid(block, nodata).sum())
+    return tiff.encode_tiles(block, tile, fill_value(block.dtype, nodata)), int(valid_mask(block, nodata).sum())
 
 
 def _write_tiled(arr, tmp, entries, tile, big, nodata):
@@ -169,7 +130,7 @@ def _write_tiled(arr, tmp, entries, tile, big, nodata):
                 fh.write(data)
 
         step = max(tile, (int(arr.chunks[1][0]) // tile) * tile)
-        t = consume(_aligned(arr, step), partial(_encode, tile=tile, nodata=nodata), put)
+        t = consume(aligned_to(arr, step), partial(_encode, tile=tile, nodata=nodata), put)
         at = fh.tell() + fh.tell() % 2
         fh.seek(at)
         fh.write(tiff.directory_bytes(tiff.with_tiles(entries, offsets, counts, big), at, 0, big))
@@ -179,225 +140,3 @@ def _write_tiled(arr, tmp, entries, tile, big, nodata):
     if (counts == 0).any():
         raise OutputError(f"{int((counts == 0).sum())} of {n} tiles were never written")
     return {"warp_write_s": t, "valid_pixels": n_valid}
-
-
-def _pyramid(block, box, tile, m, nodata):
-    """Levels 0..m of one ``tile * 2**m`` block: ``(tiles per level, level-m pixels, valid count)``."""
-    cur = np.asarray(block)
-    fill = _fill(cur.dtype, nodata)
-    n_valid = int(_valid(cur, nodata).sum())
-    levels = []
-    for k in range(m + 1):
-        levels.append(tiff.encode_tiles(cur, tile, fill))
-        if k < m:
-            cur = reduce2(cur, nodata)
-    return levels, cur, n_valid
-
-
-def _rest(pieces, boxes, shape, tile, n, nodata):
-    """The levels coarser than the blocks' own: the level-m mosaic reduced ``n`` more times."""
-    mosaic = np.empty((pieces[0].shape[0],) + tuple(shape), pieces[0].dtype)
-    for p, (y0, y1, x0, x1) in zip(pieces, boxes):
-        mosaic[:, y0:y1, x0:x1] = p
-    fill = _fill(mosaic.dtype, nodata)
-    out = []
-    for _ in range(n):
-        mosaic = reduce2(mosaic, nodata)
-        out.append(tiff.encode_tiles(mosaic, tile, fill))
-    return out
-
-
-def _level_box(box, k):
-    y0, y1, x0, x1 = box
-    return y0 >> k, -((-y1) >> k), x0 >> k, -((-x1) >> k)
-
-
-def _file_order(blocks, tile, nb, grid_tiles):
-    """``(block, position in its tile list, file tile index)`` in file order: tile rows, then
-    tile columns, then bands; ``blocks``: ``[(block, box)]`` covering one level."""
-    rows = {}
-    for b, box in blocks:
-        rows.setdefault(box[0], []).append((box[2], b, box))
-    for y0 in sorted(rows):
-        row = sorted(rows[y0])
-        first = {b: tiff.tile_index(box, tile, nb, grid_tiles) for _, b, box in row}
-        widths = {b: -(-(box[3] - box[2]) // tile) for _, b, box in row}
-        height = -(-(row[0][2][1] - row[0][2][0]) // tile)
-        for jj in range(height):
-            for _, b, _box in row:
-                for ii in range(widths[b]):
-                    for band in range(nb):
-                        pos = (jj * widths[b] + ii) * nb + band
-                        yield b, pos, first[b][pos]
-
-
-class _Spool:
-    """Local schedulers: compressed tiles spooled to a temporary file beside the output."""
-
-    def __init__(self, tmp):
-        self.path = temp_path_beside(tmp, ".spool")
-        self.fh = open(self.path, "w+b")
-        self.where = {}
-
-    def add(self, key, tiles):
-        self.fh.seek(0, 2)
-        at, lens = self.fh.tell(), [len(t) for t in tiles]
-        self.fh.write(b"".join(tiles))
-        self.where[key] = (at, lens)
-
-    def sizes(self, key):
-        return self.where[key][1]
-
-    def fetch(self, keys):
-        out = []
-        for key in keys:
-            at, lens = self.where[key]
-            self.fh.seek(at)
-            buf = self.fh.read(sum(lens))
-            cuts = np.concatenate([[0], np.cumsum(lens)]).astype(int)
-            out.append([buf[cuts[i]:cuts[i + 1]] for i in range(len(lens))])
-        return out
-
-    def close(self):
-        self.fh.close()
-        discard(self.path)
-
-
-class _Held:
-    """A ``distributed`` client: tiles stay on the workers (futures) until written in file order."""
-
-    def __init__(self, client):
-        self.client, self.futures, self.size = client, {}, {}
-
-    def add(self, key, future):
-        self.futures[key] = future
-
-    def load_sizes(self):
-        keys = list(self.futures)
-        got = self.client.gather([self.client.submit(_lengths, self.futures[k], pure=False) for k in keys])
-        self.size = dict(zip(keys, got))
-
-    def sizes(self, key):
-        return self.size[key]
-
-    def fetch(self, keys):
-        return self.client.gather([self.futures[k] for k in keys])
-
-    def close(self):
-        self.futures.clear()
-
-
-def _lengths(tiles):
-    return [len(t) for t in tiles]
-
-
-def _item(res, k):
-    return res[k]
-
-
-def _level_tiles(res, k):
-    return res[0][k]
-
-
-def _write_cog(arr, tmp, entries, tile, big, nodata):
-    """COG: the pyramid on the workers, then header, structural metadata, directories and data."""
-    import time
-
-    import dask
-
-    from .. import progress
-    from .sinks import active_client, blocks, parallelism
-
-    t0 = time.perf_counter()
-    nb, ny, nx = (int(v) for v in arr.shape)
-    shapes = [(ny, nx)] + overview_shapes((ny, nx), tile)
-    n_ov = len(shapes) - 1
-    m = min(n_ov, MAX_LOCAL_LEVELS)
-    a = _aligned(arr, tile << m)
-    items = list(blocks(a))
-    delayed = a.to_delayed()
-    task = dask.delayed(partial(_pyramid, tile=tile, m=m, nodata=nodata), pure=True)
-    boxes_m = [_level_box(box, m) for _, box in items]
-    level_blocks = [[(b, _level_box(box, k)) for b, (_, box) in enumerate(items)] for k in range(m + 1)]
-    level_blocks += [[(0, (0, shapes[k][0], 0, shapes[k][1]))] for k in range(m + 1, n_ov + 1)]
-    client = active_client()
-    store = _Held(client) if client is not None else _Spool(tmp)
-    try:
-        if client is not None:
-            from distributed import as_completed
-
-            futs = client.compute([task(delayed[idx], box) for idx, box in items])
-            for n, _ in enumerate(as_completed(futs), start=1):
-                progress.blocks(n, len(items))
-            for b, f in enumerate(futs):
-                for k in range(m + 1):
-                    store.add((k, b), client.submit(_level_tiles, f, k, pure=False))
-            n_valid = sum(client.gather([client.submit(_item, f, 2, pure=False) for f in futs]))
-            if n_ov > m:
-                pieces = [client.submit(_item, f, 1, pure=False) for f in futs]
-                rest = client.submit(_rest, pieces, boxes_m, shapes[m], tile, n_ov - m, nodata, pure=False)
-                for j in range(n_ov - m):
-                    store.add((m + 1 + j, 0), client.submit(_item, rest, j, pure=False))
-            del futs
-            store.load_sizes()
-        else:
-            n_valid, pieces = 0, []
-            batch = 2 * parallelism()
-            for s in range(0, len(items), batch):
-                part = items[s:s + batch]
-                for b, res in zip(range(s, s + len(part)), dask.compute(*[task(delayed[i], box) for i, box in part])):
-                    for k in range(m + 1):
-                        store.add((k, b), res[0][k])
-                    pieces.append(res[1])
-                    n_valid += res[2]
-                progress.blocks(s + len(part), len(items))
-            if n_ov > m:
-                for j, tiles in enumerate(_rest(pieces, boxes_m, shapes[m], tile, n_ov - m, nodata)):
-                    store.add((m + 1 + j, 0), tiles)
-            del pieces
-        _assemble(tmp, entries, shapes, level_blocks, store, tile, nb, big)
-    finally:
-        store.close()
-    return {"warp_write_s": time.perf_counter() - t0, "valid_pixels": n_valid, "overviews": n_ov}
-
-
-def _assemble(tmp, entries, shapes, level_blocks, store, tile, nb, big):
-    """Header, structural metadata, every directory, then the tiles from the smallest overview up."""
-    grids = [(-(-s[0] // tile), -(-s[1] // tile)) for s in shapes]
-    n_tiles = [nb * g[0] * g[1] for g in grids]
-    dirs = [entries] + [tiff.overview_entries(entries, s, big) for s in shapes[1:]]
-    ghost = b"GDAL_STRUCTURAL_METADATA_SIZE=%06d bytes\n" % len(GHOST) + GHOST
-    pos = (16 if big else 8) + len(ghost)
-    dir_at = []
-    for d, n in zip(dirs, n_tiles):
-        dir_at.append(pos)
-        pos += tiff.directory_size(tiff.with_tiles(d, np.zeros(n), np.zeros(n), big), big)
-    offsets = [np.zeros(n, np.uint64) for n in n_tiles]
-    counts = [np.zeros(n, np.uint64) for n in n_tiles]
-    for k in range(len(shapes) - 1, -1, -1):
-        sizes = {b: store.sizes((k, b)) for b, _ in level_blocks[k]}
-        for b, p, idx in _file_order(level_blocks[k], tile, nb, grids[k]):
-            offsets[k][idx], counts[k][idx] = pos + 4, sizes[b][p]
-            pos += sizes[b][p] + 8
-    if any((c == 0).any() for c in counts):
-        raise OutputError("a COG tile was never computed")
-    with open(tmp, "wb") as fh:
-        fh.write(tiff.header_bytes(dir_at[0], big) + ghost)
-        for k, d in enumerate(dirs):
-            nxt = dir_at[k + 1] if k + 1 < len(dirs) else 0
-            fh.write(tiff.directory_bytes(tiff.with_tiles(d, offsets[k], counts[k], big), dir_at[k], nxt, big))
-        for k in range(len(shapes) - 1, -1, -1):
-            rows = {}
-            for b, box in level_blocks[k]:
-                rows.setdefault(box[0], []).append(b)
-            order = list(_file_order(level_blocks[k], tile, nb, grids[k]))
-            s = 0
-            for y0 in sorted(rows):  # one row of blocks in memory at a time
-                got = dict(zip(rows[y0], store.fetch([(k, b) for b in rows[y0]])))
-                n_row = sum(len(store.sizes((k, b))) for b in rows[y0])
-                for b, p, idx in order[s:s + n_row]:
-                    data = got[b][p]
-                    assert fh.tell() + 4 == offsets[k][idx]
-                    fh.write(struct.pack("<I", len(data)) + data + data[-4:])
-                s += n_row
-        tiff.fsync(fh)

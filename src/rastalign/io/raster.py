@@ -49,22 +49,30 @@ class RasterInfo:
         return float(np.sqrt(abs(a * e - b * d)))
 
 
-def _open(path):
+def open_dataset(path):
+    """Open a raster for reading: a local path (checked first: missing, folder, unreadable, empty), a URL
+    (``s3://``, ``https://``) or a GDAL ``/vsi...`` path; a one-line :class:`InputError` otherwise."""
     import rasterio
     from rasterio.errors import RasterioIOError
 
-    p = check_input_file(path, "raster")
+    from .sources import gdal_path, is_url, network_error
+
+    remote = is_url(path)
+    p = gdal_path(path) if remote else check_input_file(path, "raster")
     try:
         return rasterio.open(p)
     except RasterioIOError as exc:
+        if remote:
+            raise InputError(network_error(path, gdal_cause(exc))) from None
         raise InputError(f"not a readable raster: {path} ({str(exc).splitlines()[0][:160]})") from None
+
 
 
 def inspect_raster(path) -> RasterInfo:
     """Read the header of ``path``; raise :class:`InputError` on anything unusable."""
     from rasterio.enums import MaskFlags
 
-    with _open(path) as ds:
+    with open_dataset(path) as ds:
         if ds.count < 1 or ds.width < 1 or ds.height < 1:
             raise InputError(f"raster has no pixels: {path}")
         if ds.width * ds.height * ds.count > MAX_PIXELS:
@@ -117,7 +125,7 @@ def read_window(path, box, bands=None, nodata=None, use_file_mask=True, out_shap
 
     y0, y1, x0, x1 = (int(v) for v in box)
     win = Window(x0, y0, x1 - x0, y1 - y0)
-    with (contextlib.nullcontext(dataset) if dataset is not None else _open(path)) as ds:
+    with (contextlib.nullcontext(dataset) if dataset is not None else open_dataset(path)) as ds:
         idx = list(bands) if bands is not None else list(range(1, ds.count + 1))
         shape = tuple(out_shape) if out_shape is not None else (y1 - y0, x1 - x0)
         check_memory(len(idx) * shape[0] * shape[1] * np.dtype(ds.dtypes[0]).itemsize, f"reading {path}")
@@ -133,6 +141,10 @@ def read_window(path, box, bands=None, nodata=None, use_file_mask=True, out_shap
                 mkw = {} if out_shape is None else {"out_shape": tuple(out_shape)}
                 ok &= ds.read_masks(idx[0], window=win, **mkw) > 0
         except RasterioError as exc:
+            from .sources import is_url, network_error
+
+            if is_url(path):
+                raise InputError(f"cannot read {path}: {network_error(path, gdal_cause(exc))}") from None
             raise InputError(f"cannot read {path} (truncated or corrupt?): {gdal_cause(exc)}") from None
     return data, ok
 
@@ -177,7 +189,7 @@ def copy_metadata(src_path, ds):
     """Copy what describes the pixels of ``src_path`` onto the open dataset ``ds`` (same band count):
     dataset tags, and per band its tags, description, units, scale/offset and colour
     interpretation. An aligned image is the same data, so none of it may be lost."""
-    with _open(src_path) as src:
+    with open_dataset(src_path) as src:
         ds.update_tags(**src.tags())
         n = min(src.count, ds.count)
         for i in range(1, n + 1):

@@ -1,0 +1,141 @@
+"""Inputs in object storage: a real S3-compatible server (moto's server mode) on 127.0.0.1, started and
+stopped here; pairs read through ``s3://`` and presigned ``https://`` URLs align bit for bit like the
+same local files, under local threads and a scheduler with workers in folders of their own; bad
+network input gets one line; the secret key never appears in any output."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import read_tif
+
+SECRET = "rastalign-test-secret-Zq7xK2"
+BUCKET = "rastalign-cloud-test"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    boto3 = pytest.importorskip("boto3")
+    server_mod = pytest.importorskip("moto.server")
+    from rastalign.testing import write_pair
+
+    port = _free_port()
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "rastalign-test-key",
+           "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_REGION": "us-east-1"}
+    old = {k: os.environ.get(k) for k in list(env) + ["AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING"]}
+    os.environ.update(env)
+    try:
+        d = tmp_path_factory.mktemp("cloud")
+        moving, fixed, _ = write_pair(d, (600, 520), rotation_deg=0.3, shift=(4.2, -2.6), bands=2, seed=8)
+        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        for p in (moving, fixed):
+            client.upload_file(str(p), BUCKET, f"pair/{p.name}")
+        client.put_object(Bucket=BUCKET, Key="pair/notes.tif", Body=b"this is not a raster\n" * 50)
+        client.put_object(Bucket=BUCKET, Key="pair/truncated.tif", Body=moving.read_bytes()[:40000])
+        yield {"dir": d, "moving": moving, "fixed": fixed, "client": client, "env": env, "port": port}
+    finally:
+        server.stop()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _cli(args, env=None):
+    return subprocess.run([sys.executable, "-m", "rastalign.cli.vhr", *map(str, args)], capture_output=True,
+                          text=True, env=env)
+
+
+def test_s3_and_https_pairs_align_like_local_files(s3, tmp_path):
+    local = tmp_path / "local.tif"
+    r = _cli(["--moving-image", s3["moving"], "--fixed-image", s3["fixed"], "--output-image", local])
+    assert r.returncode == 0, r.stderr
+    remote = tmp_path / "s3.tif"
+    report = tmp_path / "report.json"
+    r = _cli(["--moving-image", f"s3://{BUCKET}/pair/moving.tif", "--fixed-image", f"s3://{BUCKET}/pair/fixed.tif",
+              "--output-image", remote, "--report-out", report, "-v"])
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(read_tif(remote)[0], read_tif(local)[0])
+    url = s3["client"].generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "pair/moving.tif"},
+                                              ExpiresIn=600)
+    via_https = tmp_path / "https.tif"
+    r = _cli(["--moving-image", url, "--fixed-image", f"s3://{BUCKET}/pair/fixed.tif", "--output-image", via_https])
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(read_tif(via_https)[0], read_tif(local)[0])
+    texts = [r.stdout, r.stderr, report.read_text(), (tmp_path / "s3.tif.model.json").read_text()]
+    assert not any(SECRET in t for t in texts)
+
+
+def test_s3_pair_on_a_remote_scheduler_equals_local_threads(s3, tmp_path_factory):
+    """Workers started after the AWS variables are set, each in an empty folder: they read the inputs from
+    the server themselves."""
+    from distributed import Client
+
+    port = _free_port()
+    addr = f"tcp://127.0.0.1:{port}"
+    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                               "--port", str(port), "--dashboard-address", ":0"],
+                              cwd=tmp_path_factory.mktemp("sch"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        for k in range(2):
+            wd = tmp_path_factory.mktemp(f"w{k}")
+            procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", addr, "--nthreads", "1",
+                                           "--no-dashboard", "--local-directory", str(wd)], cwd=wd,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        with Client(addr, timeout="30s") as c:
+            c.wait_for_workers(2, timeout=60)
+        out = tmp_path_factory.mktemp("out")
+        args = ["--moving-image", f"s3://{BUCKET}/pair/moving.tif", "--fixed-image", f"s3://{BUCKET}/pair/fixed.tif"]
+        r1 = _cli(args + ["--output-image", out / "threads.tif"])
+        r2 = _cli(args + ["--output-image", out / "remote.tif", "--scheduler", addr])
+        assert r1.returncode == 0 and r2.returncode == 0, r1.stderr + r2.stderr
+        assert np.array_equal(read_tif(out / "remote.tif")[0], read_tif(out / "threads.tif")[0])
+        assert SECRET not in r2.stderr + r2.stdout
+    finally:
+        for p in procs[::-1]:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+
+
+@pytest.mark.parametrize("moving,match", [
+    (f"s3://{BUCKET}/pair/missing.tif", "not found: s3://"),
+    ("s3://no-such-bucket-rastalign/x.tif", "not found: s3://"),
+    (f"s3://{BUCKET}/pair/notes.tif", "not a readable raster: s3://"),
+    (f"s3://{BUCKET}/pair/truncated.tif", r"s3://\S+truncated.tif"),
+    ("ftp://host/x.tif", "unsupported URL scheme 'ftp'"),
+])
+def test_bad_network_input_is_one_line(s3, tmp_path, moving, match):
+    import re
+
+    out = tmp_path / "o.tif"
+    r = _cli(["--moving-image", moving, "--fixed-image", f"s3://{BUCKET}/pair/fixed.tif", "--output-image", out])
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert re.search(match, r.stderr), r.stderr
+    assert SECRET not in r.stderr and not list(tmp_path.iterdir())
+
+
+def test_unreachable_endpoint_is_one_line(s3, tmp_path):
+    env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{_free_port()}", GDAL_HTTP_MAX_RETRY="1",
+               GDAL_HTTP_TIMEOUT="5")
+    env.pop("AWS_S3_ENDPOINT", None)
+    r = _cli(["--moving-image", f"s3://{BUCKET}/pair/moving.tif", "--fixed-image", s3["fixed"],
+              "--output-image", tmp_path / "o.tif"], env=env)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "s3://" in r.stderr and SECRET not in r.stderr
+    assert not list(tmp_path.iterdir())
+    assert json.dumps(r.stderr)  # one printable line
