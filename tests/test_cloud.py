@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 import pytest
+import rioxarray  # noqa: F401
+import xarray as xr
 
 from conftest import read_tif
 
@@ -105,6 +107,19 @@ def test_s3_pair_on_a_remote_scheduler_equals_local_threads(s3, tmp_path_factory
         assert r1.returncode == 0 and r2.returncode == 0, r1.stderr + r2.stderr
         assert np.array_equal(read_tif(out / "remote.tif")[0], read_tif(out / "threads.tif")[0])
         assert SECRET not in r2.stderr + r2.stdout
+        # Zarr into the bucket, written by the workers; the model JSON beside it
+        for name, sched in (("threads.zarr", "threads"), ("remote.zarr", addr)):
+            r = _cli(args + ["--output-image", f"s3://{BUCKET}/out/{name}", "--scheduler", sched])
+            assert r.returncode == 0, r.stderr
+            ds = xr.open_zarr(f"s3://{BUCKET}/out/{name}")
+            assert np.array_equal(ds["aligned"].values, read_tif(out / "threads.tif")[0])
+            assert ds["aligned"].rio.crs is not None
+        keys = [o["Key"] for o in s3["client"].list_objects_v2(Bucket=BUCKET, Prefix="out/")["Contents"]]
+        assert "out/remote.zarr.model.json" in keys and not [k for k in keys if "rastalign-tmp" in k]
+        r = _cli(args + ["--output-image", f"s3://{BUCKET}/out/remote.zarr"])
+        assert r.returncode == 2 and "output exists" in r.stderr
+        r = _cli(args + ["--output-image", f"s3://{BUCKET}/out/x.tif"])
+        assert r.returncode == 2 and "not supported yet" in r.stderr
     finally:
         for p in procs[::-1]:
             p.terminate()

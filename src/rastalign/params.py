@@ -205,6 +205,9 @@ def output_format_for(path, given=None) -> str:
         fmt = "COG"
     else:
         fmt = next((f for f, sfx in FORMAT_SUFFIXES.items() if suffix in sfx), "GTiff")
+    if "://" in str(path) and fmt != "Zarr":
+        raise InputError(f"writing {fmt} to {str(path).split('://')[0]}:// is not supported yet: write a .zarr store "
+                         f"there (--output-format Zarr), or a local file")
     if suffix and suffix not in FORMAT_SUFFIXES[fmt]:
         raise InputError(f"output suffix {suffix!r} does not match the {fmt} format (use "
                          f"{' or '.join(FORMAT_SUFFIXES[fmt])}, or choose another --output-format)")

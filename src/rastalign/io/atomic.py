@@ -55,6 +55,17 @@ def discard(path):
 
 
 def atomic_write_text(path, text):
+    from .sources import is_url
+
+    if is_url(path):  # one PUT: an object appears complete or not at all
+        from .sources import filesystem, redact
+
+        fs, key = filesystem(path)
+        try:
+            fs.pipe_file(key, text.encode("utf-8"))
+        except Exception as exc:  # noqa: BLE001 - botocore/aiohttp raise many kinds
+            raise OutputError(f"cannot write {path}: {redact(exc)[:200]}") from None
+        return
     tmp = temp_path_beside(path, ".tmp")
     try:
         try:
@@ -85,6 +96,10 @@ def check_output_path(output, inputs, overwrite):
     output of the same run): an output is refused when it names the same file as any
     of them, whatever the spelling.
     """
+    from .sources import is_url
+
+    if is_url(output):
+        return _check_url_output(output, inputs, overwrite)
     out = Path(output).resolve()
     for p in inputs:
         if p is not None and _same_file(Path(output), Path(p)):
@@ -98,6 +113,22 @@ def check_output_path(output, inputs, overwrite):
         raise OutputError(f"output exists (use --overwrite to replace it): {output}")
     check_folder(out.parent)
     return out
+
+
+def _check_url_output(output, inputs, overwrite):
+    """An object-store output: not one of the inputs, and absent unless ``overwrite``."""
+    from .sources import filesystem, redact
+
+    if any(p is not None and str(p).rstrip("/") == str(output).rstrip("/") for p in inputs):
+        raise OutputError(f"output path is the same object as an input: {output}")
+    try:
+        fs, key = filesystem(output)
+        exists = fs.exists(key)
+    except Exception as exc:  # noqa: BLE001 - unreachable endpoint, missing bucket, denied...
+        raise OutputError(f"cannot write to {output}: {redact(exc)[:200]}") from None
+    if exists and not overwrite:
+        raise OutputError(f"output exists (use --overwrite to replace it): {output}")
+    return output
 
 
 def is_zarr_store(path) -> bool:

@@ -142,58 +142,123 @@ def write_fits(arr, path, header=None, wcs_header=None, tags=None, descriptions=
 # --- Zarr ----------------------------------------------------------------------------------
 
 def write_zarr(arr, path, grid, nodata, tags=None, descriptions=None) -> dict:
-    """Write the lazy ``arr`` to a Zarr store at ``path``, each chunk by the worker that computes it.
+    """Write the lazy ``arr`` to a Zarr store at ``path`` (a folder, or ``s3://...``), each chunk by the
+    worker that computes it.
 
     One variable ``aligned`` (``band, y, x``) with ``x``/``y`` pixel-centre coordinates and a
     ``spatial_ref`` coordinate (CRS WKT and GeoTransform), read back georeferenced by
     ``xarray.open_zarr(path).aligned.rio``. Integer nodata is the ``nodata`` attribute (pixels are
-    stored as written, not masked); float nodata is the CF ``_FillValue``.
+    stored as written, not masked); float nodata is the CF ``_FillValue``. The store is written under a
+    temporary name (a folder beside it, or a temporary prefix in the bucket) and published when complete:
+    renamed, or copied object by object with the metadata last, so it opens only once it is whole.
     """
     import dask
+    import xarray as xr
+
+    from .sources import is_url
+
+    t0 = time.perf_counter()
+    nb, ny, nx = (int(v) for v in arr.shape)
+    ds, encoding = _zarr_dataset(arr, grid, nodata, tags, descriptions)
+    remote = is_url(path)
+    tmp = _zarr_temp(path, remote)
+    try:
+        job = ds.to_zarr(str(tmp), mode="w", compute=False, encoding={"aligned": encoding}, consolidated=True,
+                         zarr_format=2)  # v2 + consolidated: read by GDAL, zarr 2 and 3, no warnings
+        dask.compute(job)
+        back = xr.open_zarr(str(tmp), consolidated=True)
+        if back["aligned"].shape != (nb, ny, nx):
+            raise OutputError(f"cannot write output {path}: the store reads back as {back['aligned'].shape}")
+        if remote:
+            _publish_prefix(str(tmp), str(path))
+        else:
+            _publish_dir(tmp, Path(path))
+    except OutputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - OSError locally, botocore/aiohttp errors remotely
+        from .sources import redact
+
+        cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else redact(exc)[:200]
+        raise OutputError(f"cannot write output {path}: {cause}") from None
+    finally:
+        _remove_store(tmp, remote)
+    return {"format": "Zarr", "warp_write_s": time.perf_counter() - t0}
+
+
+def _zarr_dataset(arr, grid, nodata, tags, descriptions):
     import rioxarray  # noqa: F401 - registers ``.rio``
     import xarray as xr
     from affine import Affine
 
+    nb, ny, nx = (int(v) for v in arr.shape)
+    a, b, c, d, e, f = grid.transform[:6]
+    coords = {"band": np.arange(1, nb + 1), "y": f + e * (np.arange(ny) + 0.5), "x": c + a * (np.arange(nx) + 0.5)}
+    if any(len(set(c[:-1])) > 1 or (len(c) > 1 and c[-1] > c[0]) for c in arr.chunks):
+        arr = arr.rechunk((nb, max(arr.chunks[1]), max(arr.chunks[2])))  # Zarr chunks are regular
+    out = xr.DataArray(arr, dims=("band", "y", "x"), coords=coords, name="aligned")
+    if grid.crs is not None:
+        out = out.rio.write_crs(grid.crs)
+    out = out.rio.write_transform(Affine(*grid.transform[:6]))
+    # spatial_ref listed as a coordinate: plain ``open_zarr`` (no ``decode_coords="all"``) finds the CRS
+    out.encoding["coordinates"] = "spatial_ref"
+    encoding = dict(out.encoding)
+    encoding.pop("coordinates")
+    if nodata is not None and arr.dtype.kind == "f":
+        encoding["_FillValue"] = float(nodata)
+    elif nodata is not None:
+        out.attrs["nodata"] = float(nodata)
+    if descriptions and any(descriptions):
+        out.attrs["long_name"] = [str(v or "") for v in descriptions]
+    ds = out.to_dataset()
+    ds.attrs.update({k: str(v) for k, v in (tags or {}).items()})
+    return ds, encoding
+
+
+def _zarr_temp(path, remote):
+    """A fresh temporary store beside ``path``: an absolute folder (the workers may run elsewhere) or a
+    hidden prefix in the same bucket."""
+    if remote:
+        import uuid
+
+        base, _, name = str(path).rstrip("/").rpartition("/")
+        return f"{base}/.{name}{TMP_TAG}{uuid.uuid4().hex[:12]}.zarr"
     final = Path(path)
     folder = final.parent if str(final.parent) else Path(".")
     check_folder(folder)
-    # absolute: the workers that write the chunks may run in another working folder
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_TAG}", suffix=".zarr", dir=folder)).resolve()
-    t0 = time.perf_counter()
-    try:
-        nb, ny, nx = (int(v) for v in arr.shape)
-        a, b, c, d, e, f = grid.transform[:6]
-        coords = {"band": np.arange(1, nb + 1), "y": f + e * (np.arange(ny) + 0.5), "x": c + a * (np.arange(nx) + 0.5)}
-        if any(len(set(c[:-1])) > 1 or (len(c) > 1 and c[-1] > c[0]) for c in arr.chunks):
-            arr = arr.rechunk((nb, max(arr.chunks[1]), max(arr.chunks[2])))  # Zarr chunks are regular
-        out = xr.DataArray(arr, dims=("band", "y", "x"), coords=coords, name="aligned")
-        if grid.crs is not None:
-            out = out.rio.write_crs(grid.crs)
-        out = out.rio.write_transform(Affine(*grid.transform[:6]))
-        # spatial_ref listed as a coordinate: plain ``open_zarr`` (no ``decode_coords="all"``) finds the CRS
-        out.encoding["coordinates"] = "spatial_ref"
-        encoding = dict(out.encoding)
-        encoding.pop("coordinates")
-        if nodata is not None and arr.dtype.kind == "f":
-            encoding["_FillValue"] = float(nodata)
-        elif nodata is not None:
-            out.attrs["nodata"] = float(nodata)
-        if descriptions and any(descriptions):
-            out.attrs["long_name"] = [str(v or "") for v in descriptions]
-        ds = out.to_dataset()
-        ds.attrs.update({k: str(v) for k, v in (tags or {}).items()})
-        job = ds.to_zarr(tmp, mode="w", compute=False, encoding={"aligned": encoding}, consolidated=True,
-                         zarr_format=2)  # v2 + consolidated: read by GDAL, zarr 2 and 3, no warnings
-        dask.compute(job)
-        back = xr.open_zarr(tmp, consolidated=True)
-        if back["aligned"].shape != (nb, ny, nx):
-            raise OutputError(f"cannot write output {path}: the store reads back as {back['aligned'].shape}")
-        _publish_dir(tmp, final)
-    except OSError as exc:
-        raise OutputError(f"cannot write output {path}: {exc.strerror or exc}") from None
-    finally:
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_TAG}", suffix=".zarr", dir=folder)).resolve()
+
+
+def _remove_store(tmp, remote):
+    if not remote:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"format": "Zarr", "warp_write_s": time.perf_counter() - t0}
+        return
+    from .sources import filesystem
+
+    try:
+        fs, key = filesystem(tmp)
+        if fs.exists(key):
+            fs.rm(key, recursive=True)
+    except Exception:  # noqa: BLE001 - best effort: the temporary prefix is hidden and named as such
+        log.warning("could not remove the temporary store %s", tmp)
+
+
+METADATA = (".zarray", ".zattrs", ".zgroup", "zarr.json")
+
+
+def _publish_prefix(tmp, final):
+    """Copy the complete store under ``tmp`` to ``final`` inside the bucket: chunks first, then the
+    metadata, ``.zmetadata`` (what ``open_zarr`` reads first) last. An existing store at ``final``
+    (``--overwrite`` checked by the caller) is removed first."""
+    from .sources import filesystem
+
+    fs, tkey = filesystem(tmp)
+    _, fkey = filesystem(final)
+    if fs.exists(fkey):
+        fs.rm(fkey, recursive=True)
+    keys = sorted(fs.find(tkey))
+    order = sorted(keys, key=lambda k: (k.endswith(".zmetadata"), k.endswith(METADATA)))
+    for k in order:
+        fs.copy(k, fkey + k[len(tkey):])
 
 
 def _publish_dir(tmp, final):

@@ -163,3 +163,12 @@ def network_error(path, message) -> str:
                               "timeout", "failed to connect", "couldn't resolve")):
         return f"cannot reach the server for {path}: {text[:160]}"
     return f"not a readable raster: {path} ({text[:160]})"
+
+
+def filesystem(url):
+    """The fsspec filesystem of an object-store URL (``s3://``: s3fs, configured by botocore from the AWS
+    variables, ``AWS_ENDPOINT_URL`` included) and the path inside it."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(str(url))
+    return fs, path
