@@ -20,11 +20,14 @@ def test_stored_without_outputs(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes(path):
+def test_notebook_executes(path, tmp_path, monkeypatch):
+    """Runs top to bottom and removes its working folder (nothing is left in the temp folder)."""
     from nbclient import NotebookClient
 
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the kernel inherits it: tempfile.mkdtemp() lands here
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
     client.execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("rastalign_")], list(tmp_path.iterdir())
