@@ -148,3 +148,23 @@ def test_jwst_pair_aligns_in_simple_mode_with_the_defaults(data_dir):
     e1, e2 = data_dir / "jwst_nircam_f200w_a2744_epoch1.fits", data_dir / "jwst_nircam_f200w_a2744_epoch2.fits"
     model, ev = estimate_fits(e2, e1, n_det=0.9, spline_order=0, patience_quad_cand=1)
     assert ev["stats"]["n_matched"] >= 90 and ev["stats"]["rms_px"] < 0.6
+
+
+@pytest.mark.parametrize("distortion,warned", [(3.0, True), (0.0, False)])
+def test_affine_only_on_a_distorted_field_says_so(tmp_path, caplog, distortion, warned):
+    import logging
+
+    from rastalign.testing_stars import write_star_pair
+
+    src, tmpl, _ = write_star_pair(tmp_path, (1024, 1024), 600, rotation_deg=3.0, shift=(5.5, -3.25),
+                                   distortion_px=distortion, seed=4)
+    with caplog.at_level(logging.WARNING, logger="rastalign"):
+        _, ev = estimate_fits(src, tmpl, n_det=0.9, spline_order=0, patience_quad_cand=1)
+    st = ev["stats"]
+    assert st["distortion_warning"] is warned
+    lines = [r.getMessage() for r in caplog.records if "align-fits" in r.getMessage()]
+    assert len(lines) == (1 if warned else 0)
+    if warned:
+        assert st["rms_px"] > 3 * st["residual_noise_px"]
+    _, ev = estimate_fits(src, tmpl)  # with the field: nothing to warn about
+    assert ev["stats"]["distortion_warning"] is False

@@ -168,8 +168,27 @@ def _evidence(model, sm, tm, use, qinfo, finfo):
              "median_residual_px": float(np.median(np.hypot(du[:, 0], du[:, 1]))),
              "spline": finfo.get("chosen"), "n_source_det": qinfo["n_source_det"],
              "n_template_det": qinfo["n_template_det"]}
+    stats.update(structured_residuals(txy[use], du, model.field is None))
     return {"source_det_matched": sm, "template_det_matched": tm, "inliers": use, "residuals": d,
             "stats": stats, "quads": qinfo, "field": finfo}
+
+
+def structured_residuals(xy, r, affine_only, factor=3.0, floor_px=0.05):
+    """Do the residuals carry distortion an affine cannot follow? Centroid noise is independent from star to
+    star; distortion is smooth, so neighbouring stars share it. Compares the residual RMS with the noise
+    level the nearest-neighbour differences show (``rms(r_i - r_nn) / sqrt(2)``): ``factor`` times above
+    it (and above ``floor_px``) with an affine-only model, a warning names ``align-fits``."""
+    if not affine_only or len(xy) < 20:
+        return {"residual_noise_px": None, "distortion_warning": False}
+    _, nn = cKDTree(xy).query(xy, k=2)
+    noise = float(np.sqrt(np.mean(((r - r[nn[:, 1]]) ** 2).sum(1)) / 2.0))
+    rms = float(np.sqrt(np.mean((r ** 2).sum(1))))
+    warn = bool(rms > factor * noise and rms > floor_px)
+    if warn:
+        log.warning("the residuals (rms %.3f px) are %.0fx what the centroids support (%.3f px): the field is "
+                    "distorted and an affine cannot follow it; align-fits fits the distortion", rms,
+                    rms / max(noise, 1e-9), noise)
+    return {"residual_noise_px": noise, "distortion_warning": warn}
 
 
 def _output_grid(model, o, source_shape, template_shape):
