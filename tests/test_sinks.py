@@ -253,3 +253,19 @@ def test_png_inputs_align_in_pixel_space_without_warnings(pair, tmp_path):
     assert r.returncode == 0 and r.stderr == "", r.stderr
     c = json.loads(r.stdout)["correction"]
     assert c["frame"].startswith("pixels") and abs(c["shift_px"][0] + 4.2) < 0.05
+
+
+def test_qa_plot_has_the_thumbnail_footprint_and_field_panels(pair, tmp_path):
+    from PIL import Image
+
+    from rastalign.model import AlignmentModel
+    from rastalign.report import _footprint
+
+    d, moving, fixed = pair
+    plot = tmp_path / "qa.png"
+    r = _cli(["--moving-image", moving, "--fixed-image", fixed, "--output-image", tmp_path / "o.tif", "--plot", plot])
+    assert r.returncode == 0, r.stderr
+    w, h = Image.open(plot).size
+    assert w >= 1600 and h >= 500  # three panels: tie points on the thumbnail, field magnitude, histogram
+    fx, fy = _footprint(AlignmentModel.identity((30, 40)), {"moving_shape": [30, 40]})
+    assert (fx.min(), fx.max(), fy.min(), fy.max()) == (-0.5, 39.5, -0.5, 29.5)

@@ -161,6 +161,8 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
             "resolutions": {"fixed": fix.resolution, "moving": mov.resolution,
                             "solve": max(ff * fix.resolution, fm * mov.resolution), "moving_px_per_fixed_px": ratio},
             "crs_relation_fit_error_px": crs_fit_err,
+            "inputs": {"fixed": str(fixed_image_path), "fixed_band": params.fixed_band,
+                       "fixed_shape": list(fix.shape), "moving_shape": list(mov.shape)},
             "levels": result.levels, "field": field_info, "native_refinement": bool(refine),
             "timings_s": {"proxies": t1 - t0, "solve": t2 - t1}}
     if not quality["passed"]:

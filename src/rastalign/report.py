@@ -111,33 +111,95 @@ def _jsonable(o):
 
 
 def plot_residuals(est, path):
-    """Tie points with residual vectors (inliers blue, outliers red) and a residual histogram."""
+    """The QA figure: the tie points over a thumbnail of the fixed image, coloured by residual, outliers
+    marked, the footprint of the moving image; beside it the residual field's magnitude (the non-rigid
+    part of the correction) with the inlier residual vectors; and the residual histogram."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tp = est.tiepoints
+    tp, q, inputs = est.tiepoints, est.quality, est.info.get("inputs", {})
     inl = tp.inlier
     mag = np.hypot(*tp.residual.T)
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 5.5))
-    scale = 100.0 / max(np.percentile(mag[inl], 95) if inl.any() else 1.0, 1e-3)
-    ax.quiver(tp.fixed[inl, 0], tp.fixed[inl, 1], tp.residual[inl, 0], tp.residual[inl, 1], color="tab:blue",
-              angles="xy", scale_units="xy", scale=1.0 / scale, width=0.002, label="inliers")
-    ax.scatter(tp.fixed[~inl, 0], tp.fixed[~inl, 1], s=8, c="tab:red", label="outliers")
-    ax.invert_yaxis()
+    fig, (ax, fx, bx) = plt.subplots(1, 3, figsize=(17, 5.6))
+    shape = inputs.get("fixed_shape") or [int(tp.fixed[:, 1].max()) + 1, int(tp.fixed[:, 0].max()) + 1]
+    extent = (-0.5, shape[1] - 0.5, shape[0] - 0.5, -0.5)
+    thumb = _thumbnail(inputs, shape)
+    if thumb is not None:
+        lo, hi = np.nanpercentile(thumb, [2, 98])
+        ax.imshow(thumb, cmap="gray", vmin=lo, vmax=hi, extent=extent)
+    vmax = max(float(np.percentile(mag[inl], 95)) if inl.any() else 1.0, 1e-3)
+    sc = ax.scatter(tp.fixed[inl, 0], tp.fixed[inl, 1], c=mag[inl], s=14, cmap="viridis", vmin=0, vmax=vmax,
+                    label="inliers")
+    ax.scatter(tp.fixed[~inl, 0], tp.fixed[~inl, 1], s=22, c="tab:red", marker="x", label="outliers")
+    fp = _footprint(est.model, inputs)
+    if fp is not None:
+        ax.plot(fp[0], fp[1], color="tab:orange", lw=1.5, label="moving footprint")
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
     ax.set_aspect("equal")
-    ax.set_title(f"residual vectors x{scale:.0f} (fixed pixels)")
-    ax.legend(loc="lower right")
-    q = est.quality
+    ax.set_title("tie points on the fixed image (colour: residual px)", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.colorbar(sc, ax=ax, shrink=0.8)
+    _field_panel(fx, est.model, tp, inl, shape, extent)
     bx.hist(mag[inl], bins=40, color="tab:blue")
     bx.set_xlabel("residual (moving px)")
     bx.set_title(f"{q['n_inliers']}/{q['n_tie_points']} inliers, rms {q['rms_residual_px']:.3f} px, "
                  f"median {q['median_residual_px']:.3f} px")
     fig.tight_layout()
     tmp = str(path) + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=100)
     plt.close(fig)
     import os
 
     os.replace(tmp, path)
+
+
+def _thumbnail(inputs, shape):
+    """A decimated fixed image (at most 512 px on its long side), or None when it cannot be read."""
+    if not inputs.get("fixed"):
+        return None
+    from .errors import RastalignError
+    from .proxy import read_proxy
+
+    f = max(1, int(np.ceil(max(shape) / 512)))
+    try:
+        img, ok = read_proxy(inputs["fixed"], int(inputs.get("fixed_band", 0)), tuple(shape), f)
+    except RastalignError:
+        return None
+    return np.where(ok, img, np.nan)
+
+
+def _footprint(model, inputs):
+    """The moving image's border in fixed pixels (through the model's inverse)."""
+    ms = inputs.get("moving_shape")
+    if not ms:
+        return None
+    ny, nx = ms
+    t = np.linspace(0.0, 1.0, 50)
+    bx = np.concatenate([-0.5 + t * nx, np.full(50, nx - 0.5), nx - 0.5 - t * nx, np.full(50, -0.5)])
+    by = np.concatenate([np.full(50, -0.5), -0.5 + t * ny, np.full(50, ny - 0.5), ny - 0.5 - t * ny])
+    x, y = model.inverse_points(bx, by)
+    return np.asarray(x), np.asarray(y)
+
+
+def _field_panel(ax, model, tp, inl, shape, extent):
+    """The residual field's magnitude over the fixed grid, and the inlier residual vectors."""
+    if model.field is not None:
+        gx, gy = np.meshgrid(np.linspace(0, shape[1] - 1, 96), np.linspace(0, shape[0] - 1, 96))
+        dx, dy = model.field_at_output(gx, gy)
+        im = ax.imshow(np.hypot(dx, dy), cmap="magma", extent=extent)
+        ax.figure.colorbar(im, ax=ax, shrink=0.8).set_label("residual field |d| (moving px)")
+        ax.set_title("residual field |d| beyond the affine + residuals", fontsize=10)
+    else:
+        ax.set_facecolor("0.92")
+        ax.set_title("affine only (no residual field kept) + residuals", fontsize=10)
+    mag = np.hypot(*tp.residual.T)
+    scale = 0.05 * max(shape) / max(np.percentile(mag[inl], 95) if inl.any() else 1.0, 1e-3)
+    ax.quiver(tp.fixed[inl, 0], tp.fixed[inl, 1], tp.residual[inl, 0], tp.residual[inl, 1], color="tab:cyan",
+              angles="xy", scale_units="xy", scale=1.0 / scale, width=0.003)
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
+    ax.set_aspect("equal")
+    ax.set_xlabel(f"residual vectors x{scale:.0f}")
