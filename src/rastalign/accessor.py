@@ -247,6 +247,8 @@ def apply(moving, model, grid=None, reference=None, **options):
     """Warp ``moving`` (DataArray) with ``model`` onto ``grid`` (a DataArray on the output grid, or None)."""
     fits = _is_fits(moving)
     _, warp_p, _ = _split(fits, options)
+    if warp_p.correction != "resample":
+        raise InputError("correction='georef' writes a file: use vhr-align-image-pair or rastalign.align_image_pair")
     nd_in = options.get("moving_nodata")
     mov = grid_info(moving, nd_in)
     m, out = rebase(model, mov, None if grid is None else grid_info(grid))

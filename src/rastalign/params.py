@@ -87,6 +87,7 @@ class WarpParams:
     trim_edge_invalid: bool = False
     edge_trim_depth: int = 8
     output_format: Optional[str] = None
+    correction: str = "resample"  # "georef": keep the moving pixels, write the corrected georeference
     scheduler: str = "threads"
     n_workers: Optional[int] = None
     threads_per_worker: Optional[int] = None
@@ -118,6 +119,8 @@ class WarpParams:
                 raise InputError(f"--output-format must be one of {', '.join(OUTPUT_FORMATS)} (any case); "
                                  f"got {self.output_format!r}")
             object.__setattr__(self, "output_format", canon)
+        if self.correction not in ("resample", "georef"):
+            raise InputError(f"--correction must be resample or georef; got {self.correction!r}")
         if self.edge_trim_depth < 1:
             raise InputError(f"--edge-trim-depth must be > 0; got {self.edge_trim_depth}")
         sched = self.scheduler

@@ -289,7 +289,13 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
 
     t0 = time.perf_counter()
     est_p, warp_p, rest = split_options(options)
-    output_format_for(output_image_path, warp_p.output_format)  # a wrong suffix is refused before any work
+    fmt = output_format_for(output_image_path, warp_p.output_format)  # a wrong suffix is refused before any work
+    if warp_p.correction == "georef":
+        if fmt != "GTiff" or not warp_p.output_on_moving_grid or any(rest.get(k) for k in
+                                                                     ("like", "output_crs", "output_resolution")):
+            raise InputError("--correction georef keeps the moving pixels on the moving grid and writes a GeoTIFF: "
+                             "drop --like/--output-crs/--output-resolution/--no-output-on-moving-grid and "
+                             "--output-format")
     out = check_output_path(output_image_path, [moving_image_path, fixed_image_path], warp_p.overwrite)
     model_out = rest.get("model_out") or f"{output_image_path}.model.json"
     check_output_path(model_out, [moving_image_path, fixed_image_path, output_image_path], warp_p.overwrite)
@@ -321,8 +327,13 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
             est.info["output_grid_fit_error_px"] = rebase_err
             t1 = time.perf_counter()
             stage("warp + write")
-            stats = apply(moving_image_path, model, out, grid, warp_p, est_p.moving_nodata, warp_p.output_nodata,
-                          fix)
+            if warp_p.correction == "georef":
+                from .georef import write_georef
+
+                stats = write_georef(moving_image_path, model, mov, out)
+            else:
+                stats = apply(moving_image_path, model, out, grid, warp_p, est_p.moving_nodata,
+                              warp_p.output_nodata, fix)
         report = build_report(est, model, stats, mov, fix, grid, est_p, warp_p,
                               {"estimate_s": t1 - t0, "warp_write_s": stats["warp_write_s"],
                                "total_s": time.perf_counter() - t0})

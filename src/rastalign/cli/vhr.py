@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--output-format", default=None, metavar="{GTiff,COG,FITS,Zarr}",
                    help="output format, any case (default: from the suffix: .tif GTiff, .cog.tif COG, .fits FITS, "
                         ".zarr Zarr written by the workers)")
+    w.add_argument("--correction", choices=("resample", "georef"), default="resample",
+                   help="resample the moving image onto the output grid, or georef: keep its pixels byte for byte "
+                        "and write the corrected geotransform (affine models only)")
     w.add_argument("--trim-edge-invalid", action=b, default=False,
                    help="set output pixels within --edge-trim-depth of invalid pixels to nodata")
     w.add_argument("--edge-trim-depth", type=int, default=8, help="pixels trimmed by --trim-edge-invalid")
