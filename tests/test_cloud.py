@@ -154,3 +154,24 @@ def test_unreachable_endpoint_is_one_line(s3, tmp_path):
     assert "s3://" in r.stderr and SECRET not in r.stderr
     assert not list(tmp_path.iterdir())
     assert json.dumps(r.stderr)  # one printable line
+
+
+def test_fits_frames_from_s3_through_align_fits(s3, tmp_path):
+    from astropy.io import fits
+
+    from rastalign.testing_stars import write_star_pair
+
+    src, tmpl, _ = write_star_pair(tmp_path / "stars", (512, 480), 300, rotation_deg=3.0, shift=(4.5, -2.5), seed=6)
+    for p in (src, tmpl):
+        s3["client"].upload_file(str(p), BUCKET, f"stars/{p.name}")
+    cmd = [sys.executable, "-c", "import sys; from rastalign.cli.fits import main; sys.exit(main(sys.argv[1:]))"]
+    local = subprocess.run(cmd + [str(src), str(tmp_path / "local.fits"), "-tf", str(tmpl)], capture_output=True,
+                           text=True)
+    remote = subprocess.run(cmd + [f"s3://{BUCKET}/stars/{src.name}", str(tmp_path / "s3.fits"), "-tf",
+                                   f"s3://{BUCKET}/stars/{tmpl.name}"], capture_output=True, text=True)
+    assert local.returncode == 0 and remote.returncode == 0, local.stderr + remote.stderr
+    assert np.array_equal(fits.getdata(tmp_path / "s3.fits"), fits.getdata(tmp_path / "local.fits"), equal_nan=True)
+    missing = subprocess.run(cmd + [f"s3://{BUCKET}/stars/nope.fits", str(tmp_path / "m.fits"), "-tf",
+                                    f"s3://{BUCKET}/stars/{tmpl.name}"], capture_output=True, text=True)
+    assert missing.returncode == 2 and "not found: s3://" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1 and SECRET not in missing.stderr + remote.stderr

@@ -16,10 +16,11 @@ from .fit import DEFAULTS, _options, fit_detections, resampling_for
 
 
 def _detections_from_file(path, info, o, name):
-    from ..io.sources import FitsSource
+    from ..io.sources import FitsSource, is_url
 
-    return detect(FitsSource(str(path), int(info.ext), tuple(info.shape)).read, info.shape, sep_thresh=float(o["sep_thresh"]), name=f"{name} {path}",
-                  processes=True)
+    # forked worker processes and fsspec's event loop do not mix: remote frames are detected in threads
+    return detect(FitsSource(str(path), int(info.ext), tuple(info.shape)).read, info.shape,
+                  sep_thresh=float(o["sep_thresh"]), name=f"{name} {path}", processes=not is_url(path))
 
 
 def estimate_fits(source_path, template_path=None, source_ext=None, template_ext=None, source_cat=None,
@@ -70,6 +71,12 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
     from ..warp.graph import lazy_warp
 
     t0 = time.perf_counter()
+    from ..io.sources import is_url
+
+    if is_url(output_path):
+        from ..errors import InputError
+
+        raise InputError(f"writing FITS to {str(output_path).split('://')[0]}:// is not supported yet: write a local file")
     check_output_path(output_path, [source_path, template_path, opts.get("source_cat"), opts.get("template_cat")],
                       overwrite)
     o = _options({k: v for k, v in opts.items() if k in DEFAULTS})

@@ -57,8 +57,20 @@ def wcs_of(header):
 
 
 def _open(path):
+    """Open a FITS file: a local path (memory-mapped), or an ``s3://`` / ``https://`` URL through fsspec,
+    which fetches only the headers and the sections read."""
     from astropy.io import fits
 
+    from .sources import is_url, network_error
+
+    if is_url(path):
+        try:
+            return fits.open(str(path), use_fsspec=True, lazy_load_hdus=True, do_not_scale_image_data=True)
+        except Exception as exc:  # noqa: BLE001 - fsspec/botocore/aiohttp/astropy raise many kinds
+            cause = "404 not found" if isinstance(exc, FileNotFoundError) else \
+                "403 access denied" if isinstance(exc, PermissionError) else f"{type(exc).__name__}: {exc}"
+            raise InputError(network_error(path, cause).replace("not a readable raster", "not a readable FITS file")) \
+                from None
     p = check_input_file(path, "FITS")
     try:
         return fits.open(p, memmap=True, lazy_load_hdus=True, do_not_scale_image_data=True)
@@ -200,6 +212,12 @@ class _LazyHDU:
         return data[:, ::ys.step, ::xs.step][key[0]]
 
 
+def _stamp(path):
+    from .sources import is_url
+
+    return "remote" if is_url(path) else os.path.getmtime(path)
+
+
 def open_fits(path, ext=None, chunks=2048):
     """Open a FITS image lazily as an ``xarray.DataArray`` (dims ``band, y, x``, dask-backed).
 
@@ -213,7 +231,7 @@ def open_fits(path, ext=None, chunks=2048):
     if isinstance(chunks, int):
         chunks = (1, chunks, chunks)
     arr = da.from_array(_LazyHDU(path, info.ext, info.shape), chunks=chunks, asarray=False, fancy=False,
-                        name=f"fits-{Path(path).name}-{info.ext}-{os.path.getmtime(path)}")
+                        name=f"fits-{Path(path).name}-{info.ext}-{_stamp(path)}")
     return xr.DataArray(arr, dims=("band", "y", "x"),
                         coords={"band": [1], "y": np.arange(info.shape[0]), "x": np.arange(info.shape[1])},
                         attrs={"fits_header": info.header, "wcs": info.wcs, "rastalign_path": str(path),
