@@ -1,3 +1,4 @@
+import contextlib
 import os
 from pathlib import Path
 
@@ -56,3 +57,36 @@ def warp_chunked(data, valid, model, shape, resampling, dtype, nodata, scheduler
     if isinstance(chunking.get("chunks", (0,))[0], tuple):
         assert arr.chunks[1:] == tuple(chunking["chunks"])
     return arr.compute(scheduler=scheduler)
+
+
+@contextlib.contextmanager
+def process_cluster(tmp_path_factory, n_workers=2):
+    """A real ``dask scheduler`` and ``n_workers`` ``dask worker`` processes on 127.0.0.1, each in an empty
+    folder of its own (nothing can be read through a shared working folder); yields the address."""
+    import socket
+    import subprocess
+    import sys
+
+    from distributed import Client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    addr = f"tcp://127.0.0.1:{port}"
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                               "--port", str(port), "--dashboard-address", ":0"],
+                              cwd=tmp_path_factory.mktemp("scheduler"), **quiet)]
+    try:
+        for k in range(n_workers):
+            wd = tmp_path_factory.mktemp(f"worker{k}")
+            procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", addr, "--nthreads", "1",
+                                           "--no-dashboard", "--local-directory", str(wd)], cwd=wd, **quiet))
+        with Client(addr, timeout="30s") as c:
+            c.wait_for_workers(n_workers, timeout=60)
+        yield addr
+    finally:
+        for p in procs[::-1]:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)

@@ -13,7 +13,7 @@ import pytest
 import rioxarray  # noqa: F401
 import xarray as xr
 
-from conftest import read_tif
+from conftest import process_cluster, read_tif
 
 SECRET = "rastalign-test-secret-Zq7xK2"
 BUCKET = "rastalign-cloud-test"
@@ -85,21 +85,7 @@ def test_s3_and_https_pairs_align_like_local_files(s3, tmp_path):
 def test_s3_pair_on_a_remote_scheduler_equals_local_threads(s3, tmp_path_factory):
     """Workers started after the AWS variables are set, each in an empty folder: they read the inputs from
     the server themselves."""
-    from distributed import Client
-
-    port = _free_port()
-    addr = f"tcp://127.0.0.1:{port}"
-    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                               "--port", str(port), "--dashboard-address", ":0"],
-                              cwd=tmp_path_factory.mktemp("sch"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    try:
-        for k in range(2):
-            wd = tmp_path_factory.mktemp(f"w{k}")
-            procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", addr, "--nthreads", "1",
-                                           "--no-dashboard", "--local-directory", str(wd)], cwd=wd,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        with Client(addr, timeout="30s") as c:
-            c.wait_for_workers(2, timeout=60)
+    with process_cluster(tmp_path_factory) as addr:
         out = tmp_path_factory.mktemp("out")
         args = ["--moving-image", f"s3://{BUCKET}/pair/moving.tif", "--fixed-image", f"s3://{BUCKET}/pair/fixed.tif"]
         r1 = _cli(args + ["--output-image", out / "threads.tif"])
@@ -120,11 +106,6 @@ def test_s3_pair_on_a_remote_scheduler_equals_local_threads(s3, tmp_path_factory
         assert r.returncode == 2 and "output exists" in r.stderr
         r = _cli(args + ["--output-image", f"s3://{BUCKET}/out/x.tif"])
         assert r.returncode == 2 and "not supported yet" in r.stderr
-    finally:
-        for p in procs[::-1]:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
 
 
 @pytest.mark.parametrize("moving,match", [

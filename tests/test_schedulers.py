@@ -14,7 +14,7 @@ from rastalign.pipeline import apply
 from rastalign.scheduler import use_scheduler
 from rastalign.testing import write_pair
 
-from conftest import read_tif
+from conftest import process_cluster, read_tif
 
 
 @pytest.fixture(scope="module")
@@ -34,34 +34,8 @@ def setup(tmp_path_factory):
 @pytest.fixture(scope="module")
 def remote(tmp_path_factory):
     """A real scheduler and two workers, each a separate process in its own empty folder on 127.0.0.1."""
-    import socket
-    import subprocess
-    import sys
-
-    from distributed import Client
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    addr = f"tcp://127.0.0.1:{port}"
-    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                               "--port", str(port), "--dashboard-address", ":0"],
-                              cwd=tmp_path_factory.mktemp("scheduler"), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)]
-    try:
-        for k in range(2):
-            wd = tmp_path_factory.mktemp(f"worker{k}")
-            procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", addr, "--nthreads", "1",
-                                           "--no-dashboard", "--local-directory", str(wd)], cwd=wd,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        with Client(addr, timeout="30s") as c:
-            c.wait_for_workers(2, timeout=60)
+    with process_cluster(tmp_path_factory) as addr:
         yield addr
-    finally:
-        for p in procs[::-1]:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
 
 
 def _read(path, fmt):
