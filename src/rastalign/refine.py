@@ -107,7 +107,7 @@ def refine_native(model, tp: TiePoints, fixed_path, moving_path, fband, mband, f
             use_edges)
     import dask
 
-    from .io.sinks import parallelism
+    from .scheduler import parallelism
 
     groups = [g for g in np.array_split(np.asarray(chosen), min(len(chosen), 4 * parallelism())) if len(g)]
     task = dask.delayed(_batch, pure=True)

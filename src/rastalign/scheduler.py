@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 
 from .errors import InputError
 
@@ -40,6 +42,24 @@ def _reason(exc) -> str:
     return f"{exc.__class__.__name__}: {text[:200]}" if text else exc.__class__.__name__
 
 
+def active_client():
+    """The default ``distributed.Client`` when one is active, else ``None``."""
+    if "distributed" not in sys.modules:  # no client can exist; do not pay for the import
+        return None
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def parallelism() -> int:
+    """Threads that run tasks: the active cluster's, else this machine's cores."""
+    client = active_client()
+    return max(1, sum(client.nthreads().values())) if client is not None else os.cpu_count() or 1
+
+
 def _quiet_distributed():
     """distributed sets its loggers to INFO when imported (after the CLI set up logging): keep them at
     WARNING unless the root logger is at DEBUG (``-vv``), so a run prints its result, not the cluster's life."""
@@ -66,7 +86,6 @@ def use_scheduler(scheduler="threads", n_workers=None, threads_per_worker=None):
     if sched == "processes":
         # one pool for the whole run (dask would start a new one for every compute call)
         import multiprocessing
-        import os
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(n_workers or os.cpu_count() or 1,

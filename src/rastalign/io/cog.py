@@ -175,10 +175,9 @@ def write_cog(arr, tmp, entries, tile, big, nodata):
     """COG: the pyramid on the workers, then header, structural metadata, directories and data."""
     import time
 
-    import dask
-
     from .. import progress
-    from .sinks import active_client, blocks, parallelism
+    from ..scheduler import active_client
+    from .sinks import blocks, consume
 
     t0 = time.perf_counter()
     nb, ny, nx = (int(v) for v in arr.shape)
@@ -187,8 +186,7 @@ def write_cog(arr, tmp, entries, tile, big, nodata):
     m = min(n_ov, MAX_LOCAL_LEVELS)
     a = aligned_to(arr, tile << m)
     items = list(blocks(a))
-    delayed = a.to_delayed()
-    task = dask.delayed(partial(_pyramid, tile=tile, m=m, nodata=nodata), pure=True)
+    encode = partial(_pyramid, tile=tile, m=m, nodata=nodata)
     boxes_m = [_level_box(box, m) for _, box in items]
     level_blocks = [[(b, _level_box(box, k)) for b, (_, box) in enumerate(items)] for k in range(m + 1)]
     level_blocks += [[(0, (0, shapes[k][0], 0, shapes[k][1]))] for k in range(m + 1, n_ov + 1)]
@@ -196,8 +194,11 @@ def write_cog(arr, tmp, entries, tile, big, nodata):
     store = _Held(client) if client is not None else _Spool(tmp)
     try:
         if client is not None:
+            import dask
             from distributed import as_completed
 
+            delayed = a.to_delayed()
+            task = dask.delayed(encode, pure=True)
             futs = client.compute([task(delayed[idx], box) for idx, box in items])
             for n, _ in enumerate(as_completed(futs), start=1):
                 progress.blocks(n, len(items))
@@ -214,15 +215,15 @@ def write_cog(arr, tmp, entries, tile, big, nodata):
             store.load_sizes()
         else:
             n_valid, pieces = 0, []
-            batch = 2 * parallelism()
-            for s in range(0, len(items), batch):
-                part = items[s:s + batch]
-                for b, res in zip(range(s, s + len(part)), dask.compute(*[task(delayed[i], box) for i, box in part])):
-                    for k in range(m + 1):
-                        store.add((k, b), res[0][k])
-                    pieces.append(res[1])
-                    n_valid += res[2]
-                progress.blocks(s + len(part), len(items))
+
+            def put(box, res):  # consume hands the blocks over in row-major order, as ``items`` lists them
+                nonlocal n_valid
+                for k in range(m + 1):
+                    store.add((k, len(pieces)), res[0][k])
+                pieces.append(res[1])
+                n_valid += res[2]
+
+            consume(a, encode, put)
             if n_ov > m:
                 for j, tiles in enumerate(_rest(pieces, boxes_m, shapes[m], tile, n_ov - m, nodata)):
                     store.add((m + 1 + j, 0), tiles)

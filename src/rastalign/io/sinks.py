@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from functools import partial
@@ -27,14 +26,10 @@ import numpy as np
 
 from .. import progress
 from ..errors import OutputError
-from .atomic import TMP_TAG, check_folder, discard, is_zarr_store, temp_path_beside
+from ..scheduler import parallelism
+from .atomic import TMP_TAG, check_folder, is_zarr_store
 
 log = logging.getLogger(__name__)
-
-
-def parallelism() -> int:
-    client = active_client()
-    return max(1, sum(client.nthreads().values())) if client is not None else os.cpu_count() or 1
 
 
 def blocks(arr):
@@ -63,18 +58,6 @@ def consume(arr, encode, write):
             write(box, res)
         progress.blocks(k + len(part), len(items))
     return time.perf_counter() - t0
-
-
-def active_client():
-    """The default ``distributed.Client`` when one is active, else ``None``."""
-    if "distributed" not in sys.modules:  # no client can exist; do not pay for the import
-        return None
-    try:
-        from distributed import default_client
-
-        return default_client()
-    except (ImportError, ValueError):
-        return None
 
 
 def check_written(verify, tmp, shape, count, path):

@@ -110,7 +110,7 @@ def _run_tiles(read, shape, cores, overlap, sep_thresh, workers, processes):
     run extraction in parallel), else in threads; serially for one worker or few tiles.
     Same tiles, same results."""
     jobs = [(read, shape, c, overlap, sep_thresh) for c in cores]
-    from ..io.sinks import active_client
+    from ..scheduler import active_client
 
     if processes and active_client() is not None:  # a dask cluster: every tile is a task of its workers
         import dask
