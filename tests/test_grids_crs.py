@@ -131,3 +131,16 @@ def test_overlap_box_keeps_coincident_edges_and_names_a_tiny_overlap(tmp_path):
     tiny = inspect_raster(write_tif(tmp_path / "t.tif", np.ones((1, 1), np.uint16), transform=one))
     with pytest.raises(OverlapError, match=r"overlap by only 1 x 1 fixed pixels"):
         overlap_box(tiny, fixed)
+
+
+@pytest.mark.parametrize("extra", [[], ["--no-output-on-moving-grid"]])
+def test_one_crs_is_refused_before_the_output_grid_is_built(tmp_path, extra, capsys):
+    from conftest import write_tif
+
+    data = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 7) % 5000
+    moving = write_tif(tmp_path / "m.tif", data, transform=UTM)
+    fixed = write_tif(tmp_path / "f.tif", data, transform=UTM, crs=None)
+    rc = main(["--moving-image", str(moving), "--fixed-image", str(fixed), "--output-image", str(tmp_path / "o.tif"),
+               *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and "only one image has a CRS" in err and len(err.strip().splitlines()) == 1

@@ -23,12 +23,17 @@ def same_crs(a, b) -> bool:
     return CRS.from_user_input(a) == CRS.from_user_input(b)
 
 
+def one_frame(a, b) -> bool:
+    """Grids related by one affine: the same CRS, or a CRS missing on either side (nothing to reproject with)."""
+    return a is None or b is None or same_crs(a, b)
+
+
 def pixel_mapping(src, dst):
     """Callable ``(x, y) -> (x', y')``: pixels of grid ``src`` to pixels of grid ``dst``
     (objects with ``pixel_to_world`` and ``crs``), through PROJ when the CRS differ."""
     to_world = np.asarray(src.pixel_to_world, float)
     from_world = invert_affine(dst.pixel_to_world)
-    if same_crs(src.crs, dst.crs):
+    if one_frame(src.crs, dst.crs):
         m = compose_affine(from_world, to_world)
         return lambda x, y: apply_affine(m, x, y)
     from pyproj import CRS, Transformer
@@ -104,8 +109,7 @@ class OutputGrid:
 def _grid(shape, transform, crs, fixed) -> "OutputGrid":
     g = OutputGrid(tuple(int(v) for v in shape), tuple(float(v) for v in transform[:6]), crs, None)
     # without a CRS on either side there is nothing to reproject with: the frames are taken as one
-    one_frame = crs is None or fixed.crs is None or same_crs(crs, fixed.crs)
-    pre = compose_affine(invert_affine(fixed.pixel_to_world), g.pixel_to_world) if one_frame else None
+    pre = compose_affine(invert_affine(fixed.pixel_to_world), g.pixel_to_world) if one_frame(crs, fixed.crs) else None
     return OutputGrid(g.shape, g.transform, crs, pre)
 
 

@@ -310,6 +310,7 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
     check_crs_option(rest.get("output_crs"))
     mov = inspect_raster(moving_image_path)
     fix = inspect_raster(fixed_image_path)
+    check_crs(mov, fix)  # before the output grid relates them
     like = inspect_raster(rest["like"]) if rest.get("like") else None
     grid = output_grid(mov, fix, warp_p.output_on_moving_grid, est_p.clip_fixed_to_moving, like,
                        rest.get("output_crs"), rest.get("output_resolution"))  # every grid checked before any work
