@@ -23,16 +23,6 @@ from .model.affine import compose_affine, invert_affine
 TOLERANCE_PX = 0.01
 
 
-def field_departure(model, shape, n=65) -> float:
-    """Largest displacement (moving px) of the model's residual field over an output grid of ``shape``."""
-    if model.field is None:
-        return 0.0
-    ny, nx = shape
-    gx, gy = np.meshgrid(np.linspace(0, nx - 1, n), np.linspace(0, ny - 1, n))
-    dx, dy = model.field_at_output(gx, gy)
-    return float(np.hypot(dx, dy).max())
-
-
 def corrected_transform(model, mov) -> tuple:
     """GDAL geotransform of the moving grid once corrected by the affine part of ``model`` (output px of
     the moving grid -> moving px)."""
@@ -47,7 +37,7 @@ def write_georef(moving_path, model, mov, output_path) -> dict:
     import rasterio
     from affine import Affine
 
-    departure = field_departure(model, mov.shape)
+    departure = model.field_max_px(mov.shape)
     if departure > TOLERANCE_PX:
         raise InputError(f"the residual field departs from an affine by up to {departure:.3f} px (more than "
                          f"{TOLERANCE_PX} px): a georeference cannot hold it; use --correction resample")

@@ -35,43 +35,25 @@ def plain_correction(model, mov, grid) -> dict:
     the map, i.e. with y up) and ``scale`` of the affine part applied to the moving image; and the largest
     displacement of the residual field (moving pixels) over the output grid, 0 when the model is affine.
     """
-    from .model.affine import apply_affine, compose_affine, invert_affine
+    from .grids import pixel_mapping
 
     ny, nx = grid.shape
     c = np.array([(nx - 1) / 2.0]), np.array([(ny - 1) / 2.0])
     mx, my = model(*c)
-    out_to_mov = compose_affine(invert_affine(mov.pixel_to_world), grid.pixel_to_world)  # same CRS: exact
-    same = mov.crs is None or grid.crs is None or _same_crs(mov.crs, grid.crs)
-    if same:
-        cx, cy = apply_affine(out_to_mov, *c)
-        dx, dy = float(cx[0] - mx[0]), float(cy[0] - my[0])
-    else:  # across CRS the centre's own position on the moving grid goes through PROJ
-        from .grids import pixel_mapping
-
-        cx, cy = pixel_mapping(grid, mov)(*c)
-        dx, dy = float(cx[0] - mx[0]), float(cy[0] - my[0])
+    cx, cy = pixel_mapping(grid, mov)(*c)  # the centre's own place on the moving grid (through PROJ across CRS)
+    dx, dy = float(cx[0] - mx[0]), float(cy[0] - my[0])
     lin = np.asarray(mov.pixel_to_world)[:, :2]
     sx, sy = lin @ np.array([dx, dy])
     # the map applied to the moving image, moving world -> output world (x east, y north): L_out inv(A) inv(L_mov)
     a = np.asarray(model.linear)[:, :2]
     m2w = np.asarray(grid.pixel_to_world)[:, :2] @ np.linalg.inv(a) @ np.linalg.inv(lin)
-    field_max = 0.0
-    if model.field is not None:
-        gx, gy = np.meshgrid(np.linspace(0, nx - 1, 65), np.linspace(0, ny - 1, 65))
-        fx, fy = model.field_at_output(gx, gy)
-        field_max = float(np.hypot(fx, fy).max())
+    field_max = model.field_max_px(grid.shape)
     frame = "pixels (neither image is georeferenced)" if mov.crs is None and grid.crs is None else "CRS"
     return {"frame": frame, "shift_px": [round(dx, 4), round(dy, 4)],
             "shift_crs": [round(float(sx), 4), round(float(sy), 4)],
             "rotation_deg": round(float(np.degrees(np.arctan2(m2w[1, 0], m2w[0, 0]))), 5),
             "scale": round(float(np.sqrt(abs(np.linalg.det(m2w)))), 6),
             "residual_field_max_px": round(field_max, 4)}
-
-
-def _same_crs(a, b):
-    from .grids import same_crs
-
-    return same_crs(a, b)
 
 
 def tiepoint_rows(tp):

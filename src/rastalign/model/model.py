@@ -112,6 +112,16 @@ class AlignmentModel:
             return 0.0
         return float(max(np.abs(self.field.coef_x).max(), np.abs(self.field.coef_y).max()))
 
+    def field_max_px(self, shape, n=65) -> float:
+        """Largest residual-field displacement (moving px) over an output grid of ``shape``, sampled on
+        ``n x n`` points (the field is a smooth spline: the samples bound it to well under 0.001 px)."""
+        if self.field is None:
+            return 0.0
+        ny, nx = shape
+        gx, gy = np.meshgrid(np.linspace(0, nx - 1, n), np.linspace(0, ny - 1, n))
+        dx, dy = self.field_at_output(gx, gy)
+        return float(np.hypot(dx, dy).max())
+
     def with_output_grid(self, pre, output_shape) -> "AlignmentModel":
         """The same geometry seen from another output grid (``pre``: output px -> solve px)."""
         return replace(self, pre=np.asarray(pre, float), output_shape=tuple(output_shape))
