@@ -175,13 +175,12 @@ class StarParams:
                 raise InputError(f"--{k.replace('_', '-')} must be >= 1; got {getattr(self, k)}")
         if int(self.n_quad_det) < 4:
             raise InputError(f"--n-quad-det must be >= 4 (a quad has 4 stars); got {self.n_quad_det}")
-        if self.interp_order not in range(6) or isinstance(self.interp_order, bool):
-            try:
-                ok = int(self.interp_order) == float(self.interp_order) and 0 <= int(self.interp_order) <= 5
-            except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise InputError(f"--interp-order must be an integer 0..5; got {self.interp_order!r}")
+        try:
+            ok = int(self.interp_order) == float(self.interp_order) and 0 <= int(self.interp_order) <= 5
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InputError(f"--interp-order must be an integer 0..5; got {self.interp_order!r}")
 
     @classmethod
     def from_options(cls, options: dict) -> "StarParams":
@@ -196,6 +195,12 @@ class StarParams:
 STAR_DEFAULTS = StarParams()
 
 
+def check_remote_format(path, fmt, instead="a .zarr store there (--output-format Zarr), or a local file"):
+    """Object storage takes Zarr stores so far: any other format to a URL is refused in one line."""
+    if "://" in str(path) and fmt != "Zarr":
+        raise InputError(f"writing {fmt} to {str(path).split('://')[0]}:// is not supported yet: write {instead}")
+
+
 def output_format_for(path, given=None) -> str:
     """The output format: ``given`` (any case), else from the suffix (``.cog.tif`` COG, ``.tif`` GTiff,
     ``.fits`` FITS, ``.zarr`` Zarr; GTiff without a suffix). A suffix that does not match the format,
@@ -208,9 +213,7 @@ def output_format_for(path, given=None) -> str:
         fmt = "COG"
     else:
         fmt = next((f for f, sfx in FORMAT_SUFFIXES.items() if suffix in sfx), "GTiff")
-    if "://" in str(path) and fmt != "Zarr":
-        raise InputError(f"writing {fmt} to {str(path).split('://')[0]}:// is not supported yet: write a .zarr store "
-                         f"there (--output-format Zarr), or a local file")
+    check_remote_format(path, fmt)
     if suffix and suffix not in FORMAT_SUFFIXES[fmt]:
         raise InputError(f"output suffix {suffix!r} does not match the {fmt} format (use "
                          f"{' or '.join(FORMAT_SUFFIXES[fmt])}, or choose another --output-format)")

@@ -62,21 +62,16 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
     ``template_ext``, ``source_cat``, ``template_cat``. Returns a JSON-able summary.
     """
     from ..io.atomic import check_output_path
+    from ..io.fits import resolve_ext
     from ..io.sinks import write_fits
     from ..io.sources import FitsSource
-    from ..params import WarpParams
+    from ..params import WarpParams, check_remote_format
     from ..progress import run_progress, stage
     from ..scheduler import use_scheduler
-    from ..io.fits import resolve_ext
     from ..warp.graph import lazy_warp
 
     t0 = time.perf_counter()
-    from ..io.sources import is_url
-
-    if is_url(output_path):
-        from ..errors import InputError
-
-        raise InputError(f"writing FITS to {str(output_path).split('://')[0]}:// is not supported yet: write a local file")
+    check_remote_format(output_path, "FITS", instead="a local file")
     check_output_path(output_path, [source_path, template_path, opts.get("source_cat"), opts.get("template_cat")],
                       overwrite)
     o = _options({k: v for k, v in opts.items() if k in DEFAULTS})

@@ -24,8 +24,8 @@ from ..tiepoints.quads import cross_match, match_detections
 
 log = logging.getLogger(__name__)
 
-POLY_DEGREES = (3, 4, 5)
-FIELD_MIN_MATCHES = 30  # fewer matched stars fit the affine only (6 parameters), never a residual field  # SIP-like polynomial candidates beside the splines
+POLY_DEGREES = (3, 4, 5)  # SIP-like polynomial candidates beside the splines
+FIELD_MIN_MATCHES = 30  # fewer matched stars fit the affine only (6 parameters), never a residual field
 # scipy spline orders, as spalipy uses them: 2-5 all take the prefiltered cubic B-spline, which
 # interpolates star images better than Keys cubic or Lanczos-3 (window-shift 0.0015 vs 0.016 / 0.004 px)
 INTERP = {0: "nearest", 1: "bilinear", 2: "bspline", 3: "bspline", 4: "bspline", 5: "bspline"}

@@ -69,8 +69,7 @@ def _open(path):
         except Exception as exc:  # noqa: BLE001 - fsspec/botocore/aiohttp/astropy raise many kinds
             cause = "404 not found" if isinstance(exc, FileNotFoundError) else \
                 "403 access denied" if isinstance(exc, PermissionError) else f"{type(exc).__name__}: {exc}"
-            raise InputError(network_error(path, cause).replace("not a readable raster", "not a readable FITS file")) \
-                from None
+            raise InputError(network_error(path, cause, "FITS file")) from None
     p = check_input_file(path, "FITS")
     try:
         return fits.open(p, memmap=True, lazy_load_hdus=True, do_not_scale_image_data=True)

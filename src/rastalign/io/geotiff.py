@@ -19,7 +19,6 @@ from . import tiff
 from .atomic import discard, temp_path_beside
 
 
-
 def tile_size(shape) -> int:
     """Square tile side: 512, or smaller (a multiple of 16) for small images."""
     m = min(int(shape[0]), int(shape[1]))

@@ -150,8 +150,8 @@ def redact(text) -> str:
     return out
 
 
-def network_error(path, message) -> str:
-    """A one-line cause for a failed remote open or read (never a credential)."""
+def network_error(path, message, kind="raster") -> str:
+    """A one-line cause for a failed remote open or read of a ``kind`` file (never a credential)."""
     text = redact(" ".join(str(message).split()))
     low = text.lower()
     if "404" in low or "does not exist" in low or "nosuchkey" in low or "not found" in low:
@@ -162,7 +162,7 @@ def network_error(path, message) -> str:
     if any(k in low for k in ("connection refused", "could not resolve", "couldn't connect", "timed out",
                               "timeout", "failed to connect", "couldn't resolve")):
         return f"cannot reach the server for {path}: {text[:160]}"
-    return f"not a readable raster: {path} ({text[:160]})"
+    return f"not a readable {kind}: {path} ({text[:160]})"
 
 
 def filesystem(url):

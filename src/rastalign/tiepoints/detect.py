@@ -106,9 +106,9 @@ def _tile_job(read, shape, core, overlap, sep_thresh):
 
 def _run_tiles(read, shape, cores, overlap, sep_thresh, workers, processes):
     """Tiles as tasks of the active ``distributed`` cluster when the reader can travel
-    (``processes``); else in forked worker *processes* when the process has one thread (sep holds the GIL, so threads do not
-    run extraction in parallel), else in threads; serially for one worker or few tiles.
-    Same tiles, same results."""
+    (``processes``); else in forked worker *processes* when the process has one thread (sep
+    holds the GIL, so threads do not run extraction in parallel), else in threads; serially for
+    one worker or few tiles. Same tiles, same results."""
     jobs = [(read, shape, c, overlap, sep_thresh) for c in cores]
     from ..scheduler import active_client
 

@@ -170,13 +170,13 @@ def lazy_warp(source, model, output_shape, params, dtype, nodata, source_nodata=
                      None if range_dtype is None else np.dtype(range_dtype).str, pre, threads, source_nodata)
     token = tokenize(source if described else source.name, model.to_json(indent=None), spec, plan.chunks)
     name = f"rastalign-warp-{token}"
-    mkey, skey = f"rastalign-model-{token}", f"rastalign-source-{token}"
-    dsk, deps = {mkey: model, skey: spec}, []
+    mkey, skey, rkey = f"rastalign-model-{token}", f"rastalign-spec-{token}", f"rastalign-source-{token}"
+    dsk, deps = {mkey: model, skey: spec}, []  # each once in the graph, whatever the number of chunks
     if described:
-        dsk[f"rastalign-read-{token}"] = source
+        dsk[rkey] = source
     for i, j, box in plan.boxes():
         if described:
-            dsk[(name, 0, i, j)] = (_from_source, f"rastalign-read-{token}", mkey, box, skey)
+            dsk[(name, 0, i, j)] = (_from_source, rkey, mkey, box, skey)
             continue
         sbox = spec.source_box(model, box)
         if sbox is None:
