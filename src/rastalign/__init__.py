@@ -16,7 +16,8 @@ __version__ = "0.1.0"
 from .errors import AlignmentError, InputError, OutputError, OverlapError, QualityError, RastalignError  # noqa: E402
 
 _LAZY = {"AlignmentModel": "model", "AlignmentResult": "pipeline", "Estimate": "pipeline",
-         "align_image_pair": "pipeline", "apply": "pipeline", "estimate": "pipeline",
+         "align_image_pair": "pipeline", "apply": "pipeline", "estimate": "pipeline", "align_stack": "stack",
+         "StackResult": "stack",
          "open_fits": "io.fits", "FitsAligner": "astro", "Spalipy": "astro", "align_fits": "astro",
          "estimate_fits": "astro"}
 
@@ -60,5 +61,6 @@ else:
     sys.meta_path.insert(0, _AfterImport("xarray", _register_accessor))
 
 __all__ = ["AlignmentError", "AlignmentModel", "AlignmentResult", "Estimate", "InputError", "OutputError",
-           "OverlapError", "QualityError", "RastalignError", "__version__", "align_image_pair", "apply", "estimate",
+           "OverlapError", "QualityError", "RastalignError", "StackResult", "__version__", "align_image_pair", "align_stack",
+           "apply", "estimate",
            "open_fits", "FitsAligner", "Spalipy", "align_fits", "estimate_fits"]

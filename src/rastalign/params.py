@@ -12,7 +12,7 @@ from typing import Optional, Sequence, Tuple
 from .errors import InputError
 
 RESAMPLING = ("nearest", "bilinear", "cubic", "lanczos", "bspline")
-SCHEDULERS = ("threads", "processes", "synchronous", "distributed")
+SCHEDULERS = ("threads", "processes", "synchronous", "distributed", "current")
 OUTPUT_FORMATS = ("GTiff", "COG", "FITS", "Zarr")
 # output suffixes each format may be written under (a path without a suffix takes any format)
 FORMAT_SUFFIXES = {"GTiff": (".tif", ".tiff"), "COG": (".tif", ".tiff"), "FITS": (".fits", ".fit", ".fts"),
@@ -228,7 +228,7 @@ def split_options(options: dict) -> Tuple[EstimateParams, WarpParams, dict]:
     est_names = {f.name for f in dataclasses.fields(EstimateParams)}
     warp_names = {f.name for f in dataclasses.fields(WarpParams)}
     rest_names = {"temp_dir", "keep_temp_dir", "model_out", "report_out", "plot", "log_to_console", "like",
-                  "output_crs", "output_resolution"}
+                  "output_crs", "output_resolution", "fixed_info", "fixed_proxy"}
     options = dict(options)
     if "solve_resolution" in options:  # coregix 0.1's singular spelling
         options["solve_resolutions"] = options.pop("solve_resolution")

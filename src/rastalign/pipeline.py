@@ -77,9 +77,12 @@ def _quality(tp: TiePoints, model, params: EstimateParams, solve_px: float, movi
     return q
 
 
-def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParams] = None, **options) -> Estimate:
+def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParams] = None, fixed_info=None,
+             fixed_proxy=None, **options) -> Estimate:
     """Estimate the model mapping fixed pixels to moving pixels.
 
+    ``fixed_info`` (the fixed image's :class:`RasterInfo`) and ``fixed_proxy`` (a
+    :class:`~rastalign.proxy.SharedProxy` of it) let a stack inspect and decimate its reference once.
     Raises :class:`InputError`, :class:`OverlapError` or :class:`AlignmentError` (with a
     one-line message) when the pair cannot be aligned trustworthily.
     """
@@ -90,21 +93,27 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
     # the proxies and the native windows are read by tasks, which may run in other folders
     moving_image_path, fixed_image_path = absolute_path(moving_image_path), absolute_path(fixed_image_path)
     mov = inspect_raster(moving_image_path)
-    fix = inspect_raster(fixed_image_path)
+    fix = fixed_info or inspect_raster(fixed_image_path)
     check_crs(mov, fix)
     check_band(mov, params.moving_band, "moving")
     check_band(fix, params.fixed_band, "fixed")
     oy0, oy1, ox0, ox1 = overlap_box(mov, fix)
     # read only the overlap: the fixed box, and the moving box its footprint needs
     fbox = (oy0, oy1, ox0, ox1) if params.clip_fixed_to_moving else (0, fix.shape[0], 0, fix.shape[1])
-    to_moving, crs_fit_err = _grid_relation(mov, fix, fbox)
-    mbox = _footprint_box(to_moving, fbox, mov.shape, margin=16)
     res = params.solve_resolutions
     finest = None if not res or res[-1] == 0 else res[-1]
     ff = decimation_factor((fbox[1] - fbox[0], fbox[3] - fbox[2]), params.max_proxy_size, fix.resolution, finest)
+    shared = fixed_proxy is not None and fixed_proxy.serves(params.fixed_band, ff, params.fixed_nodata)
+    if shared:  # whole blocks of the reference's proxy, read once for the stack
+        fbox = fixed_proxy.snap(fbox)
+    to_moving, crs_fit_err = _grid_relation(mov, fix, fbox)
+    mbox = _footprint_box(to_moving, fbox, mov.shape, margin=16)
     ratio = float(np.sqrt(abs(np.linalg.det(to_moving.linear[:, :2]))))  # moving px per fixed px
     fm = max(1, int(round(ff * ratio)))
-    fimg, fval = read_proxy(fixed_image_path, params.fixed_band, fix.shape, ff, params.fixed_nodata, box=fbox)
+    if shared:
+        fimg, fval = fixed_proxy.crop(fbox)
+    else:
+        fimg, fval = read_proxy(fixed_image_path, params.fixed_band, fix.shape, ff, params.fixed_nodata, box=fbox)
     mimg, mval = read_proxy(moving_image_path, params.moving_band, mov.shape, fm, params.moving_nodata, box=mbox)
     for name, img, val, band in (("moving", mimg, mval, params.moving_band), ("fixed", fimg, fval, params.fixed_band)):
         if not val.any():
@@ -281,7 +290,8 @@ def fits_dtype(dtype):
 def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **options) -> AlignmentResult:
     """Estimate the model, warp every band of the moving image and write it; see :mod:`rastalign.params`.
 
-    Extra options: ``temp_dir``, ``keep_temp_dir``, ``model_out``, ``report_out``.
+    Extra options: ``temp_dir``, ``keep_temp_dir``, ``model_out``, ``report_out``, ``plot``; and a stack's
+    shared reference, ``fixed_info`` and ``fixed_proxy`` (see :func:`estimate`).
     """
     from .report import build_report, write_report
     from .progress import run_progress, stage
@@ -309,7 +319,7 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
             raise InputError("--plot needs matplotlib: pip install 'rastalign[plot]'") from None
     check_crs_option(rest.get("output_crs"))
     mov = inspect_raster(moving_image_path)
-    fix = inspect_raster(fixed_image_path)
+    fix = rest.get("fixed_info") or inspect_raster(fixed_image_path)
     check_crs(mov, fix)  # before the output grid relates them
     like = inspect_raster(rest["like"]) if rest.get("like") else None
     grid = output_grid(mov, fix, warp_p.output_on_moving_grid, est_p.clip_fixed_to_moving, like,
@@ -321,7 +331,7 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
                 run_progress(warp_p.progress):
             stage("estimate")
             try:
-                est = estimate(moving_image_path, fixed_image_path, est_p)
+                est = estimate(moving_image_path, fixed_image_path, est_p, fix, rest.get("fixed_proxy"))
             except QualityError as exc:
                 raise _failed(exc, mov, fix, grid, work, keep, rest) from None
             model, rebase_err = rebase(est.model, grid, fix)

@@ -23,6 +23,7 @@ class RunProgress:
     def __init__(self, stream=None):
         self.stream = stream or sys.stderr
         self.stage_name, self.done, self.total = "start", 0, 0
+        self.prefix = ""  # a stack's scenes done
         self.blocks = ""
         self.t0 = time.perf_counter()
         self.last = 0.0
@@ -49,7 +50,7 @@ class RunProgress:
             return
         self.last = now
         tasks = f" {self.done}/{self.total} tasks" if self.total else ""
-        self.stream.write(f"\r{self.stage_name:<14s}{tasks}{self.blocks} {now - self.t0:7.1f} s\033[K")
+        self.stream.write(f"\r{self.prefix}{self.stage_name:<14s}{tasks}{self.blocks} {now - self.t0:7.1f} s\033[K")
         self.stream.flush()
 
     def close(self):
@@ -95,3 +96,10 @@ def blocks(done, total):
     """Report the sink's blocks written (no-op without ``--progress``)."""
     if _active is not None:
         _active.show_blocks(done, total)
+
+
+def scenes(done, total, failed):
+    """Report a stack's scenes finished (no-op without ``--progress``)."""
+    if _active is not None:
+        _active.prefix = f"{done}/{total} scenes" + (f" ({failed} failed)" if failed else "") + " | "
+        _active.draw(force=True)

@@ -71,6 +71,33 @@ def read_proxy(path, band, shape, factor, nodata=None, box=None):
     return np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts])
 
 
+class SharedProxy:
+    """A reference's decimated image over the whole frame, read once and cropped by every scene of a stack.
+
+    A scene's fixed box is snapped outwards to whole blocks (:meth:`snap`), so its crop holds the same
+    block means a read of that box would give.
+    """
+
+    def __init__(self, path, band, shape, factor, nodata=None):
+        self.key = (int(band), factor, nodata)
+        self.img, self.valid = read_proxy(path, band, shape, factor, nodata)
+        self.shape = tuple(shape)
+
+    def serves(self, band, factor, nodata) -> bool:
+        return self.key == (int(band), factor, nodata)
+
+    def snap(self, box):
+        f = self.key[1]
+        y0, y1, x0, x1 = box
+        return (y0 // f * f, min(-(-y1 // f) * f, self.shape[0]), x0 // f * f, min(-(-x1 // f) * f, self.shape[1]))
+
+    def crop(self, box):
+        f = self.key[1]
+        y0, y1, x0, x1 = box
+        rows, cols = slice(y0 // f, -(-y1 // f)), slice(x0 // f, -(-x1 // f))
+        return self.img[rows, cols], self.valid[rows, cols]
+
+
 def proxy_strip(path, band, box, factor, nodata):
     """One strip of :func:`read_proxy`: ``(block means, validity)`` of ``box``."""
     if factor > 1 and nodata is None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io.atomic import atomic_write_text
+from .io.atomic import atomic_write_bytes, atomic_write_text
 
 
 def build_report(est, model, stats, mov, fix, grid, est_p, warp_p, timings) -> dict:
@@ -130,12 +130,20 @@ def plot_residuals(est, path):
     bx.set_title(f"{q['n_inliers']}/{q['n_tie_points']} inliers, rms {q['rms_residual_px']:.3f} px, "
                  f"median {q['median_residual_px']:.3f} px")
     fig.tight_layout()
-    tmp = str(path) + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    import os
+    save_figure(fig, path)
 
-    os.replace(tmp, path)
+
+def save_figure(fig, path, dpi=100):
+    """Write a matplotlib figure as PNG, published whole: a local file under a temporary name then renamed,
+    or an object in one PUT; the figure is closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _thumbnail(inputs, shape):

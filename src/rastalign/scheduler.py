@@ -78,11 +78,15 @@ def use_scheduler(scheduler="threads", n_workers=None, threads_per_worker=None):
     of ``threads_per_worker`` threads, default 2 x 1) that lives for the block; an address
     (``tcp://host:port``) connects to an existing scheduler and fails within seconds with a
     one-line error when it cannot be reached. The client is the default one inside the block,
-    so every ``dask.compute`` and ``.compute()`` runs on the cluster.
+    so every ``dask.compute`` and ``.compute()`` runs on the cluster. ``current`` keeps whatever
+    the caller set up (a ``dask.config`` scheduler or an active ``Client``): a stack's scenes use it.
     """
     import dask
 
     sched = str(scheduler)
+    if sched == "current":
+        yield active_client()
+        return
     if sched == "processes":
         # one pool for the whole run (dask would start a new one for every compute call)
         import multiprocessing

@@ -164,7 +164,8 @@ def write_pair(folder, shape=(1024, 1024), rotation_deg=0.0, shift=(0.0, 0.0), s
                seed=0, dtype="uint16", noise=0.005, bands=1, nodata=0, tile=2048, names=("moving.tif", "fixed.tif")):
     """Write a synthetic pair as tiled GeoTIFFs, block by block (any size, bounded memory).
 
-    Returns ``(moving_path, fixed_path, truth)``.
+    Returns ``(moving_path, fixed_path, truth)``; a name given as ``None`` is not written (its path is
+    ``None``): the fixed image depends only on ``shape`` and ``seed``, so a stack writes it once.
     """
     import rasterio
     from affine import Affine
@@ -176,6 +177,9 @@ def write_pair(folder, shape=(1024, 1024), rotation_deg=0.0, shift=(0.0, 0.0), s
     truth = Truth(tuple(shape), rotation_deg, tuple(shift), scale, distortion_px)
     paths = []
     for role, name in zip(("moving", "fixed"), names):
+        if name is None:
+            paths.append(None)
+            continue
         path = folder / name
         prof = dict(driver="GTiff", width=shape[1], height=shape[0], count=bands, dtype=dtype, crs=UTM_CRS,
                     transform=Affine(*UTM_TRANSFORM), nodata=nodata, tiled=True, blockxsize=512, blockysize=512,
@@ -190,6 +194,22 @@ def write_pair(folder, shape=(1024, 1024), rotation_deg=0.0, shift=(0.0, 0.0), s
                     ds.write(block, window=Window(box[2], box[0], box[3] - box[2], box[1] - box[0]))
         paths.append(path)
     return paths[0], paths[1], truth
+
+
+def write_stack(folder, truths, shape=(1024, 1024), seed=0, dtype="uint16", bands=1, prefix="scene"):
+    """A reference (``reference.tif``) and one moving scene per entry of ``truths`` (keyword arguments of
+    :class:`Truth`: ``rotation_deg``, ``shift``, ``scale``, ``distortion_px``), all of one scene on one grid.
+
+    Returns ``(reference_path, [moving_path, ...], [Truth, ...])``.
+    """
+    _, ref, _ = write_pair(folder, shape, seed=seed, dtype=dtype, bands=bands, names=(None, "reference.tif"))
+    moving, out_truths = [], []
+    for i, t in enumerate(truths):
+        m, _, tr = write_pair(folder, shape, seed=seed, dtype=dtype, bands=bands,
+                              names=(f"{prefix}_{i:02d}.tif", None), **t)
+        moving.append(m)
+        out_truths.append(tr)
+    return ref, moving, out_truths
 
 
 # ---------------------------------------------------------------------------------- yardsticks

@@ -38,18 +38,20 @@ class StarField:
 
 
 def make_field(template_shape=(1024, 1024), source_shape=None, n_stars=600, rotation_deg=0.0,
-               shift=(0.0, 0.0), scale=1.0, distortion_px=0.0, seed=0, flux_range=(3e3, 3e5)) -> StarField:
-    """Draw ``n_stars`` per template-frame area (power-law fluxes) over the union of both footprints."""
+               shift=(0.0, 0.0), scale=1.0, distortion_px=0.0, seed=0, flux_range=(3e3, 3e5),
+               margin=20.0) -> StarField:
+    """Draw ``n_stars`` per template-frame area (power-law fluxes) over the union of both footprints
+    plus ``margin`` px."""
     source_shape = tuple(source_shape or template_shape)
     truth = Truth(tuple(template_shape), rotation_deg, tuple(shift), scale, distortion_px)
     ny, nx = source_shape
     cx = np.array([0, nx - 1, 0, nx - 1, (nx - 1) / 2], float)
     cy = np.array([0, 0, ny - 1, ny - 1, (ny - 1) / 2], float)
     tx, ty = truth.generate(cx, cy)
-    x0 = min(tx.min(), 0) - 20
-    x1 = max(tx.max(), template_shape[1] - 1) + 20
-    y0 = min(ty.min(), 0) - 20
-    y1 = max(ty.max(), template_shape[0] - 1) + 20
+    x0 = min(tx.min(), 0) - margin
+    x1 = max(tx.max(), template_shape[1] - 1) + margin
+    y0 = min(ty.min(), 0) - margin
+    y1 = max(ty.max(), template_shape[0] - 1) + margin
     density = n_stars / float(template_shape[0] * template_shape[1])
     rng = np.random.default_rng(seed)
     n = int(round(density * (x1 - x0) * (y1 - y0)))
@@ -139,12 +141,13 @@ def make_star_pair(shape=(1024, 1024), n_stars=600, rotation_deg=0.0, shift=(0.0
 
 
 def write_star_pair(folder, shape=(1024, 1024), n_stars=600, names=("source.fits", "template.fits"),
-                    tile=2048, ext_name=None, header_extra=None, **kw):
+                    tile=2048, ext_name=None, header_extra=None, stars=None, **kw):
     """Write a pair as FITS files tile by tile (bounded memory at any size).
 
     Returns ``(source_path, template_path, StarField)``. With ``ext_name`` the image is
     written in an image extension of that name after an empty primary HDU. The
-    template gets a simple TAN WCS so WCS propagation can be tested.
+    template gets a simple TAN WCS so WCS propagation can be tested. ``stars``: a
+    :class:`StarField` to render instead of drawing one; a name given as ``None`` is not written.
     """
     from astropy.io import fits
 
@@ -153,11 +156,14 @@ def write_star_pair(folder, shape=(1024, 1024), n_stars=600, names=("source.fits
     render_kw = {k: kw.pop(k) for k in ("fwhm", "psf", "noise", "sky") if k in kw}
     nan_block = kw.pop("nan_block", None)
     src_fwhm = kw.pop("source_fwhm", None)
-    f = make_field(shape, kw.pop("source_shape", None), n_stars, seed=kw.get("seed", 0),
-                   **{k: v for k, v in kw.items() if k != "seed"})
+    f = stars or make_field(shape, kw.pop("source_shape", None), n_stars, seed=kw.get("seed", 0),
+                            **{k: v for k, v in kw.items() if k != "seed"})
     seed = kw.get("seed", 0)
     paths = []
     for role, name in (("source", names[0]), ("template", names[1])):
+        if name is None:  # not written: the template depends only on the shape, stars and seed
+            paths.append(None)
+            continue
         ny, nx = f.source_shape if role == "source" else f.template_shape
         hdr = fits.Header()
         hdr["OBJECT"] = f"synthetic {role}"
@@ -210,3 +216,24 @@ def write_star_pair(folder, shape=(1024, 1024), n_stars=600, names=("source.fits
                 fh.write(b"\0" * pad)
         paths.append(path)
     return paths[0], paths[1], f
+
+
+def write_star_stack(folder, truths, shape=(1024, 1024), n_stars=600, seed=0, prefix="frame", margin=64.0, **kw):
+    """A template (``template.fits``) and one source frame per entry of ``truths`` (keyword arguments of
+    :class:`~rastalign.testing.Truth`: ``rotation_deg``, ``shift``, ``scale``, ``distortion_px``; and
+    ``header_extra``), all of one star list drawn ``margin`` px beyond the template.
+
+    Returns ``(template_path, [source_path, ...], [StarField, ...])``.
+    """
+    base = make_field(shape, None, n_stars, seed=seed, margin=margin)
+    _, tmpl, _ = write_star_pair(folder, shape, names=(None, "template.fits"), stars=base, seed=seed, **kw)
+    sources, fields = [], []
+    for i, t in enumerate(truths):
+        t = dict(t)
+        extra = t.pop("header_extra", None)
+        f = StarField(base.xy, base.flux, Truth(tuple(shape), **t), tuple(shape), tuple(shape))
+        src, _, _ = write_star_pair(folder, shape, names=(f"{prefix}_{i:02d}.fits", None), stars=f, seed=seed,
+                                    header_extra=extra, **kw)
+        sources.append(src)
+        fields.append(f)
+    return tmpl, sources, fields

@@ -8,9 +8,9 @@ the **template grid** chunk by chunk -> FITS written under a temporary name and 
 - :mod:`.files`: FITS in, FITS out (``estimate_fits``, ``align_fits``)
 - :mod:`.spalipy`: spalipy's class for in-memory arrays (``Spalipy`` = ``FitsAligner``)
 """
-from .files import align_fits, estimate_fits
+from .files import align_fits, estimate_fits, template_stars
 from .fit import DEFAULTS, fit_detections, log_stats, resampling_for
 from .spalipy import FitsAligner, Spalipy
 
 __all__ = ["DEFAULTS", "FitsAligner", "Spalipy", "align_fits", "estimate_fits", "fit_detections", "log_stats",
-           "resampling_for"]
+           "resampling_for", "template_stars"]

@@ -23,10 +23,25 @@ def _detections_from_file(path, info, o, name):
                   sep_thresh=float(o["sep_thresh"]), name=f"{name} {path}", processes=not is_url(path))
 
 
+def template_stars(template_path=None, template_ext=None, template_cat=None, **opts):
+    """The template's inspected HDU (``None`` with a catalogue only) and its detections: what every source
+    aligned onto it shares, so a stack finds them once."""
+    from ..io.fits import inspect_fits
+
+    o = _options({k: v for k, v in opts.items() if k in DEFAULTS})
+    tinfo = None if template_path is None else inspect_fits(template_path, template_ext)
+    if template_cat is not None:
+        return tinfo, read_sextractor(template_cat)
+    if template_path is None:
+        raise InputError("a template is needed: a template FITS (-tf) or a template catalogue (-tc)")
+    return tinfo, _detections_from_file(template_path, tinfo, o, "template")
+
+
 def estimate_fits(source_path, template_path=None, source_ext=None, template_ext=None, source_cat=None,
-                  template_cat=None, **opts):
+                  template_cat=None, template=None, **opts):
     """Fit the model that aligns a FITS source onto a FITS template (or a template catalogue).
 
+    ``template``: the template's ``(info, detections)`` from :func:`template_stars`, found once for a stack.
     Returns ``(AlignmentModel, evidence)``; ``evidence["stats"]`` holds the fit statistics and
     ``evidence["source_info"]``/``["template_info"]`` the inspected HDUs.
     """
@@ -38,15 +53,7 @@ def estimate_fits(source_path, template_path=None, source_ext=None, template_ext
         sdet = read_sextractor(source_cat)
     else:
         sdet = _detections_from_file(source_path, sinfo, o, "source")
-    tinfo = None
-    if template_path is not None:
-        tinfo = inspect_fits(template_path, template_ext)
-    if template_cat is not None:
-        tdet = read_sextractor(template_cat)
-    elif template_path is not None:
-        tdet = _detections_from_file(template_path, tinfo, o, "template")
-    else:
-        raise InputError("a template is needed: a template FITS (-tf) or a template catalogue (-tc)")
+    tinfo, tdet = template or template_stars(template_path, template_ext, template_cat, **opts)
     tshape = tinfo.shape if tinfo is not None else sinfo.shape
     model, ev = fit_detections(sdet, tdet, sinfo.shape, tshape, **o)
     ev.update(source_info=sinfo, template_info=tinfo)

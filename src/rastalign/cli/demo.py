@@ -1,6 +1,7 @@
 """``rastalign``: the umbrella command. ``rastalign demo [DIR]`` makes a synthetic pair with a
 known misregistration, aligns it with the real pipeline, scores the result against the
-truth and prints the JSON summary; ``rastalign apply`` reuses a saved model."""
+truth and prints the JSON summary; ``rastalign apply`` reuses a saved model; ``rastalign stack``
+aligns many scenes onto one reference (:mod:`rastalign.cli.stack`)."""
 from __future__ import annotations
 
 import argparse
@@ -121,6 +122,9 @@ def build_parser():
     a.add_argument("--progress", action="store_true", help="progress bar on stderr")
     a.add_argument("--overwrite", action="store_true", help="replace an existing output (never an input)")
     a.add_argument("-v", "--verbose", action="count", default=0, help="more logging; tracebacks on error")
+    from .stack import add_parser as add_stack
+
+    add_stack(sub)
     return p
 
 
@@ -136,6 +140,15 @@ def main(argv=None) -> int:
                 print("demo files removed; run 'rastalign demo DIR' to keep them in DIR", file=sys.stderr)
             return s
         return run(PROG, go, args.verbose)
+    if args.command == "stack":
+        from .stack import run_stack
+
+        status = {}
+
+        def go_stack():
+            summary, status["exit"] = run_stack(args)
+            return summary
+        return run(PROG, go_stack, args.verbose) or status.get("exit", 0)
     return run(PROG, lambda: apply_model(args), args.verbose)
 
 

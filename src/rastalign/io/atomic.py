@@ -55,22 +55,28 @@ def discard(path):
 
 
 def atomic_write_text(path, text):
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path, data: bytes):
+    """Publish ``data`` whole at ``path``: a local file under a temporary name then renamed, or an object in
+    one PUT (it appears complete or not at all)."""
     from .sources import is_url
 
-    if is_url(path):  # one PUT: an object appears complete or not at all
+    if is_url(path):
         from .sources import filesystem, redact
 
         fs, key = filesystem(path)
         try:
-            fs.pipe_file(key, text.encode("utf-8"))
+            fs.pipe_file(key, data)
         except Exception as exc:  # noqa: BLE001 - botocore/aiohttp raise many kinds
             raise OutputError(f"cannot write {path}: {redact(exc)[:200]}") from None
         return
     tmp = temp_path_beside(path, ".tmp")
     try:
         try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(text)
+            with open(tmp, "wb") as fh:
+                fh.write(data)
             os.replace(tmp, path)
         except OSError as exc:
             raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None

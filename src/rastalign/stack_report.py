@@ -1,0 +1,99 @@
+"""A stack's report: ``stack_report.json`` and ``.csv`` (a row per scene) and ``stack_report.png``
+(shift and RMS per scene, in acquisition order when every scene's date is known, failures marked)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from .io.atomic import atomic_write_text
+
+COLUMNS = ("scene", "status", "error", "exit_code", "acquired", "output", "model", "n_tie_points", "n_inliers",
+           "rms_residual_px", "dx_px", "dy_px", "dx_crs", "dy_crs", "rotation_deg", "scale", "residual_field",
+           "residual_field_max_px", "estimate_s", "warp_write_s", "total_s", "reused")
+
+
+def load_rows(report_json) -> dict:
+    """The rows of an earlier run's ``stack_report.json``, by output path ({} when there is none)."""
+    from .io.sources import filesystem, is_url
+
+    try:
+        if is_url(report_json):
+            fs, key = filesystem(report_json)
+            text = fs.cat_file(key).decode()
+        else:
+            with open(report_json, encoding="utf-8") as fh:
+                text = fh.read()
+        rows = json.loads(text).get("scenes", [])
+    except Exception:  # noqa: BLE001 - missing or unreadable: the rows are rebuilt as far as possible
+        return {}
+    return {r["output"]: r for r in rows if r.get("status") == "ok" and r.get("output")}
+
+
+def write_stack_report(result):
+    from . import __version__
+
+    doc = dict(result.summary(), rastalign_version=__version__, execution=result.info,
+               columns=list(COLUMNS), scenes=[{k: r.get(k) for k in COLUMNS} for r in result.rows])
+    atomic_write_text(result.report_json, json.dumps(doc, indent=2, default=str) + "\n")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for r in result.rows:
+        w.writerow(["" if r.get(k) is None else r.get(k) for k in COLUMNS])
+    atomic_write_text(result.report_csv, buf.getvalue())
+    if result.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:  # the plot is optional: the JSON and CSV say everything
+            result.plot = None
+            return
+        plot_stack(result.rows, result.plot, result.kind)
+
+
+def _order(rows):
+    """Acquisition order when every scene's date is known, else the order given; and the x labels."""
+    dates = [r.get("acquired") for r in rows]
+    if all(dates):
+        idx = sorted(range(len(rows)), key=lambda i: dates[i])
+        return idx, [dates[i][:10] for i in idx], "acquisition date"
+    return list(range(len(rows))), [str(i) for i in range(len(rows))], "scene (order given)"
+
+
+def plot_stack(rows, path, kind):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .report import save_figure
+
+    idx, labels, xlabel = _order(rows)
+    x = np.arange(len(idx))
+    ok = np.array([rows[i]["status"] == "ok" and rows[i].get("dx_px") is not None for i in idx], bool)
+
+    def col(name):
+        return np.array([rows[i].get(name) if rows[i].get(name) is not None else np.nan for i in idx], float)
+
+    fig, (sx, rx) = plt.subplots(2, 1, figsize=(max(7.0, 0.32 * len(idx) + 3), 6.4), sharex=True)
+    unit = "moving px" if kind == "raster" else "source px"
+    sx.plot(x[ok], col("dx_px")[ok], "o-", ms=4, label="dx")
+    sx.plot(x[ok], col("dy_px")[ok], "s-", ms=4, label="dy")
+    sx.set_ylabel(f"shift at the centre ({unit})")
+    rx.bar(x[ok], col("rms_residual_px")[ok], color="tab:green", label="inlier RMS")
+    rx.set_ylabel(f"residual RMS ({unit})")
+    failed = np.array([rows[i]["status"] == "failed" for i in idx], bool)
+    for ax in (sx, rx):
+        if failed.any():
+            ax.scatter(x[failed], np.zeros(failed.sum()), marker="x", s=60, color="tab:red", zorder=3,
+                       label="failed (no output)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    rx.set_xticks(x)
+    rx.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+    rx.set_xlabel(xlabel)
+    n_failed = int(failed.sum())
+    sx.set_title(f"stack: {len(rows)} scenes, {len(rows) - n_failed} aligned, {n_failed} failed")
+    fig.tight_layout()
+    save_figure(fig, path)
