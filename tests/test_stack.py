@@ -198,3 +198,28 @@ def test_fits_stack_skip_existing_keeps_every_frame(fits_stack):
     d, tmpl, scenes, fields, res = fits_stack
     again = rastalign.align_stack(scenes[:8], tmpl, d / "out", skip_existing=True, plot=False)
     assert all(r["reused"] for r in again.rows) and again.exit_code == 0
+
+
+def test_accessor_aligns_a_time_stack_lazily_and_marks_a_failed_slice(vhr_stack):
+    import dask
+    import rioxarray
+    import xarray as xr
+
+    d, ref, scenes, truths, res = vhr_stack
+    picks = [0, 4, 9]  # two good scenes and the unrelated image
+    arrays = [rioxarray.open_rasterio(scenes[i], chunks=128) for i in picks]
+    stack = xr.concat(arrays, dim="time").assign_coords(time=np.array(["2026-01-01", "2026-02-01", "2026-03-01"],
+                                                                      dtype="datetime64[ns]"))
+    reference = rioxarray.open_rasterio(ref, chunks=128)
+    out = stack.coreg.align(reference, dim="time", resampling="bilinear")
+    assert isinstance(out.data, dask.array.Array) and out.dims == stack.dims
+    assert list(out.coreg_status.values[:2]) == ["ok", "ok"] and "quality check" in str(out.coreg_status.values[2])
+    for k, i in enumerate(picks[:2]):
+        one = arrays[k].coreg.align(reference, resampling="bilinear")
+        assert np.array_equal(out.isel(time=k).values, one.values)
+        c = ((SHAPE[1] - 1) / 2.0, (SHAPE[0] - 1) / 2.0)
+        tx, ty = truths[i](np.array([c[0]]), np.array([c[1]]))
+        assert abs(float(out.coreg_dx_px[k]) - (c[0] - tx[0])) < 0.02
+    failed = out.isel(time=2).values
+    assert np.all(failed == out.rio.nodata)
+    assert json.loads(out.attrs["rastalign_models"])[2] is None

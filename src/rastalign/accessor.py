@@ -301,7 +301,9 @@ def _wrap(moving, data, model, out, grid, nodata, fits):
     same = out.shape == grid_info(moving).shape and np.allclose(out.transform, grid_info(moving).transform)
     if fits:
         coords.update({ydim: np.arange(out.shape[0]), xdim: np.arange(out.shape[1])})
-        attrs["wcs"] = _output_wcs(model, grid)
+        from .io.fits import shifted_wcs
+        attrs["wcs"] = grid.attrs.get("wcs") if grid is not None else shifted_wcs(
+            model.meta.get("grids", {}).get("wcs"), model.pre)
         return xr.DataArray(data, dims=dims, coords=coords, attrs=attrs, name=moving.name)
     like = moving if same else grid if grid is not None and grid_info(grid).shape == out.shape else None
     if like is not None:
@@ -314,20 +316,6 @@ def _wrap(moving, data, model, out, grid, nodata, fits):
     res = res.rio.set_spatial_dims(x_dim=xdim, y_dim=ydim, inplace=False)
     res = res.rio.write_crs(out.crs) if out.crs is not None else res
     return res.rio.write_transform(Affine(*out.transform)).rio.write_nodata(nodata, encoded=False)
-
-
-def _output_wcs(model, grid):
-    """The reference WCS, shifted by the output -> reference translation (None when unknown)."""
-    if grid is not None:
-        return grid.attrs.get("wcs")
-    hdr, pre = model.meta.get("grids", {}).get("wcs"), np.asarray(model.pre)
-    if not hdr or not np.allclose(pre[:, :2], np.eye(2)):
-        return None
-    from astropy.io import fits
-    from .io.fits import wcs_of
-    h = fits.Header.fromstring(hdr)
-    h["CRPIX1"], h["CRPIX2"] = float(h.get("CRPIX1", 0.0)) - pre[0, 2], float(h.get("CRPIX2", 0.0)) - pre[1, 2]
-    return wcs_of(h)
 
 
 def _spatial_vars(ds):
@@ -360,8 +348,12 @@ class CoregAccessor:
         """Lazy DataArray: this array warped by ``model`` onto ``grid`` (None: the model's own output grid)."""
         return apply(self._obj, model, grid, **options)
 
-    def align(self, reference, **options):
-        """Estimate and apply: a lazy, dask-backed DataArray on the moving grid (or the reference's)."""
+    def align(self, reference, dim=None, **options):
+        """Estimate and apply: a lazy, dask-backed DataArray on the moving grid (or the reference's); with
+        ``dim`` (e.g. ``"time"``) each slice along it is aligned (see :mod:`rastalign.stack_array`)."""
+        if dim is not None:
+            from .stack_array import align_along
+            return align_along(self._obj, reference, dim, **options)
         model = self.estimate(reference, **options)
         return apply(self._obj, model, None, _as_array(reference, self._obj.name), **_warp_options(options))
 

@@ -41,6 +41,19 @@ class FitsInfo:
         return wcs_of(self.header)
 
 
+def shifted_wcs(header_text, pre):
+    """The WCS of ``header_text`` (a reference's) seen from an output grid that is the reference's grid
+    moved by ``pre``'s translation; ``None`` when unknown or when ``pre`` is not a pure translation."""
+    pre = np.asarray(pre)
+    if not header_text or not np.allclose(pre[:, :2], np.eye(2)):
+        return None
+    from astropy.io import fits
+
+    h = fits.Header.fromstring(header_text)
+    h["CRPIX1"], h["CRPIX2"] = float(h.get("CRPIX1", 0.0)) - pre[0, 2], float(h.get("CRPIX2", 0.0)) - pre[1, 2]
+    return wcs_of(h)
+
+
 def wcs_of(header):
     """The celestial/pixel WCS of a header, or ``None`` when it has none."""
     if not any(k in header for k in ("CTYPE1", "CRPIX1", "CD1_1", "PC1_1", "CDELT1")):
