@@ -195,9 +195,9 @@ class StarParams:
 STAR_DEFAULTS = StarParams()
 
 
-def check_remote_format(path, fmt, instead="a .zarr store there (--output-format Zarr), or a local file"):
-    """Object storage takes Zarr stores so far: any other format to a URL is refused in one line."""
-    if "://" in str(path) and fmt != "Zarr":
+def check_remote_format(path, fmt, instead="GTiff, COG or a .zarr store there, or a local file"):
+    """Object storage takes GeoTIFF, COG and Zarr: another format to a URL is refused in one line."""
+    if "://" in str(path) and fmt not in ("Zarr", "GTiff", "COG"):
         raise InputError(f"writing {fmt} to {str(path).split('://')[0]}:// is not supported yet: write {instead}")
 
 

@@ -47,6 +47,36 @@ def temp_path_beside(final, suffix=None):
     return Path(name)
 
 
+def local_temp(final, suffix=None):
+    """A fresh temporary file for writing ``final``: beside it (an atomic rename later), or for an
+    object-store URL in this machine's temporary folder (uploaded by :func:`publish`)."""
+    from .sources import is_url
+
+    if not is_url(final):
+        return temp_path_beside(final, suffix)
+    name = str(final).rstrip("/").rsplit("/", 1)[-1]
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}{TMP_TAG}", suffix=suffix or "")
+    os.close(fd)
+    return Path(tmp)
+
+
+def publish(tmp, final):
+    """Move the complete file ``tmp`` to ``final``: a rename, or an upload whose object appears only once
+    complete (a single PUT, or a multipart upload completed at the end and aborted on failure)."""
+    from .sources import filesystem, is_url, redact
+
+    if not is_url(final):
+        os.replace(tmp, final)
+        return
+    try:
+        fs, key = filesystem(final)
+        fs.put_file(str(tmp), key)
+    except Exception as exc:  # noqa: BLE001 - botocore/aiohttp raise many kinds
+        raise OutputError(f"cannot write output {final}: {redact(exc)[:200]}") from None
+    finally:
+        discard(tmp)
+
+
 def discard(path):
     try:
         os.unlink(path)

@@ -7,6 +7,9 @@ every directory, then the tile data from the smallest overview to full resolutio
 level row-major with bands innermost, each tile with its size before it and its last 4 bytes
 after it. With a ``distributed`` client the tiles stay on the workers until they are written
 in file order; with a local scheduler they are spooled to a temporary file beside the output.
+To object storage with a ``distributed`` client, the workers upload the file as the numbered
+parts of one multipart upload (:mod:`rastalign.io.multipart`), the header in part 1, built
+last; the client completes it, and the object appears whole or not at all.
 """
 from __future__ import annotations
 
@@ -171,8 +174,9 @@ def _level_tiles(res, k):
     return res[0][k]
 
 
-def write_cog(arr, tmp, entries, tile, big, nodata):
-    """COG: the pyramid on the workers, then header, structural metadata, directories and data."""
+def write_cog(arr, tmp, entries, tile, big, nodata, url=None):
+    """COG: the pyramid on the workers, then header, structural metadata, directories and data, written to
+    ``tmp``, or with a ``distributed`` client uploaded to ``url`` by the workers (:func:`_upload`)."""
     import time
 
     from .. import progress
@@ -228,14 +232,18 @@ def write_cog(arr, tmp, entries, tile, big, nodata):
                 for j, tiles in enumerate(_rest(pieces, boxes_m, shapes[m], tile, n_ov - m, nodata)):
                     store.add((m + 1 + j, 0), tiles)
             del pieces
-        _assemble(tmp, entries, shapes, level_blocks, store, tile, nb, big)
+        if url is not None:
+            _upload(url, entries, shapes, level_blocks, store, tile, nb, big)
+        else:
+            _assemble(tmp, entries, shapes, level_blocks, store, tile, nb, big)
     finally:
         store.close()
     return {"warp_write_s": time.perf_counter() - t0, "valid_pixels": n_valid, "overviews": n_ov}
 
 
-def _assemble(tmp, entries, shapes, level_blocks, store, tile, nb, big):
-    """Header, structural metadata, every directory, then the tiles from the smallest overview up."""
+def _layout(entries, shapes, level_blocks, store, tile, nb, big):
+    """The file: ``(head, records, offsets)`` with ``head`` the header, structural metadata and every
+    directory, ``records`` the tiles in file order as ``(level, block, position, size)``."""
     grids = [(-(-s[0] // tile), -(-s[1] // tile)) for s in shapes]
     n_tiles = [nb * g[0] * g[1] for g in grids]
     dirs = [entries] + [tiff.overview_entries(entries, s, big) for s in shapes[1:]]
@@ -247,30 +255,80 @@ def _assemble(tmp, entries, shapes, level_blocks, store, tile, nb, big):
         pos += tiff.directory_size(tiff.with_tiles(d, np.zeros(n), np.zeros(n), big), big)
     offsets = [np.zeros(n, np.uint64) for n in n_tiles]
     counts = [np.zeros(n, np.uint64) for n in n_tiles]
+    records = []
     for k in range(len(shapes) - 1, -1, -1):
         sizes = {b: store.sizes((k, b)) for b, _ in level_blocks[k]}
         for b, p, idx in _file_order(level_blocks[k], tile, nb, grids[k]):
             offsets[k][idx], counts[k][idx] = pos + 4, sizes[b][p]
+            records.append((k, b, p, int(sizes[b][p])))
             pos += sizes[b][p] + 8
     if any((c == 0).any() for c in counts):
         raise OutputError("a COG tile was never computed")
+    head = tiff.header_bytes(dir_at[0], big) + ghost
+    for k, d in enumerate(dirs):
+        nxt = dir_at[k + 1] if k + 1 < len(dirs) else 0
+        head += tiff.directory_bytes(tiff.with_tiles(d, offsets[k], counts[k], big), dir_at[k], nxt, big)
+    return head, records, pos
+
+
+def _framed(data):
+    """A tile as GDAL's COG lays it out: its size before it, its last 4 bytes after it."""
+    return struct.pack("<I", len(data)) + data + data[-4:]
+
+
+def _assemble(tmp, entries, shapes, level_blocks, store, tile, nb, big):
+    """Header, structural metadata, every directory, then the tiles from the smallest overview up,
+    one row of blocks in memory at a time."""
+    head, records, _ = _layout(entries, shapes, level_blocks, store, tile, nb, big)
     with open(tmp, "wb") as fh:
-        fh.write(tiff.header_bytes(dir_at[0], big) + ghost)
-        for k, d in enumerate(dirs):
-            nxt = dir_at[k + 1] if k + 1 < len(dirs) else 0
-            fh.write(tiff.directory_bytes(tiff.with_tiles(d, offsets[k], counts[k], big), dir_at[k], nxt, big))
-        for k in range(len(shapes) - 1, -1, -1):
-            rows = {}
-            for b, box in level_blocks[k]:
-                rows.setdefault(box[0], []).append(b)
-            order = list(_file_order(level_blocks[k], tile, nb, grids[k]))
-            s = 0
-            for y0 in sorted(rows):  # one row of blocks in memory at a time
-                got = dict(zip(rows[y0], store.fetch([(k, b) for b in rows[y0]])))
-                n_row = sum(len(store.sizes((k, b))) for b in rows[y0])
-                for b, p, idx in order[s:s + n_row]:
-                    data = got[b][p]
-                    assert fh.tell() + 4 == offsets[k][idx]
-                    fh.write(struct.pack("<I", len(data)) + data + data[-4:])
-                s += n_row
+        fh.write(head)
+        i = 0
+        while i < len(records):
+            k = records[i][0]
+            y0 = dict(level_blocks[k])[records[i][1]][0]
+            row = [b for b, box in level_blocks[k] if box[0] == y0]  # a row of blocks' tiles are contiguous
+            got = dict(zip(row, store.fetch([(k, b) for b in row])))
+            n = sum(len(store.sizes((k, b))) for b in row)
+            for _, b, p, _ in records[i:i + n]:
+                fh.write(_framed(got[b][p]))
+            i += n
         tiff.fsync(fh)
+
+
+def _send_part(url, upload_id, number, head, tile_lists, picks):
+    """On a worker: one part of the file (``head`` then the framed tiles ``picks`` of ``tile_lists``)."""
+    from . import multipart
+
+    data = head + b"".join(_framed(tile_lists[j][p]) for j, p in picks)
+    return multipart.upload_part(url, upload_id, number, data)
+
+
+def _upload(url, entries, shapes, level_blocks, store, tile, nb, big):
+    """The file as a multipart upload whose parts the workers build from the tiles they hold; the client
+    sends only the header bytes (in part 1's task) and completes the upload. Aborted on any failure."""
+    from . import multipart
+    from .sources import redact
+
+    head, records, total = _layout(entries, shapes, level_blocks, store, tile, nb, big)
+    client = store.client
+    upload_id = multipart.create(url)
+    try:
+        futures = []
+        for n, (a, z) in enumerate(multipart.cut([r[3] + 8 for r in records], len(head)), start=1):
+            keys = list(dict.fromkeys((k, b) for k, b, _, _ in records[a:z]))
+            where = {key: j for j, key in enumerate(keys)}
+            picks = [(where[(k, b)], p) for k, b, p, _ in records[a:z]]
+            futures.append(client.submit(_send_part, url, upload_id, n, head if n == 1 else b"",
+                                         [store.futures[key] for key in keys], picks, pure=False))
+        size = multipart.complete(url, upload_id, client.gather(futures))
+    except BaseException as exc:
+        multipart.abort(url, upload_id)
+        if isinstance(exc, Exception) and not isinstance(exc, OutputError):
+            raise OutputError(f"cannot write output {url}: {redact(exc)[:200]}") from None
+        raise
+    if size != total:
+        from .sources import filesystem
+
+        fs, key = filesystem(url)
+        fs.rm_file(key)
+        raise OutputError(f"cannot write output {url}: the object holds {size} bytes, {total} were sent")

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import OutputError
 from . import tiff
-from .atomic import discard, temp_path_beside
+from .atomic import discard, local_temp, publish
 
 
 def tile_size(shape) -> int:
@@ -52,7 +52,7 @@ def _describe(final, arr, grid, nodata, tile, big, metadata_from, tags):
 
     from .raster import copy_metadata, gdal_cause
 
-    desc = temp_path_beside(final, ".tif")
+    desc = local_temp(final, ".tif")
     nb, ny, nx = (int(v) for v in arr.shape)
     try:
         with rasterio.open(desc, "w", driver="GTiff", width=nx, height=ny, count=nb, dtype=arr.dtype.name,
@@ -78,12 +78,19 @@ def write_geotiff(arr, path, grid, nodata, fmt="GTiff", metadata_from=None, tags
     from .raster import verify_complete
     from .sinks import check_written
 
-    final = Path(path)
+    from ..scheduler import active_client
+    from .sources import is_url
+
+    final = str(path) if is_url(path) else Path(path)
     nb, ny, nx = (int(v) for v in arr.shape)
     tile = tile_size((ny, nx))
     big = nb * ny * nx * arr.dtype.itemsize * 4 // 3 > 2 ** 32 - 2 ** 27
     entries = _describe(final, arr, grid, nodata, tile, big, metadata_from, tags)
-    tmp = temp_path_beside(final, ".tif")
+    if fmt == "COG" and is_url(path) and active_client() is not None:
+        from .cog import write_cog  # the workers upload the parts: no byte of pixels reaches this process
+
+        return dict(write_cog(arr, None, entries, tile, big, nodata, url=str(path)), format=fmt)
+    tmp = local_temp(final, ".tif")
     try:
         if fmt == "COG":
             from .cog import write_cog
@@ -92,7 +99,7 @@ def write_geotiff(arr, path, grid, nodata, fmt="GTiff", metadata_from=None, tags
         else:
             stats = _write_tiled(arr, tmp, entries, tile, big, nodata)
         check_written(verify_complete, tmp, (ny, nx), nb, path)
-        os.replace(tmp, final)
+        publish(tmp, final)
     except OSError as exc:
         from .raster import write_failure_reason
 
