@@ -11,6 +11,7 @@ the **template grid** chunk by chunk -> FITS written under a temporary name and 
 from .files import align_fits, estimate_fits, template_stars
 from .fit import DEFAULTS, fit_detections, log_stats, resampling_for
 from .spalipy import FitsAligner, Spalipy
+from .spalipy_transform import AffineTransform
 
-__all__ = ["DEFAULTS", "FitsAligner", "Spalipy", "align_fits", "estimate_fits", "fit_detections", "log_stats",
+__all__ = ["AffineTransform", "DEFAULTS", "FitsAligner", "Spalipy", "align_fits", "estimate_fits", "fit_detections", "log_stats",
            "resampling_for", "template_stars"]
