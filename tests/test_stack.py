@@ -223,3 +223,17 @@ def test_accessor_aligns_a_time_stack_lazily_and_marks_a_failed_slice(vhr_stack)
     failed = out.isel(time=2).values
     assert np.all(failed == out.rio.nodata)
     assert json.loads(out.attrs["rastalign_models"])[2] is None
+
+
+def test_fits_stack_with_the_wcs_correction_keeps_every_frames_pixels(fits_stack, tmp_path):
+    from astropy.io import fits
+
+    d, tmpl, scenes, fields, res = fits_stack
+    out = rastalign.align_stack(scenes[:3], tmpl, tmp_path / "wcs", correction="wcs", plot=False)
+    assert out.exit_code == 0
+    for row in out.rows:
+        assert np.array_equal(fits.getdata(row["output"]), fits.getdata(row["scene"]))
+        assert fits.getheader(row["output"])["CTYPE1"].startswith("RA---TAN")
+    again = rastalign.align_stack(scenes[:3], tmpl, tmp_path / "wcs", correction="wcs", skip_existing=True,
+                                  plot=False)
+    assert all(r["reused"] for r in again.rows)

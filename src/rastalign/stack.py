@@ -165,7 +165,8 @@ def _verified(out, model_path) -> bool:
             model = AlignmentModel.from_json(fs.cat_file(key).decode())
         else:
             model = AlignmentModel.from_json(model_path)
-        return tuple(_output_shape(out)) == tuple(model.output_shape)
+        # resampled: the model's output grid; a corrected WCS or georeference: the moving frame itself
+        return tuple(_output_shape(out)) in (tuple(model.output_shape), tuple(model.moving_shape or ()))
     except Exception:  # noqa: BLE001 - anything unreadable means: redo the scene
         return False
 
@@ -193,7 +194,7 @@ def _options_for(kind, options):
         split_options(options)
         return options
     star = {f for f in StarParams.__dataclass_fields__}
-    extra = {"source_ext", "template_ext", "write_mask", "source_mask_ext", "chunks", "split_factor"}
+    extra = {"source_ext", "template_ext", "write_mask", "source_mask_ext", "chunks", "split_factor", "correction"}
     unknown = sorted(set(options) - star - extra)
     if unknown:
         raise InputError(f"option(s) {', '.join(unknown)} do not apply to FITS frames (the reference is FITS)")

@@ -62,8 +62,10 @@ def estimate_fits(source_path, template_path=None, source_ext=None, template_ext
 
 def align_fits(source_path, output_path, template_path=None, overwrite=False, scheduler="threads", chunks=None,
                split_factor=None, model_out=None, write_mask=False, source_mask_ext=None, n_workers=None,
-               threads_per_worker=None, progress=False, **opts):
-    """Align ``source_path`` onto the template grid and write ``output_path`` (FITS, float32).
+               threads_per_worker=None, progress=False, correction="resample", **opts):
+    """Align ``source_path`` onto the template grid and write ``output_path`` (FITS, float32); with
+    ``correction="wcs"`` write the source's own pixels and cards with a WCS (+ SIP) onto the template's
+    sky instead (:mod:`rastalign.astro.wcs_correction`).
 
     Options are spalipy's (``n_det``, ``n_quad_det``, ... ``cval``) plus ``source_ext``,
     ``template_ext``, ``source_cat``, ``template_cat``. Returns a JSON-able summary.
@@ -78,7 +80,10 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
     from ..warp.graph import lazy_warp
 
     t0 = time.perf_counter()
-    check_remote_format(output_path, "FITS", instead="a local file")
+    if correction not in ("resample", "wcs"):
+        raise InputError(f"--correction must be resample or wcs for FITS frames; got {correction!r}")
+    if correction == "resample":
+        check_remote_format(output_path, "FITS", instead="a local file, or --correction wcs")
     check_output_path(output_path, [source_path, template_path, opts.get("source_cat"), opts.get("template_cat")],
                       overwrite)
     o = _options({k: v for k, v in opts.items() if k in DEFAULTS})
@@ -95,6 +100,8 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
             wcs_header = tinfo.header.copy()
             wcs_header["CRPIX1"] = float(wcs_header.get("CRPIX1", 0.0)) - model.pre[0, 2]
             wcs_header["CRPIX2"] = float(wcs_header.get("CRPIX2", 0.0)) - model.pre[1, 2]
+        if correction == "wcs":
+            return _write_wcs_correction(source_path, output_path, template_path, model, ev, model_out, t0, t_est)
         mask_ext = None if source_mask_ext is None else resolve_ext(source_path, source_mask_ext)
         stage("warp + write")
         src = FitsSource(str(source_path), int(sinfo.ext), tuple(sinfo.shape), mask_ext)
@@ -113,4 +120,24 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
                         "median_residual_px": st["median_residual_px"]},
             "stats": st, "model": model.to_dict(), "valid_pixels": wstats["valid_pixels"],
             "timings_s": {"estimate": round(t_est, 3), "warp_write": round(wstats["warp_write_s"], 3),
+                          "total": round(time.perf_counter() - t0, 3)}}
+
+
+def _write_wcs_correction(source_path, output_path, template_path, model, ev, model_out, t0, t_est):
+    from .wcs_correction import fit_wcs, write_wcs
+
+    sinfo, tinfo = ev["source_info"], ev["template_info"]
+    wcs, info = fit_wcs(model, sinfo.shape, None if tinfo is None else tinfo.wcs)
+    t1 = time.perf_counter()
+    stats = write_wcs(source_path, int(sinfo.ext), output_path, wcs, info, template_path)
+    if model_out:
+        model.to_json(model_out)
+    st = ev["stats"]
+    return {"output_image_path": str(output_path), "model_path": str(model_out) if model_out else None,
+            "correction": "wcs", "output_shape": list(sinfo.shape), "source_shape": list(sinfo.shape),
+            "quality": {"n_tie_points": st["n_matched"], "n_inliers": st["n_inliers"], "rms_residual_px": st["rms_px"],
+                        "median_residual_px": st["median_residual_px"]},
+            "wcs": {k: stats[k] for k in ("sip_order", "max_error_px", "sky_max_error_px", "inverse_max_error_px")},
+            "stats": st, "model": model.to_dict(),
+            "timings_s": {"estimate": round(t_est, 3), "warp_write": round(time.perf_counter() - t1, 3),
                           "total": round(time.perf_counter() - t0, 3)}}

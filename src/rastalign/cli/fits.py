@@ -59,6 +59,9 @@ def _common(p):
     p.add_argument("--sep-thresh", type=float, default=D.sep_thresh, help="sep.extract threshold, in background RMS")
     p.add_argument("--preserve-footprints", action="store_true",
                    help="pad the template grid so that the whole source footprint is kept")
+    p.add_argument("--correction", choices=("resample", "wcs"), default="resample",
+                   help="resample the source onto the template grid, or wcs: keep the source's pixels and cards "
+                        "and write a WCS (with SIP distortion) that maps them onto the template's sky")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--model-out", default=None, help="also write the fitted model (JSON)")
     p.add_argument("--scheduler", default="threads",
@@ -154,7 +157,7 @@ def _run(prog, args, kwargs):
 
 def _execution(args):
     return dict(scheduler=args.scheduler, n_workers=args.n_workers, threads_per_worker=args.threads_per_worker,
-                chunks=args.chunks, progress=args.progress)
+                chunks=args.chunks, progress=args.progress, correction=args.correction)
 
 
 def main(argv=None):

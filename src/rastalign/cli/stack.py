@@ -51,14 +51,19 @@ def add_parser(sub):
                          ("FITS frames (align-fits' options)", fits_parser)):
         g = p.add_argument_group(title)
         for action in build()._actions:
-            if action.dest in _PAIR_ONLY or not action.option_strings:
-                continue
+            if action.dest in _PAIR_ONLY or not action.option_strings or \
+                    any(o in p._option_string_actions for o in action.option_strings):
+                continue  # shared by both kinds (--correction): listed once
             if action.default not in (None, False, argparse.SUPPRESS) and \
                     "default" not in (action.help or "").lower():
                 action.help = f"{action.help or ''} (default: {action.default})"
             action.default = argparse.SUPPRESS  # absent unless given: the kind's own defaults apply
             action.required = False
             g._add_action(action)
+    corr = p._option_string_actions["--correction"]
+    corr.choices = ("resample", "georef", "wcs")
+    corr.help = ("resample onto the output grid (default), or write the correction without resampling: georef "
+                 "for GeoTIFF scenes (corrected geotransform), wcs for FITS frames (WCS + SIP)")
     return p
 
 
