@@ -162,3 +162,16 @@ def check_band(info, band, role):
     if not 0 <= band < info.count:
         raise InputError(f"{role} band index {band} is out of range: the {role} image has {info.count} band(s) "
                          f"(indexes are 0-based)")
+
+
+def check_crs_option(crs):
+    """Refuse an ``--output-crs`` PROJ does not know, in one line and before any work."""
+    if crs is None:
+        return
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        CRS.from_user_input(crs)
+    except CRSError as exc:
+        raise InputError(f"--output-crs {crs} is not a CRS PROJ knows ({str(exc).splitlines()[0][:120]})") from None

@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import InputError, OverlapError, QualityError
-from .grids import check_band, check_crs, moving_to_fixed, output_grid, overlap_box, rebase
+from .grids import check_band, check_crs, check_crs_option, moving_to_fixed, output_grid, overlap_box, rebase
 from .io.atomic import check_output_path
 from .io.raster import RasterInfo, inspect_raster
 from .model.affine import invert_affine
@@ -53,8 +53,11 @@ class AlignmentResult:
     report: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
-        return {"output_image_path": self.output_image_path, "temp_dir": self.temp_dir,
-                "model_path": self.model_path, "correction": self.report.get("correction"), "quality": self.quality}
+        out = {"output_image_path": self.output_image_path, "temp_dir": self.temp_dir,
+               "model_path": self.model_path, "correction": self.report.get("correction"), "quality": self.quality}
+        if (self.report.get("output") or {}).get("georeference"):  # --correction georef: what holds the model
+            out["georeference"] = self.report["output"]["georeference"]
+        return out
 
 
 def _quality(tp: TiePoints, model, params: EstimateParams, solve_px: float, moving_px: float) -> dict:
@@ -299,13 +302,12 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
 
     t0 = time.perf_counter()
     est_p, warp_p, rest = split_options(options)
-    fmt = output_format_for(output_image_path, warp_p.output_format)  # a wrong suffix is refused before any work
     if warp_p.correction == "georef":
-        if fmt != "GTiff" or not warp_p.output_on_moving_grid or any(rest.get(k) for k in
-                                                                     ("like", "output_crs", "output_resolution")):
-            raise InputError("--correction georef keeps the moving pixels on the moving grid and writes a GeoTIFF: "
-                             "drop --like/--output-crs/--output-resolution/--no-output-on-moving-grid and "
-                             "--output-format")
+        from .georef import check_georef_output
+
+        check_georef_output(output_image_path, warp_p, rest)
+    else:
+        output_format_for(output_image_path, warp_p.output_format)  # a wrong suffix is refused before any work
     out = check_output_path(output_image_path, [moving_image_path, fixed_image_path], warp_p.overwrite)
     model_out = rest.get("model_out") or f"{output_image_path}.model.json"
     check_output_path(model_out, [moving_image_path, fixed_image_path, output_image_path], warp_p.overwrite)
@@ -355,19 +357,6 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
-
-
-def check_crs_option(crs):
-    """Refuse an ``--output-crs`` PROJ does not know, in one line and before any work."""
-    if crs is None:
-        return
-    from pyproj import CRS
-    from pyproj.exceptions import CRSError
-
-    try:
-        CRS.from_user_input(crs)
-    except CRSError as exc:
-        raise InputError(f"--output-crs {crs} is not a CRS PROJ knows ({str(exc).splitlines()[0][:120]})") from None
 
 
 def _failed(exc, mov, fix, grid, work, keep, rest):

@@ -64,28 +64,34 @@ def apply_model(args):
     from ..pipeline import apply
     from ..progress import run_progress, stage
     from ..scheduler import use_scheduler
+    from ..errors import InputError
     from ..io.atomic import check_output_path
 
     model = AlignmentModel.from_json(args.model)
     mov = inspect_raster(args.moving_image)
     check_output_path(args.output_image, [args.moving_image, args.model, args.like], args.overwrite)
     if model.output_shape is None:
-        from ..errors import InputError
         raise InputError("the model has no output grid shape: estimate it with rastalign >= 0.1")
     if args.like:
         like = inspect_raster(args.like)
         if tuple(like.shape) != tuple(model.output_shape):
-            from ..errors import InputError
             raise InputError(f"--like grid {like.shape} differs from the model's output grid {model.output_shape}")
         grid = OutputGrid(like.shape, like.transform, like.crs, model.pre)
     else:
         grid = OutputGrid(mov.shape, mov.transform, mov.crs, model.pre)
         if tuple(mov.shape) != tuple(model.output_shape):
-            from ..errors import InputError
             raise InputError("the model's output grid is not the moving grid: give --like FIXED")
     wp = WarpParams(resampling=args.resampling, split_factor=args.split_factor, chunks=args.chunks,
                     output_format=args.output_format, overwrite=args.overwrite, scheduler=args.scheduler,
                     n_workers=args.n_workers, threads_per_worker=args.threads_per_worker, progress=args.progress)
+    if args.correction == "georef":  # the moving file (or a .vrt of it) with the model as its georeference
+        from ..georef import check_georef_output, write_georef
+
+        check_georef_output(args.output_image, wp)
+        if args.like:
+            raise InputError("--correction georef writes on the moving grid: drop --like")
+        return {"output_image_path": args.output_image, **write_georef(args.moving_image, model, mov,
+                                                                        args.output_image)}
     output_format_for(args.output_image, wp.output_format)
     with use_scheduler(wp.scheduler, wp.n_workers, wp.threads_per_worker), run_progress(wp.progress):
         stage("warp + write")
@@ -113,6 +119,9 @@ def build_parser():
     a.add_argument("--chunks", type=parse_chunks, default=None, help="output chunk size ROWS[,COLS] in pixels")
     a.add_argument("--output-format", default=None, metavar="{GTiff,COG,FITS,Zarr}",
                    help="output format, any case (default: from the output suffix)")
+    a.add_argument("--correction", choices=("resample", "georef"), default="resample",
+                   help="resample, or georef: the moving pixels byte for byte with the model as their georeference "
+                        "(geotransform, or GCPs for a residual field; .tif or .vrt)")
     a.add_argument("--moving-nodata", type=float, default=None, help="moving nodata (default: the file's)")
     a.add_argument("--output-nodata", type=float, default=None, help="output nodata (default: the moving image's, else 0)")
     a.add_argument("--scheduler", default="threads",
