@@ -202,3 +202,21 @@ def test_cog_and_gtiff_into_the_bucket_equal_local_files(s3, tmp_path_factory, m
 
     (d / "back.cog.tif").write_bytes(s3["client"].get_object(Bucket=BUCKET, Key="cog/cluster.cog.tif")["Body"].read())
     assert cog_validate(str(d / "back.cog.tif"))[0]
+
+
+def test_a_stack_from_and_into_the_bucket(s3):
+    """Scenes and reference read from s3://, outputs, models and the stack report written there; a missing
+    key is one failed row."""
+    import rastalign
+
+    res = rastalign.align_stack([f"s3://{BUCKET}/pair/moving.tif", f"s3://{BUCKET}/pair/gone.tif"],
+                                f"s3://{BUCKET}/pair/fixed.tif", f"s3://{BUCKET}/stack", output_format="COG")
+    assert [r["status"] for r in res.rows] == ["ok", "failed"] and "not found" in res.rows[1]["error"]
+    keys = {o["Key"] for o in s3["client"].list_objects_v2(Bucket=BUCKET, Prefix="stack/")["Contents"]}
+    assert keys == {"stack/moving.aligned.cog.tif", "stack/moving.aligned.cog.tif.model.json",
+                    "stack/stack_report.json", "stack/stack_report.csv", "stack/stack_report.png"}
+    doc = json.loads(s3["client"].get_object(Bucket=BUCKET, Key="stack/stack_report.json")["Body"].read())
+    assert doc["n_ok"] == 1 and SECRET not in json.dumps(doc)
+    again = rastalign.align_stack([f"s3://{BUCKET}/pair/moving.tif"], f"s3://{BUCKET}/pair/fixed.tif",
+                                  f"s3://{BUCKET}/stack", output_format="COG", skip_existing=True, plot=False)
+    assert again.rows[0]["reused"]
