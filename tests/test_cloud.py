@@ -220,3 +220,33 @@ def test_a_stack_from_and_into_the_bucket(s3):
     again = rastalign.align_stack([f"s3://{BUCKET}/pair/moving.tif"], f"s3://{BUCKET}/pair/fixed.tif",
                                   f"s3://{BUCKET}/stack", output_format="COG", skip_existing=True, plot=False)
     assert again.rows[0]["reused"]
+
+
+def test_with_a_remote_scheduler_the_client_never_opens_an_input(s3, tmp_path_factory, monkeypatch):
+    """Every read of an input (headers, metadata, proxies, refinement windows) happens on the workers:
+    in this (client) process, opening any input raises."""
+    import rastalign
+    from rastalign import proxy, refine
+    from rastalign.io import fits as fits_io
+    from rastalign.io import raster
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"the client opened an input: {args[:1]}")
+
+    with process_cluster(tmp_path_factory) as addr:
+        out = tmp_path_factory.mktemp("client_io")
+        for mod in (raster, proxy, refine):
+            monkeypatch.setattr(mod, "open_dataset", refuse)
+        monkeypatch.setattr(fits_io, "_open", refuse)
+        res = rastalign.align_image_pair(f"s3://{BUCKET}/pair/moving.tif", f"s3://{BUCKET}/pair/fixed.tif",
+                                         str(out / "remote.tif"), scheduler=addr, report_out=str(out / "r.json"))
+        assert res.quality["passed"]
+        stack = rastalign.align_stack([f"s3://{BUCKET}/pair/moving.tif"], f"s3://{BUCKET}/pair/fixed.tif",
+                                      out / "stack", scheduler=addr)
+        assert stack.exit_code == 0
+    from rastalign.model.model import AlignmentModel
+
+    a = AlignmentModel.from_json(out / "remote.tif.model.json")
+    b = AlignmentModel.from_json(out / "stack" / "moving.aligned.tif.model.json")
+    gx, gy = np.meshgrid(np.arange(20, 500, 20.0), np.arange(20, 580, 20.0))
+    assert np.abs(np.subtract(a(gx, gy), b(gx, gy))).max() < 0.02  # the stack shares the reference's proxy

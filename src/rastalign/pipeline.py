@@ -296,8 +296,7 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
     Extra options: ``temp_dir``, ``keep_temp_dir``, ``model_out``, ``report_out``, ``plot``; and a stack's
     shared reference, ``fixed_info`` and ``fixed_proxy`` (see :func:`estimate`).
     """
-    from .report import build_report, write_report
-    from .progress import run_progress, stage
+    from .progress import run_progress
     from .scheduler import use_scheduler
 
     t0 = time.perf_counter()
@@ -320,6 +319,16 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
         except ImportError:
             raise InputError("--plot needs matplotlib: pip install 'rastalign[plot]'") from None
     check_crs_option(rest.get("output_crs"))
+    # the headers too are read where the tasks run: a remote cluster's workers may see files this process cannot
+    with use_scheduler(warp_p.scheduler, warp_p.n_workers, warp_p.threads_per_worker), run_progress(warp_p.progress):
+        return _align(moving_image_path, fixed_image_path, output_image_path, out, model_out, est_p, warp_p, rest, t0)
+
+
+def _align(moving_image_path, fixed_image_path, output_image_path, out, model_out, est_p, warp_p, rest, t0):
+    """The body of :func:`align_image_pair`, on its scheduler; ``out`` is the checked output path."""
+    from .progress import stage
+    from .report import build_report, write_report
+
     mov = inspect_raster(moving_image_path)
     fix = rest.get("fixed_info") or inspect_raster(fixed_image_path)
     check_crs(mov, fix)  # before the output grid relates them
@@ -329,24 +338,22 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
     work = Path(tempfile.mkdtemp(prefix="rastalign_", dir=rest.get("temp_dir")))
     keep = bool(rest.get("keep_temp_dir"))
     try:
-        with use_scheduler(warp_p.scheduler, warp_p.n_workers, warp_p.threads_per_worker), \
-                run_progress(warp_p.progress):
-            stage("estimate")
-            try:
-                est = estimate(moving_image_path, fixed_image_path, est_p, fix, rest.get("fixed_proxy"))
-            except QualityError as exc:
-                raise _failed(exc, mov, fix, grid, work, keep, rest) from None
-            model, rebase_err = rebase(est.model, grid, fix)
-            est.info["output_grid_fit_error_px"] = rebase_err
-            t1 = time.perf_counter()
-            stage("warp + write")
-            if warp_p.correction == "georef":
-                from .georef import write_georef
+        stage("estimate")
+        try:
+            est = estimate(moving_image_path, fixed_image_path, est_p, fix, rest.get("fixed_proxy"))
+        except QualityError as exc:
+            raise _failed(exc, mov, fix, grid, work, keep, rest) from None
+        model, rebase_err = rebase(est.model, grid, fix)
+        est.info["output_grid_fit_error_px"] = rebase_err
+        t1 = time.perf_counter()
+        stage("warp + write")
+        if warp_p.correction == "georef":
+            from .georef import write_georef
 
-                stats = write_georef(moving_image_path, model, mov, out)
-            else:
-                stats = apply(moving_image_path, model, out, grid, warp_p, est_p.moving_nodata,
-                              warp_p.output_nodata, fix)
+            stats = write_georef(moving_image_path, model, mov, out)
+        else:
+            stats = apply(moving_image_path, model, out, grid, warp_p, est_p.moving_nodata,
+                          warp_p.output_nodata, fix)
         report = build_report(est, model, stats, mov, fix, grid, est_p, warp_p,
                               {"estimate_s": t1 - t0, "warp_write_s": stats["warp_write_s"],
                                "total_s": time.perf_counter() - t0})

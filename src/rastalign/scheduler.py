@@ -54,6 +54,26 @@ def active_client():
         return None
 
 
+def on_cluster(func, *args):
+    """``func(*args)`` on a worker when a ``distributed`` client is active (a remote cluster's workers may
+    see files this process cannot, and this process need not open them), else here. Errors are re-raised
+    here as they were raised there."""
+    client = active_client()
+    if client is None or _on_worker():
+        return func(*args)
+    return client.submit(func, *args, pure=False).result()
+
+
+def _on_worker() -> bool:
+    try:
+        from distributed import get_worker
+
+        get_worker()
+        return True
+    except (ImportError, ValueError):
+        return False
+
+
 def parallelism() -> int:
     """Threads that run tasks: the active cluster's, else this machine's cores."""
     client = active_client()

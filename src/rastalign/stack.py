@@ -216,7 +216,7 @@ def align_stack(moving_paths, reference_path, output_dir, *, overwrite=False, sk
     from .io.atomic import check_output_path
     from .params import WarpParams, check_remote_format, output_format_for
     from .progress import run_progress, scenes, stage
-    from .scheduler import parallelism, use_scheduler
+    from .scheduler import on_cluster, parallelism, use_scheduler
     from .stack_report import load_rows, write_stack_report
 
     t0 = time.perf_counter()
@@ -276,8 +276,8 @@ def align_stack(moving_paths, reference_path, output_dir, *, overwrite=False, sk
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
-    for r in rows:
-        r.setdefault("acquired", _acquired(r["scene"], kind))
+        for r in rows:  # read where the tasks run, as every header is
+            r.setdefault("acquired", on_cluster(_acquired, r["scene"], kind))
     wall = time.perf_counter() - t0
     result = StackResult(kind, reference_path, output_dir, rows, report_json, report_csv, plot_path, wall,
                          info={"concurrency": int(n_workers_here), "scheduler": str(scheduler)})

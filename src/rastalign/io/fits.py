@@ -124,7 +124,14 @@ def resolve_ext(path, ext):
 
 
 def inspect_fits(path, ext=None) -> FitsInfo:
-    """Read the header of image HDU ``ext``; refuse missing HDUs, tables, cubes and empty HDUs."""
+    """Read the header of image HDU ``ext`` (on a worker when a cluster is active); refuse missing HDUs,
+    tables, cubes and empty HDUs."""
+    from ..scheduler import on_cluster
+
+    return on_cluster(_inspect_fits, path, ext)
+
+
+def _inspect_fits(path, ext=None) -> FitsInfo:
     with _open(path) as hdul:
         i = _resolve(hdul, ext, path)
         hdu = hdul[i]

@@ -69,7 +69,14 @@ def open_dataset(path):
 
 
 def inspect_raster(path) -> RasterInfo:
-    """Read the header of ``path``; raise :class:`InputError` on anything unusable."""
+    """Read the header of ``path`` (on a worker when a cluster is active); raise :class:`InputError` on
+    anything unusable."""
+    from ..scheduler import on_cluster
+
+    return on_cluster(_inspect_raster, path)
+
+
+def _inspect_raster(path) -> RasterInfo:
     from rasterio.enums import MaskFlags
 
     with open_dataset(path) as ds:
@@ -185,27 +192,37 @@ def open_raster(path, chunks="auto", band=None):
     return da, info
 
 
+def read_metadata(path) -> dict:
+    """What describes the pixels of ``path``: dataset tags, and per band its tags, description, units,
+    scale/offset and colour interpretation (picklable, so a worker can read it)."""
+    with open_dataset(path) as src:
+        return {"tags": src.tags(), "band_tags": [src.tags(i) for i in range(1, src.count + 1)],
+                "descriptions": list(src.descriptions), "units": list(src.units), "scales": list(src.scales),
+                "offsets": list(src.offsets), "colorinterp": list(src.colorinterp)}
+
+
 def copy_metadata(src_path, ds):
-    """Copy what describes the pixels of ``src_path`` onto the open dataset ``ds`` (same band count):
-    dataset tags, and per band its tags, description, units, scale/offset and colour
-    interpretation. An aligned image is the same data, so none of it may be lost."""
-    with open_dataset(src_path) as src:
-        ds.update_tags(**src.tags())
-        n = min(src.count, ds.count)
-        for i in range(1, n + 1):
-            if src.tags(i):
-                ds.update_tags(i, **src.tags(i))
-            if src.descriptions[i - 1]:
-                ds.set_band_description(i, src.descriptions[i - 1])
-            if src.units[i - 1]:
-                ds.set_band_unit(i, src.units[i - 1])
-        if any(v != 1.0 for v in src.scales[:n]) or any(v != 0.0 for v in src.offsets[:n]):
-            ds.scales, ds.offsets = src.scales[:n], src.offsets[:n]
-        if src.count == ds.count:
-            try:
-                ds.colorinterp = src.colorinterp
-            except Exception:  # noqa: BLE001 - e.g. palette without a colormap: keep GDAL's default
-                pass
+    """Copy what describes the pixels of ``src_path`` onto the open dataset ``ds`` (same band count), read
+    where the tasks run. An aligned image is the same data, so none of it may be lost."""
+    from ..scheduler import on_cluster
+
+    m = on_cluster(read_metadata, src_path)
+    ds.update_tags(**m["tags"])
+    n = min(len(m["band_tags"]), ds.count)
+    for i in range(1, n + 1):
+        if m["band_tags"][i - 1]:
+            ds.update_tags(i, **m["band_tags"][i - 1])
+        if m["descriptions"][i - 1]:
+            ds.set_band_description(i, m["descriptions"][i - 1])
+        if m["units"][i - 1]:
+            ds.set_band_unit(i, m["units"][i - 1])
+    if any(v != 1.0 for v in m["scales"][:n]) or any(v != 0.0 for v in m["offsets"][:n]):
+        ds.scales, ds.offsets = m["scales"][:n], m["offsets"][:n]
+    if len(m["colorinterp"]) == ds.count:
+        try:
+            ds.colorinterp = m["colorinterp"]
+        except Exception:  # noqa: BLE001 - e.g. palette without a colormap: keep GDAL's default
+            pass
 
 
 class IncompleteWrite(Exception):
