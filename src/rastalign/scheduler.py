@@ -80,6 +80,17 @@ def parallelism() -> int:
     return max(1, sum(client.nthreads().values())) if client is not None else os.cpu_count() or 1
 
 
+def quiet_teardown():
+    """A cluster torn down by Ctrl-C or SIGTERM logs errors from its event loop (tasks never retrieved) and
+    its atexit hook: silence them, unless the root logger is at DEBUG (``-vv``)."""
+    if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+        return
+    for name in list(logging.root.manager.loggerDict) + ["asyncio", "distributed", "tornado"]:
+        if name.split(".")[0] in ("asyncio", "distributed", "tornado"):
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    sys.unraisablehook = lambda unraisable: None  # "Exception ignored in atexit callback" and the like
+
+
 def _quiet_distributed():
     """distributed sets its loggers to INFO when imported (after the CLI set up logging): keep them at
     WARNING unless the root logger is at DEBUG (``-vv``), so a run prints its result, not the cluster's life."""
@@ -87,6 +98,9 @@ def _quiet_distributed():
         for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core",
                      "distributed.worker", "distributed.http.proxy", "distributed.client"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # the client's event loop thread logs the futures a Ctrl-C abandons ("Task exception was never
+        # retrieved") before the main thread can react: errors that matter reach the user as exceptions
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 
 @contextlib.contextmanager
@@ -125,12 +139,20 @@ def use_scheduler(scheduler="threads", n_workers=None, threads_per_worker=None):
 
     _quiet_distributed()
     if sched == "distributed":
-        cluster = LocalCluster(n_workers=n_workers or 2, threads_per_worker=threads_per_worker or 1,
-                               processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
+        # the workers' own loggers: a task's error reaches the user as an exception, a worker that loses the
+        # scheduler on Ctrl-C has nothing to say; -vv keeps them
+        level = logging.ERROR if logging.getLogger().getEffectiveLevel() <= logging.DEBUG else logging.CRITICAL
+        with dask.config.set({"logging.distributed": logging.getLevelName(level).lower()}):
+            cluster = LocalCluster(n_workers=n_workers or 2, threads_per_worker=threads_per_worker or 1,
+                                   processes=True, dashboard_address=":0", silence_logs=level)
         client = Client(cluster)
         log.warning("dask dashboard: %s", client.dashboard_link)
         try:
             yield client
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # Ctrl-C, SIGTERM: the closing below must not speak
+                quiet_teardown()
+            raise
         finally:
             client.close()
             cluster.close()
@@ -142,5 +164,9 @@ def use_scheduler(scheduler="threads", n_workers=None, threads_per_worker=None):
         raise InputError(f"cannot reach the dask scheduler at {sched}: {_reason(exc)}") from None
     try:
         yield client
+    except BaseException as exc:
+        if not isinstance(exc, Exception):
+            quiet_teardown()
+        raise
     finally:
         client.close()

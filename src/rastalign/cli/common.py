@@ -80,9 +80,11 @@ def run(prog: str, func, verbose: int) -> int:
         print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        _quiet_shutdown(verbose)
         print(f"{prog}: error: interrupted; no output was written", file=sys.stderr)
         return 130
     except _Terminated:
+        _quiet_shutdown(verbose)
         print(f"{prog}: error: terminated; no output was written", file=sys.stderr)
         return 143
     except MemoryError:
@@ -104,6 +106,15 @@ def run(prog: str, func, verbose: int) -> int:
     finally:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
+
+
+def _quiet_shutdown(verbose):
+    """After Ctrl-C or SIGTERM the one line is the whole story (see :func:`rastalign.scheduler.quiet_teardown`);
+    ``-v`` keeps everything."""
+    if not verbose:
+        from ..scheduler import quiet_teardown
+
+        quiet_teardown()
 
 
 def _one_line(exc) -> str:

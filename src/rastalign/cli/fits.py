@@ -141,6 +141,9 @@ def _run(prog, args, kwargs):
         sys.stderr.write(f"{prog}: error: {str(exc).splitlines()[0]}\n")
         return exc.exit_code
     except KeyboardInterrupt:
+        from .common import _quiet_shutdown
+
+        _quiet_shutdown(args.verbose)
         sys.stderr.write(f"{prog}: error: interrupted\n")
         return 130
     except Exception as exc:  # noqa: BLE001 - an unexpected bug: still one line unless -v
