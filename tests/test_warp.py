@@ -290,3 +290,105 @@ def test_bspline_small_frames_any_chunking():
             x, y = _moving_coords(model, (ny, nx))
             sc = ndimage.map_coordinates(src[1].astype(float), [y, x], order=3, mode="mirror")
             assert np.abs(ref[1] - sc)[ok].max() < 1e-3
+
+
+# ----------------------------------------------------------------------------- fast kernel paths
+def _ramp_model(n):
+    th = np.deg2rad(0.7)
+    c = (n - 1) / 2
+    r = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    return AlignmentModel(np.column_stack([r, np.array([c + 3.37, c - 2.61]) - r @ np.array([c, c])]),
+                          output_shape=(n, n))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_ramp_coordinates_are_exact(dtype):
+    """Bilinear, Keys' cubic and the B-spline reproduce a ramp: each output pixel holds the x it was
+    sampled at. float64: exact to rounding; float32: no worse than storing x in float32."""
+    n = 1500
+    model = _ramp_model(n)
+    ramp = np.broadcast_to(np.arange(n, dtype=dtype), (n, n)).copy()
+    gy, gx = np.mgrid[0:n:7, 0:n:7]
+    ex, ey = model(gx.astype(float), gy.astype(float))
+    inner = (ex > 16) & (ey > 16) & (ex < n - 17) & (ey < n - 17)
+    for resampling in ("bilinear", "cubic", "bspline"):
+        vals, ok = warp_array(ramp[None], model, (n, n), resampling=resampling, threads=2)
+        assert ok[gy, gx][inner].all()
+        err = np.abs(vals[0][gy, gx] - ex)[inner].max()
+        limit = 1e-9 if dtype == np.float64 else 0.5 * np.spacing(np.float32(n)) + 1e-9
+        assert err < min(limit, 1e-3), (resampling, err)
+
+
+@pytest.mark.parametrize("resampling", ["nearest", "bilinear", "cubic", "lanczos"])
+def test_integer_sources_read_as_they_are(resampling, source):
+    """8- and 16-bit sources go to the kernel unconverted: the same numbers as their float32 copy."""
+    data, valid = source
+    model = distorted_model((300, 340))
+    ref, ok_ref = warp_array(data.astype(np.float32), model, (300, 340), valid=valid, resampling=resampling)
+    for dtype in (np.uint16, np.int16, np.uint8):
+        d = (data // 2).astype(dtype) if dtype == np.int16 else (data % 256 if dtype == np.uint8 else data)
+        d = d.astype(dtype)
+        vals, ok = warp_array(d, model, (300, 340), valid=valid, resampling=resampling)
+        f32, ok32 = warp_array(d.astype(np.float32), model, (300, 340), valid=valid, resampling=resampling)
+        assert vals.dtype == np.float32 and np.array_equal(ok, ok32) and np.array_equal(ok, ok_ref)
+        assert np.array_equal(vals[:, ok], f32[:, ok])
+
+
+@pytest.mark.parametrize("resampling", ["nearest", "bilinear", "cubic", "lanczos"])
+def test_small_frames_any_chunking(resampling):
+    """Frames and chunks smaller than the taps, masks, a field: chunked == in-memory bit for bit
+    (the fast path, the edges and the generic path agree wherever a pixel falls)."""
+    rng = np.random.default_rng(23)
+    for it in range(12):
+        ny, nx = (int(v) for v in rng.integers(2, 50, 2))
+        src = rng.uniform(0, 1000, (2, ny, nx)).astype(np.float32 if it % 3 else np.float64)
+        valid = np.ones((ny, nx), bool)
+        if it % 2:
+            valid[rng.integers(0, ny, 6), rng.integers(0, nx, 6)] = False
+        th, s = np.deg2rad(rng.uniform(-3, 3)), 1 + rng.uniform(-0.05, 0.05)
+        a = np.array([[s * np.cos(th), -s * np.sin(th), rng.uniform(-4, 4)],
+                      [s * np.sin(th), s * np.cos(th), rng.uniform(-4, 4)]])
+        model = distorted_model((ny, nx)) if it % 4 == 3 else AlignmentModel(a, output_shape=(ny, nx))
+        ref, ok = warp_array(src, model, (ny, nx), valid=valid, resampling=resampling, threads=1 + it % 2)
+        chunks = []
+        for n in (ny, nx):
+            sizes, left = [], n
+            while left:
+                sizes.append(min(left, int(rng.integers(1, n // 2 + 2))))
+                left -= sizes[-1]
+            chunks.append(tuple(sizes))
+        out = warp_chunked(src, valid, model, (ny, nx), resampling, np.float32, -1.0, scheduler="synchronous",
+                           chunks=tuple(chunks))
+        assert np.array_equal(out, to_output_dtype(ref, ok, np.float32, -1.0)), (it, ny, nx)
+
+
+def test_invalid_outputs_are_zero():
+    data = np.ones((1, 40, 40), np.float32)
+    valid = np.ones((40, 40), bool)
+    valid[10:20, 10:20] = False
+    model = AlignmentModel(np.array([[1.0, 0, 5.3], [0, 1.0, -3.6]]))
+    for resampling in ("nearest", "bilinear", "cubic", "lanczos", "bspline"):
+        vals, ok = warp_array(data, model, (40, 40), valid=valid, resampling=resampling)
+        assert (~ok).sum() > 100 and np.all(vals[:, ~ok] == 0)
+
+
+def test_compiled_output_conversion_matches_numpy():
+    from rastalign.warp._convert import to_output_dtype as compiled
+    from rastalign.warp.graph import numpy_output_dtype
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(0, 30000, (2, 60, 50)).astype(np.float32)
+    v[0, 0, :6] = [0.49, 0.5, 1.5, 2.5, -0.5, 65535.5]
+    ok = rng.random((60, 50)) > 0.2
+    checked = 0
+    for dtype in (np.uint8, np.int8, np.uint16, np.int16, np.float32, np.float64, bool, np.int32):
+        for nodata in (None, 0, 9, 255, -1, 65535, np.nan, 0.0, -9999.0, 0.5):
+            for range_dtype in (None, np.uint8):
+                for vv in (v, v.astype(np.float64), np.round(v)):
+                    got = compiled(vv, ok, dtype, nodata, range_dtype)
+                    if got is None:  # a case left to numpy
+                        continue
+                    want = numpy_output_dtype(vv, ok, dtype, nodata, range_dtype)
+                    assert got.dtype == want.dtype and np.array_equal(got, want, equal_nan=True), (dtype, nodata)
+                    checked += 1
+    assert checked > 150

@@ -25,7 +25,16 @@ from .plan import plan_warp
 
 def to_output_dtype(values, valid, dtype, nodata, range_dtype=None):
     """Round (not truncate) and clip to the range of ``range_dtype`` (default ``dtype``), store
-    as ``dtype``; set invalid pixels to ``nodata``. A valid pixel never reads as nodata."""
+    as ``dtype``; set invalid pixels to ``nodata``. A valid pixel never reads as nodata. The common
+    cases run in one compiled pass (:mod:`rastalign.warp._convert`), the rest in :func:`numpy_output_dtype`."""
+    from . import _convert
+
+    fast = _convert.to_output_dtype(values, valid, dtype, nodata, range_dtype)
+    return fast if fast is not None else numpy_output_dtype(values, valid, dtype, nodata, range_dtype)
+
+
+def numpy_output_dtype(values, valid, dtype, nodata, range_dtype=None):
+    """:func:`to_output_dtype` in numpy: every case, and the reference the compiled pass is tested against."""
     dtype = np.dtype(dtype)
     rdt = np.dtype(range_dtype) if range_dtype is not None else dtype
     if dtype.kind in "iu":

@@ -19,6 +19,7 @@ from . import _numba, prefilter
 METHODS = {"nearest": _numba.NEAREST, "bilinear": _numba.BILINEAR,
            "cubic": _numba.CUBIC, "lanczos": _numba.LANCZOS, "bspline": _numba.BSPLINE}
 LATTICE_STEP = 16
+_NATIVE = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int16))  # source types the kernel reads as is
 
 
 def support_radius(resampling: str) -> int:
@@ -79,6 +80,15 @@ def source_box(model, out_box, resampling, source_shape, extra=0):
     return sy0, sy1, sx0, sx1
 
 
+def _split(fn, n, threads):
+    """``fn(r0, r1)`` over ``threads`` equal row ranges of ``0:n`` (in threads); the list of results."""
+    if threads <= 1 or n <= 1:
+        return [fn(0, n)]
+    edges = np.linspace(0, n, min(threads, n) + 1).astype(int)
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(fn, edges[:-1], edges[1:]))
+
+
 def warp_block(source, model, out_box, source_origin=(0, 0), source_shape=None, valid=None,
                resampling="cubic", threads=1, step=LATTICE_STEP):
     """Resample ``source`` (bands, rows, cols) onto the output box ``(y0, y1, x0, x1)``.
@@ -96,10 +106,12 @@ def warp_block(source, model, out_box, source_origin=(0, 0), source_shape=None, 
     if src.ndim == 2:
         src = src[None]
     ftype = np.float64 if src.dtype == np.float64 else np.float32
-    src = np.ascontiguousarray(src, dtype=ftype)
+    method = METHODS[resampling]
+    # 8- and 16-bit integers are read as they are (exact in float32, no converted copy of the block)
+    native = src.dtype in _NATIVE and method != _numba.BSPLINE
+    src = np.ascontiguousarray(src) if native else np.ascontiguousarray(src, dtype=ftype)
     if source_shape is None:
         source_shape = src.shape[1:]
-    method = METHODS[resampling]
     nrows = int(out_box[1]) - int(out_box[0])
     threads = max(1, min(int(threads or 1), max(nrows, 1)))
     if method == _numba.BSPLINE:
@@ -112,7 +124,12 @@ def warp_block(source, model, out_box, source_origin=(0, 0), source_shape=None, 
     if valid is not None and np.all(valid):
         valid = None  # no per-tap mask checks where everything is valid
     check = valid is not None
-    vmask = np.ascontiguousarray(valid, dtype=np.uint8) if check else np.ones((1, 1), np.uint8)
+    if check:  # a C-contiguous boolean mask is viewed, not copied
+        valid = np.asarray(valid)
+        vmask = valid.view(np.uint8) if valid.dtype == bool and valid.flags.c_contiguous else \
+            np.ascontiguousarray(valid != 0, dtype=np.uint8)
+    else:
+        vmask = np.ones((1, 1), np.uint8)
     if check and vmask.shape != src.shape[1:]:
         raise ValueError(f"mask shape {vmask.shape} differs from source block {src.shape[1:]}")
     dx, dy, lix0, liy0 = lattice(model, (y0, y1, x0, x1), step)
@@ -121,22 +138,22 @@ def warp_block(source, model, out_box, source_origin=(0, 0), source_shape=None, 
         dx = dy = np.zeros((1, 1))
     lin = np.ascontiguousarray(model.linear, dtype=np.float64)
 
+    win = vmask
+    if check and method != _numba.NEAREST:  # all-valid windows of the method's taps: one look-up per pixel
+        win = np.empty_like(vmask)
+        _split(lambda r0, r1: _numba.window_valid(vmask, _numba.TAPS[method], r0, r1, win), win.shape[0], threads)
+
     def run(r0, r1):
-        return _numba.warp_rows(src, vmask, check, out, out_valid, lin, x0, y0, r0, r1,
+        return _numba.warp_rows(src, vmask, win, check, out, out_valid, lin, x0, y0, r0, r1,
                                 int(source_origin[1]), int(source_origin[0]),
                                 int(source_shape[1]), int(source_shape[0]),
                                 dx, dy, has_field, step, lix0, liy0, method)
 
-    if threads == 1:
-        nviol = run(0, nrows)
-    else:
-        edges = np.linspace(0, nrows, threads + 1).astype(int)
-        with ThreadPoolExecutor(threads) as pool:
-            nviol = sum(pool.map(run, edges[:-1], edges[1:]))
+    nviol = sum(_split(run, nrows, threads))
     if nviol:
         raise HaloError(f"warp of output box {out_box} read {nviol} taps outside its source block "
                         f"{source_origin}+{src.shape[1:]}: the halo plan is wrong")
-    return out, out_valid.astype(bool)
+    return out, out_valid.view(bool)
 
 
 def warp_array(source, model, output_shape=None, valid=None, resampling="cubic", threads=None):
