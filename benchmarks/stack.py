@@ -91,19 +91,26 @@ def bench_vhr(root, n, size):
     shape = (size, size)
     ts = truths(n, 1)
     ref, moving, tr = write_stack(root / "vhr_in", ts, shape, seed=3)
-    rows = []
-    out = root / "vhr_stack"
+    pair = "vhr-align-image-pair --moving-image {m} --fixed-image {ref} --output-image {out}"
+    return stack_and_loop("vhr", root, ref, moving, tr, shape, ".tif", pair)
+
+
+def stack_and_loop(kind, root, ref, scenes, tr, shape, suffix, pair):
+    """``rastalign stack`` and a shell loop of the pair command ``pair`` (a template of ``m``, ``ref``, ``out``)
+    over the same scenes, each a measured process tree; rows with time, memory and model error."""
+    out, loop = root / f"{kind}_stack", root / f"{kind}_loop"
     rc, wall, peak, so, se = run_measured(["rastalign", "stack", "--reference", str(ref), "--output-dir", str(out),
-                                           "--no-plot", *map(str, moving)])
-    names = [str(out / f"{Path(m).stem}.aligned.tif.model.json") for m in moving]
-    rows.append(summarise("rastalign stack", "vhr", n, rc, wall, peak, model_errors(names, tr, shape)))
-    loop = root / "vhr_loop"
+                                           "--no-plot", *map(str, scenes)])
+    names = [str(out / f"{Path(m).stem}.aligned{suffix}.model.json") for m in scenes]
+    rows = [summarise("rastalign stack", kind, len(scenes), rc, wall, peak, model_errors(names, tr, shape))]
     loop.mkdir()
-    script = (f"for m in {' '.join(map(str, moving))}; do vhr-align-image-pair --moving-image $m --fixed-image {ref} "
-              f"--output-image {loop}/$(basename $m) > /dev/null || exit 1; done")
+    cmd = pair.format(m="$m", ref=ref, out=f"{loop}/$(basename $m)")
+    script = (f"for m in {' '.join(map(str, scenes))}; do {cmd} --model-out {loop}/$(basename $m).model.json "
+              f"> /dev/null || exit 1; done")
     rc, wall, peak, so, se = run_measured(["bash", "-c", script])
-    names = [str(loop / f"{Path(m).name}.model.json") for m in moving]
-    rows.append(summarise("loop of vhr-align-image-pair", "vhr", n, rc, wall, peak, model_errors(names, tr, shape)))
+    names = [str(loop / f"{Path(m).name}.model.json") for m in scenes]
+    rows.append(summarise(f"loop of {pair.split()[0]}", kind, len(scenes), rc, wall, peak,
+                          model_errors(names, tr, shape)))
     return rows
 
 
@@ -114,19 +121,7 @@ def bench_fits(root, n, size, stars):
     ts = [dict(shift=t["shift"], rotation_deg=5 * t["rotation_deg"]) for t in truths(n, 2)]
     tmpl, frames, fields = write_star_stack(root / "fits_in", ts, shape, n_stars=stars, seed=4)
     tr = [f.truth for f in fields]
-    rows = []
-    out = root / "fits_stack"
-    rc, wall, peak, so, se = run_measured(["rastalign", "stack", "--reference", str(tmpl), "--output-dir", str(out),
-                                           "--no-plot", *map(str, frames)])
-    names = [str(out / f"{Path(f).stem}.aligned.fits.model.json") for f in frames]
-    rows.append(summarise("rastalign stack", "fits", n, rc, wall, peak, model_errors(names, tr, shape)))
-    loop = root / "fits_loop"
-    loop.mkdir()
-    script = (f"for f in {' '.join(map(str, frames))}; do align-fits $f {loop}/$(basename $f) -tf {tmpl} "
-              f"--model-out {loop}/$(basename $f).model.json > /dev/null || exit 1; done")
-    rc, wall, peak, so, se = run_measured(["bash", "-c", script])
-    names = [str(loop / f"{Path(f).name}.model.json") for f in frames]
-    rows.append(summarise("loop of align-fits", "fits", n, rc, wall, peak, model_errors(names, tr, shape)))
+    rows = stack_and_loop("fits", root, tmpl, frames, tr, shape, ".fits", "align-fits {m} {out} -tf {ref}")
     aa_dir = root / "fits_astroalign"
     aa_dir.mkdir()
     pairs = [a for f in frames for a in (str(f), str(aa_dir / Path(f).name))]

@@ -276,15 +276,9 @@ def test_bspline_small_frames_any_chunking():
                       [s * np.sin(th), s * np.cos(th), rng.uniform(-8, 8)]])
         model = AlignmentModel(a, output_shape=(ny, nx))
         ref, ok = warp_array(src, model, (ny, nx), valid=valid, resampling="bspline", threads=1 + it % 3)
-        chunks = []
-        for n in (ny, nx):
-            sizes, left = [], n
-            while left:
-                sizes.append(min(left, int(rng.integers(1, n // 2 + 2))))
-                left -= sizes[-1]
-            chunks.append(tuple(sizes))
+        chunks = _ragged_chunks(rng, (ny, nx))
         out = warp_chunked(src, valid, model, (ny, nx), "bspline", np.float32, -1.0, scheduler="synchronous",
-                           chunks=tuple(chunks))
+                           chunks=chunks)
         assert np.array_equal(out, to_output_dtype(ref, ok, np.float32, -1.0)), (ny, nx)
         if not it % 2 and ok.any():
             x, y = _moving_coords(model, (ny, nx))
@@ -350,15 +344,9 @@ def test_small_frames_any_chunking(resampling):
                       [s * np.sin(th), s * np.cos(th), rng.uniform(-4, 4)]])
         model = distorted_model((ny, nx)) if it % 4 == 3 else AlignmentModel(a, output_shape=(ny, nx))
         ref, ok = warp_array(src, model, (ny, nx), valid=valid, resampling=resampling, threads=1 + it % 2)
-        chunks = []
-        for n in (ny, nx):
-            sizes, left = [], n
-            while left:
-                sizes.append(min(left, int(rng.integers(1, n // 2 + 2))))
-                left -= sizes[-1]
-            chunks.append(tuple(sizes))
+        chunks = _ragged_chunks(rng, (ny, nx))
         out = warp_chunked(src, valid, model, (ny, nx), resampling, np.float32, -1.0, scheduler="synchronous",
-                           chunks=tuple(chunks))
+                           chunks=chunks)
         assert np.array_equal(out, to_output_dtype(ref, ok, np.float32, -1.0)), (it, ny, nx)
 
 
@@ -370,6 +358,18 @@ def test_invalid_outputs_are_zero():
     for resampling in ("nearest", "bilinear", "cubic", "lanczos", "bspline"):
         vals, ok = warp_array(data, model, (40, 40), valid=valid, resampling=resampling)
         assert (~ok).sum() > 100 and np.all(vals[:, ~ok] == 0)
+
+
+def _ragged_chunks(rng, shape):
+    """Random dask-style chunk sizes ``((rows...), (cols...))`` covering ``shape``."""
+    chunks = []
+    for n in shape:
+        sizes, left = [], n
+        while left:
+            sizes.append(min(left, int(rng.integers(1, n // 2 + 2))))
+            left -= sizes[-1]
+        chunks.append(tuple(sizes))
+    return tuple(chunks)
 
 
 def test_compiled_output_conversion_matches_numpy():

@@ -86,3 +86,44 @@ def test_jwst_epoch_two_keeps_its_pixels_and_dates_with_a_corrected_wcs(tmp_path
     g = np.column_stack([c.ravel() for c in np.meshgrid(np.linspace(0, nx - 1, 9), np.linspace(0, ny - 1, 9))])
     moved = _sky_px(old, g, new, g) * PIXEL_DEG / 8.5488718986004e-06  # in JWST pixels
     assert moved.max() < 2.0  # the epochs are registered to about a pixel: the correction is small
+
+
+@pytest.mark.skipif(not all(p.exists() for p in JWST), reason="../shared/data not present")
+def test_a_jwst_frame_warped_by_a_known_mapping_gets_its_wcs_back(tmp_path, capsys):
+    """The source is epoch 1 resampled by a known affine M (source pixel s shows the template at M(s)),
+    written without any WCS: its corrected WCS must put every source pixel s on the template's sky at M(s)."""
+    import warnings
+
+    from rastalign.io.fits import _is_wcs_key
+    from rastalign.model.model import AlignmentModel
+    from rastalign.warp.kernel import warp_array
+
+    with fits.open(JWST[0]) as h:
+        tmpl_data, tmpl_hdr = h[0].data.astype(np.float32), h[0].header.copy()
+    th = np.deg2rad(0.4)
+    m = np.array([[1.002 * np.cos(th), -1.002 * np.sin(th), 3.2], [1.002 * np.sin(th), 1.002 * np.cos(th), -1.7]])
+    pull = AlignmentModel(m, output_shape=tmpl_data.shape)
+    vals, ok = warp_array(tmpl_data[None], pull, tmpl_data.shape, valid=np.isfinite(tmpl_data), resampling="cubic")
+    src_hdr = fits.Header([c for c in tmpl_hdr.cards if not _is_wcs_key(c.keyword)])
+    src_hdr["OBSERVER"] = "synthetic epoch"
+    src = tmp_path / "warped_epoch1.fits"
+    fits.PrimaryHDU(np.where(ok, vals[0], np.nan).astype(np.float32), header=src_hdr).writeto(src)
+    out = tmp_path / "warped_wcs.fits"
+    assert align_fits_main([str(src), str(out), "-tf", str(JWST[0]), "--correction", "wcs"]) == 0
+    capsys.readouterr()
+    def read(header):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            return WCS(header), {str(w.message).split(":")[0] for w in caught}
+
+    new, said = read(fits.getheader(out))
+    tw, said_of_template = read(tmpl_hdr)
+    assert said <= said_of_template, said  # nothing beyond what the JWST header itself earns (OBSGEO 'obsfix')
+    ny, nx = tmpl_data.shape
+    gx, gy = np.meshgrid(np.arange(60, nx - 60, 20.0), np.arange(60, ny - 60, 20.0))
+    s = np.column_stack([gx.ravel(), gy.ravel()])
+    t = s @ m[:, :2].T + m[:, 2]
+    err = _sky_px(new, s, tw, t) * PIXEL_DEG / tw.proj_plane_pixel_scales()[0].to_value("deg")
+    assert np.sqrt(np.mean(err ** 2)) < 0.02, np.sqrt(np.mean(err ** 2))
+    assert fits.getheader(out)["OBSERVER"] == "synthetic epoch"
+    assert np.array_equal(fits.getdata(out), fits.getdata(src), equal_nan=True)
