@@ -46,6 +46,14 @@ def test_georef_keeps_the_pixels_and_places_every_point_within_a_hundredth_of_a_
     wx, wy = apply_affine(new_m2w, mx, my)
     fx, fy = apply_affine(w2f, wx, wy)
     assert np.hypot(fx - gx.ravel(), fy - gy.ravel()).max() < 0.01
+    # the accessor: the moving array itself, lazy, under the same corrected transform
+    import rioxarray
+
+    arr = rioxarray.open_rasterio(moving, chunks=256)
+    cor = arr.coreg.align(rioxarray.open_rasterio(fixed, chunks=256), correction="georef")
+    assert cor.data.name == arr.data.name  # the same graph: no task added, no pixel changed
+    with rasterio.open(out) as g:
+        assert np.allclose(tuple(cor.rio.transform())[:6], tuple(g.transform)[:6], rtol=0, atol=1e-6)
     # the saved model through rastalign apply: a VRT of the moving file with the same georeference
     from rastalign.cli.demo import main as rastalign_main
 

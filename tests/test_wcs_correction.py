@@ -127,3 +127,19 @@ def test_a_jwst_frame_warped_by_a_known_mapping_gets_its_wcs_back(tmp_path, caps
     assert np.sqrt(np.mean(err ** 2)) < 0.02, np.sqrt(np.mean(err ** 2))
     assert fits.getheader(out)["OBSERVER"] == "synthetic epoch"
     assert np.array_equal(fits.getdata(out), fits.getdata(src), equal_nan=True)
+
+
+def test_the_accessor_corrects_a_fits_arrays_wcs_like_the_cli(tmp_path, capsys):
+    import rastalign
+
+    src, tmpl, _ = write_star_pair(tmp_path, (512, 512), 400, rotation_deg=0.8, scale=1.004, shift=(5.1, -2.3),
+                                   distortion_px=2.0, seed=4)
+    assert align_fits_main([str(src), str(tmp_path / "cli.fits"), "-tf", str(tmpl), "--correction", "wcs"]) == 0
+    capsys.readouterr()
+    moving = rastalign.open_fits(src)
+    out = moving.coreg.align(rastalign.open_fits(tmpl), correction="wcs")
+    assert out.data is moving.data  # no pixel is computed or changed
+    g = np.column_stack([c.ravel() for c in np.meshgrid(np.arange(0, 512, 37.0), np.arange(0, 512, 37.0))])
+    cli = WCS(fits.getheader(tmp_path / "cli.fits"))
+    assert _sky_px(out.attrs["wcs"], g, cli, g).max() < 1e-6
+    assert json.loads(out.attrs["rastalign_correction"])["correction"] == "wcs"

@@ -127,6 +127,8 @@ def _split(fits, options):
         return split_options(options)
     from .astro import DEFAULTS, resampling_for
     options.pop("moving_nodata", None)  # FITS invalid pixels are NaN
+    if options.pop("correction", "resample") not in ("resample", "wcs"):
+        raise InputError("FITS arrays take correction='resample' or 'wcs'")
     est = {k: options.pop(k) for k in list(options) if k in DEFAULTS or k in ("source_ext", "template_ext")}
     warp = {k: options.pop(k) for k in list(options) if k in WARP_KEYS}
     if "resampling" not in warp:
@@ -246,9 +248,11 @@ def _post_compose(model, post, moving_info):
 def apply(moving, model, grid=None, reference=None, **options):
     """Warp ``moving`` (DataArray) with ``model`` onto ``grid`` (a DataArray on the output grid, or None)."""
     fits = _is_fits(moving)
+    correction = options.pop("correction", "resample")
     _, warp_p, _ = _split(fits, options)
-    if warp_p.correction != "resample":
-        raise InputError("correction='georef' writes a file: use vhr-align-image-pair or rastalign.align_image_pair")
+    if correction != "resample":  # the moving array itself, its georeference corrected
+        from .array_correction import corrected
+        return corrected(moving, model, correction, fits, reference)
     nd_in = options.get("moving_nodata")
     mov = grid_info(moving, nd_in)
     m, out = rebase(model, mov, None if grid is None else grid_info(grid))
