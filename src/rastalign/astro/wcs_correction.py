@@ -142,8 +142,6 @@ def _sky_error(w, tw, sx, sy, tx, ty):
 def write_wcs(source_path, ext, output_path, wcs, info, template_path=None):
     """Write ``source_path`` with HDU ``ext``'s WCS replaced by ``wcs``: the data, every other card and
     every other HDU unchanged; a HISTORY card says what was done. Published whole (temporary file)."""
-    from astropy.io import fits
-
     from ..io.atomic import discard, local_temp, publish
     from ..io.fits import _is_wcs_key, _open
 

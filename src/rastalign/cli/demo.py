@@ -4,7 +4,6 @@ truth and prints the JSON summary; ``rastalign apply`` reuses a saved model; ``r
 aligns many scenes onto one reference (:mod:`rastalign.cli.stack`)."""
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time

@@ -8,7 +8,6 @@ writes the directory (:mod:`rastalign.io.tiff`): tiles in block order as blocks 
 """
 from __future__ import annotations
 
-import os
 from functools import partial
 from pathlib import Path
 
