@@ -250,3 +250,25 @@ def test_with_a_remote_scheduler_the_client_never_opens_an_input(s3, tmp_path_fa
     b = AlignmentModel.from_json(out / "stack" / "moving.aligned.tif.model.json")
     gx, gy = np.meshgrid(np.arange(20, 500, 20.0), np.arange(20, 580, 20.0))
     assert np.abs(np.subtract(a(gx, gy), b(gx, gy))).max() < 0.02  # the stack shares the reference's proxy
+
+
+def test_access_denied_is_one_line_naming_the_variables(s3, tmp_path):
+    """moto checks credentials once its auth is switched on (its reset-auth API): the fixture's key is then
+    unknown, every request is refused with 403, and the command says so in one line, without the secret."""
+    import requests
+
+    switch = f"http://127.0.0.1:{s3['port']}/moto-api/reset-auth"
+    requests.post(switch, data=b"0", timeout=10).raise_for_status()
+    try:
+        r = _cli(["--moving-image", f"s3://{BUCKET}/pair/moving.tif", "--fixed-image", f"s3://{BUCKET}/pair/fixed.tif",
+                  "--output-image", tmp_path / "o.tif"])
+        f = subprocess.run([sys.executable, "-m", "rastalign.cli.fits", f"s3://{BUCKET}/pair/moving.tif",
+                            str(tmp_path / "o.fits"), "-tf", f"s3://{BUCKET}/pair/fixed.tif"],
+                           capture_output=True, text=True)
+    finally:
+        requests.post(switch, data=b"inf", timeout=10).raise_for_status()
+    for res in (r, f):
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(lines) == 1, res.stderr
+        assert "access denied" in lines[0] and "AWS_ACCESS_KEY_ID" in lines[0] and SECRET not in res.stderr
+    assert not list(tmp_path.iterdir())

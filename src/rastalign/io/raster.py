@@ -60,11 +60,39 @@ def open_dataset(path):
     remote = is_url(path)
     p = gdal_path(path) if remote else check_input_file(path, "raster")
     try:
-        return rasterio.open(p)
+        if not remote:
+            return rasterio.open(p)
+        with _gdal_warnings() as said:  # GDAL names a 403 in a warning, then says the file does not exist
+            return rasterio.open(p)
     except RasterioIOError as exc:
         if remote:
-            raise InputError(network_error(path, gdal_cause(exc))) from None
+            raise InputError(network_error(path, " ".join(said + [gdal_cause(exc)]))) from None
         raise InputError(f"not a readable raster: {path} ({str(exc).splitlines()[0][:160]})") from None
+
+
+class _gdal_warnings:
+    """Collect (and keep off stderr) what GDAL warns while a remote file is opened: the cause of a failure
+    is often there, and it belongs in the one error line, not before it."""
+
+    def __enter__(self):
+        import logging
+
+        self.logger, self.said = logging.getLogger("rasterio._env"), []
+        said = self.said
+
+        class _Keep(logging.Handler):
+            def emit(self, record):
+                said.append(record.getMessage())
+
+        self.handler, self.propagate = _Keep(logging.WARNING), self.logger.propagate
+        self.logger.addHandler(self.handler)
+        self.logger.propagate = False
+        return self.said
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+        self.logger.propagate = self.propagate
+        return False
 
 
 

@@ -152,13 +152,17 @@ def redact(text) -> str:
 
 def network_error(path, message, kind="raster") -> str:
     """A one-line cause for a failed remote open or read of a ``kind`` file (never a credential)."""
+    import re
+
     text = redact(" ".join(str(message).split()))
     low = text.lower()
-    if "404" in low or "does not exist" in low or "nosuchkey" in low or "not found" in low:
-        return f"not found: {path}"
-    if "403" in low or "access denied" in low or "accessdenied" in low or "signature" in low or "invalidaccesskey" in low:
+    # GDAL reports a refused request as a file that "does not exist", after a warning naming the 403
+    if re.search(r"(response code|status code|http error)[^;]*?[:\s]403\b", low) or "access denied" in low or \
+            "accessdenied" in low or "signaturedoesnotmatch" in low or "invalidaccesskey" in low:
         return (f"access denied: {path} (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or AWS_NO_SIGN_REQUEST=YES "
                 f"for a public bucket)")
+    if "404" in low or "does not exist" in low or "nosuchkey" in low or "not found" in low:
+        return f"not found: {path}"
     if any(k in low for k in ("connection refused", "could not resolve", "couldn't connect", "timed out",
                               "timeout", "failed to connect", "couldn't resolve")):
         return f"cannot reach the server for {path}: {text[:160]}"
