@@ -21,6 +21,8 @@ from .proxy import edge_proxy, erode3, normalised
 from .solve import TiePoints
 
 log = logging.getLogger(__name__)
+TILE = 512  # the tile side of COGs and of our own GeoTIFFs: what a range request fetches at least
+N_TILES = 64  # tiles the native windows may touch: a small fraction of a large scene
 
 
 def pick_spread(points, weights, n_max, cell):
@@ -94,15 +96,34 @@ def _one(p, cache, model, fixed_path, moving_path, fband, mband, fnodata, mnodat
     return (cx, cy), (float(q[0][0]), float(q[1][0])), max(ncc, 0.0)
 
 
+def in_tiles(points, weights, n_max, window, shape, tile=TILE, n_tiles=N_TILES):
+    """Indexes of up to ``n_max`` points, grouped in at most ``n_tiles`` well-spread ``tile``-px tiles of the
+    file (a few points each, themselves spread): over a network every tile touched is fetched whole, so
+    the windows share tiles instead of touching every one."""
+    keys = np.floor(points / tile).astype(np.int64)
+    tiles, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    score = np.bincount(inverse, weights=weights, minlength=len(tiles))
+    cell = max(float(tile), math.sqrt(shape[0] * shape[1] / n_tiles))
+    picked = pick_spread((tiles + 0.5) * tile, score, n_tiles, cell)
+    per_tile = max(1, -(-n_max // max(len(picked), 1)))
+    out = []
+    for t in picked:
+        members = np.nonzero(inverse == t)[0]
+        sub = pick_spread(points[members], weights[members], per_tile, max(window * 1.5, tile / math.sqrt(per_tile)))
+        out.extend(members[sub])
+    return np.sort(np.asarray(out, np.int64))[:n_max] if out else np.zeros(0, np.int64)
+
+
 def refine_native(model, tp: TiePoints, fixed_path, moving_path, fband, mband, fnodata, mnodata, fshape, mshape,
                   use_edges=True, window=64, n_max=256) -> TiePoints:
-    """Re-measure up to ``n_max`` well-spread inlier tie points at native resolution."""
+    """Re-measure up to ``n_max`` inlier tie points at native resolution, grouped in well-spread file
+    tiles (:func:`in_tiles`)."""
     inl = tp.inlier if tp.inlier is not None else np.ones(len(tp), bool)
     idx = np.nonzero(inl)[0]
     if len(idx) == 0:
         return tp
-    cell = max(window * 1.5, math.sqrt(fshape[0] * fshape[1] / n_max))
-    chosen = idx[pick_spread(tp.fixed[idx], tp.weight[idx], n_max, cell)]
+    chosen = idx[in_tiles(tp.fixed[idx], tp.weight[idx], n_max, window, fshape)]
     args = (model, str(fixed_path), str(moving_path), fband, mband, fnodata, mnodata, fshape, mshape, window,
             use_edges)
     import dask
