@@ -101,6 +101,11 @@ def in_tiles(points, weights, n_max, window, shape, tile=TILE, n_tiles=N_TILES):
     file (a few points each, themselves spread): over a network every tile touched is fetched whole, so
     the windows share tiles instead of touching every one."""
     keys = np.floor(points / tile).astype(np.int64)
+    # a window wholly inside its tile reads that tile alone (the moving window lies a few pixels away)
+    inner = np.all((points - keys * tile >= window) & ((keys + 1) * tile - points > window), axis=1)
+    if inner.sum() >= min(n_max, 16):
+        weights = np.where(inner, weights, 0.0)
+        keys[~inner] = -1  # outside every tile: never picked
     tiles, inverse = np.unique(keys, axis=0, return_inverse=True)
     inverse = inverse.ravel()
     score = np.bincount(inverse, weights=weights, minlength=len(tiles))
@@ -109,6 +114,8 @@ def in_tiles(points, weights, n_max, window, shape, tile=TILE, n_tiles=N_TILES):
     per_tile = max(1, -(-n_max // max(len(picked), 1)))
     out = []
     for t in picked:
+        if tiles[t][0] < 0:
+            continue
         members = np.nonzero(inverse == t)[0]
         sub = pick_spread(points[members], weights[members], per_tile, max(window * 1.5, tile / math.sqrt(per_tile)))
         out.extend(members[sub])
