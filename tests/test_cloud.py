@@ -100,8 +100,15 @@ def test_s3_pair_on_a_remote_scheduler_equals_local_threads(s3, tmp_path_factory
             ds = xr.open_zarr(f"s3://{BUCKET}/out/{name}")
             assert np.array_equal(ds["aligned"].values, read_tif(out / "threads.tif")[0])
             assert ds["aligned"].rio.crs is not None
+        # a COG into the bucket, uploaded by the workers: the same pixels
+        r = _cli(args + ["--output-image", f"s3://{BUCKET}/out/remote.cog.tif", "--scheduler", addr])
+        assert r.returncode == 0, r.stderr
+        (out / "back.cog.tif").write_bytes(
+            s3["client"].get_object(Bucket=BUCKET, Key="out/remote.cog.tif")["Body"].read())
+        assert np.array_equal(read_tif(out / "back.cog.tif")[0], read_tif(out / "threads.tif")[0])
         keys = [o["Key"] for o in s3["client"].list_objects_v2(Bucket=BUCKET, Prefix="out/")["Contents"]]
-        assert "out/remote.zarr.model.json" in keys and not [k for k in keys if "rastalign-tmp" in k]
+        assert "out/remote.zarr.model.json" in keys and "out/remote.cog.tif.model.json" in keys
+        assert not [k for k in keys if "rastalign-tmp" in k]
         r = _cli(args + ["--output-image", f"s3://{BUCKET}/out/remote.zarr"])
         assert r.returncode == 2 and "output exists" in r.stderr
         r = _cli(args + ["--output-image", f"s3://{BUCKET}/out/x.fits"])
