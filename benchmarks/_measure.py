@@ -1,8 +1,13 @@
 """Run a command and measure wall time and peak RSS of its whole process tree (psutil polling)."""
 from __future__ import annotations
 
+import json
+import os
+import platform
 import subprocess
 import time
+from datetime import datetime, timezone
+from pathlib import Path
 
 import psutil
 
@@ -31,3 +36,14 @@ def run_measured(cmd, poll=0.05, env=None, timeout=None):
         time.sleep(poll)
     out, err = proc.communicate()
     return proc.returncode, time.perf_counter() - t0, peak / 2 ** 20, out, err
+
+
+def write_results(name, rows, **meta):
+    """``benchmarks/results/<name>.json``: the rows, with the machine, the date and the commit."""
+    here = Path(__file__).resolve().parent
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=here).stdout.strip()
+    meta = {"machine": f"{platform.machine()} {os.cpu_count()} cpus {platform.platform()}",
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit, **meta}
+    (here / "results").mkdir(exist_ok=True)
+    (here / "results" / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))

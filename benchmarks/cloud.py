@@ -20,17 +20,18 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
-from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _measure import write_results  # noqa: E402  (before distributed.py takes this folder off sys.path)
+
 BUCKET = "rastalign-bench"
 _spec = importlib.util.spec_from_file_location("bench_distributed", HERE / "distributed.py")
 bench = importlib.util.module_from_spec(_spec)
@@ -156,12 +157,7 @@ def main(argv=None):
     for r in rows:
         print(f"{r['run']:36s} {r['wall_s']:7.1f} {r['client_read_mb']:14.1f} {r['client_net_mb']:13.1f} "
               f"{r['client_peak_rss_mb']:13d} {r['server_sent_mb']:14.1f} {r['server_sent_over_inputs']:11.3f}")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
-    meta = {"machine": f"{platform.machine()} {os.cpu_count()} cpus {platform.platform()}",
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit, "size": n,
-            "inputs_mb": {k: round(v / 2 ** 20, 1) for k, v in sizes.items()}, "cog_inputs": args.cog_inputs}
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "cloud.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    write_results("cloud", rows, size=n, inputs_mb={k: round(v / 2 ** 20, 1) for k, v in sizes.items()}, cog_inputs=args.cog_inputs)
     return rows
 
 

@@ -17,19 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _measure import run_measured  # noqa: E402
+from _measure import run_measured, write_results  # noqa: E402
 
 ASTROALIGN_LOOP = r"""
 import json, sys
@@ -176,11 +173,7 @@ def main(argv=None):
         for r in rows:
             if ours and r["kind"] == kind and r is not ours[0]:
                 print(f"{kind}: rastalign stack is {r['wall_s'] / ours[0]['wall_s']:.2f}x faster than {r['contestant']}")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
-    meta = {"machine": f"{platform.machine()} {os.cpu_count()} cpus {platform.platform()}",
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit, "args": vars(args)}
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "stack.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    write_results("stack", rows, args=vars(args))
     return rows
 
 

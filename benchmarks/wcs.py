@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
+import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _measure import write_results  # noqa: E402
+
 DATA = HERE.parents[1] / "shared" / "data"
 
 
@@ -137,11 +137,7 @@ def main(argv=None):
         t_txt = f"{tw['error']['rms_px']:.4f}/{tw['error']['max_px']:.4f}" if tw["ok"] else "failed"
         print(f"{r['case']:30s} {o['error']['rms_px']:.4f}/{o['error']['max_px']:.4f}".ljust(53) +
               f" {o['wall_s']:6.2f} {t_txt:>22s} {tw.get('wall_s', float('nan')):6.2f}")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
-    meta = {"machine": f"{platform.machine()} {os.cpu_count()} cpus {platform.platform()}",
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit, "args": vars(args)}
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "wcs.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    write_results("wcs", rows, args=vars(args))
     return rows
 
 
