@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -116,7 +115,7 @@ def output_names(paths, output_dir, suffix) -> list:
     return out
 
 
-def _check_scenes(paths, reference):
+def _check_scenes(paths):
     if not paths:
         raise InputError("no scenes to align: give MOVING paths or --from-list FILE")
     seen = set()
@@ -158,13 +157,9 @@ def _verified(out, model_path) -> bool:
     if not (_exists(out) and _exists(model_path)):
         return False
     try:
-        from .io.sources import filesystem, is_url
+        from .io.atomic import read_text
 
-        if is_url(model_path):
-            fs, key = filesystem(model_path)
-            model = AlignmentModel.from_json(fs.cat_file(key).decode())
-        else:
-            model = AlignmentModel.from_json(model_path)
+        model = AlignmentModel.from_json(read_text(model_path))
         # resampled: the model's output grid; a corrected WCS or georeference: the moving frame itself
         return tuple(_output_shape(out)) in (tuple(model.output_shape), tuple(model.moving_shape or ()))
     except Exception:  # noqa: BLE001 - anything unreadable means: redo the scene
@@ -186,20 +181,19 @@ def _output_shape(out):
     return inspect_raster(out).shape
 
 
-def _options_for(kind, options):
+def _check_options(kind, options):
     """Refuse an option of the other kind (or an unknown one) before any work, in one line."""
     from .params import StarParams, split_options
 
     if kind == "raster":
         split_options(options)
-        return options
+        return
     star = {f for f in StarParams.__dataclass_fields__}
     extra = {"source_ext", "template_ext", "write_mask", "source_mask_ext", "chunks", "split_factor", "correction"}
     unknown = sorted(set(options) - star - extra)
     if unknown:
         raise InputError(f"option(s) {', '.join(unknown)} do not apply to FITS frames (the reference is FITS)")
     StarParams.from_options({k: v for k, v in options.items() if k in star})
-    return options
 
 
 def align_stack(moving_paths, reference_path, output_dir, *, overwrite=False, skip_existing=False,
@@ -217,14 +211,14 @@ def align_stack(moving_paths, reference_path, output_dir, *, overwrite=False, sk
     from .params import WarpParams, check_remote_format, output_format_for
     from .progress import run_progress, scenes, stage
     from .scheduler import on_cluster, parallelism, use_scheduler
-    from .stack_report import load_rows, write_stack_report
+    from .stack_report import acquired, load_rows, write_stack_report
 
     t0 = time.perf_counter()
     paths = [str(p) for p in moving_paths]
     reference_path = str(reference_path)
-    _check_scenes(paths, reference_path)
+    _check_scenes(paths)
     kind = "fits" if is_fits(reference_path) else "raster"
-    options = _options_for(kind, dict(options))
+    _check_options(kind, options)
     wp = WarpParams(scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
                     output_format=options.get("output_format") if kind == "raster" else None)
     output_dir = _prepare_dir(output_dir)
@@ -260,24 +254,22 @@ def align_stack(moving_paths, reference_path, output_dir, *, overwrite=False, sk
                 rows[i] = dict(previous.get(o) or {"scene": paths[i], "output": o, "model": o + ".model.json",
                                                    "status": "ok"}, reused=True)
         n_workers_here = concurrency or min(MAX_CONCURRENT, max(2, parallelism()))
-        lock, counts = threading.Lock(), {"done": len(done), "failed": 0}
-        scenes(counts["done"], len(paths), 0)
+        n_done, n_failed = len(done), 0
+        scenes(n_done, len(paths), 0)
         with ThreadPoolExecutor(max(1, min(int(n_workers_here), len(todo) or 1))) as pool:
             futures = {pool.submit(_one_scene, kind, paths[i], reference_path, outs[i], shared, options,
                                    overwrite or skip_existing): i for i in todo}
             try:
                 for fut in as_completed(futures):
                     i = futures[fut]
-                    rows[i] = fut.result()
-                    with lock:
-                        counts["done"] += 1
-                        counts["failed"] += rows[i]["status"] == "failed"
-                        scenes(counts["done"], len(paths), counts["failed"])
+                    rows[i] = fut.result()  # completions arrive here, in this thread alone
+                    n_done, n_failed = n_done + 1, n_failed + (rows[i]["status"] == "failed")
+                    scenes(n_done, len(paths), n_failed)
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
         for r in rows:  # read where the tasks run, as every header is
-            r.setdefault("acquired", on_cluster(_acquired, r["scene"], kind))
+            r.setdefault("acquired", on_cluster(acquired, r["scene"], kind))
     wall = time.perf_counter() - t0
     result = StackResult(kind, reference_path, output_dir, rows, report_json, report_csv, plot_path, wall,
                          info={"concurrency": int(n_workers_here), "scheduler": str(scheduler)})
@@ -311,6 +303,8 @@ def _share_reference(kind, reference_path, options):
 
 def _one_scene(kind, moving, reference, out, shared, options, replace) -> dict:
     """Align one scene; a failure becomes its row (status, one-line error, exit status), never an exception."""
+    from .stack_report import fits_row, raster_row
+
     t0 = time.perf_counter()
     row = {"scene": moving, "output": out, "model": out + ".model.json", "status": "ok", "error": "",
            "exit_code": 0, "reused": False}
@@ -320,13 +314,13 @@ def _one_scene(kind, moving, reference, out, shared, options, replace) -> dict:
 
             s = align_fits(moving, out, template_path=reference, overwrite=replace, scheduler="current",
                            model_out=out + ".model.json", **shared, **options)
-            row.update(_fits_row(s, shared["template"][0]))
+            row.update(fits_row(s, shared["template"][0]))
         else:
             from .pipeline import align_image_pair
 
             res = align_image_pair(moving, reference, out, overwrite=replace, scheduler="current", progress=False,
                                    model_out=out + ".model.json", **shared, **options)
-            row.update(_raster_row(res))
+            row.update(raster_row(res))
     except RastalignError as exc:
         row.update(status="failed", error=" ".join(str(exc).split())[:300], exit_code=exc.exit_code,
                    output="", model="")
@@ -340,81 +334,3 @@ def _one_scene(kind, moving, reference, out, shared, options, replace) -> dict:
         log.info("scene %s failed: %s", moving, row["error"])
     row["total_s"] = round(time.perf_counter() - t0, 3)
     return row
-
-
-def _raster_row(res) -> dict:
-    c, q, t = res.report["correction"], res.quality, res.report["timings_s"]
-    return {"n_tie_points": q["n_tie_points"], "n_inliers": q["n_inliers"], "rms_residual_px": q["rms_residual_px"],
-            "dx_px": c["shift_px"][0], "dy_px": c["shift_px"][1], "dx_crs": c["shift_crs"][0],
-            "dy_crs": c["shift_crs"][1], "rotation_deg": c["rotation_deg"], "scale": c["scale"],
-            "residual_field": q["residual_field"], "residual_field_max_px": c["residual_field_max_px"],
-            "estimate_s": round(t["estimate_s"], 3), "warp_write_s": round(t["warp_write_s"], 3)}
-
-
-def _fits_row(summary, template_info) -> dict:
-    """The plain correction of a FITS frame in template pixels, and in arcsec when the template has a WCS."""
-    import numpy as np
-
-    from .io.raster import RasterInfo
-    from .model.model import AlignmentModel
-    from .report import plain_correction
-
-    model = AlignmentModel.from_dict(summary["model"])
-    ident = (1.0, 0.0, -0.5, 0.0, 1.0, -0.5)
-
-    def frame(shape):
-        return RasterInfo("", tuple(shape), 1, "float32", ident, None, None, (), "none")
-
-    c = plain_correction(model, frame(summary["source_shape"]), frame(summary["output_shape"]))
-    arcsec = None
-    if template_info is not None and template_info.wcs is not None and template_info.wcs.has_celestial:
-        from astropy.wcs.utils import proj_plane_pixel_scales
-
-        arcsec = float(np.mean(proj_plane_pixel_scales(template_info.wcs.celestial))) * 3600.0
-    q, t = summary["quality"], summary["timings_s"]
-    dx, dy = c["shift_px"]
-    return {"n_tie_points": q["n_tie_points"], "n_inliers": q["n_inliers"], "rms_residual_px": q["rms_residual_px"],
-            "dx_px": dx, "dy_px": dy, "dx_crs": None if arcsec is None else round(dx * arcsec, 4),
-            "dy_crs": None if arcsec is None else round(dy * arcsec, 4), "rotation_deg": c["rotation_deg"],
-            "scale": c["scale"], "residual_field": model.field is not None,
-            "residual_field_max_px": c["residual_field_max_px"], "estimate_s": t["estimate"],
-            "warp_write_s": t["warp_write"]}
-
-
-def _acquired(path, kind) -> Optional[str]:
-    """The acquisition time when the metadata states it (FITS ``DATE-OBS``/``MJD-OBS``; GeoTIFF
-    ``TIFFTAG_DATETIME``, ``ACQUISITION_DATE``...), as ISO 8601; else ``None``."""
-    try:
-        if kind == "fits":
-            from astropy.time import Time
-
-            from .io.fits import inspect_fits
-
-            h = inspect_fits(path).header
-            if h.get("DATE-OBS"):
-                return Time(str(h["DATE-OBS"]), format="isot", scale="utc").isot
-            if h.get("MJD-OBS") is not None:
-                return Time(float(h["MJD-OBS"]), format="mjd", scale="utc").isot
-            return None
-        from .io.raster import open_dataset
-
-        with open_dataset(path) as ds:
-            tags = {k.upper(): v for k, v in ds.tags().items()}
-        for key in ("ACQUISITION_DATE", "ACQUISITIONDATETIME", "DATE_ACQUIRED", "DATETIME", "TIFFTAG_DATETIME"):
-            if tags.get(key):
-                return _iso(tags[key])
-    except Exception:  # noqa: BLE001 - no readable date: input order
-        return None
-    return None
-
-
-def _iso(text) -> Optional[str]:
-    from datetime import datetime
-
-    text = str(text).strip().replace("Z", "")
-    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"):
-        try:
-            return datetime.strptime(text, fmt).isoformat()
-        except ValueError:
-            continue
-    return None

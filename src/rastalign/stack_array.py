@@ -4,7 +4,7 @@ Every slice along ``dim`` (a ``(y, x)`` or ``(band, y, x)`` array) is estimated 
 reference (slices concurrently, each estimation's reads as dask tasks) and warped lazily by the
 accessor's own warp; the slices are joined along ``dim`` again. A slice that cannot be aligned
 becomes all nodata, and says so: the result carries ``coreg_status`` (``"ok"`` or the one-line
-reason), ``coreg_rms_px`` and ``coreg_shift_px`` coordinates along ``dim``, and the models as
+reason), ``coreg_rms_px``, ``coreg_dx_px`` and ``coreg_dy_px`` coordinates along ``dim``, and the models as
 JSON in ``attrs["rastalign_models"]`` (``None`` for a failed slice).
 """
 from __future__ import annotations

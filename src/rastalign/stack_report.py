@@ -1,12 +1,14 @@
-"""A stack's report: ``stack_report.json`` and ``.csv`` (a row per scene) and ``stack_report.png``
-(shift and RMS per scene, in acquisition order when every scene's date is known, failures marked)."""
+"""A stack's report: the row of each scene (:func:`raster_row`, :func:`fits_row`, :func:`acquired`),
+``stack_report.json`` and ``.csv`` (a row per scene) and ``stack_report.png`` (shift and RMS per
+scene, in acquisition order when every scene's date is known, failures marked)."""
 from __future__ import annotations
 
 import csv
 import io
 import json
+from typing import Optional
 
-from .io.atomic import atomic_write_text
+from .io.atomic import atomic_write_text, read_text
 
 COLUMNS = ("scene", "status", "error", "exit_code", "acquired", "output", "model", "n_tie_points", "n_inliers",
            "rms_residual_px", "dx_px", "dy_px", "dx_crs", "dy_crs", "rotation_deg", "scale", "residual_field",
@@ -15,16 +17,8 @@ COLUMNS = ("scene", "status", "error", "exit_code", "acquired", "output", "model
 
 def load_rows(report_json) -> dict:
     """The rows of an earlier run's ``stack_report.json``, by output path ({} when there is none)."""
-    from .io.sources import filesystem, is_url
-
     try:
-        if is_url(report_json):
-            fs, key = filesystem(report_json)
-            text = fs.cat_file(key).decode()
-        else:
-            with open(report_json, encoding="utf-8") as fh:
-                text = fh.read()
-        rows = json.loads(text).get("scenes", [])
+        rows = json.loads(read_text(report_json)).get("scenes", [])
     except Exception:  # noqa: BLE001 - missing or unreadable: the rows are rebuilt as far as possible
         return {}
     return {r["output"]: r for r in rows if r.get("status") == "ok" and r.get("output")}
@@ -97,3 +91,83 @@ def plot_stack(rows, path, kind):
     sx.set_title(f"stack: {len(rows)} scenes, {len(rows) - n_failed} aligned, {n_failed} failed")
     fig.tight_layout()
     save_figure(fig, path)
+
+
+# --- the rows ---------------------------------------------------------------------------------
+
+def raster_row(res) -> dict:
+    c, q, t = res.report["correction"], res.quality, res.report["timings_s"]
+    return {"n_tie_points": q["n_tie_points"], "n_inliers": q["n_inliers"], "rms_residual_px": q["rms_residual_px"],
+            "dx_px": c["shift_px"][0], "dy_px": c["shift_px"][1], "dx_crs": c["shift_crs"][0],
+            "dy_crs": c["shift_crs"][1], "rotation_deg": c["rotation_deg"], "scale": c["scale"],
+            "residual_field": q["residual_field"], "residual_field_max_px": c["residual_field_max_px"],
+            "estimate_s": round(t["estimate_s"], 3), "warp_write_s": round(t["warp_write_s"], 3)}
+
+
+def fits_row(summary, template_info) -> dict:
+    """The plain correction of a FITS frame in template pixels, and in arcsec when the template has a WCS."""
+    import numpy as np
+
+    from .io.raster import RasterInfo
+    from .model.model import AlignmentModel
+    from .report import plain_correction
+
+    model = AlignmentModel.from_dict(summary["model"])
+    ident = (1.0, 0.0, -0.5, 0.0, 1.0, -0.5)
+
+    def frame(shape):
+        return RasterInfo("", tuple(shape), 1, "float32", ident, None, None, (), "none")
+
+    c = plain_correction(model, frame(summary["source_shape"]), frame(summary["output_shape"]))
+    arcsec = None
+    if template_info is not None and template_info.wcs is not None and template_info.wcs.has_celestial:
+        from astropy.wcs.utils import proj_plane_pixel_scales
+
+        arcsec = float(np.mean(proj_plane_pixel_scales(template_info.wcs.celestial))) * 3600.0
+    q, t = summary["quality"], summary["timings_s"]
+    dx, dy = c["shift_px"]
+    return {"n_tie_points": q["n_tie_points"], "n_inliers": q["n_inliers"], "rms_residual_px": q["rms_residual_px"],
+            "dx_px": dx, "dy_px": dy, "dx_crs": None if arcsec is None else round(dx * arcsec, 4),
+            "dy_crs": None if arcsec is None else round(dy * arcsec, 4), "rotation_deg": c["rotation_deg"],
+            "scale": c["scale"], "residual_field": model.field is not None,
+            "residual_field_max_px": c["residual_field_max_px"], "estimate_s": t["estimate"],
+            "warp_write_s": t["warp_write"]}
+
+
+def acquired(path, kind) -> Optional[str]:
+    """The acquisition time when the metadata states it (FITS ``DATE-OBS``/``MJD-OBS``; GeoTIFF
+    ``TIFFTAG_DATETIME``, ``ACQUISITION_DATE``...), as ISO 8601; else ``None``."""
+    try:
+        if kind == "fits":
+            from astropy.time import Time
+
+            from .io.fits import inspect_fits
+
+            h = inspect_fits(path).header
+            if h.get("DATE-OBS"):
+                return Time(str(h["DATE-OBS"]), format="isot", scale="utc").isot
+            if h.get("MJD-OBS") is not None:
+                return Time(float(h["MJD-OBS"]), format="mjd", scale="utc").isot
+            return None
+        from .io.raster import open_dataset
+
+        with open_dataset(path) as ds:
+            tags = {k.upper(): v for k, v in ds.tags().items()}
+        for key in ("ACQUISITION_DATE", "ACQUISITIONDATETIME", "DATE_ACQUIRED", "DATETIME", "TIFFTAG_DATETIME"):
+            if tags.get(key):
+                return _iso(tags[key])
+    except Exception:  # noqa: BLE001 - no readable date: input order
+        return None
+    return None
+
+
+def _iso(text) -> Optional[str]:
+    from datetime import datetime
+
+    text = str(text).strip().replace("Z", "")
+    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(text, fmt).isoformat()
+        except ValueError:
+            continue
+    return None

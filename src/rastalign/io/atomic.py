@@ -84,6 +84,17 @@ def discard(path):
         pass
 
 
+def read_text(path) -> str:
+    """The text of a local file or of an object-store URL (the reading twin of :func:`atomic_write_text`)."""
+    from .sources import filesystem, is_url
+
+    if is_url(path):
+        fs, key = filesystem(path)
+        return fs.cat_file(key).decode("utf-8")
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
 def atomic_write_text(path, text):
     atomic_write_bytes(path, text.encode("utf-8"))
 
