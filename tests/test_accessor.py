@@ -1,4 +1,5 @@
 """The xarray accessor ``coreg``: lazy, equal to the CLI, CRS carried, models re-based across grids."""
+import json
 import threading
 
 import dask
@@ -9,7 +10,8 @@ import rioxarray
 import xarray as xr
 
 import rastalign
-from rastalign.accessor import grid_info, rebase
+from rastalign.array_grid import array_grid
+from rastalign.grids import rebase_recorded
 from rastalign.cli.vhr import main as vhr_main
 from rastalign.testing import write_pair
 
@@ -110,7 +112,7 @@ def test_rebase_to_another_moving_resolution(pair):
     moving = rioxarray.open_rasterio(m, chunks=256)
     model = moving.coreg.estimate(rioxarray.open_rasterio(f, chunks=256))
     coarse = moving.coarsen(x=2, y=2).mean()
-    m2, out = rebase(model, grid_info(coarse))
+    m2, out = rebase_recorded(model, array_grid(coarse))
     assert out.shape == SHAPE and m2.moving_shape == coarse.shape[1:]
     x, y = np.meshgrid(np.linspace(0, 511, 7), np.linspace(0, 511, 5))
     fx, fy = model(x, y)
@@ -121,6 +123,26 @@ def test_rebase_to_another_moving_resolution(pair):
         moving.isel(x=slice(0, 300)).coreg.apply(rastalign.AlignmentModel(model.affine, model.field,
                                                                         output_shape=(10, 10), moving_shape=SHAPE))
 
+
+
+def test_model_saved_by_0_1_0_applies_as_a_model_of_this_version(pair):
+    """rastalign 0.1.0 recorded the grids flat (``*_transform`` and the reference's ``crs``): such a model
+    JSON is applied on its own grid, re-based onto the reference grid and onto a coarser moving array
+    exactly as the model recorded in this version's layout (one :class:`~rastalign.grids.Grid` each)."""
+    _, m, f = pair
+    moving = rioxarray.open_rasterio(m, chunks=256)
+    reference = rioxarray.open_rasterio(f, chunks=256)
+    model = moving.coreg.estimate(reference, output_on_moving_grid=False)
+    g = model.meta["grids"]
+    assert g["output"]["shape"] == list(model.output_shape) and g["moving"]["shape"] == list(SHAPE)
+    flat = {"solve_transform": g["solve"]["transform"], "output_transform": g["output"]["transform"],
+            "moving_transform": g["moving"]["transform"], "crs": g["solve"]["crs"], "kind": "raster"}
+    legacy = rastalign.AlignmentModel.from_json(json.dumps({**model.to_dict(), "meta": {"grids": flat}}))
+    coarse = moving.coarsen(x=2, y=2).mean()
+    for arr, kw in ((moving, {}), (moving, {"grid": reference}), (coarse, {})):
+        old, new = arr.coreg.apply(legacy, **kw), arr.coreg.apply(model, **kw)
+        assert old.shape == new.shape and old.rio.transform() == new.rio.transform() and old.rio.crs == new.rio.crs
+        assert np.array_equal(old.values, new.values)
 
 def test_fits_arrays_align_onto_template_like_align_fits(tmp_path):
     from astropy.io import fits

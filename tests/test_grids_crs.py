@@ -8,7 +8,7 @@ from pyproj import Transformer
 
 import rastalign
 from rastalign.cli.vhr import main
-from rastalign.grids import output_grid, pixel_mapping
+from rastalign.grids import Grid, pixel_mapping
 from rastalign.io.raster import inspect_raster
 from rastalign.testing import Truth, write_grid_pair
 
@@ -80,6 +80,25 @@ def test_outputs_across_crs_and_like_grid(crs_pair, tmp_path, capsys):
     assert json.loads((tmp_path / "fixed.json").read_text())["output"]["prefilter_box_px"] == 3
 
 
+
+def test_accessor_across_crs_stays_in_the_moving_crs(crs_pair, tmp_path, capsys):
+    """Across CRS the accessor's model is re-fitted onto the moving grid: its result carries the moving
+    CRS and equals the CLI's; re-basing it onto the reference grid (another CRS) is refused, not guessed."""
+    import rioxarray
+
+    d, m, f, pull = crs_pair
+    moving, reference = rioxarray.open_rasterio(m, chunks=512), rioxarray.open_rasterio(f, chunks=512)
+    model = moving.coreg.estimate(reference)
+    aligned = moving.coreg.apply(model, resampling="bilinear")
+    assert aligned.rio.crs == moving.rio.crs and aligned.rio.transform() == moving.rio.transform()
+    out = tmp_path / "cli.tif"
+    assert main(["--moving-image", str(m), "--fixed-image", str(f), "--output-image", str(out),
+                 "--resampling", "bilinear"]) == 0
+    capsys.readouterr()
+    assert np.array_equal(aligned.values, read_tif(out)[0])
+    with pytest.raises(rastalign.InputError, match="reproject it first"):
+        moving.coreg.apply(model, grid=reference)
+
 def test_twenty_times_coarser_reference(tmp_path):
     truth = Truth((2000, 2000), 0.3, (4.3, -2.7))
     res = 10.0
@@ -102,11 +121,8 @@ def test_twenty_times_coarser_reference(tmp_path):
 
 
 def test_pixel_mapping_round_trip():
-    from rastalign.io.raster import RasterInfo
-
-    a = RasterInfo("a", (100, 100), 1, "uint8", UTM, "EPSG:32633", None, (None,), "none")
-    shape, t, crs = mercator_grid(2.0)
-    b = RasterInfo("b", shape, 1, "uint8", t, crs, None, (None,), "none")
+    a = Grid((100, 100), UTM, "EPSG:32633")
+    b = Grid(*mercator_grid(2.0))
     x, y = np.array([0.0, 50.0, 99.0]), np.array([0.0, 25.0, 99.0])
     fx, fy = pixel_mapping(a, b)(x, y)
     bx, by = pixel_mapping(b, a)(fx, fy)

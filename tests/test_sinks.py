@@ -18,9 +18,10 @@ from rastalign.io.raster import verify_complete
 from conftest import read_tif, write_tif
 
 
-class Grid:
-    def __init__(self, shape, transform=(0.5, 0, 500000.0, 0, -0.5, 5800000.0), crs="EPSG:32633"):
-        self.shape, self.transform, self.crs = shape, transform, crs
+def Grid(shape, transform=(0.5, 0, 500000.0, 0, -0.5, 5800000.0), crs="EPSG:32633"):
+    from rastalign.grids import Grid
+
+    return Grid(shape, transform, crs)
 
 
 def _data(dtype, shape, seed=0):

@@ -2,10 +2,10 @@
 
 Every slice along ``dim`` (a ``(y, x)`` or ``(band, y, x)`` array) is estimated against the
 reference (slices concurrently, each estimation's reads as dask tasks) and warped lazily by the
-accessor's own warp; the slices are joined along ``dim`` again. A slice that cannot be aligned
-becomes all nodata, and says so: the result carries ``coreg_status`` (``"ok"`` or the one-line
-reason), ``coreg_rms_px``, ``coreg_dx_px`` and ``coreg_dy_px`` coordinates along ``dim``, and the models as
-JSON in ``attrs["rastalign_models"]`` (``None`` for a failed slice).
+accessor's own warp (:func:`rastalign.array_align.apply`); the slices are joined along ``dim`` again.
+A slice that cannot be aligned becomes all nodata, and says so: the result carries ``coreg_status``
+(``"ok"`` or the one-line reason), ``coreg_rms_px``, ``coreg_dx_px`` and ``coreg_dy_px`` coordinates
+along ``dim``, and the models as JSON in ``attrs["rastalign_models"]`` (``None`` for a failed slice).
 """
 from __future__ import annotations
 
@@ -22,12 +22,13 @@ def align_along(moving, reference, dim, **options):
     import dask.array as da
     import xarray as xr
 
-    from .accessor import _as_array, _warp_options, apply, estimate
+    from .array_align import apply, estimate, warp_options
+    from .array_grid import as_array
     from .scheduler import parallelism
 
     if dim not in moving.dims:
         raise InputError(f"dim={dim!r} is not a dimension of the array (dims {moving.dims})")
-    ref = _as_array(reference, moving.name)
+    ref = as_array(reference, moving.name)
     # a stack joined by xr.concat keeps its first file's ``source``: no slice may pass for that file
     slices = [_without_source(moving.isel({dim: i})) for i in range(moving.sizes[dim])]
 
@@ -39,7 +40,7 @@ def align_along(moving, reference, dim, **options):
 
     with ThreadPoolExecutor(max(1, min(len(slices), parallelism(), 8))) as pool:
         fitted = list(pool.map(one, slices))
-    warp = _warp_options(options)
+    warp = warp_options(options)
     parts, status, rms, shift, models = [], [], [], [], []
     for s, (ev, err) in zip(slices, fitted):
         if ev is None:

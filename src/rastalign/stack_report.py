@@ -108,17 +108,12 @@ def fits_row(summary, template_info) -> dict:
     """The plain correction of a FITS frame in template pixels, and in arcsec when the template has a WCS."""
     import numpy as np
 
-    from .io.raster import RasterInfo
+    from .grids import Grid
     from .model.model import AlignmentModel
     from .report import plain_correction
 
     model = AlignmentModel.from_dict(summary["model"])
-    ident = (1.0, 0.0, -0.5, 0.0, 1.0, -0.5)
-
-    def frame(shape):
-        return RasterInfo("", tuple(shape), 1, "float32", ident, None, None, (), "none")
-
-    c = plain_correction(model, frame(summary["source_shape"]), frame(summary["output_shape"]))
+    c = plain_correction(model, Grid.pixel_frame(summary["source_shape"]), Grid.pixel_frame(summary["output_shape"]))
     arcsec = None
     if template_info is not None and template_info.wcs is not None and template_info.wcs.has_celestial:
         from astropy.wcs.utils import proj_plane_pixel_scales

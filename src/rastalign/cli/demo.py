@@ -56,7 +56,6 @@ def demo(folder=None, overwrite=True, progress=False):
 
 
 def apply_model(args):
-    from ..grids import OutputGrid
     from ..io.raster import inspect_raster
     from ..model.model import AlignmentModel
     from ..params import WarpParams, output_format_for
@@ -75,9 +74,9 @@ def apply_model(args):
         like = inspect_raster(args.like)
         if tuple(like.shape) != tuple(model.output_shape):
             raise InputError(f"--like grid {like.shape} differs from the model's output grid {model.output_shape}")
-        grid = OutputGrid(like.shape, like.transform, like.crs, model.pre)
+        grid = like.grid
     else:
-        grid = OutputGrid(mov.shape, mov.transform, mov.crs, model.pre)
+        grid = mov.grid
         if tuple(mov.shape) != tuple(model.output_shape):
             raise InputError("the model's output grid is not the moving grid: give --like FIXED")
     wp = WarpParams(resampling=args.resampling, split_factor=args.split_factor, chunks=args.chunks,

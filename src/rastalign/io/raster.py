@@ -14,6 +14,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ..errors import InputError, ResourceError
+from ..grids import Grid
 from .atomic import check_input_file
 
 # Refuse absurd declared sizes (bands x rows x cols) before allocating anything: 2**38
@@ -23,30 +24,37 @@ MAX_PIXELS = int(os.environ.get("RASTALIGN_MAX_PIXELS", 2 ** 38))
 
 @dataclass(frozen=True)
 class RasterInfo:
-    """What the pipeline needs to know of a raster, read from its header only."""
+    """What the pipeline needs to know of a raster, read from its header only: its :class:`~rastalign.grids.Grid`
+    (``shape``, ``transform``, ``crs``, ``pixel_to_world`` and ``resolution`` are the grid's) and its pixels."""
 
     path: str
-    shape: Tuple[int, int]  # (rows, cols)
+    grid: Grid
     count: int
     dtype: str
-    transform: tuple  # GDAL-style affine (a, b, c, d, e, f): x = a*col + b*row + c
-    crs: Optional[str]
     nodata: Optional[float]
     descriptions: tuple
     mask_kind: str  # "none", "nodata", "per_dataset", "alpha"
     overviews: tuple = ()
 
     @property
-    def pixel_to_world(self) -> np.ndarray:
-        """2x3 matrix mapping pixel *centres* (x=col, y=row) to world coordinates."""
-        from ..model.affine import pixel_to_world
+    def shape(self) -> Tuple[int, int]:
+        return self.grid.shape
 
-        return pixel_to_world(self.transform)
+    @property
+    def transform(self) -> tuple:
+        return self.grid.transform
+
+    @property
+    def crs(self) -> Optional[str]:
+        return self.grid.crs
+
+    @property
+    def pixel_to_world(self) -> np.ndarray:
+        return self.grid.pixel_to_world
 
     @property
     def resolution(self) -> float:
-        a, b, _, d, e, _ = self.transform
-        return float(np.sqrt(abs(a * e - b * d)))
+        return self.grid.resolution
 
 
 def open_dataset(path):
@@ -125,9 +133,9 @@ def _inspect_raster(path) -> RasterInfo:
         if len(set(ds.dtypes)) != 1:
             raise InputError(f"bands of different data types are not supported: {path}")
         t = ds.transform
-        return RasterInfo(str(path), (ds.height, ds.width), ds.count, ds.dtypes[0],
-                          (t.a, t.b, t.c, t.d, t.e, t.f), ds.crs.to_wkt() if ds.crs else None,
-                          ds.nodata, tuple(ds.descriptions), kind, tuple(ds.overviews(1)))
+        grid = Grid((ds.height, ds.width), (t.a, t.b, t.c, t.d, t.e, t.f), ds.crs.to_wkt() if ds.crs else None)
+        return RasterInfo(str(path), grid, ds.count, ds.dtypes[0], ds.nodata, tuple(ds.descriptions), kind,
+                          tuple(ds.overviews(1)))
 
 
 def validity(data, nodata):

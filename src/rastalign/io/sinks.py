@@ -173,9 +173,9 @@ def _zarr_dataset(arr, grid, nodata, tags, descriptions):
     import xarray as xr
     from affine import Affine
 
-    nb, ny, nx = (int(v) for v in arr.shape)
-    a, b, c, d, e, f = grid.transform[:6]
-    coords = {"band": np.arange(1, nb + 1), "y": f + e * (np.arange(ny) + 0.5), "x": c + a * (np.arange(nx) + 0.5)}
+    nb = int(arr.shape[0])
+    xs, ys = grid.coords()
+    coords = {"band": np.arange(1, nb + 1), "y": ys, "x": xs}
     if any(len(set(sizes[:-1])) > 1 or (len(sizes) > 1 and sizes[-1] > sizes[0]) for sizes in arr.chunks):
         arr = arr.rechunk((nb, max(arr.chunks[1]), max(arr.chunks[2])))  # Zarr chunks are regular
     out = xr.DataArray(arr, dims=("band", "y", "x"), coords=coords, name="aligned")
