@@ -77,7 +77,7 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
     from ..params import WarpParams, check_remote_format
     from ..progress import run_progress, stage
     from ..scheduler import use_scheduler
-    from ..warp.graph import lazy_warp
+    from ..warp.graph import warp_graph
 
     t0 = time.perf_counter()
     if correction not in ("resample", "wcs"):
@@ -105,7 +105,7 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
         mask_ext = None if source_mask_ext is None else resolve_ext(source_path, source_mask_ext)
         stage("warp + write")
         src = FitsSource(str(source_path), int(sinfo.ext), tuple(sinfo.shape), mask_ext)
-        arr = lazy_warp(src, model, model.output_shape, wp, "float32", np.nan)
+        arr = warp_graph(src, model, model.output_shape, wp, "float32", np.nan)
         extra = {"RAMODEL": "rastalign FITS stars", "RANMATCH": ev["stats"]["n_matched"],
                  "RARMS": round(ev["stats"]["rms_px"], 5)}
         wstats = write_fits(arr, output_path, header=sinfo.header, wcs_header=wcs_header, tags=extra,

@@ -14,7 +14,6 @@ import os
 import tempfile
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import AlignmentError, InputError
 from ..model.affine import invert_affine
@@ -103,6 +102,8 @@ def fill_masked(data, mask):
     bad = np.asarray(mask) != 0
     if not bad.any():
         return data
+    from scipy import ndimage
+
     valid = np.isfinite(data) & ~bad
     num = ndimage.uniform_filter(np.where(valid, data, 0.0), 3, mode="constant")
     den = ndimage.uniform_filter(valid.astype(float), 3, mode="constant")
@@ -226,10 +227,11 @@ def pad_template(template, anchor, shape, cval):
 # ---------------------------------------------------------------------------------- warp
 def _warp(data, model, shape, resampling, dtype):
     from ..params import WarpParams
-    from ..warp.graph import lazy_warp
+    from ..scheduler import local_scheduler
+    from ..warp.graph import warp_graph
 
     wp = WarpParams(resampling=resampling)
-    return lazy_warp(data[None], model, shape, wp, dtype, np.nan).compute(scheduler="synchronous")[0]
+    return warp_graph(data[None], model, shape, wp, dtype, np.nan).compute(scheduler=local_scheduler("synchronous"))[0]
 
 
 def warp_entry(data, mask, model, shape, interp_order, cval, cval_mask):

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import functools
 
 import numpy as np
-import scipy.linalg
 
 POLY_NODES = 9  # node count of the B-spline that stores a polynomial field
 
@@ -115,6 +114,8 @@ def _penalty(nodes):
 
 
 def _solve(a, w, r, pen, lam):
+    import scipy.linalg
+
     ata = (a * w[:, None]).T @ a
     scale = np.trace(ata) / max(np.trace(pen), 1e-12)
     lhs = ata + lam * scale * pen + 1e-9 * scale * np.eye(len(ata))
@@ -143,6 +144,8 @@ def _monomials(x, y, domain, degree):
 def _poly_projection(domain, degree, n_nodes):
     """Matrix taking monomial coefficients to B-spline coefficients (least squares on a dense
     grid: exact for degree <= 3; for degree 5 on 9+ nodes the error is ~1e-5 of the term)."""
+    import scipy.linalg
+
     origin, spacing, nodes = _grid(domain, n_nodes)
     k = 3 * (n_nodes + 2)
     x0, y0, x1, y1 = domain
@@ -160,6 +163,8 @@ def _poly_to_spline(coef, domain, degree, n_nodes=POLY_NODES):
 
 
 def _solve_poly(m, w, r):
+    import scipy.linalg
+
     ata = (m * w[:, None]).T @ m
     return scipy.linalg.solve(ata + 1e-10 * np.trace(ata) * np.eye(len(ata)), (m * w[:, None]).T @ r,
                               assume_a="pos")

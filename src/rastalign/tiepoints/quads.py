@@ -20,7 +20,6 @@ import logging
 import math
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from ..errors import AlignmentError
 from ..model.affine import apply_affine, fit_affine
@@ -133,6 +132,8 @@ def match_detections(src_xy, tmp_xy, src_shape, tmp_shape, n_quad_det=20, min_qu
     Returns ``(i_src, i_tmp, affine_src_to_tmp, info)``. Raises
     :class:`AlignmentError` naming the counts when no candidate reaches ``min_n_match``.
     """
+    from scipy.spatial import cKDTree
+
     src_xy = np.asarray(src_xy, float)
     tmp_xy = np.asarray(tmp_xy, float)
     auto = min_n_match is None

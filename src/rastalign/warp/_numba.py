@@ -28,11 +28,10 @@ import numpy as np
 from numba import njit
 
 from . import _rows
-from ._rows import BILINEAR, BSPLINE, CUBIC, LANCZOS, NEAREST, PENDING, weights
+from ._rows import weights
+from .methods import BILINEAR, LANCZOS, NEAREST, PENDING
 
-RADIUS = {NEAREST: 1, BILINEAR: 1, CUBIC: 2, LANCZOS: 3, BSPLINE: 2}  # BSPLINE: taps on prefiltered coefficients
-TAPS = {NEAREST: 1, BILINEAR: 2, CUBIC: 4, LANCZOS: 6, BSPLINE: 4}  # taps per axis (the window of window_valid)
-__all__ = ["NEAREST", "BILINEAR", "CUBIC", "LANCZOS", "BSPLINE", "RADIUS", "TAPS", "window_valid", "warp_rows"]
+__all__ = ["window_valid", "warp_rows"]
 
 
 @njit(nogil=True, cache=True)

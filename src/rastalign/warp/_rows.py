@@ -18,9 +18,8 @@ import numpy as np
 from numba import njit
 
 from ._simd import cols2, cols4
+from .methods import BILINEAR, BSPLINE, CUBIC, NEAREST, PENDING
 
-NEAREST, BILINEAR, CUBIC, LANCZOS, BSPLINE = 0, 1, 2, 3, 4
-PENDING = 2  # out_valid value of a pixel left to the generic path
 _LZ_COS = np.cos(np.pi * (2.0 - np.arange(6)) / 3.0)  # the constant angles of the Lanczos taps
 _LZ_SIN = np.sin(np.pi * (2.0 - np.arange(6)) / 3.0)
 

@@ -1,6 +1,7 @@
-"""The lazy warp: ONE function builds the warp as a dask array over the output chunk grid.
+"""The lazy warp: ONE function builds the warp's tasks over the output chunk grid.
 
-:func:`lazy_warp` returns a ``dask.array.Array`` ``(bands, rows, cols)`` whose chunk
+:func:`warp_graph` returns them (a :class:`WarpGraph`), :func:`lazy_warp` the same as a
+``dask.array.Array`` ``(bands, rows, cols)``; chunk
 ``(0, i, j)`` is one task that reads only the moving-image box the model says it needs
 (:func:`rastalign.warp.kernel.source_box`: the model's displacement over the chunk plus the
 interpolation support, plus the prefilter and mask-erosion margins) and resamples it with
@@ -15,9 +16,9 @@ the array under whatever scheduler is active (``dask.config`` or a ``Client``).
 from __future__ import annotations
 
 import os
+import uuid
 
 import numpy as np
-from scipy import ndimage
 
 from .kernel import source_box, warp_block
 from .plan import plan_warp
@@ -70,6 +71,8 @@ def prefilter_size(model) -> int:
 
 def box_prefilter(data, valid, size):
     """Mean over ``size x size`` boxes of valid pixels (invalid and out-of-block count as absent)."""
+    from scipy import ndimage
+
     w = valid.astype(np.float32)
     den = ndimage.uniform_filter(w, size, mode="constant", cval=0.0)
     out = np.empty(data.shape, np.float32)
@@ -122,6 +125,8 @@ def warp_chunk(read, model, box, spec: ChunkSpec):
         vals, valid = warp_block(data, model, g, source_origin=(sbox[0], sbox[2]), source_shape=spec.source_shape,
                                  valid=svalid, resampling=spec.resampling, threads=spec.threads)
     if spec.trim:
+        from scipy import ndimage
+
         # pixels outside the output grid are not invalid: pad with True before eroding
         valid = ndimage.binary_erosion(valid, structure=np.ones((3, 3), bool), iterations=spec.trim, border_value=1)
         inner = (slice(y0 - g[0], y1 - g[0]), slice(x0 - g[2], x1 - g[2]))
@@ -146,26 +151,62 @@ def _from_piece(piece, model, box, spec):
     return warp_chunk(read, model, box, spec)
 
 
-def lazy_warp(source, model, output_shape, params, dtype, nodata, source_nodata=None, range_dtype=None):
+class WarpGraph:
+    """The warp's tasks, one per output chunk ``(name, 0, i, j)`` of ``chunks``, plus the model, the chunk spec and
+    the source description as keys of their own: what :func:`lazy_warp` wraps as a dask array. The FITS sink
+    and the ``Spalipy`` class take it as it is (``shape``, ``dtype``, ``chunks``, :meth:`to_delayed`,
+    :meth:`compute`), so they never import ``dask.array`` (which loads xarray and pandas)."""
+
+    def __init__(self, name, tasks, deps, chunks, dtype):
+        self.name, self.tasks, self.deps, self.chunks, self.dtype = name, tasks, deps, chunks, np.dtype(dtype)
+        self.shape = tuple(sum(c) for c in chunks)
+        self.numblocks = tuple(len(c) for c in chunks)
+
+    def graph(self):
+        from dask.highlevelgraph import HighLevelGraph
+
+        return HighLevelGraph.from_collections(self.name, self.tasks, dependencies=self.deps)
+
+    def to_delayed(self):
+        """One ``dask.delayed`` object per block, in an object array of shape ``numblocks``."""
+        from dask.delayed import Delayed
+
+        graph = self.graph()
+        out = np.empty(self.numblocks, object)
+        for idx in np.ndindex(*self.numblocks):
+            out[idx] = Delayed((self.name,) + idx, graph, layer=self.name)
+        return out
+
+    def compute(self, scheduler=None):
+        """The whole warp as one numpy array, computed on ``scheduler`` (default: the active one)."""
+        import dask
+
+        from ..io.sinks import blocks
+
+        values = dask.compute(*self.to_delayed().ravel().tolist(), scheduler=scheduler)
+        out = np.empty(self.shape, self.dtype)
+        for (_, (y0, y1, x0, x1)), v in zip(blocks(self), values):
+            out[:, y0:y1, x0:x1] = v
+        return out
+
+
+def warp_graph(source, model, output_shape, params, dtype, nodata, source_nodata=None, range_dtype=None):
     """The warp of ``source`` by ``model`` (output px -> moving px, ``(x, y)``, integer pixel
-    centres) onto an ``output_shape`` grid, as a lazy dask array ``(bands, rows, cols)`` of ``dtype``.
+    centres) onto an ``output_shape`` grid, ``(bands, rows, cols)`` of ``dtype``, as its tasks (a :class:`WarpGraph`).
 
     ``source``: a :mod:`rastalign.io.sources` description, or a dask/numpy array
     ``(bands, rows, cols)`` (or ``(rows, cols)``) whose invalid pixels are NaN/Inf or
     ``source_nodata``. ``params``: :class:`rastalign.params.WarpParams` (resampling, the
     chunk grid from ``chunks`` / ``split_factor`` / ``max_chunk_mb``, edge trimming).
     Invalid output pixels are ``nodata``. Downsampling by 1.5x or more box-averages first.
+    A numpy source's pieces are views of it in the tasks; a dask source's are slices of its graph.
     """
-    import dask.array as da
-    from dask.array.core import concatenate3
     from dask.base import is_dask_collection, tokenize
-    from dask.highlevelgraph import HighLevelGraph
 
     described = hasattr(source, "read")
+    lazy = not described and is_dask_collection(source)
     if not described:
-        if not is_dask_collection(source):
-            arr = np.asarray(source)
-            source = da.from_array(arr, chunks=arr.shape, name=False)
+        source = source if lazy else np.asarray(source)
         if source.ndim == 2:
             source = source[None]
     n_bands = source.n_bands if described else int(source.shape[0])
@@ -177,7 +218,9 @@ def lazy_warp(source, model, output_shape, params, dtype, nodata, source_nodata=
     spec = ChunkSpec(src_shape, n_bands, plan.resampling, dtype, nodata,
                      params.edge_trim_depth if params.trim_edge_invalid else 0, plan.output_shape, plan.extra,
                      None if range_dtype is None else np.dtype(range_dtype).str, pre, threads, source_nodata)
-    token = tokenize(source if described else source.name, model.to_json(indent=None), spec, plan.chunks)
+    # an in-memory array is not hashed (it may be large): its warp gets a fresh name, as da.from_array(name=False)
+    ident = source if described else source.name if lazy else uuid.uuid4().hex
+    token = tokenize(ident, model.to_json(indent=None), spec, plan.chunks)
     name = f"rastalign-warp-{token}"
     mkey, skey, rkey = f"rastalign-model-{token}", f"rastalign-spec-{token}", f"rastalign-source-{token}"
     dsk, deps = {mkey: model, skey: spec}, []  # each once in the graph, whatever the number of chunks
@@ -190,10 +233,21 @@ def lazy_warp(source, model, output_shape, params, dtype, nodata, source_nodata=
         sbox = spec.source_box(model, box)
         if sbox is None:
             piece = np.zeros((n_bands, 0, 0), source.dtype)
-            dsk[(name, 0, i, j)] = (_from_piece, piece, mkey, box, skey)
-            continue
-        part = source[:, sbox[0]:sbox[1], sbox[2]:sbox[3]]
-        deps.append(part)
-        dsk[(name, 0, i, j)] = (_from_piece, (concatenate3, part.__dask_keys__()), mkey, box, skey)
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
-    return da.Array(graph, name, chunks=((n_bands,),) + plan.chunks, dtype=np.dtype(dtype))
+        elif lazy:
+            from dask.array.core import concatenate3
+
+            part = source[:, sbox[0]:sbox[1], sbox[2]:sbox[3]]
+            deps.append(part)
+            piece = (concatenate3, part.__dask_keys__())
+        else:
+            piece = source[:, sbox[0]:sbox[1], sbox[2]:sbox[3]]
+        dsk[(name, 0, i, j)] = (_from_piece, piece, mkey, box, skey)
+    return WarpGraph(name, dsk, deps, ((n_bands,),) + plan.chunks, dtype)
+
+
+def lazy_warp(source, model, output_shape, params, dtype, nodata, source_nodata=None, range_dtype=None):
+    """:func:`warp_graph` as a lazy dask array ``(bands, rows, cols)`` of ``dtype`` (same arguments)."""
+    import dask.array as da
+
+    g = warp_graph(source, model, output_shape, params, dtype, nodata, source_nodata, range_dtype)
+    return da.Array(g.graph(), g.name, chunks=g.chunks, dtype=g.dtype)

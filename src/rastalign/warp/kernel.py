@@ -14,19 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..errors import HaloError
-from . import _numba, prefilter
+from .methods import BSPLINE, METHODS, NEAREST, TAPS, support_radius
 
-METHODS = {"nearest": _numba.NEAREST, "bilinear": _numba.BILINEAR,
-           "cubic": _numba.CUBIC, "lanczos": _numba.LANCZOS, "bspline": _numba.BSPLINE}
 LATTICE_STEP = 16
 _NATIVE = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int16))  # source types the kernel reads as is
-
-
-def support_radius(resampling: str) -> int:
-    """Source pixels needed on each side of a sample: the interpolation support, plus for
-    ``bspline`` the pixels its prefiltered coefficients depend on (``prefilter.MARGIN``)."""
-    method = METHODS[resampling]
-    return _numba.RADIUS[method] + (prefilter.MARGIN if method == _numba.BSPLINE else 0)
 
 
 def lattice(model, out_box, step=LATTICE_STEP):
@@ -102,19 +93,21 @@ def warp_block(source, model, out_box, source_origin=(0, 0), source_shape=None, 
     ``bspline`` first turns the block into prefiltered coefficients
     (:func:`rastalign.warp.prefilter.coefficients`; non-finite pixels count as invalid).
     """
+    from . import _numba, prefilter  # the compiled kernels: loaded when a chunk is warped, not when it is planned
+
     src = np.asarray(source)
     if src.ndim == 2:
         src = src[None]
     ftype = np.float64 if src.dtype == np.float64 else np.float32
     method = METHODS[resampling]
     # 8- and 16-bit integers are read as they are (exact in float32, no converted copy of the block)
-    native = src.dtype in _NATIVE and method != _numba.BSPLINE
+    native = src.dtype in _NATIVE and method != BSPLINE
     src = np.ascontiguousarray(src) if native else np.ascontiguousarray(src, dtype=ftype)
     if source_shape is None:
         source_shape = src.shape[1:]
     nrows = int(out_box[1]) - int(out_box[0])
     threads = max(1, min(int(threads or 1), max(nrows, 1)))
-    if method == _numba.BSPLINE:
+    if method == BSPLINE:
         if valid is not None and np.shape(valid) != src.shape[1:]:
             raise ValueError(f"mask shape {np.shape(valid)} differs from source block {src.shape[1:]}")
         src, valid, source_origin = prefilter.coefficients(src, valid, source_origin, source_shape, threads)
@@ -139,9 +132,9 @@ def warp_block(source, model, out_box, source_origin=(0, 0), source_shape=None, 
     lin = np.ascontiguousarray(model.linear, dtype=np.float64)
 
     win = vmask
-    if check and method != _numba.NEAREST:  # all-valid windows of the method's taps: one look-up per pixel
+    if check and method != NEAREST:  # all-valid windows of the method's taps: one look-up per pixel
         win = np.empty_like(vmask)
-        _split(lambda r0, r1: _numba.window_valid(vmask, _numba.TAPS[method], r0, r1, win), win.shape[0], threads)
+        _split(lambda r0, r1: _numba.window_valid(vmask, TAPS[method], r0, r1, win), win.shape[0], threads)
 
     def run(r0, r1):
         return _numba.warp_rows(src, vmask, win, check, out, out_valid, lin, x0, y0, r0, r1,

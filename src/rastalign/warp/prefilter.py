@@ -30,10 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit
 
-K = 12  # z1**13 = 3.7e-8: the truncated tail is below float32 precision
-FILL_R = 3
-FILL_PASSES = 4
-MARGIN = K + FILL_R * FILL_PASSES
+from .methods import FILL_PASSES, FILL_R, K, MARGIN
 
 Z1 = math.sqrt(3.0) - 2.0
 _H = math.sqrt(3.0) * Z1 ** np.arange(K + 1, dtype=np.float64)
