@@ -7,6 +7,10 @@ same moving image with the affine rastalign estimated (through a VRT whose
 geotransform encodes it) with ``-multi -wo NUM_THREADS=2 -r bilinear`` to a tiled,
 deflate-compressed GeoTIFF. Wall time and peak RSS of each whole process tree.
 
+Estimation is set beside one plain read of both inputs: a fresh process reads each input
+whole with rasterio (one thread, as GDAL reads by default), timed after its imports; the
+ratio ``estimate_over_read`` is rastalign's estimation time (from its report) over that read.
+
     python benchmarks/scale.py [--sizes 2048 4096 8192 16384] [--extra ...]
 """
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _measure import run_measured  # noqa: E402
+from _measure import run_measured, write_results  # noqa: E402
 
 
 def affine_vrt(moving, model, out_vrt):
@@ -46,15 +50,34 @@ def affine_vrt(moving, model, out_vrt):
     Path(out_vrt).write_text(text)
 
 
+READ_BOTH = """
+import json, sys, time
+import rasterio
+t = time.perf_counter()
+for p in sys.argv[1:]:
+    with rasterio.open(p) as ds:
+        ds.read(1)
+print(json.dumps({"read_s": time.perf_counter() - t}))
+"""
+
+
+def plain_read_s(*paths):
+    """Seconds to read ``paths`` whole, one after the other, in a fresh process (after its imports)."""
+    out = subprocess.run([sys.executable, "-c", READ_BOTH, *map(str, paths)], capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout)["read_s"]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192, 16384])
-    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--workdir", default=None, help="keep the pairs in WORKDIR/s<size> (not deleted)")
+    ap.add_argument("--reuse", action="store_true", help="use the pair already in WORKDIR/s<size> when there is one")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[])
     args = ap.parse_args(argv)
     from rastalign.io.raster import inspect_raster
     from rastalign.model import AlignmentModel
-    from rastalign.testing import write_pair
+    from rastalign.testing import Truth, write_pair
 
     have_gdal = shutil.which("gdalwarp") is not None
     rows = []
@@ -62,7 +85,12 @@ def main(argv=None):
         root = Path(args.workdir or tempfile.mkdtemp(prefix="rastalign_scale_"))
         d = root / f"s{n}"
         d.mkdir(parents=True, exist_ok=True)
-        moving, fixed, truth = write_pair(d, (n, n), rotation_deg=0.25, shift=(3.37, -2.61), seed=2)
+        case = dict(rotation_deg=0.25, shift=(3.37, -2.61))
+        moving, fixed = d / "moving.tif", d / "fixed.tif"
+        if args.reuse and moving.exists() and fixed.exists():
+            truth = Truth((n, n), **case)
+        else:
+            moving, fixed, truth = write_pair(d, (n, n), seed=2, **case)
         out = d / "out.tif"
         cmd = ["vhr-align-image-pair", "--moving-image", str(moving), "--fixed-image", str(fixed),
                "--output-image", str(out), "--overwrite", "--resampling", "bilinear",
@@ -74,6 +102,8 @@ def main(argv=None):
             rep = json.loads((d / "report.json").read_text())
             row["estimate_s"] = round(rep["timings_s"]["estimate_s"], 2)
             row["warp_write_s"] = round(rep["timings_s"]["warp_write_s"], 2)
+            row["read_both_s"] = round(plain_read_s(moving, fixed), 2)
+            row["estimate_over_read"] = round(row["estimate_s"] / row["read_both_s"], 3)
             model = AlignmentModel.from_json(d / "model.json")
             err = np.hypot(*[np.asarray(v) for v in np.subtract(model(*np.meshgrid(np.arange(0, n, n // 16),
                                                                                     np.arange(0, n, n // 16))),
@@ -99,15 +129,17 @@ def main(argv=None):
             shutil.rmtree(root, ignore_errors=True)
         else:
             for p in d.iterdir():
-                p.unlink()
-    print(f"{'size':>6s} {'Mpx':>7s} {'wall s':>7s} {'s/Mpx':>7s} {'peak MB':>8s} {'est s':>6s} {'warp s':>7s} "
-          f"{'gdalwarp s':>10s} {'ratio':>6s}")
+                if p.name not in ("moving.tif", "fixed.tif"):
+                    p.unlink()
+    nan = float("nan")
+    print(f"{'size':>6s} {'Mpx':>7s} {'wall s':>7s} {'s/Mpx':>7s} {'peak MB':>8s} {'est s':>6s} {'read s':>6s} "
+          f"{'est/read':>8s} {'warp s':>7s} {'gdalwarp s':>10s} {'ratio':>6s}")
     for r in rows:
         print(f"{r['size']:6d} {r['mpx']:7.1f} {r['wall_s']:7.1f} {r['s_per_mpx']:7.3f} {r['peak_rss_mb']:8.0f} "
-              f"{r.get('estimate_s', float('nan')):6.1f} {r.get('warp_write_s', float('nan')):7.1f} "
-              f"{r.get('gdalwarp_wall_s', float('nan')):10.1f} {r.get('ratio_to_gdalwarp', float('nan')):6.2f}")
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "scale.json").write_text(json.dumps(rows, indent=2))
+              f"{r.get('estimate_s', nan):6.1f} {r.get('read_both_s', nan):6.1f} {r.get('estimate_over_read', nan):8.2f} "
+              f"{r.get('warp_write_s', nan):7.1f} {r.get('gdalwarp_wall_s', nan):10.1f} "
+              f"{r.get('ratio_to_gdalwarp', nan):6.2f}")
+    write_results("scale", rows, sizes=args.sizes, extra=args.extra)
     return rows
 
 

@@ -11,10 +11,11 @@ import dataclasses
 import logging
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
@@ -25,10 +26,9 @@ from .io.raster import RasterInfo, inspect_raster
 from .model.affine import invert_affine
 from .model.model import AlignmentModel
 from .params import EstimateParams, WarpParams, output_format_for, split_options
-from .proxy import decimation_factor, read_proxy
-from .refine import refine_native
-from .solve import TiePoints, build_levels, fit_model, solve
-from .warp.graph import lazy_warp, prefilter_size
+
+if TYPE_CHECKING:  # annotations only: the solver loads numba and scipy, imported where it runs
+    from .solve import TiePoints
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,8 @@ def _quality(tp: TiePoints, model, params: EstimateParams, solve_px: float, movi
     The pass/fail check uses solve pixels (the common resolution both images support),
     so a 0.3 m image aligned to a 10 m reference is judged at 10 m.
     """
+    from .model.fit import passes
+
     inl = tp.inlier
     r = np.hypot(*tp.residual[inl].T) if inl.any() else np.array([np.nan])
     rms = float(np.sqrt(np.mean(r ** 2)))
@@ -76,7 +78,7 @@ def _quality(tp: TiePoints, model, params: EstimateParams, solve_px: float, movi
          "rms_residual_solve_px": rms * to_solve, "rms_residual_crs_units": rms * moving_px,
          "mean_reliability": float(np.mean(tp.reliability[inl])) if inl.any() else 0.0,
          "residual_field": model.field is not None, "solve_pixel_size": solve_px, "moving_pixel_size": moving_px}
-    q["passed"] = bool(q["n_inliers"] >= params.min_inliers and rms * min(to_solve, 1.0) <= params.max_rms_px)
+    q["passed"] = passes(q["n_inliers"], rms * min(to_solve, 1.0), params.min_inliers, params.max_rms_px)
     return q
 
 
@@ -89,10 +91,21 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
     Raises :class:`InputError`, :class:`OverlapError` or :class:`AlignmentError` (with a
     one-line message) when the pair cannot be aligned trustworthily.
     """
+    from .scheduler import single_threaded_blas
+
+    with single_threaded_blas():
+        return _estimate(moving_image_path, fixed_image_path, params or EstimateParams(**options), fixed_info,
+                         fixed_proxy)
+
+
+def _estimate(moving_image_path, fixed_image_path, params, fixed_info, fixed_proxy):
     from .io.sources import absolute_path
+    from .proxy import decimation_factor, read_proxy
+    from .refine import refine_native
+    from .solve import build_levels, fit_model, solve, warm_up
 
     t0 = time.perf_counter()
-    params = params or EstimateParams(**options)
+    threading.Thread(target=warm_up, name="rastalign-warm-up", daemon=True).start()
     # the proxies and the native windows are read by tasks, which may run in other folders
     moving_image_path, fixed_image_path = absolute_path(moving_image_path), absolute_path(fixed_image_path)
     mov = inspect_raster(moving_image_path)
@@ -147,10 +160,8 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
     # refine at native resolution only when both proxies were decimated (same-scale natives)
     refine = ff > 1 and fm > 1
     result = solve(levels, initial, domain, window=params.window, min_valid=params.min_window_valid_fraction,
-                   seed=params.seed, residual_model=params.residual_model,
-                   # with a native refinement to follow, the proxy solve only has to be close
-                   max_tie_points=min(params.max_tie_points, 400) if refine else params.max_tie_points,
-                   finest_iterations=1 if refine else 2)
+                   seed=params.seed, residual_model=params.residual_model, max_tie_points=params.max_tie_points,
+                   native_refinement=refine)
     tp, fitted, field_info = result.tiepoints, shift_model(result.model, of, om), result.field_info
     tp.fixed = tp.fixed + np.array(of)
     tp.moving = tp.moving + np.array(om)
@@ -178,10 +189,10 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
             "levels": result.levels, "field": field_info, "native_refinement": bool(refine),
             "timings_s": {"proxies": t1 - t0, "solve": t2 - t1}}
     if not quality["passed"]:
-        rms = quality["rms_residual_px"]
-        rms_txt = "" if not np.isfinite(rms) else f", rms {rms:.3f} px (limit {params.max_rms_px:g})"
-        err = QualityError(f"alignment failed the quality check: {quality['n_inliers']} inliers of "
-                           f"{quality['n_tie_points']} tie points (need {params.min_inliers}){rms_txt}")
+        from .model.fit import quality_failure
+
+        err = quality_failure(quality["n_inliers"], quality["n_tie_points"], "tie points", quality["rms_residual_px"],
+                              params.min_inliers, params.max_rms_px, "--max-rms-px")
         err.estimate = Estimate(model, tp, quality, info)  # the evidence, for the report the user asked for
         raise err
     return Estimate(model, tp, quality, info)
@@ -269,6 +280,7 @@ def apply(moving_image_path, model: AlignmentModel, output_image_path, grid, par
     write it in ``params.output_format`` (else from the suffix) under the active dask scheduler."""
     from .io.sinks import write_output
     from .io.sources import RasterSource
+    from .warp.graph import lazy_warp, prefilter_size
 
     mov = inspect_raster(moving_image_path)
     fmt = output_format_for(output_image_path, params.output_format)

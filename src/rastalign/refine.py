@@ -96,50 +96,55 @@ def _one(p, cache, model, fixed_path, moving_path, fband, mband, fnodata, mnodat
     return (cx, cy), (float(q[0][0]), float(q[1][0])), max(ncc, 0.0)
 
 
-def in_tiles(points, weights, n_max, window, shape, tile=TILE, n_tiles=N_TILES):
-    """Indexes of up to ``n_max`` points, grouped in at most ``n_tiles`` well-spread ``tile``-px tiles of the
-    file (a few points each, themselves spread): over a network every tile touched is fetched whole, so
-    the windows share tiles instead of touching every one."""
+def pick_tiles(points, weights, window, shape, tile=TILE, n_tiles=N_TILES):
+    """About ``n_tiles`` well-spread ``tile``-px file tiles ``(tx, ty)`` holding the best-weighted tie points:
+    over a network every tile touched is fetched whole, so the native windows share a few tiles instead of
+    touching every one. Tiles whose tie points lie a window inside them are preferred (a window there reads
+    that tile alone; the moving window lies a few pixels away)."""
     keys = np.floor(points / tile).astype(np.int64)
-    # a window wholly inside its tile reads that tile alone (the moving window lies a few pixels away)
     inner = np.all((points - keys * tile >= window) & ((keys + 1) * tile - points > window), axis=1)
-    if inner.sum() >= min(n_max, 16):
-        weights = np.where(inner, weights, 0.0)
-        keys[~inner] = -1  # outside every tile: never picked
+    if inner.sum() >= 16:
+        keys, weights = keys[inner], weights[inner]
     tiles, inverse = np.unique(keys, axis=0, return_inverse=True)
-    inverse = inverse.ravel()
-    score = np.bincount(inverse, weights=weights, minlength=len(tiles))
+    score = np.bincount(inverse.ravel(), weights=weights, minlength=len(tiles))
     cell = max(float(tile), math.sqrt(shape[0] * shape[1] / n_tiles))
-    picked = pick_spread((tiles + 0.5) * tile, score, n_tiles, cell)
-    per_tile = max(1, -(-n_max // max(len(picked), 1)))
-    out = []
-    for t in picked:
-        if tiles[t][0] < 0:
-            continue
-        members = np.nonzero(inverse == t)[0]
-        sub = pick_spread(points[members], weights[members], per_tile, max(window * 1.5, tile / math.sqrt(per_tile)))
-        out.extend(members[sub])
-    return np.sort(np.asarray(out, np.int64))[:n_max] if out else np.zeros(0, np.int64)
+    picked = set(pick_spread((tiles + 0.5) * tile, score, n_tiles, cell).tolist())
+    # and the tile nearest each corner of the image: the field is pinned where it would extrapolate
+    centres = (tiles + 0.5) * tile
+    for corner in ((0, 0), (shape[1], 0), (0, shape[0]), (shape[1], shape[0])):
+        picked.add(int(np.argmin(np.hypot(*(centres - corner).T))))
+    return tiles[sorted(picked)]
+
+
+def tile_windows(tiles, n_max, window, tile=TILE):
+    """Centres ``(x, y)`` of about ``n_max`` native windows, a ``k x k`` grid wholly inside each tile (``k`` up
+    to 3): the tile is decoded once for all of them, so the field is sampled densely at no extra read."""
+    k = max(1, min(3, round(math.sqrt(n_max / max(len(tiles), 1)))))
+    span = max(tile - 2 * window, 0)
+    offs = window + span * (np.arange(k) + 0.5) / k
+    ox, oy = (v.ravel() for v in np.meshgrid(offs, offs))
+    return (tiles[:, None, :] * tile + np.stack([ox, oy], axis=1)[None]).reshape(-1, 2)
 
 
 def refine_native(model, tp: TiePoints, fixed_path, moving_path, fband, mband, fnodata, mnodata, fshape, mshape,
                   use_edges=True, window=64, n_max=256) -> TiePoints:
-    """Re-measure up to ``n_max`` inlier tie points at native resolution, grouped in well-spread file
-    tiles (:func:`in_tiles`)."""
+    """Tie points measured at native resolution in about ``n_max`` windows, a few in each of the well-spread
+    file tiles that hold the best inlier tie points (:func:`pick_tiles`, :func:`tile_windows`)."""
     inl = tp.inlier if tp.inlier is not None else np.ones(len(tp), bool)
     idx = np.nonzero(inl)[0]
     if len(idx) == 0:
         return tp
-    chosen = idx[in_tiles(tp.fixed[idx], tp.weight[idx], n_max, window, fshape)]
+    chosen = tile_windows(pick_tiles(tp.fixed[idx], tp.weight[idx], window, fshape), n_max, window)
     args = (model, str(fixed_path), str(moving_path), fband, mband, fnodata, mnodata, fshape, mshape, window,
             use_edges)
     import dask
 
     from .scheduler import parallelism
 
-    groups = [g for g in np.array_split(np.asarray(chosen), min(len(chosen), 4 * parallelism())) if len(g)]
+    # tile by tile (row-major), so a task's windows share the tiles its open datasets have decoded
+    groups = [g for g in np.array_split(chosen, min(len(chosen), 4 * parallelism())) if len(g)]
     task = dask.delayed(_batch, pure=True)
-    done = dask.compute(*[task(tp.fixed[g], *args) for g in groups])
+    done = dask.compute(*[task(g, *args) for g in groups])
     res = [r for part in done for r in part if r is not None]
     if not res:
         return tp

@@ -16,14 +16,16 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import AlignmentError
-from .model.affine import apply_affine, compose_affine, fit_affine, robust_affine
+from .model.affine import apply_affine, compose_affine
 from .model.model import AlignmentModel
-from .model.residual import fit_residual_field
 from ._bspline import lk_bspline3, sample as sample_bspline3
 from .proxy import downsample2, edge_proxy, erode3, normalised
 from .tiepoints.correlation import match_windows, phase_shift, window_centres
 
 log = logging.getLogger(__name__)
+COARSE_TIE_POINTS = 64  # a coarse level only has to bring the model within a pixel of the next one
+REFINED_TIE_POINTS = 400  # the finest proxy level, when native refinement follows, screens outliers and the field
+LK_TOL_FINAL, LK_TOL_COARSE = 5e-4, 1e-2  # matching stops when a step is below this (level px)
 
 
 @dataclass
@@ -66,6 +68,18 @@ class TiePoints:
 
     def __len__(self):
         return len(self.fixed)
+
+
+def warm_up():
+    """Load the compiled kernels the solve uses (numba's first use costs ~0.4 s), on tiny inputs: run in
+    a thread while the proxies are read, that cost is hidden behind the reads."""
+    img = np.zeros((8, 8), np.float32)
+    ok = np.ones((8, 8), bool)
+    downsample2(img, ok)
+    coef = np.zeros((8, 8))
+    xy = np.full((4, 4), 3.5)
+    sample_bspline3(coef, ok, xy, xy)
+    lk_bspline3(np.zeros((4, 4)), np.ones((4, 4), bool), coef, ok, xy, xy, np.eye(2), 0.0, 0.0, 1, 1e-3)
 
 
 def _scale(f):
@@ -153,11 +167,14 @@ def global_offset(level: Level, model: AlignmentModel):
     return AlignmentModel(shifted, model.field), peak
 
 
-def measure(level: Level, model: AlignmentModel, window, step, min_valid, search) -> TiePoints:
+def measure(level: Level, model: AlignmentModel, window, step, min_valid, search, start="phase",
+            tol=LK_TOL_FINAL) -> TiePoints:
+    """Tie points from a grid of windows at this level, matched through ``model`` (see
+    :func:`~rastalign.tiepoints.correlation.match_windows` for ``search``, ``start`` and ``tol``)."""
     valid = level.fvalid
     centres = level.centres(window, step, min_valid)
     sample = _Sampler(level, model)
-    res = match_windows(level.fixed, valid, sample, centres, window, search)
+    res = match_windows(level.fixed, valid, sample, centres, window, search, start=start, tol=tol)
     ok = res["ok"]
     c = res["centre"][ok]
     s = res["shift"][ok]
@@ -171,31 +188,14 @@ def measure(level: Level, model: AlignmentModel, window, step, min_valid, search
 
 
 def fit_model(tp: TiePoints, domain, allow_field, threshold, seed=0, residual_model="auto"):
-    """Robust affine, then (optionally) the residual field, with joint outlier clipping."""
-    p, q, w = tp.fixed, tp.moving, tp.weight
-    aff, inl = robust_affine(p, q, w, threshold=threshold, seed=seed)
-    fld, info, choice = None, {}, None
-    for it in range(3):
-        if allow_field and residual_model != "none" and (it == 0 or choice is not None):
-            pa = np.column_stack(apply_affine(aff, p[inl, 0], p[inl, 1]))
-            fld, info = fit_residual_field(p[inl], q[inl] - pa, w[inl], domain, seed=seed, choice=choice,
-                                           min_gain=0.0 if residual_model == "spline" else 0.1)
-            choice = info.get("chosen")
-        m = AlignmentModel(aff, fld)
-        pred = np.column_stack(m(p[:, 0], p[:, 1]))
-        r = np.hypot(*(q - pred).T)
-        sigma = 1.4826 * np.median(r[inl]) if inl.any() else threshold
-        lim = min(threshold, max(3.5 * sigma, 0.02))
-        new = r < lim
-        if new.sum() < 3:
-            break
-        inl = new
-        if fld is not None:
-            dx, dy = fld(p[inl, 0], p[inl, 1])
-            target = q[inl] - np.column_stack([dx, dy])
-        else:
-            target = q[inl]
-        aff = fit_affine(p[inl], target, w[inl])
+    """The robust fit (:func:`~rastalign.model.fit.fit_robust`) of the tie points; records their residuals
+    and inliers on ``tp``. Returns ``(model, field info)``."""
+    from .model.fit import fit_robust
+
+    p, q = tp.fixed, tp.moving
+    aff, fld, inl, info = fit_robust(p, q, tp.weight, domain, threshold, seed=seed,
+                                     field=allow_field and residual_model != "none",
+                                     min_gain=0.0 if residual_model == "spline" else 0.1)
     m = AlignmentModel(aff, fld)
     tp.residual = q - np.column_stack(m(p[:, 0], p[:, 1]))
     tp.inlier = inl
@@ -211,26 +211,34 @@ class SolveResult:
 
 
 def solve(levels: List[Level], initial: AlignmentModel, domain, window=96, min_valid=0.8, seed=0,
-          residual_model="auto", max_tie_points=4000, finest_iterations=2) -> SolveResult:
-    """Coarse-to-fine solve; ``finest_iterations=1`` when a native refinement follows."""
+          residual_model="auto", max_tie_points=4000, native_refinement=False) -> SolveResult:
+    """Coarse-to-fine solve. With ``native_refinement`` (tie points re-measured at native resolution next),
+    the proxy solve only has to come within a fraction of a native pixel: fewer windows, a looser
+    matching tolerance and one pass at the finest level."""
     coarse = levels[-1]
     model, peak = global_offset(coarse, initial)
     history = []
     tp = None
     info = {}
+    rms_level = np.inf  # the last level's inlier rms, in that level's pixels
+    if native_refinement:
+        max_tie_points = min(max_tie_points, REFINED_TIE_POINTS)
     for li in range(len(levels) - 1, -1, -1):
         lev = levels[li]
         finest = li == 0
         win = int(min(window, max(32, min(lev.fixed.shape) // 4)))
         win -= win % 2
         # coarse levels only need to bring the model within a pixel: fewer windows
-        n_side = max(2, int(np.sqrt(max_tie_points if finest else min(max_tie_points, 256))))
+        n_side = max(2, int(np.sqrt(max_tie_points if finest else min(max_tie_points, COARSE_TIE_POINTS))))
         step = max(int(0.75 * win), int(max(lev.fixed.shape) / n_side))
         search = max(2, win // 4)
-        for it in range(finest_iterations if finest else 1):
+        # a model already within half a pixel here needs no correlation search, only the matching
+        start = "phase" if rms_level * 2.0 > 0.5 else "model"
+        tol = LK_TOL_FINAL if finest and not native_refinement else LK_TOL_COARSE
+        for it in range(1 if native_refinement or not finest else 2):
             if it > 0 and model.max_field_displacement() < 0.25:
                 break  # re-measuring only pays when the residual field changed the geometry
-            tp = measure(lev, model, win, step, min_valid, search)
+            tp = measure(lev, model, win, step, min_valid, search, start, tol)
             if len(tp) < 3:
                 raise AlignmentError(f"too few tie points at resolution 1/{lev.f_fixed:g}: {len(tp)} windows matched "
                                      f"(the images share too little texture or valid data)")
@@ -238,7 +246,9 @@ def solve(levels: List[Level], initial: AlignmentModel, domain, window=96, min_v
             model, info = fit_model(tp, domain, allow_field=finest, threshold=thr, seed=seed,
                                     residual_model=residual_model)
             rms = float(np.sqrt(np.mean(np.sum(tp.residual[tp.inlier] ** 2, axis=1)))) if tp.inlier.any() else np.nan
+            rms_level = rms / lev.f_fixed if np.isfinite(rms) else np.inf
             history.append({"scale": lev.f_fixed, "window": win, "n_tie_points": len(tp),
-                            "n_inliers": int(tp.inlier.sum()), "rms_px": rms, "field": model.field is not None})
+                            "n_inliers": int(tp.inlier.sum()), "rms_px": rms, "field": model.field is not None,
+                            "start": start})
             log.info("level 1/%g: %d tie points, %d inliers, rms %.4f px", lev.f_fixed, len(tp), tp.inlier.sum(), rms)
     return SolveResult(model, tp, info, history)

@@ -12,11 +12,10 @@ import logging
 import time
 
 import numpy as np
-from scipy.spatial import cKDTree
 
-from ..errors import InputError, QualityError
+from ..errors import InputError
 from ..io.catalogs import as_detections
-from ..model import AlignmentModel, apply_affine, fit_affine, fit_residual_field, robust_affine
+from ..model import AlignmentModel
 from ..model.affine import IDENTITY
 from ..params import STAR_DEFAULTS, StarParams
 from ..tiepoints.detect import filter_detections
@@ -25,6 +24,7 @@ from ..tiepoints.quads import cross_match, match_detections
 log = logging.getLogger(__name__)
 
 POLY_DEGREES = (3, 4, 5)  # SIP-like polynomial candidates beside the splines
+MIN_INLIERS = 6  # the quality gate's floor, as the VHR path's --min-inliers default
 FIELD_MIN_MATCHES = 30  # fewer matched stars fit the affine only (6 parameters), never a residual field
 # scipy spline orders, as spalipy uses them: 2-5 all take the prefiltered cubic B-spline, which
 # interpolates star images better than Keys cubic or Lanczos-3 (window-shift 0.0015 vs 0.016 / 0.004 px)
@@ -63,56 +63,17 @@ def _weights(sd, td):
     return w / w.mean()
 
 
-def _split_linear(field, t, w):
-    """Move the affine trend of ``field`` (seen at points ``t``) out of it: returns (trend 2x3, field')."""
-    from ..model import SplineField
-
-    fx, fy = field(t[:, 0], t[:, 1])
-    lin = fit_affine(t, np.column_stack([fx, fy]), w)
-    ny, nx = field.coef_x.shape
-    gx = field.origin[0] + (np.arange(nx) - 1) * field.spacing[0]
-    gy = field.origin[1] + (np.arange(ny) - 1) * field.spacing[1]
-    X, Y = np.meshgrid(gx, gy)
-    lx, ly = apply_affine(lin, X, Y)
-    return lin, SplineField(field.origin, field.spacing, field.nodes, field.coef_x - lx, field.coef_y - ly)
-
-
 def _fit(t, s, w, o, domain):
-    """Pull-map fit template px ``t`` -> source px ``s``: robust affine, then (optionally) the field.
+    """Pull-map fit template px ``t`` -> source px ``s`` (:func:`~rastalign.model.fit.fit_robust`): outliers
+    at 4 robust sigma, never beyond max_match_dist; the field only with ``spline_order`` > 0."""
+    from ..model.fit import fit_robust
 
-    Backfitting with the field's affine trend moved into the affine each round, outliers
-    re-judged on the full model's residuals (4 robust sigma, never beyond max_match_dist).
-    """
-    mmd = float(o["max_match_dist"])
-    m, use = robust_affine(t, s, w, threshold=mmd, seed=int(o["seed"]))
-    field, finfo = None, {"chosen": None, "reason": "spline_order=0 (affine only)"}
-    choice = None
-    with_field = int(o["spline_order"]) > 0 and len(t) >= FIELD_MIN_MATCHES
-    if int(o["spline_order"]) > 0 and not with_field:  # degrees of freedom follow the evidence
-        finfo = {"chosen": None, "reason": f"{len(t)} matches < {FIELD_MIN_MATCHES}: affine only"}
-    for it in range(12):
-        r = s - np.column_stack(apply_affine(m, t[:, 0], t[:, 1]))
-        if with_field:
-            cand = use if field is not None else np.hypot(*(r - np.median(r[use], axis=0)).T) < mmd
-            kw = {"poly_degrees": POLY_DEGREES} if it < 3 or choice is None else {"choice": choice}
-            field, info = fit_residual_field(t[cand], r[cand], w[cand], domain, seed=int(o["seed"]), **kw)
-            if it < 3:  # the choice is re-made until the affine/field split has settled
-                finfo, choice = info, info.get("chosen")
-            if field is not None:
-                lin, field = _split_linear(field, t[cand], w[cand])
-                m = m + lin
-                r = s - np.column_stack(apply_affine(m, t[:, 0], t[:, 1]))
-        f = np.zeros_like(r) if field is None else np.column_stack(field(t[:, 0], t[:, 1]))
-        e = np.hypot(*(r - f).T)
-        sigma = 1.4826 * np.median(e[use]) if use.sum() else mmd
-        new = e < min(mmd, max(4.0 * sigma, 0.02))
-        if new.sum() < 3:
-            break
-        m = fit_affine(t[new], s[new] - f[new], w[new])
-        if np.array_equal(new, use) and (field is None or it >= 3):
-            break
-        use = new
-    return m, field, use, finfo
+    if int(o["spline_order"]) <= 0:
+        m, _, use, _ = fit_robust(t, s, w, domain, float(o["max_match_dist"]), field=False, seed=int(o["seed"]),
+                                  clip_sigma=4.0)
+        return m, None, use, {"chosen": None, "reason": "spline_order=0 (affine only)"}
+    return fit_robust(t, s, w, domain, float(o["max_match_dist"]), seed=int(o["seed"]), clip_sigma=4.0,
+                      poly_degrees=POLY_DEGREES, min_field_points=FIELD_MIN_MATCHES)
 
 
 def _floor(o):
@@ -124,6 +85,8 @@ def _floor(o):
 
 def fit_detections(src_det, tmp_det, source_shape, template_shape, **opts):
     """Match and fit. Returns ``(AlignmentModel on the template grid, evidence dict)``."""
+    from scipy.spatial import cKDTree
+
     o = _options(opts)
     t0 = time.perf_counter()
     sd = filter_detections(as_detections(src_det, "source detections"), o["min_fwhm"], o["bad_flag_bits"],
@@ -147,9 +110,11 @@ def fit_detections(src_det, tmp_det, source_shape, template_shape, **opts):
     ev = _evidence(model, sd[i], td[j], use, qinfo, finfo)
     ev["fit_s"] = time.perf_counter() - t0
     st = ev["stats"]
-    if st["n_inliers"] < 6 or not st["rms_px"] <= float(o["max_rms"]):
-        raise QualityError(f"alignment fails the quality check: {st['n_inliers']} inliers of {st['n_matched']} "
-                           f"matches, RMS residual {st['rms_px']:.3f} px (max_rms={o['max_rms']} px)")
+    from ..model.fit import passes, quality_failure
+
+    if not passes(st["n_inliers"], st["rms_px"], MIN_INLIERS, float(o["max_rms"])):
+        raise quality_failure(st["n_inliers"], st["n_matched"], "matched stars", st["rms_px"], MIN_INLIERS,
+                              float(o["max_rms"]), "max_rms")
     model = _output_grid(model, o, source_shape, template_shape)
     return model, ev
 
@@ -180,6 +145,8 @@ def structured_residuals(xy, r, affine_only, factor=3.0, floor_px=0.05):
     it (and above ``floor_px``) with an affine-only model, a warning names ``align-fits``."""
     if not affine_only or len(xy) < 20:
         return {"residual_noise_px": None, "distortion_warning": False}
+    from scipy.spatial import cKDTree
+
     _, nn = cKDTree(xy).query(xy, k=2)
     noise = float(np.sqrt(np.mean(((r - r[nn[:, 1]]) ** 2).sum(1)) / 2.0))
     rms = float(np.sqrt(np.mean((r ** 2).sum(1))))

@@ -62,6 +62,24 @@ def residuals(m, src, dst):
     return np.column_stack([dst[:, 0] - x, dst[:, 1] - y])
 
 
+def _ransac_best(src, dst, w, trials, threshold):
+    """Consensus set of the best-scoring exact affine through each triple of ``trials`` (k, 3), all
+    hypotheses solved and scored at once; the first best wins, as in a sequential loop."""
+    s, d = src[trials], dst[trials]  # (k, 3, 2)
+    u, v = s[:, 1] - s[:, 0], s[:, 2] - s[:, 0]
+    good = np.abs(u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]) >= 1e-6
+    if not good.any():
+        return None
+    s, d = s[good], d[good]
+    c = s.mean(axis=1, keepdims=True)  # centred for conditioning
+    a = np.concatenate([s - c, np.ones(s.shape[:2] + (1,))], axis=2)  # (k, 3, 3)
+    sol = np.linalg.solve(a, d)  # (k, 3, 2): rows x, y, 1 -> dst
+    pred = np.einsum("nj,kjd->knd", src, sol[:, :2]) + (sol[:, 2] - np.einsum("kj,kjd->kd", c[:, 0], sol[:, :2]))[:, None]
+    inside = np.hypot(*(dst[None] - pred).transpose(2, 0, 1)) < threshold  # (k, n)
+    score = inside.astype(float) @ w
+    return inside[int(np.argmax(score))]
+
+
 def robust_affine(src, dst, weights=None, threshold=1.0, seed=0, n_trials=400, clip_sigma=3.0):
     """Seeded RANSAC followed by iterative sigma clipping.
 
@@ -70,25 +88,11 @@ def robust_affine(src, dst, weights=None, threshold=1.0, seed=0, n_trials=400, c
     of the refined fit, never looser than ``threshold``.
     """
     src, dst, n, w = _points(src, dst, weights)
-    rng = np.random.default_rng(seed)
     best = None
-    best_score = -1.0
     if n > 3:
-        for _ in range(n_trials):
-            idx = rng.choice(n, 3, replace=False)
-            s = src[idx]
-            u, v = s[1] - s[0], s[2] - s[0]
-            area = abs(u[0] * v[1] - u[1] * v[0])
-            if area < 1e-6:
-                continue
-            try:
-                m = fit_affine(s, dst[idx])
-            except np.linalg.LinAlgError:
-                continue
-            r = np.hypot(*residuals(m, src, dst).T)
-            score = w[r < threshold].sum()
-            if score > best_score:
-                best_score, best = score, r < threshold
+        rng = np.random.default_rng(seed)
+        trials = np.array([rng.choice(n, 3, replace=False) for _ in range(n_trials)])
+        best = _ransac_best(src, dst, w, trials, threshold)
     inl = best if best is not None and best.sum() >= 3 else np.ones(n, bool)
     m = fit_affine(src[inl], dst[inl], w[inl])
     for _ in range(10):

@@ -14,8 +14,8 @@ correlation of the two windows after matching (1 = identical up to gain/offset).
 """
 from __future__ import annotations
 
+import functools
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -25,25 +25,33 @@ def _parabolic(cm, c0, cp):
     return 0.0 if den == 0 else float(np.clip(0.5 * (cm - cp) / den, -0.5, 0.5))
 
 
+@functools.lru_cache(maxsize=16)
+def _hann(ny, nx):
+    return np.outer(np.hanning(ny), np.hanning(nx)).astype(np.float32)
+
+
 def phase_shift(a, b, va=None, vb=None, max_shift=None):
     """Shift ``s`` with ``b(p + s) ~ a(p)`` by masked, Hann-windowed phase correlation.
 
     Returns ``(sx, sy, peak)`` where ``peak`` is the height of the correlation peak
     relative to the surface's spread (a rough confidence).
     """
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
+    from scipy import fft
+
+    a = np.asarray(a, np.float32)
+    b = np.asarray(b, np.float32)
     ny, nx = a.shape
-    win = np.outer(np.hanning(ny), np.hanning(nx))
+    win = _hann(ny, nx)
     va = np.ones(a.shape, bool) if va is None else va
     vb = np.ones(b.shape, bool) if vb is None else vb
     am = a[va].mean() if va.any() else 0.0
     bm = b[vb].mean() if vb.any() else 0.0
-    fa = np.fft.rfft2(np.where(va, a - am, 0.0) * win)
-    fb = np.fft.rfft2(np.where(vb, b - bm, 0.0) * win)
+    fa = fft.rfft2(np.where(va, a - am, 0.0).astype(np.float32) * win)
+    fb = fft.rfft2(np.where(vb, b - bm, 0.0).astype(np.float32) * win)
     cross = np.conj(fa) * fb
-    cross /= np.abs(cross) + 1e-12 * np.abs(cross).max() + 1e-30
-    cc = np.fft.fftshift(np.fft.irfft2(cross, s=(ny, nx)))
+    mag = np.abs(cross)
+    cross /= mag + 1e-12 * mag.max() + 1e-30
+    cc = fft.fftshift(fft.irfft2(cross, s=(ny, nx)))
     cy, cx = ny // 2, nx // 2
     if max_shift is not None:
         m = int(max_shift)
@@ -65,25 +73,28 @@ def window_centres(valid, window, step, min_valid_fraction):
     """Centres ``(x, y)`` of windows on a regular grid whose valid fraction is high enough."""
     ny, nx = valid.shape
     h = window // 2
-    integral = np.pad(valid.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    out = []
-    for cy in range(h, ny - h + 1, step):
-        for cx in range(h, nx - h + 1, step):
-            y0, x0 = cy - h, cx - h
-            n = integral[y0 + window, x0 + window] - integral[y0, x0 + window] - integral[y0 + window, x0] + integral[y0, x0]
-            if n >= min_valid_fraction * window * window:
-                out.append((cx, cy))
-    return np.array(out, float).reshape(-1, 2)
+    cy, cx = np.arange(h, ny - h + 1, step), np.arange(h, nx - h + 1, step)
+    if not len(cy) or not len(cx):
+        return np.zeros((0, 2))
+    # valid pixels per window from the integral image, sampled only at the window corners
+    integral = np.pad(valid.cumsum(0, dtype=np.int32).cumsum(1, dtype=np.int32), ((1, 0), (1, 0)))
+    y0, x0 = (cy - h)[:, None], (cx - h)[None, :]
+    n = (integral[y0 + window, x0 + window] - integral[y0, x0 + window] - integral[y0 + window, x0]
+         + integral[y0, x0])
+    gy, gx = np.nonzero(n >= min_valid_fraction * window * window)
+    return np.column_stack([cx[gx], cy[gy]]).astype(float).reshape(-1, 2)
 
 
-def match_windows(fixed, fvalid, sample, centres, window, search, lk_iterations=10):
+def match_windows(fixed, fvalid, sample, centres, window, search, lk_iterations=10, start="phase", tol=5e-4):
     """Measure the residual shift at every window centre.
 
     ``sample.window(gx, gy)`` returns an object whose ``at(sx, sy)`` samples the moving
     image through the current model at ``(gx + sx, gy + sy)`` and whose
-    ``refine(fixed, fvalid, s0, iterations)`` runs the compiled least-squares matching
-    (:func:`rastalign._bspline.lk_bspline3`) from ``s0``. Returns a dict of arrays: ``centre`` (n, 2), ``shift`` (n, 2), ``ncc`` (n,),
-    ``ok`` (n,) bool. Shifts are in the pixels of ``fixed``.
+    ``refine(fixed, fvalid, s0, iterations, tol)`` runs the compiled least-squares matching
+    (:func:`rastalign._bspline.lk_bspline3`) from ``s0``. ``start="phase"`` starts the matching from the
+    phase-correlation peak within ``search`` px; ``start="model"`` from zero shift, for a model already
+    within about a pixel. A shift beyond ``search`` + 1 px is refused. Returns a dict of arrays: ``centre``
+    (n, 2), ``shift`` (n, 2), ``ncc`` (n,), ``ok`` (n,) bool. Shifts are in the pixels of ``fixed``.
     """
     h = window // 2
     n = len(centres)
@@ -100,15 +111,38 @@ def match_windows(fixed, fvalid, sample, centres, window, search, lk_iterations=
         if fw[fv].std() < 1e-9:
             return
         win = sample.window(ox + cx, oy + cy)
-        mw, mv = win.at(0.0, 0.0)
-        if mv.mean() < 0.5 or mw[mv].std() < 1e-9:
-            return
-        sx, sy, _ = phase_shift(fw, mw, fv, mv, max_shift=search)
-        sx, sy, c, good = win.refine(fw, fv, (sx, sy), lk_iterations)
+        sx = sy = 0.0
+        if start == "phase":
+            mw, mv = win.at(0.0, 0.0)
+            if mv.mean() < 0.5 or mw[mv].std() < 1e-9:
+                return
+            sx, sy, _ = phase_shift(fw, mw, fv, mv, max_shift=search)
+        sx, sy, c, good = win.refine(fw, fv, (sx, sy), lk_iterations, tol)
         shift[k] = sx, sy
         ncc[k] = c
         ok[k] = good and abs(sx) <= search + 1 and abs(sy) <= search + 1
 
-    with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
-        list(pool.map(one, range(n)))
+    for_each(one, n)
     return {"centre": np.asarray(centres, float), "shift": shift, "ncc": ncc, "ok": ok}
+
+
+def for_each(func, n):
+    """``func(k)`` for ``k < n`` as tasks of dask's threaded scheduler in this process, where the proxies are
+    (``num_workers`` of ``dask.config`` sets the threads), or one after another when the active scheduler
+    is ``synchronous``."""
+    import dask
+    from dask.base import get_scheduler
+    from dask.local import get_sync
+
+    if n < 2 or get_scheduler() is get_sync:
+        for k in range(n):
+            func(k)
+        return
+
+    def part(ks):
+        for k in ks:
+            func(k)
+
+    parts = np.array_split(np.arange(n), min(n, 4 * (os.cpu_count() or 1)))
+    with dask.config.set(pool=None):  # dask's own thread pool, never a process pool the user's scheduler set
+        dask.compute(*[dask.delayed(part, pure=False)(ks) for ks in parts], scheduler="threads")
