@@ -44,3 +44,21 @@ def test_alignment_accuracy(aligned):
         assert res.model.field is not None
     q = res.quality
     assert q["passed"] and q["n_inliers"] >= 50 and q["rms_residual_px"] < 0.05
+
+
+def test_global_offset_prefers_the_georeference_among_near_equal_peaks():
+    """A periodic scene correlates almost equally at every period: of the near-highest peaks the one nearest
+    the georeference (zero shift) wins. (A 32768^2 pair whose texture repeats every 2048 px was aligned
+    2048 px off, with a passing quality check, before.)"""
+    from scipy import ndimage
+
+    from rastalign.tiepoints.correlation import phase_shift
+
+    rng = np.random.default_rng(3)
+    a = ndimage.gaussian_filter(rng.normal(size=(256, 256)), 1.5)
+    # the true shift (2, 1) and, slightly stronger, the same scene one 16-px period further
+    b = 0.9 * np.roll(a, (1, 2), (0, 1)) + 1.0 * np.roll(a, (1, 18), (0, 1))
+    sx, sy, _ = phase_shift(a, b, near_peak=0.8)
+    assert abs(sx - 2.0) < 0.05 and abs(sy - 1.0) < 0.05
+    sx, sy, _ = phase_shift(a, b)  # the highest peak alone: the other period
+    assert abs(sx - 18.0) < 0.05

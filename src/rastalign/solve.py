@@ -23,6 +23,7 @@ from .proxy import downsample2, edge_proxy, erode3, normalised
 from .tiepoints.correlation import match_windows, phase_shift, window_centres
 
 log = logging.getLogger(__name__)
+GLOBAL_NEAR_PEAK = 0.8  # a global correlation peak this close to the highest, nearer the georeference, wins
 COARSE_TIE_POINTS = 64  # a coarse level only has to bring the model within a pixel of the next one
 REFINED_TIE_POINTS = 400  # the finest proxy level, when native refinement follows, screens outliers and the field
 LK_TOL_FINAL, LK_TOL_COARSE = 5e-4, 1e-2  # matching stops when a step is below this (level px)
@@ -160,7 +161,7 @@ def global_offset(level: Level, model: AlignmentModel):
     gy, gx = np.mgrid[0:level.fixed.shape[0], 0:level.fixed.shape[1]].astype(float)
     sample = _Sampler(level, model)
     mw, mv = sample(gx, gy)
-    sx, sy, peak = phase_shift(level.fixed, mw, level.fvalid, mv)
+    sx, sy, peak = phase_shift(level.fixed, mw, level.fvalid, mv, near_peak=GLOBAL_NEAR_PEAK)
     s = np.array([sx, sy]) * level.f_fixed
     shifted = compose_affine(model.affine, np.array([[1.0, 0.0, s[0]], [0.0, 1.0, s[1]]]))
     log.info("global offset at 1/%g: (%.2f, %.2f) full px, peak %.1f", level.f_fixed, s[0], s[1], peak)

@@ -30,9 +30,12 @@ def _hann(ny, nx):
     return np.outer(np.hanning(ny), np.hanning(nx)).astype(np.float32)
 
 
-def phase_shift(a, b, va=None, vb=None, max_shift=None):
+def phase_shift(a, b, va=None, vb=None, max_shift=None, near_peak=1.0):
     """Shift ``s`` with ``b(p + s) ~ a(p)`` by masked, Hann-windowed phase correlation.
 
+    Without ``max_shift``, of the local peaks at least ``near_peak`` times the highest, the one nearest
+    zero shift wins: a periodic scene (rows of fields, a repeated texture) correlates almost equally at
+    every period, and the georeference the shift starts from is the better guide between them.
     Returns ``(sx, sy, peak)`` where ``peak`` is the height of the correlation peak
     relative to the surface's spread (a rough confidence).
     """
@@ -60,13 +63,25 @@ def phase_shift(a, b, va=None, vb=None, max_shift=None):
         iy += max(cy - m, 0)
         ix += max(cx - m, 0)
     else:
-        iy, ix = np.unravel_index(np.argmax(cc), cc.shape)
+        iy, ix = _nearest_of_the_highest(cc, cy, cx, near_peak)
     iy = int(np.clip(iy, 1, ny - 2))
     ix = int(np.clip(ix, 1, nx - 2))
     sx = ix - cx + _parabolic(cc[iy, ix - 1], cc[iy, ix], cc[iy, ix + 1])
     sy = iy - cy + _parabolic(cc[iy - 1, ix], cc[iy, ix], cc[iy + 1, ix])
     spread = cc.std() + 1e-30
     return sx, sy, float((cc[iy, ix] - cc.mean()) / spread)
+
+
+def _nearest_of_the_highest(cc, cy, cx, near_peak):
+    """``(row, col)`` of the local maximum of ``cc`` nearest ``(cy, cx)`` among those >= ``near_peak`` x max."""
+    if near_peak >= 1.0:
+        return np.unravel_index(np.argmax(cc), cc.shape)
+    from scipy import ndimage
+
+    peaks = (cc >= near_peak * cc.max()) & (cc == ndimage.maximum_filter(cc, size=3, mode="wrap"))
+    ys, xs = np.nonzero(peaks)
+    k = int(np.argmin(np.hypot(ys - cy, xs - cx)))
+    return ys[k], xs[k]
 
 
 def window_centres(valid, window, step, min_valid_fraction):
