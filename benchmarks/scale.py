@@ -71,6 +71,7 @@ def plain_read_s(*paths):
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192, 16384])
+    ap.add_argument("--repeat", type=int, default=1, help="runs per size (the table adds their medians)")
     ap.add_argument("--workdir", default=None, help="keep the pairs in WORKDIR/s<size> (not deleted)")
     ap.add_argument("--reuse", action="store_true", help="use the pair already in WORKDIR/s<size> when there is one")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[])
@@ -81,7 +82,7 @@ def main(argv=None):
 
     have_gdal = shutil.which("gdalwarp") is not None
     rows = []
-    for n in args.sizes:
+    for n in [n for n in args.sizes for _ in range(args.repeat)]:
         root = Path(args.workdir or tempfile.mkdtemp(prefix="rastalign_scale_"))
         d = root / f"s{n}"
         d.mkdir(parents=True, exist_ok=True)
@@ -139,7 +140,16 @@ def main(argv=None):
               f"{r.get('estimate_s', nan):6.1f} {r.get('read_both_s', nan):6.1f} {r.get('estimate_over_read', nan):8.2f} "
               f"{r.get('warp_write_s', nan):7.1f} {r.get('gdalwarp_wall_s', nan):10.1f} "
               f"{r.get('ratio_to_gdalwarp', nan):6.2f}")
-    write_results("scale", rows, sizes=args.sizes, extra=args.extra)
+    if args.repeat > 1:
+        keys = ("wall_s", "estimate_s", "read_both_s", "estimate_over_read", "warp_write_s", "gdalwarp_wall_s",
+                "ratio_to_gdalwarp")
+        medians = [{"size": n, "median_of": args.repeat,
+                    **{k: round(float(np.median([r[k] for r in rows if r["size"] == n and k in r])), 3)
+                       for k in keys if any(k in r for r in rows if r["size"] == n)}} for n in args.sizes]
+        for m in medians:
+            print("median", json.dumps(m))
+        rows = rows + medians
+    write_results("scale", rows, sizes=args.sizes, extra=args.extra, repeat=args.repeat)
     return rows
 
 

@@ -11,7 +11,6 @@ import dataclasses
 import logging
 import shutil
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,10 +101,9 @@ def _estimate(moving_image_path, fixed_image_path, params, fixed_info, fixed_pro
     from .io.sources import absolute_path
     from .proxy import decimation_factor, read_proxy
     from .refine import refine_native
-    from .solve import build_levels, fit_model, solve, warm_up
+    from .solve import build_levels, fit_model, solve
 
     t0 = time.perf_counter()
-    threading.Thread(target=warm_up, name="rastalign-warm-up", daemon=True).start()
     # the proxies and the native windows are read by tasks, which may run in other folders
     moving_image_path, fixed_image_path = absolute_path(moving_image_path), absolute_path(fixed_image_path)
     mov = inspect_raster(moving_image_path)

@@ -71,18 +71,6 @@ class TiePoints:
         return len(self.fixed)
 
 
-def warm_up():
-    """Load the compiled kernels the solve uses (numba's first use costs ~0.4 s), on tiny inputs: run in
-    a thread while the proxies are read, that cost is hidden behind the reads."""
-    img = np.zeros((8, 8), np.float32)
-    ok = np.ones((8, 8), bool)
-    downsample2(img, ok)
-    coef = np.zeros((8, 8))
-    xy = np.full((4, 4), 3.5)
-    sample_bspline3(coef, ok, xy, xy)
-    lk_bspline3(np.zeros((4, 4)), np.ones((4, 4), bool), coef, ok, xy, xy, np.eye(2), 0.0, 0.0, 1, 1e-3)
-
-
 def _scale(f):
     """2x3 affine: level pixel -> full-resolution pixel."""
     return np.array([[f, 0.0, (f - 1) / 2.0], [0.0, f, (f - 1) / 2.0]])

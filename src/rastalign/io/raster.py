@@ -83,8 +83,6 @@ class _gdal_warnings:
     is often there, and it belongs in the one error line, not before it."""
 
     def __enter__(self):
-        import logging
-
         self.logger, self.said = logging.getLogger("rasterio._env"), []
         said = self.said
 
