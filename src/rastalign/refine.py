@@ -141,7 +141,7 @@ def refine_native(model, tp: TiePoints, fixed_path, moving_path, fband, mband, f
 
     from .scheduler import parallelism
 
-    # tile by tile (row-major), so a task's windows share the tiles its open datasets have decoded
+    # tile by tile (pick_tiles' order), so a task's windows share the tiles its open datasets have decoded
     groups = [g for g in np.array_split(chosen, min(len(chosen), 4 * parallelism())) if len(g)]
     task = dask.delayed(_batch, pure=True)
     done = dask.compute(*[task(g, *args) for g in groups])

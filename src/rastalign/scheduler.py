@@ -93,6 +93,30 @@ def local_scheduler(name):
     return named_schedulers.get(str(name).lower(), name)
 
 
+def each_in_threads(func, n):
+    """``func(k)`` for ``k < n`` as tasks of dask's threaded scheduler in this process, for work on data this
+    process holds (``num_workers`` of ``dask.config`` sets the threads), or one after another when the
+    active scheduler is ``synchronous``. Never on a process pool a ``processes`` run set in ``dask.config``,
+    which would copy the data into another process for every task."""
+    import dask
+    from dask.base import get_scheduler
+    from dask.local import get_sync
+
+    if n < 2 or get_scheduler() is get_sync:
+        for k in range(n):
+            func(k)
+        return
+
+    def part(ks):
+        for k in ks:
+            func(k)
+
+    n_parts = min(n, 4 * (os.cpu_count() or 1))
+    parts = [range(n * i // n_parts, n * (i + 1) // n_parts) for i in range(n_parts)]
+    with dask.config.set(pool=None):
+        dask.compute(*[dask.delayed(part, pure=False)(ks) for ks in parts], scheduler="threads")
+
+
 def parallelism() -> int:
     """Threads that run tasks: the active cluster's, else this machine's cores."""
     client = active_client()

@@ -15,7 +15,6 @@ correlation of the two windows after matching (1 = identical up to gain/offset).
 from __future__ import annotations
 
 import functools
-import os
 
 import numpy as np
 
@@ -137,27 +136,8 @@ def match_windows(fixed, fvalid, sample, centres, window, search, lk_iterations=
         ncc[k] = c
         ok[k] = good and abs(sx) <= search + 1 and abs(sy) <= search + 1
 
-    for_each(one, n)
+    from ..scheduler import each_in_threads
+
+    each_in_threads(one, n)
     return {"centre": np.asarray(centres, float), "shift": shift, "ncc": ncc, "ok": ok}
 
-
-def for_each(func, n):
-    """``func(k)`` for ``k < n`` as tasks of dask's threaded scheduler in this process, where the proxies are
-    (``num_workers`` of ``dask.config`` sets the threads), or one after another when the active scheduler
-    is ``synchronous``."""
-    import dask
-    from dask.base import get_scheduler
-    from dask.local import get_sync
-
-    if n < 2 or get_scheduler() is get_sync:
-        for k in range(n):
-            func(k)
-        return
-
-    def part(ks):
-        for k in ks:
-            func(k)
-
-    parts = np.array_split(np.arange(n), min(n, 4 * (os.cpu_count() or 1)))
-    with dask.config.set(pool=None):  # dask's own thread pool, never a process pool the user's scheduler set
-        dask.compute(*[dask.delayed(part, pure=False)(ks) for ks in parts], scheduler="threads")
