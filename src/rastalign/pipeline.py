@@ -99,7 +99,7 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
 
 def _estimate(moving_image_path, fixed_image_path, params, fixed_info, fixed_proxy):
     from .io.sources import absolute_path
-    from .proxy import decimation_factor, read_proxy
+    from .proxy import decimation_factor, read_proxies
     from .refine import refine_native
     from .solve import build_levels, fit_model, solve
 
@@ -124,11 +124,11 @@ def _estimate(moving_image_path, fixed_image_path, params, fixed_info, fixed_pro
     mbox = _footprint_box(to_moving, fbox, mov.shape, margin=16)
     ratio = float(np.sqrt(abs(np.linalg.det(to_moving.linear[:, :2]))))  # moving px per fixed px
     fm = max(1, int(round(ff * ratio)))
+    moving = (mov, params.moving_band, fm, params.moving_nodata, mbox)
     if shared:
-        fimg, fval = fixed_proxy.crop(fbox)
-    else:
-        fimg, fval = read_proxy(fixed_image_path, params.fixed_band, fix.shape, ff, params.fixed_nodata, box=fbox)
-    mimg, mval = read_proxy(moving_image_path, params.moving_band, mov.shape, fm, params.moving_nodata, box=mbox)
+        (mimg, mval), (fimg, fval) = read_proxies(moving)[0], fixed_proxy.crop(fbox)
+    else:  # both in one compute: the workers read the two rasters side by side
+        (mimg, mval), (fimg, fval) = read_proxies(moving, (fix, params.fixed_band, ff, params.fixed_nodata, fbox))
     for name, img, val, band in (("moving", mimg, mval, params.moving_band), ("fixed", fimg, fval, params.fixed_band)):
         if not val.any():
             raise InputError(f"the {name} image has no valid pixels (all nodata/NaN/Inf) in band {band} "

@@ -2,8 +2,10 @@
 
 A proxy is a block mean over *valid* pixels (a proxy pixel is valid when at least half
 of its block is), read strip by strip, each strip a task of the active dask scheduler, so
-memory stays bounded and on a cluster the workers read the inputs; when the file has a
-suitable overview GDAL's averaged decimated read uses it. The edge proxy is the
+memory stays bounded and on a cluster the workers read the inputs. Strips are whole rows of
+the file's tiles, so every tile is decoded once; when the file has overviews that are exact
+blocks of the image (:func:`exact_overviews`), GDAL's averaged decimated read takes them
+instead of the full-resolution tiles. The edge proxy is the
 gradient magnitude, zero on and next to invalid pixels, so the borders of nodata,
 clouds masked as nodata and swath edges never look like structure.
 """
@@ -56,19 +58,60 @@ def block_mean(data, valid, f):
     return mean.astype(np.float32), ok
 
 
-def read_proxy(path, band, shape, factor, nodata=None, box=None):
-    """Decimated image of 0-based ``band`` over ``box = (y0, y1, x0, x1)`` (default: all) and
-    its validity: strips of whole blocks decimated by the active dask scheduler's workers
-    (threads, processes or a cluster), so only the proxy comes back."""
+def read_proxy(info, band, factor, nodata=None, box=None):
+    """Decimated image of 0-based ``band`` of the raster ``info`` (its :class:`~rastalign.io.raster.RasterInfo`)
+    over ``box = (y0, y1, x0, x1)`` (default: all) and its validity: strips of whole blocks decimated by the
+    active dask scheduler's workers (threads, processes or a cluster), so only the proxy comes back."""
+    return read_proxies((info, band, factor, nodata, box))[0]
+
+
+def read_proxies(*requests):
+    """:func:`read_proxy` of each ``(info, band, factor, nodata, box)`` in one compute: the strips of all the
+    rasters share the workers, so one raster's last strips overlap the next one's first."""
     import dask
 
-    by0, by1, bx0, bx1 = box if box is not None else (0, shape[0], 0, shape[1])
-    nx = bx1 - bx0
-    rows_per_strip = max(factor, (STRIP_BYTES // max(nx * 8, 1)) // factor * factor)
     task = dask.delayed(proxy_strip, pure=True)
-    parts = dask.compute(*[task(str(path), band, (y0, min(y0 + rows_per_strip, by1), bx0, bx1), factor, nodata)
-                           for y0 in range(by0, by1, rows_per_strip)])
-    return np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts])
+    strips = []
+    for info, band, factor, nodata, box in requests:
+        by0, by1, bx0, bx1 = box if box is not None else (0, info.shape[0], 0, info.shape[1])
+        overview = nodata is None and exact_overviews(info, factor)
+        row_bytes = (bx1 - bx0) * (np.dtype(info.dtype).itemsize + 2)
+        strips.append([task(str(info.path), band, box, factor, nodata, overview and _whole_blocks(box, factor))
+                       for box in ((y0, y1, bx0, bx1) for y0, y1 in
+                                   strip_rows(by0, by1, factor, info.block_rows, STRIP_BYTES // max(row_bytes, 1)))])
+    return [(np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts])) for parts in dask.compute(*strips)]
+
+
+def exact_overviews(info, factor) -> bool:
+    """Whether GDAL's averaged read at ``factor`` would take an overview whose pixels are exact ``o x o`` blocks
+    of the image: some overview factor ``1 < o <= factor`` exists, and every such ``o`` divides ``factor`` and
+    both sides of the image. An overview of a side not divisible by ``o`` has pixels ``side / ceil(side / o)``
+    wide, a scale error that grows across the image (3.6 px at the far edge of 10980 px at ``o = 8``)."""
+    usable = [o for o in info.overviews if 1 < o <= factor]
+    return bool(usable) and all(factor % o == 0 and info.shape[0] % o == 0 and info.shape[1] % o == 0
+                                for o in usable)
+
+
+def _whole_blocks(box, factor) -> bool:
+    """Whether ``box`` is whole ``factor``-blocks of the image's block grid (GDAL then averages whole blocks)."""
+    return all(v % factor == 0 for v in box)
+
+
+def strip_rows(y0, y1, factor, block_rows, max_rows):
+    """``(start, stop)`` rows of strips covering ``[y0, y1)``: every start but the first ``factor``-aligned to
+    ``y0`` (a proxy block never straddles two strips) and, when possible, on a block boundary of the file, with
+    whole rows of blocks per strip (at least one, up to ``max_rows``), so no block is decoded by two strips."""
+    step = max(factor, max_rows // factor * factor)
+    first = y0 + step
+    if block_rows > 0:
+        unit = math.lcm(factor, block_rows)
+        if unit <= 4 * max(max_rows, factor):
+            step = max(1, max_rows // unit) * unit
+            # factor-aligned starts on block boundaries, every ``unit`` rows (none when y0 is off that grid)
+            aligned = [y for y in range(y0 + factor, y0 + unit + 1, factor) if y % block_rows == 0]
+            first = aligned[0] + max(0, y0 + step - aligned[0]) // unit * unit if aligned else y0 + step
+    starts = [y0] + list(range(first, y1, step))
+    return [(a, min(b, y1)) for a, b in zip(starts, starts[1:] + [y1])]
 
 
 class SharedProxy:
@@ -78,10 +121,10 @@ class SharedProxy:
     block means a read of that box would give.
     """
 
-    def __init__(self, path, band, shape, factor, nodata=None):
+    def __init__(self, info, band, factor, nodata=None):
         self.key = (int(band), factor, nodata)
-        self.img, self.valid = read_proxy(path, band, shape, factor, nodata)
-        self.shape = tuple(shape)
+        self.img, self.valid = read_proxy(info, band, factor, nodata)
+        self.shape = tuple(info.shape)
 
     def serves(self, band, factor, nodata) -> bool:
         return self.key == (int(band), factor, nodata)
@@ -98,10 +141,10 @@ class SharedProxy:
         return self.img[rows, cols], self.valid[rows, cols]
 
 
-def proxy_strip(path, band, box, factor, nodata):
-    """One strip of :func:`read_proxy`: ``(block means, validity)`` of ``box``."""
-    if factor > 1 and nodata is None:
-        # GDAL averages valid pixels while it decodes (no full-resolution copy in Python)
+def proxy_strip(path, band, box, factor, nodata, overview=False):
+    """One strip of :func:`read_proxy`: ``(block means, validity)`` of ``box``, from the file's overviews
+    when ``overview``, else from its full-resolution pixels."""
+    if overview:
         return _gdal_average(path, band, box, factor)
     data, ok = read_window(path, box, bands=[band + 1], nodata=nodata)
     if factor == 1:
@@ -110,8 +153,10 @@ def proxy_strip(path, band, box, factor, nodata):
 
 
 def _gdal_average(path, band, box, factor):
-    """Block means of valid pixels by GDAL's averaging decimation (respects nodata, NaN and
-    internal masks); a block is valid when its mean exists (and, with a mask, half its pixels are)."""
+    """Block means of valid pixels by GDAL's averaging decimation, which reads the nearest overview (respects
+    nodata, NaN and internal masks); a block is valid when its mean exists (and, with a mask, half its pixels
+    are). Without an overview it would decode a row of blocks beyond the box, and with a box or an overview
+    that is not whole blocks its pixels would not be ``factor x factor`` blocks: full reads are used then."""
     from rasterio.enums import MaskFlags, Resampling
     from rasterio.windows import Window
 

@@ -44,51 +44,71 @@ def _proxy(img, valid, use_edges):
     return edge_proxy(img, valid) if use_edges else (normalised(img, valid), valid)
 
 
-def _read(cache, path, box, band, nodata):
-    """Window read through a dataset kept open for the task (GDAL's block cache then serves
-    neighbouring windows without decompressing their tiles again)."""
-    if path not in cache:
-        cache[path] = open_dataset(path)
-    return read_window(path, box, bands=[band + 1], nodata=nodata, dataset=cache[path])
-
-
-def _batch(points, *args):
-    """Refine the windows at ``points``: one task of the active scheduler."""
-    cache = {}
-    try:
-        return [_one(p, cache, *args) for p in points]
-    finally:
-        for ds in cache.values():
-            ds.close()
-
-
-def _one(p, cache, model, fixed_path, moving_path, fband, mband, fnodata, mnodata, fshape, mshape, window, use_edges):
-    h = window // 2
+def _boxes(p, model, window, fshape, mshape):
+    """The fixed box (with the proxy border) and the moving box a window at ``p`` needs, and the window's
+    moving coordinates through ``model``; None when either box leaves its image."""
+    h, pad, margin = window // 2, 2, 8
     cx, cy = int(round(p[0])), int(round(p[1]))
-    pad = 2  # proxy border
     fy0, fx0 = cy - h - pad, cx - h - pad
-    fy1, fx1 = fy0 + window + 2 * pad, fx0 + window + 2 * pad
-    if fy0 < 0 or fx0 < 0 or fy1 > fshape[0] or fx1 > fshape[1]:
-        return None
-    fdata, fval = _read(cache, fixed_path, (fy0, fy1, fx0, fx1), fband, fnodata)
-    fimg, fv = _proxy(fdata[0], fval, use_edges)
-    fimg, fv = fimg[pad:-pad, pad:-pad], fv[pad:-pad, pad:-pad]
-    if fv.mean() < 0.8:
+    fbox = (fy0, fy0 + window + 2 * pad, fx0, fx0 + window + 2 * pad)
+    if fbox[0] < 0 or fbox[2] < 0 or fbox[1] > fshape[0] or fbox[3] > fshape[1]:
         return None
     gy, gx = np.mgrid[cy - h:cy - h + window, cx - h:cx - h + window].astype(float)
     mx, my = model(gx, gy)
-    margin = 8
-    my0, my1 = int(math.floor(my.min())) - margin, int(math.ceil(my.max())) + margin + 1
-    mx0, mx1 = int(math.floor(mx.min())) - margin, int(math.ceil(mx.max())) + margin + 1
-    if my0 < 0 or mx0 < 0 or my1 > mshape[0] or mx1 > mshape[1]:
+    mbox = (int(math.floor(my.min())) - margin, int(math.ceil(my.max())) + margin + 1,
+            int(math.floor(mx.min())) - margin, int(math.ceil(mx.max())) + margin + 1)
+    if mbox[0] < 0 or mbox[2] < 0 or mbox[1] > mshape[0] or mbox[3] > mshape[1]:
         return None
-    mdata, mval = _read(cache, moving_path, (my0, my1, mx0, mx1), mband, mnodata)
-    mimg, mv = _proxy(mdata[0], mval, use_edges)
+    return (cx, cy), fbox, mbox, mx, my
+
+
+def _read_union(datasets, path, boxes, band, nodata):
+    """One read of the box covering ``boxes`` (through the task's open dataset of ``path``):
+    ``crop(box) -> (data, valid)`` of any of them."""
+    if path not in datasets:
+        datasets[path] = open_dataset(path)
+    y0, x0 = min(b[0] for b in boxes), min(b[2] for b in boxes)
+    y1, x1 = max(b[1] for b in boxes), max(b[3] for b in boxes)
+    data, valid = read_window(path, (y0, y1, x0, x1), bands=[band + 1], nodata=nodata, dataset=datasets[path])
+
+    def crop(b):
+        rows, cols = slice(b[0] - y0, b[1] - y0), slice(b[2] - x0, b[3] - x0)
+        return data[0, rows, cols], valid[rows, cols]
+    return crop
+
+
+def _tiles(tiles, model, fixed_path, moving_path, fband, mband, fnodata, mnodata, fshape, mshape, window,
+           use_edges):
+    """Refine the windows of each tile in ``tiles`` (a list of centre arrays, one per file tile): one task of
+    the active scheduler. Each input is read once per tile, over the box all its windows need."""
+    out, datasets = [], {}
+    try:
+        for points in tiles:
+            boxes = [b for b in (_boxes(p, model, window, fshape, mshape) for p in points) if b is not None]
+            if not boxes:
+                continue
+            fixed = _read_union(datasets, fixed_path, [b[1] for b in boxes], fband, fnodata)
+            moving = _read_union(datasets, moving_path, [b[2] for b in boxes], mband, mnodata)
+            out += [_one(b, fixed, moving, model, window, use_edges) for b in boxes]
+    finally:
+        for ds in datasets.values():
+            ds.close()
+    return out
+
+
+def _one(boxes, fixed, moving, model, window, use_edges):
+    (cx, cy), fbox, mbox, mx, my = boxes
+    pad = 2  # proxy border
+    fimg, fv = _proxy(*fixed(fbox), use_edges)
+    fimg, fv = fimg[pad:-pad, pad:-pad], fv[pad:-pad, pad:-pad]
+    if fv.mean() < 0.8:
+        return None
+    mimg, mv = _proxy(*moving(mbox), use_edges)
     coef = ndimage.spline_filter(mimg.astype(np.float64), order=3, mode="mirror")
     mask = erode3(erode3(mv))
     lin = model.linear[:, :2]
     sx, sy, ncc, ok = lk_bspline3(np.ascontiguousarray(fimg, np.float64), np.ascontiguousarray(fv), coef, mask,
-                                  np.ascontiguousarray(mx - mx0), np.ascontiguousarray(my - my0),
+                                  np.ascontiguousarray(mx - mbox[2]), np.ascontiguousarray(my - mbox[0]),
                                   np.ascontiguousarray(lin), 0.0, 0.0, 12, 2e-4)
     if not ok or abs(sx) > 2 or abs(sy) > 2:
         return None
@@ -117,13 +137,14 @@ def pick_tiles(points, weights, window, shape, tile=TILE, n_tiles=N_TILES):
 
 
 def tile_windows(tiles, n_max, window, tile=TILE):
-    """Centres ``(x, y)`` of about ``n_max`` native windows, a ``k x k`` grid wholly inside each tile (``k`` up
-    to 3): the tile is decoded once for all of them, so the field is sampled densely at no extra read."""
+    """Centres ``(x, y)``, shape ``(tiles, k * k, 2)``, of about ``n_max`` native windows, a ``k x k`` grid
+    wholly inside each tile (``k`` up to 3): the tile is read once for all of them, so the field is sampled
+    densely at no extra read."""
     k = max(1, min(3, round(math.sqrt(n_max / max(len(tiles), 1)))))
     span = max(tile - 2 * window, 0)
     offs = window + span * (np.arange(k) + 0.5) / k
     ox, oy = (v.ravel() for v in np.meshgrid(offs, offs))
-    return (tiles[:, None, :] * tile + np.stack([ox, oy], axis=1)[None]).reshape(-1, 2)
+    return tiles[:, None, :] * tile + np.stack([ox, oy], axis=1)[None]
 
 
 def refine_native(model, tp: TiePoints, fixed_path, moving_path, fband, mband, fnodata, mnodata, fshape, mshape,
@@ -141,9 +162,9 @@ def refine_native(model, tp: TiePoints, fixed_path, moving_path, fband, mband, f
 
     from .scheduler import parallelism
 
-    # tile by tile (pick_tiles' order), so a task's windows share the tiles its open datasets have decoded
-    groups = [g for g in np.array_split(chosen, min(len(chosen), 4 * parallelism())) if len(g)]
-    task = dask.delayed(_batch, pure=True)
+    # tiles in pick_tiles' order, a few per task
+    groups = [list(g) for g in np.array_split(chosen, min(len(chosen), 4 * parallelism())) if len(g)]
+    task = dask.delayed(_tiles, pure=True)
     done = dask.compute(*[task(g, *args) for g in groups])
     res = [r for part in done for r in part if r is not None]
     if not res:
@@ -151,5 +172,5 @@ def refine_native(model, tp: TiePoints, fixed_path, moving_path, fband, mband, f
     pf = np.array([r[0] for r in res], float)
     qm = np.array([r[1] for r in res], float)
     rel = np.array([r[2] for r in res], float)
-    log.info("native refinement: %d of %d windows re-measured", len(res), len(chosen))
+    log.info("native refinement: %d of %d windows re-measured", len(res), chosen.shape[0] * chosen.shape[1])
     return TiePoints(pf, qm, rel ** 2, rel, level=np.ones(len(res)))

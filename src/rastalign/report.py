@@ -151,11 +151,12 @@ def _thumbnail(inputs, shape):
     if not inputs.get("fixed"):
         return None
     from .errors import RastalignError
+    from .io.raster import inspect_raster
     from .proxy import read_proxy
 
     f = max(1, int(np.ceil(max(shape) / 512)))
     try:
-        img, ok = read_proxy(inputs["fixed"], int(inputs.get("fixed_band", 0)), tuple(shape), f)
+        img, ok = read_proxy(inspect_raster(inputs["fixed"]), int(inputs.get("fixed_band", 0)), f)
     except RastalignError:
         return None
     return np.where(ok, img, np.nan)

@@ -297,7 +297,7 @@ def _share_reference(kind, reference_path, options):
     from .grids import check_band
 
     check_band(info, est.fixed_band, "reference")
-    proxy = SharedProxy(info.path, est.fixed_band, info.shape, factor, est.fixed_nodata)
+    proxy = SharedProxy(info, est.fixed_band, factor, est.fixed_nodata)
     return {"fixed_info": info, "fixed_proxy": proxy}
 
 

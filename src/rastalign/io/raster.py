@@ -35,6 +35,7 @@ class RasterInfo:
     descriptions: tuple
     mask_kind: str  # "none", "nodata", "per_dataset", "alpha"
     overviews: tuple = ()
+    block_rows: int = 0  # rows of the file's blocks (tiles or strips); 0 when unknown
 
     @property
     def shape(self) -> Tuple[int, int]:
@@ -133,7 +134,7 @@ def _inspect_raster(path) -> RasterInfo:
         t = ds.transform
         grid = Grid((ds.height, ds.width), (t.a, t.b, t.c, t.d, t.e, t.f), ds.crs.to_wkt() if ds.crs else None)
         return RasterInfo(str(path), grid, ds.count, ds.dtypes[0], ds.nodata, tuple(ds.descriptions), kind,
-                          tuple(ds.overviews(1)))
+                          tuple(ds.overviews(1)), int(ds.block_shapes[0][0]))
 
 
 def validity(data, nodata):

@@ -90,11 +90,10 @@ def window_centres(valid, window, step, min_valid_fraction):
     cy, cx = np.arange(h, ny - h + 1, step), np.arange(h, nx - h + 1, step)
     if not len(cy) or not len(cx):
         return np.zeros((0, 2))
-    # valid pixels per window from the integral image, sampled only at the window corners
-    integral = np.pad(valid.cumsum(0, dtype=np.int32).cumsum(1, dtype=np.int32), ((1, 0), (1, 0)))
-    y0, x0 = (cy - h)[:, None], (cx - h)[None, :]
-    n = (integral[y0 + window, x0 + window] - integral[y0, x0 + window] - integral[y0 + window, x0]
-         + integral[y0, x0])
+    # valid pixels per window: band matrices summing each window's rows and columns (exact in float32 below 2**24)
+    rows = ((np.arange(ny)[None, :] >= (cy - h)[:, None]) & (np.arange(ny)[None, :] < (cy - h + window)[:, None]))
+    cols = ((np.arange(nx)[:, None] >= (cx - h)[None, :]) & (np.arange(nx)[:, None] < (cx - h + window)[None, :]))
+    n = rows.astype(np.float32) @ np.asarray(valid, np.float32) @ cols.astype(np.float32)
     gy, gx = np.nonzero(n >= min_valid_fraction * window * window)
     return np.column_stack([cx[gx], cy[gy]]).astype(float).reshape(-1, 2)
 
