@@ -65,10 +65,33 @@ def source(da):
     return da.encoding.get("source") or da.attrs.get("rastalign_path")
 
 
+# dask layers that read a file (rioxarray's and :func:`~rastalign.open_fits`'s) or only select or re-chunk
+READ_LAYERS = ("open_rasterio-", "original-open_rasterio-", "fits-", "original-fits-", "getitem-", "rechunk-")
+
+
+def holds_file_pixels(da) -> bool:
+    """Whether ``da``'s values can only be what its file holds: a dask graph of nothing but reads of one file,
+    selections and re-chunking, or a lazily indexed file array not yet loaded. A concatenation, arithmetic, a
+    mask or an item assignment shows in the graph; a loaded array may have been edited in place."""
+    import dask.array
+
+    data = da.variable._data
+    if isinstance(data, dask.array.Array):
+        names = list(data.__dask_graph__().layers)
+        sources = {n.removeprefix("original-") for n in names if not n.startswith(("getitem-", "rechunk-"))}
+        return all(n.startswith(READ_LAYERS) for n in names) and len(sources) == 1
+    from xarray.core import indexing
+
+    while isinstance(data, (indexing.MemoryCachedArray, indexing.CopyOnWriteArray)):
+        data = data.array
+    return isinstance(data, (indexing.LazilyIndexedArray, indexing.LazilyVectorizedIndexedArray))
+
+
 def file_backed(da, info):
-    """The file behind ``da`` when the array still has that file's grid, else None."""
+    """The file behind ``da`` when the array still has that file's grid and pixels (:func:`holds_file_pixels`),
+    else None: then the array's own pixels are written out for estimation."""
     path = source(da)
-    if not path or not Path(path).is_file():
+    if not path or not Path(path).is_file() or not holds_file_pixels(da):
         return None
     from .io.fits import inspect_fits
     from .io.raster import inspect_raster
