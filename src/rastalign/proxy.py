@@ -76,9 +76,9 @@ def read_proxies(*requests):
         by0, by1, bx0, bx1 = box if box is not None else (0, info.shape[0], 0, info.shape[1])
         overview = nodata is None and exact_overviews(info, factor)
         row_bytes = (bx1 - bx0) * (np.dtype(info.dtype).itemsize + 2)
-        strips.append([task(str(info.path), band, box, factor, nodata, overview and _whole_blocks(box, factor))
-                       for box in ((y0, y1, bx0, bx1) for y0, y1 in
-                                   strip_rows(by0, by1, factor, info.block_rows, STRIP_BYTES // max(row_bytes, 1)))])
+        rows = strip_rows(by0, by1, factor, info.block_rows, STRIP_BYTES // max(row_bytes, 1))
+        strips.append([task(str(info.path), band, (y0, y1, bx0, bx1), factor, nodata,
+                            overview and _whole_blocks((y0, y1, bx0, bx1), factor)) for y0, y1 in rows])
     return [(np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts])) for parts in dask.compute(*strips)]
 
 
@@ -86,7 +86,7 @@ def exact_overviews(info, factor) -> bool:
     """Whether GDAL's averaged read at ``factor`` would take an overview whose pixels are exact ``o x o`` blocks
     of the image: some overview factor ``1 < o <= factor`` exists, and every such ``o`` divides ``factor`` and
     both sides of the image. An overview of a side not divisible by ``o`` has pixels ``side / ceil(side / o)``
-    wide, a scale error that grows across the image (3.6 px at the far edge of 10980 px at ``o = 8``)."""
+    wide, a scale error that grows across the image (4 px at the far edge of 10980 px at ``o = 8``)."""
     usable = [o for o in info.overviews if 1 < o <= factor]
     return bool(usable) and all(factor % o == 0 and info.shape[0] % o == 0 and info.shape[1] % o == 0
                                 for o in usable)
