@@ -88,3 +88,21 @@ def test_overviews_that_are_exact_blocks_are_used_and_others_are_not(image, monk
     assert not used
     full, valid = read_window(skewed.path, (0, 700, 0, 650), bands=[1])
     np.testing.assert_array_equal(img, block_mean(full[0], valid, 4)[0])
+
+
+def test_native_refinement_samples_every_corner_tile_and_spreads_over_the_scene():
+    """Proxy windows keep half a window from the edges, so no tie point need lie in the last row or column of
+    file tiles (at a 1024 px proxy of 8192 px the grid stops at 7552 px, and the field was extrapolated over the
+    last 640 px: 0.149 px off at a corner of the distorted pair). The corner tiles are measured regardless."""
+    from rastalign.refine import TILE, pick_tiles, tile_windows
+
+    g = np.arange(384.0, 7400.0, 580.0)
+    points = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+    tiles = pick_tiles(points, np.ones(len(points)), 64, (8192, 8192))
+    picked = {tuple(t) for t in tiles.tolist()}
+    assert {(0, 0), (15, 0), (0, 15), (15, 15)} <= picked
+    assert len(picked) == len(tiles) >= 32
+    centres = tile_windows(tiles, 256, 64)
+    assert centres.shape[1:] in ((4, 2), (9, 2)) and centres.shape[1] * len(tiles) >= 256  # k x k per tile
+    inside = (centres - tiles[:, None, :] * TILE)
+    assert inside.min() >= 64 and inside.max() <= TILE - 64  # wholly inside their tile

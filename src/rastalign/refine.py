@@ -129,11 +129,16 @@ def pick_tiles(points, weights, window, shape, tile=TILE, n_tiles=N_TILES):
     score = np.bincount(inverse.ravel(), weights=weights, minlength=len(tiles))
     cell = max(float(tile), math.sqrt(shape[0] * shape[1] / n_tiles))
     picked = set(pick_spread((tiles + 0.5) * tile, score, n_tiles, cell).tolist())
-    # and the tile nearest each corner of the image: the field is pinned where it would extrapolate
+    # and at each corner of the image, where the field would extrapolate, the tile nearest it holding tie
+    # points and the corner tile itself (proxy windows keep half a window from the edges; a corner without
+    # data only costs its read)
     centres = (tiles + 0.5) * tile
+    last = (np.array([shape[1], shape[0]]) - 1) // tile
+    corners = []
     for corner in ((0, 0), (shape[1], 0), (0, shape[0]), (shape[1], shape[0])):
         picked.add(int(np.argmin(np.hypot(*(centres - corner).T))))
-    return tiles[sorted(picked)]
+        corners.append(np.minimum(np.array(corner) // tile, last))
+    return np.unique(np.concatenate([tiles[sorted(picked)], np.array(corners, tiles.dtype)]), axis=0)
 
 
 def tile_windows(tiles, n_max, window, tile=TILE):
