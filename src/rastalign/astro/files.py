@@ -71,7 +71,7 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
     ``template_ext``, ``source_cat``, ``template_cat``. Returns a JSON-able summary.
     """
     from ..io.atomic import check_output_path
-    from ..io.fits import resolve_ext
+    from ..io.fits import resolve_ext, shifted_header
     from ..io.sinks import write_fits
     from ..io.sources import FitsSource
     from ..params import WarpParams, check_remote_format
@@ -97,9 +97,7 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
         sinfo, tinfo = ev["source_info"], ev["template_info"]
         wcs_header = None
         if tinfo is not None and tinfo.wcs is not None:
-            wcs_header = tinfo.header.copy()
-            wcs_header["CRPIX1"] = float(wcs_header.get("CRPIX1", 0.0)) - model.pre[0, 2]
-            wcs_header["CRPIX2"] = float(wcs_header.get("CRPIX2", 0.0)) - model.pre[1, 2]
+            wcs_header = shifted_header(tinfo.header, model.pre)
         if correction == "wcs":
             return _write_wcs_correction(source_path, output_path, template_path, model, ev, model_out, t0, t_est)
         mask_ext = None if source_mask_ext is None else resolve_ext(source_path, source_mask_ext)

@@ -48,10 +48,14 @@ def shifted_wcs(header_text, pre):
     if not header_text or not np.allclose(pre[:, :2], np.eye(2)):
         return None
     from astropy.io import fits
+    return wcs_of(shifted_header(fits.Header.fromstring(header_text), pre))
 
-    h = fits.Header.fromstring(header_text)
+
+def shifted_header(header, pre):
+    """A copy of ``header`` whose reference pixel (CRPIX) is seen from a grid moved by ``pre``'s translation."""
+    h = header.copy()
     h["CRPIX1"], h["CRPIX2"] = float(h.get("CRPIX1", 0.0)) - pre[0, 2], float(h.get("CRPIX2", 0.0)) - pre[1, 2]
-    return wcs_of(h)
+    return h
 
 
 def wcs_of(header):
