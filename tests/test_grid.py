@@ -50,3 +50,13 @@ def test_recorded_grids_read_both_layouts():
     moved = with_grids(legacy, moving=mov).meta["grids"]
     assert set(moved) == {"kind", "solve", "output", "moving"} and moved["moving"] == mov.to_dict()
     assert recorded_grids(AlignmentModel.identity()) == {"solve": None, "output": None, "moving": None}
+
+
+def test_geotransform_inverts_pixel_to_world():
+    """The one conversion between GDAL's corner geotransform and rastalign's pixel-centre matrix, both ways."""
+    from rastalign.model.affine import geotransform, pixel_to_world
+
+    t = (0.5, 0.01, 500000.0, -0.02, -0.5, 5800000.0)
+    m = pixel_to_world(t)
+    np.testing.assert_allclose(m @ [0.0, 0.0, 1.0], [500000.0 + 0.255, 5800000.0 - 0.26])  # first pixel's centre
+    np.testing.assert_allclose(geotransform(m), t, rtol=0, atol=1e-9)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import InputError, OutputError
 from .io.atomic import discard, temp_path_beside
-from .model.affine import compose_affine, invert_affine
+from .model.affine import compose_affine, geotransform, invert_affine
 
 TOLERANCE_PX = 0.01  # a geotransform holds the model when its field departs from the affine by less
 GCP_TOLERANCE_PX = 0.05  # GCPs hold it when GDAL's thin-plate spline through them reproduces it this well
@@ -28,10 +28,7 @@ GCP_TOLERANCE_PX = 0.05  # GCPs hold it when GDAL's thin-plate spline through th
 def corrected_transform(model, mov) -> tuple:
     """GDAL geotransform of the moving grid once corrected by the affine part of ``model`` (output px of
     the moving grid -> moving px)."""
-    w = compose_affine(mov.pixel_to_world, invert_affine(model.linear))  # moving px (centres) -> world
-    a, b, cc = w[0]
-    d, e, ff = w[1]
-    return (float(a), float(b), float(cc - 0.5 * (a + b)), float(d), float(e), float(ff - 0.5 * (d + e)))
+    return geotransform(compose_affine(mov.pixel_to_world, invert_affine(model.linear)))  # moving px -> world
 
 
 def model_gcps(model, mov, n=33):

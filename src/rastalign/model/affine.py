@@ -115,3 +115,9 @@ def pixel_to_world(transform) -> np.ndarray:
     where rastalign's integer-centre convention meets GDAL's corner convention."""
     a, b, c, d, e, f = (float(v) for v in tuple(transform)[:6])
     return np.array([[a, b, c + 0.5 * (a + b)], [d, e, f + 0.5 * (d + e)]])
+
+
+def geotransform(pixel_to_world_matrix) -> tuple:
+    """The GDAL-style geotransform of a pixel-centre -> world matrix: the inverse of :func:`pixel_to_world`."""
+    (a, b, c), (d, e, f) = np.asarray(pixel_to_world_matrix, float)[:2]
+    return (float(a), float(b), float(c - 0.5 * (a + b)), float(d), float(e), float(f - 0.5 * (d + e)))
