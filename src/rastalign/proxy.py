@@ -3,9 +3,9 @@
 A proxy is a block mean over *valid* pixels (a proxy pixel is valid when at least half
 of its block is), read strip by strip, each strip a task of the active dask scheduler, so
 memory stays bounded and on a cluster the workers read the inputs. Strips are whole rows of
-the file's tiles, so every tile is decoded once; when the file has overviews that are exact
-blocks of the image (:func:`exact_overviews`), GDAL's averaged decimated read takes them
-instead of the full-resolution tiles. The edge proxy is the
+the file's tiles, so every tile is decoded once. When the file has an overview at most the
+factor, the strip is read from it instead (far fewer bytes, which counts most in object
+storage) and averaged onto the exact blocks by area weights (:func:`_from_overview`). The edge proxy is the
 gradient magnitude, zero on and next to invalid pixels, so the borders of nodata,
 clouds masked as nodata and swath edges never look like structure.
 """
@@ -74,27 +74,18 @@ def read_proxies(*requests):
     strips = []
     for info, band, factor, nodata, box in requests:
         by0, by1, bx0, bx1 = box if box is not None else (0, info.shape[0], 0, info.shape[1])
-        overview = nodata is None and exact_overviews(info, factor)
+        overview = overview_level(info, factor) if nodata is None else None
         row_bytes = (bx1 - bx0) * (np.dtype(info.dtype).itemsize + 2)
         rows = strip_rows(by0, by1, factor, info.block_rows, STRIP_BYTES // max(row_bytes, 1))
-        strips.append([task(str(info.path), band, (y0, y1, bx0, bx1), factor, nodata,
-                            overview and _whole_blocks((y0, y1, bx0, bx1), factor)) for y0, y1 in rows])
+        strips.append([task(str(info.path), band, (y0, y1, bx0, bx1), factor, nodata, overview) for y0, y1 in rows])
     return [(np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts])) for parts in dask.compute(*strips)]
 
 
-def exact_overviews(info, factor) -> bool:
-    """Whether GDAL's averaged read at ``factor`` would take an overview whose pixels are exact ``o x o`` blocks
-    of the image: some overview factor ``1 < o <= factor`` exists, and every such ``o`` divides ``factor`` and
-    both sides of the image. An overview of a side not divisible by ``o`` has pixels ``side / ceil(side / o)``
-    wide, a scale error that grows across the image (4 px at the far edge of 10980 px at ``o = 8``)."""
-    usable = [o for o in info.overviews if 1 < o <= factor]
-    return bool(usable) and all(factor % o == 0 and info.shape[0] % o == 0 and info.shape[1] % o == 0
-                                for o in usable)
-
-
-def _whole_blocks(box, factor) -> bool:
-    """Whether ``box`` is whole ``factor``-blocks of the image's block grid (GDAL then averages whole blocks)."""
-    return all(v % factor == 0 for v in box)
+def overview_level(info, factor):
+    """``(index, shape)`` of the file's coarsest overview at most ``factor`` (``shape`` the full image's), or None.
+    (A user's nodata value is unknown to the overviews: the caller reads full resolution then.)"""
+    usable = [(o, i) for i, o in enumerate(info.overviews) if 1 < o <= factor]
+    return (max(usable)[1], tuple(info.shape)) if usable else None
 
 
 def strip_rows(y0, y1, factor, block_rows, max_rows):
@@ -141,37 +132,49 @@ class SharedProxy:
         return self.img[rows, cols], self.valid[rows, cols]
 
 
-def proxy_strip(path, band, box, factor, nodata, overview=False):
-    """One strip of :func:`read_proxy`: ``(block means, validity)`` of ``box``, from the file's overviews
-    when ``overview``, else from its full-resolution pixels."""
-    if overview:
-        return _gdal_average(path, band, box, factor)
+def proxy_strip(path, band, box, factor, nodata, overview=None):
+    """One strip of :func:`read_proxy`: ``(block means, validity)`` of ``box``, from the file's overview
+    ``overview = (index, full shape)`` when given (:func:`_from_overview`), else from its full-resolution pixels."""
+    if overview is not None:
+        return _from_overview(path, band, box, factor, *overview)
     data, ok = read_window(path, box, bands=[band + 1], nodata=nodata)
     if factor == 1:
         return data[0].astype(np.float32), ok
     return block_mean(data[0], ok, factor)
 
 
-def _gdal_average(path, band, box, factor):
-    """Block means of valid pixels by GDAL's averaging decimation, which reads the nearest overview (respects
-    nodata, NaN and internal masks); a block is valid when its mean exists (and, with a mask, half its pixels
-    are). Without an overview it would decode a row of blocks beyond the box, and with a box or an overview
-    that is not whole blocks its pixels would not be ``factor x factor`` blocks: full reads are used then."""
-    from rasterio.enums import MaskFlags, Resampling
-    from rasterio.windows import Window
+def _from_overview(path, band, box, factor, level, shape):
+    """Block means over the ``factor``-px blocks of ``box`` from overview ``level``, by area weights.
 
+    An overview of a side ``n`` not divisible by its factor has ``ceil(n / o)`` pixels, each ``n / ceil(n / o)``
+    full-resolution pixels wide, so its pixels are not blocks of the image (GDAL's averaged read, which assumes
+    they are, drifts up to 4 px across 10980 px at ``o = 8``). Here each block mean weights the overview pixels
+    by the length of the block each covers, on their true grid: the geometry is exact up to the rounding of
+    the overview's own footprints (half a pixel, not growing across the image). A block is valid when at least
+    half of it is covered by valid overview pixels."""
     y0, y1, x0, x1 = box
-    shape = (-(-(y1 - y0) // factor), -(-(x1 - x0) // factor))
-    win = Window(x0, y0, x1 - x0, y1 - y0)
-    with open_dataset(path) as ds:
-        data = ds.read(band + 1, window=win, out_shape=shape, out_dtype="float32", resampling=Resampling.average)
-        ok = np.isfinite(data)
-        if ds.nodata is not None and not np.isnan(ds.nodata):
-            ok &= data != np.float32(ds.nodata)
-        flags = ds.mask_flag_enums[band]
-        if MaskFlags.per_dataset in flags or MaskFlags.alpha in flags:
-            ok &= ds.read_masks(band + 1, window=win, out_shape=shape, resampling=Resampling.average) >= 128
-    return np.where(ok, data, 0.0).astype(np.float32), ok
+    with open_dataset(path, overview_level=level) as ov:
+        sy, sx = shape[0] / ov.height, shape[1] / ov.width
+        p0, p1 = int(y0 // sy), min(ov.height, int(math.ceil(y1 / sy)))
+        q0, q1 = int(x0 // sx), min(ov.width, int(math.ceil(x1 / sx)))
+        data, valid = read_window(path, (p0, p1, q0, q1), bands=[band + 1], dataset=ov)
+    wy, my = _area_weights(y0, y1, factor, sy, p0, p1)
+    wx, mx = _area_weights(x0, x1, factor, sx, q0, q1)
+    v = valid.astype(np.float64)
+    total = wy @ np.where(valid, data[0], 0.0) @ wx.T
+    n = wy @ v @ wx.T
+    ok = n >= 0.5 * np.outer(my, mx)
+    return np.where(ok, total / np.maximum(n, 1e-12), 0.0).astype(np.float32), ok
+
+
+def _area_weights(a0, a1, factor, scale, p0, p1):
+    """``(weights, sizes)``: how much of each ``factor``-px block of ``[a0, a1)`` each overview pixel
+    ``p0 .. p1 - 1`` (``scale`` full-resolution px wide) covers, in overview px, and each block's size."""
+    lo = a0 + factor * np.arange(-(-(a1 - a0) // factor), dtype=np.float64)
+    hi = np.minimum(lo + factor, a1)
+    p = np.arange(p0, p1, dtype=np.float64)[None, :]
+    w = np.minimum(p + 1.0, hi[:, None] / scale) - np.maximum(p, lo[:, None] / scale)
+    return np.clip(w, 0.0, None), (hi - lo) / scale
 
 
 def erode3(valid):

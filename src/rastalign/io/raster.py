@@ -58,9 +58,10 @@ class RasterInfo:
         return self.grid.resolution
 
 
-def open_dataset(path):
+def open_dataset(path, overview_level=None):
     """Open a raster for reading: a local path (checked first: missing, folder, unreadable, empty), a URL
-    (``s3://``, ``https://``) or a GDAL ``/vsi...`` path; a one-line :class:`InputError` otherwise."""
+    (``s3://``, ``https://``) or a GDAL ``/vsi...`` path; a one-line :class:`InputError` otherwise. With
+    ``overview_level`` (an index into the band's overviews) the dataset is that overview."""
     import rasterio
     from rasterio.errors import RasterioIOError
 
@@ -68,11 +69,12 @@ def open_dataset(path):
 
     remote = is_url(path)
     p = gdal_path(path) if remote else check_input_file(path, "raster")
+    kw = {} if overview_level is None else {"overview_level": int(overview_level)}
     try:
         if not remote:
-            return rasterio.open(p)
+            return rasterio.open(p, **kw)
         with _gdal_warnings() as said:  # GDAL names a 403 in a warning, then says the file does not exist
-            return rasterio.open(p)
+            return rasterio.open(p, **kw)
     except RasterioIOError as exc:
         if remote:
             raise InputError(network_error(path, " ".join(said + [gdal_cause(exc)]))) from None
