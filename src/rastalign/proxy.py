@@ -158,23 +158,33 @@ def _from_overview(path, band, box, factor, level, shape):
         p0, p1 = int(y0 // sy), min(ov.height, int(math.ceil(y1 / sy)))
         q0, q1 = int(x0 // sx), min(ov.width, int(math.ceil(x1 / sx)))
         data, valid = read_window(path, (p0, p1, q0, q1), bands=[band + 1], dataset=ov)
-    wy, my = _area_weights(y0, y1, factor, sy, p0, p1)
-    wx, mx = _area_weights(x0, x1, factor, sx, q0, q1)
-    v = valid.astype(np.float64)
-    total = wy @ np.where(valid, data[0], 0.0) @ wx.T
-    n = wy @ v @ wx.T
-    ok = n >= 0.5 * np.outer(my, mx)
+    ys, xs = _area_weights(y0, y1, factor, sy, p0), _area_weights(x0, x1, factor, sx, q0)
+    total = _weighted(_weighted(np.where(valid, data[0], 0.0), xs, axis=1), ys, axis=0)
+    n = _weighted(_weighted(valid.astype(np.float64), xs, axis=1), ys, axis=0)
+    ok = n >= 0.5 * np.outer(ys[2], xs[2])
     return np.where(ok, total / np.maximum(n, 1e-12), 0.0).astype(np.float32), ok
 
 
-def _area_weights(a0, a1, factor, scale, p0, p1):
-    """``(weights, sizes)``: how much of each ``factor``-px block of ``[a0, a1)`` each overview pixel
-    ``p0 .. p1 - 1`` (``scale`` full-resolution px wide) covers, in overview px, and each block's size."""
+def _area_weights(a0, a1, factor, scale, p0):
+    """``(index, weight, size)`` along one axis: for each ``factor``-px block of ``[a0, a1)``, the overview pixels
+    it touches (``index``, relative to ``p0``; each pixel ``scale`` full-resolution px wide) and how much of the
+    block each covers (``weight``, in overview px; 0 for padding), and the block's size in overview px."""
     lo = a0 + factor * np.arange(-(-(a1 - a0) // factor), dtype=np.float64)
     hi = np.minimum(lo + factor, a1)
-    p = np.arange(p0, p1, dtype=np.float64)[None, :]
-    w = np.minimum(p + 1.0, hi[:, None] / scale) - np.maximum(p, lo[:, None] / scale)
-    return np.clip(w, 0.0, None), (hi - lo) / scale
+    first = np.floor(lo / scale)
+    p = first[:, None] + np.arange(int(math.ceil(factor / scale)) + 1)[None, :]
+    w = np.clip(np.minimum(p + 1.0, hi[:, None] / scale) - np.maximum(p, lo[:, None] / scale), 0.0, None)
+    index = (p - p0).astype(np.int64)
+    return index, w, (hi - lo) / scale
+
+
+def _weighted(a, weights, axis):
+    """Weighted sums of ``a`` along ``axis`` by :func:`_area_weights`' ``(index, weight, size)``."""
+    index, w, _ = weights
+    index = np.clip(index, 0, a.shape[axis] - 1)  # padding taps past the read rows have weight 0
+    if axis == 1:
+        return np.einsum("rjk,jk->rj", a[:, index], w)
+    return np.einsum("jkc,jk->jc", a[index], w)
 
 
 def erode3(valid):
