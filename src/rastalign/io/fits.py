@@ -48,6 +48,7 @@ def shifted_wcs(header_text, pre):
     if not header_text or not np.allclose(pre[:, :2], np.eye(2)):
         return None
     from astropy.io import fits
+
     return wcs_of(shifted_header(fits.Header.fromstring(header_text), pre))
 
 
@@ -143,13 +144,12 @@ def _inspect_fits(path, ext=None) -> FitsInfo:
             kind = type(hdu).__name__
             raise InputError(f"HDU {i} ({hdu.name}) of {path} holds no image data ({kind}, NAXIS=0)")
         hdr = hdu.header
-        naxis = int(hdr.get("ZNAXIS", hdr["NAXIS"])) if hdr.get("ZIMAGE") else int(hdr["NAXIS"])
         key = "ZNAXIS" if hdr.get("ZIMAGE") else "NAXIS"
+        naxis = int(hdr.get(key, hdr["NAXIS"]))
         dims = [int(hdr.get(f"{key}{k}", 1)) for k in range(naxis, 0, -1)]
-        extra = [d for d in dims[:-2]]
         if naxis < 2:
             raise InputError(f"HDU {i} of {path} is {naxis}-D; a 2-D image is needed")
-        if any(d != 1 for d in extra):
+        if any(d != 1 for d in dims[:-2]):
             raise InputError(f"HDU {i} of {path} is a {naxis}-D cube of shape {tuple(dims)}; "
                              f"a 2-D image is needed (extract one plane first)")
         shape = (dims[-2], dims[-1])
@@ -199,8 +199,7 @@ def read_fits(path, ext=None, mask_ext=None, dtype="float32"):
     """Whole image as ``(data (rows, cols), valid, info)``; refuses all-NaN frames."""
     info = inspect_fits(path, ext)
     if mask_ext is not None:
-        with _open(path) as hdul:
-            mask_ext = _resolve(hdul, mask_ext, path)
+        mask_ext = resolve_ext(path, mask_ext)
     data, valid = read_fits_window(path, info.ext, (0, info.shape[0], 0, info.shape[1]), mask_ext, dtype)
     if not valid.any():
         raise InputError(f"HDU {info.ext} of {path} has no valid pixel: all {valid.size} are NaN/masked")
@@ -290,9 +289,9 @@ def output_header(source_header=None, wcs_header=None, extra=None):
 
 
 def _is_wcs_key(k):
+    """A keyword of the celestial/pixel WCS (and SIP); time references and observation cards are not."""
     import re
 
-    """A keyword of the celestial/pixel WCS (and SIP); time references and observation cards are not."""
     return bool(re.match(r"^(WCSAXES|CRPIX|CRVAL|CDELT|CTYPE|CUNIT|CROTA|CD\d_\d|PC\d_\d|PV\d_|PS\d_|LONPOLE|"
                          r"LATPOLE|RADESYS|EQUINOX|EPOCH|WCSNAME|A_|B_|AP_|BP_)", k))
 
