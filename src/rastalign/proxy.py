@@ -74,7 +74,8 @@ def read_proxies(*requests):
     strips = []
     for info, band, factor, nodata, box in requests:
         by0, by1, bx0, bx1 = box if box is not None else (0, info.shape[0], 0, info.shape[1])
-        overview = overview_level(info, factor) if nodata is None else None
+        level = overview_level(info, factor) if nodata is None else None
+        overview = None if level is None else (level, tuple(info.shape))
         row_bytes = (bx1 - bx0) * (np.dtype(info.dtype).itemsize + 2)
         rows = strip_rows(by0, by1, factor, info.block_rows, STRIP_BYTES // max(row_bytes, 1))
         strips.append([task(str(info.path), band, (y0, y1, bx0, bx1), factor, nodata, overview) for y0, y1 in rows])
@@ -82,10 +83,10 @@ def read_proxies(*requests):
 
 
 def overview_level(info, factor):
-    """``(index, shape)`` of the file's coarsest overview at most ``factor`` (``shape`` the full image's), or None.
-    (A user's nodata value is unknown to the overviews: the caller reads full resolution then.)"""
+    """Index of the file's coarsest overview at most ``factor``, or None. (A user's nodata value is unknown to
+    the overviews: the caller reads full resolution then.)"""
     usable = [(o, i) for i, o in enumerate(info.overviews) if 1 < o <= factor]
-    return (max(usable)[1], tuple(info.shape)) if usable else None
+    return max(usable)[1] if usable else None
 
 
 def strip_rows(y0, y1, factor, block_rows, max_rows):
