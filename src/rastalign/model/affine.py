@@ -74,8 +74,9 @@ def _ransac_best(src, dst, w, trials, threshold):
     c = s.mean(axis=1, keepdims=True)  # centred for conditioning
     a = np.concatenate([s - c, np.ones(s.shape[:2] + (1,))], axis=2)  # (k, 3, 3)
     sol = np.linalg.solve(a, d)  # (k, 3, 2): rows x, y, 1 -> dst
-    pred = np.einsum("nj,kjd->knd", src, sol[:, :2]) + (sol[:, 2] - np.einsum("kj,kjd->kd", c[:, 0], sol[:, :2]))[:, None]
-    inside = np.hypot(*(dst[None] - pred).transpose(2, 0, 1)) < threshold  # (k, n)
+    pred = src @ sol[:, :2] + (sol[:, 2] - (c @ sol[:, :2])[:, 0])[:, None]  # (k, n, 2)
+    diff = dst[None] - pred
+    inside = diff[..., 0] ** 2 + diff[..., 1] ** 2 < threshold ** 2  # (k, n)
     score = inside.astype(float) @ w
     return inside[int(np.argmax(score))]
 

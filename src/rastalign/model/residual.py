@@ -113,13 +113,22 @@ def _penalty(nodes):
     return d.T @ d
 
 
-def _solve(a, w, r, pen, lam):
-    import scipy.linalg
+def _normal(a, w, r):
+    """The weighted normal equations ``(A^T W A, A^T W r)`` of design ``a``."""
+    aw = a * w[:, None]
+    return aw.T @ a, aw.T @ r
 
-    ata = (a * w[:, None]).T @ a
-    scale = np.trace(ata) / max(np.trace(pen), 1e-12)
-    lhs = ata + lam * scale * pen + 1e-9 * scale * np.eye(len(ata))
-    return scipy.linalg.solve(lhs, (a * w[:, None]).T @ r, assume_a="pos")
+
+def _solve(ata, atb, pen, lam):
+    """Penalised least squares from the normal equations (one set, or a stack of them): ``pen`` (the
+    bending energy) scaled by ``lam`` relative to the data term; ``pen=None`` is a polynomial's plain
+    (ridge-guarded) solve."""
+    eye = np.eye(ata.shape[-1])
+    trace = np.trace(ata, axis1=-2, axis2=-1)[..., None, None]
+    if pen is None:
+        return np.linalg.solve(ata + 1e-10 * trace * eye, atb)
+    scale = trace / max(np.trace(pen), 1e-12)
+    return np.linalg.solve(ata + lam * scale * pen + 1e-9 * scale * eye, atb)
 
 
 def _grid(domain, n_nodes):
@@ -162,14 +171,6 @@ def _poly_to_spline(coef, domain, degree, n_nodes=POLY_NODES):
     return SplineField(origin, spacing, nodes, c[:, 0].reshape(shape), c[:, 1].reshape(shape))
 
 
-def _solve_poly(m, w, r):
-    import scipy.linalg
-
-    ata = (m * w[:, None]).T @ m
-    return scipy.linalg.solve(ata + 1e-10 * np.trace(ata) * np.eye(len(ata)), (m * w[:, None]).T @ r,
-                              assume_a="pos")
-
-
 def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambdas=(0.01, 0.1, 1.0),
                        folds=5, min_gain=0.1, min_abs_gain=0.005, seed=0, min_points=30,
                        min_points_per_coef=3.0, choice=None, poly_degrees=(), max_cv_points=3000):
@@ -209,29 +210,31 @@ def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambda
         pick = np.sort(rng.choice(len(xy), max_cv_points, replace=False))
         cx, cr, cw = xy[pick], resid[pick], w[pick]
     fold = rng.permutation(len(cx)) % folds
+    held = [fold == k for k in range(folds)]
 
-    def cv_rms(design, pen, lam):
+    def training_normals(design):
+        """Every fold's training normal equations, stacked: the whole set's minus the held-out fold's, so a
+        design's normal equations are formed once for all folds and every penalty."""
+        ata, atb = (np.stack(m) for m in zip(*(_normal(design[te], cw[te], cr[te]) for te in held)))
+        return ata.sum(0) - ata, atb.sum(0) - atb
+
+    def cv_rms(design=None, normals=None, pen=None, lam=None):
         err = np.zeros(len(cx))
-        for k in range(folds):
-            tr, te = fold != k, fold == k
-            if pen is None and design is None:
-                pred = np.zeros((te.sum(), 2))
-            elif pen is None:
-                pred = design[te] @ _solve_poly(design[tr], cw[tr], cr[tr])
-            else:
-                c = _solve(design[tr], cw[tr], cr[tr], pen, lam)
-                pred = design[te] @ c
+        coef = None if design is None else _solve(*normals, pen, lam)  # (folds, n_coef, 2)
+        for k, te in enumerate(held):
+            pred = 0.0 if coef is None else design[te] @ coef[k]
             err[te] = np.sum((cr[te] - pred) ** 2, axis=1)
         return float(np.sqrt(np.average(err, weights=cw)))
 
-    flat = cv_rms(None, None, None)
+    flat = cv_rms()
     info["cv_rms_flat"] = flat
     best = (flat, None, None)
     for deg in poly_degrees:
         n_coef = (deg + 1) * (deg + 2) // 2
         if len(xy) < min_points_per_coef * n_coef * 2:
             continue
-        score = cv_rms(_monomials(cx[:, 0], cx[:, 1], domain, deg), None, None)
+        design = _monomials(cx[:, 0], cx[:, 1], domain, deg)
+        score = cv_rms(design, training_normals(design))
         info["candidates"].append({"poly": deg, "cv_rms": score})
         if score < best[0]:
             best = (score, "poly", deg)
@@ -240,9 +243,9 @@ def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambda
             continue
         origin, spacing, nodes = _grid(domain, n_nodes)
         design = _design(cx[:, 0], cx[:, 1], origin, spacing, nodes)
-        pen = _penalty(nodes)
+        pen, normals = _penalty(nodes), training_normals(design)
         for lam in lambdas:
-            score = cv_rms(design, pen, lam)
+            score = cv_rms(design, normals, pen, lam)
             info["candidates"].append({"nodes": n_nodes, "lambda": lam, "cv_rms": score})
             if score < best[0]:
                 best = (score, n_nodes, lam)
@@ -258,13 +261,13 @@ def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambda
 
 
 def _fit_poly(xy, resid, w, domain, degree):
-    coef = _solve_poly(_monomials(xy[:, 0], xy[:, 1], domain, degree), w, resid)
+    coef = _solve(*_normal(_monomials(xy[:, 0], xy[:, 1], domain, degree), w, resid), None, None)
     return _poly_to_spline(coef, domain, degree)
 
 
 def _fit(xy, resid, w, domain, n_nodes, lam):
     origin, spacing, nodes = _grid(domain, n_nodes)
     design = _design(xy[:, 0], xy[:, 1], origin, spacing, nodes)
-    c = _solve(design, w, resid, _penalty(nodes), lam)
+    c = _solve(*_normal(design, w, resid), _penalty(nodes), lam)
     shape = (nodes[1] + 2, nodes[0] + 2)
     return SplineField(origin, spacing, nodes, c[:, 0].reshape(shape), c[:, 1].reshape(shape))

@@ -14,9 +14,9 @@ Coordinates are 0-based pixels ``(x, y)``.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
-
 import math
 
 import numpy as np
@@ -55,13 +55,19 @@ def _hash(pts):
     return order, d6 / dmax[:, None], dmax, d6.min(1)
 
 
+@functools.lru_cache(maxsize=8)
+def _combinations(n):
+    """Every 4-subset of ``range(n)`` (in :func:`itertools.combinations` order), as an (m, 4) array."""
+    return np.array(list(itertools.combinations(range(n), 4)), dtype=np.int64).reshape(-1, 4)
+
+
 def build_quads(xy, shape, n_quad_det=20, sub_tile=1, min_quad_sep=50.0, quad_edge_buffer=0.0):
     """Quads of the brightest detections: returns ``(quads (m, 4) indices in canonical order, hashes (m, 6))``."""
     xy = np.asarray(xy, float)
     quads = []
     for idx in _subtile_groups(xy, shape, int(n_quad_det), int(sub_tile), float(quad_edge_buffer)):
         if len(idx) >= 4:
-            quads.append(np.array(list(itertools.combinations(idx, 4)), dtype=np.int64))
+            quads.append(idx[_combinations(len(idx))])
     if not quads:
         return np.zeros((0, 4), np.int64), np.zeros((0, 6))
     quads = np.concatenate(quads)
@@ -73,10 +79,9 @@ def build_quads(xy, shape, n_quad_det=20, sub_tile=1, min_quad_sep=50.0, quad_ed
 def _batch_affine(src, dst):
     """Least-squares affines for batches of 4-point correspondences (m, 4, 2) -> (m, 2, 3), rms."""
     a = np.concatenate([src, np.ones(src.shape[:2] + (1,))], axis=2)  # (m, 4, 3)
-    ata = np.einsum("mki,mkj->mij", a, a) + 1e-9 * np.eye(3)
-    atb = np.einsum("mki,mkj->mij", a, dst)
-    sol = np.linalg.solve(ata, atb)  # (m, 3, 2)
-    res = np.einsum("mki,mij->mkj", a, sol) - dst
+    at = np.transpose(a, (0, 2, 1))
+    sol = np.linalg.solve(at @ a + 1e-9 * np.eye(3), at @ dst)  # (m, 3, 2)
+    res = a @ sol - dst
     return np.transpose(sol, (0, 2, 1)), np.sqrt((res ** 2).sum(-1).mean(-1))
 
 
@@ -164,19 +169,17 @@ def match_detections(src_xy, tmp_xy, src_shape, tmp_shape, n_quad_det=20, min_qu
                              f"({len(src_xy)} source, {len(tmp_xy)} template detections)")
     # votes: candidates agreeing on where the source centre lands and on the linear part
     c = np.array([(src_shape[1] - 1) / 2.0, (src_shape[0] - 1) / 2.0])
-    land = np.einsum("mij,j->mi", mats[:, :, :2], c) + mats[:, :, 2]
+    land = mats[:, :, :2] @ c + mats[:, :, 2]
     feat = np.column_stack([land / (2.0 * max_match_dist), mats[:, :, :2].reshape(-1, 4) / 0.02])
     votes = cKDTree(feat).query_ball_point(feat, 1.0, return_length=True)
     order = np.lexsort((hd, -votes))
     best = (np.zeros(0, np.int64), np.zeros(0, np.int64), None)
-    tried, since, tried_feat = 0, 0, []
+    tried, since = 0, 0
     tree = cKDTree(tmp_xy)
-    for k in order:
-        if tried >= max_quad_cand:
-            break
-        if any(np.all(np.abs(feat[k] - f) < 1.0) for f in tried_feat):
-            continue  # the same transform again
-        tried_feat.append(feat[k])
+    while tried < max_quad_cand and len(order):
+        k, order = order[0], order[1:]
+        # candidates within one unit of this one in every feature are the same transform: never tried again
+        order = order[~np.all(np.abs(feat[order] - feat[k]) < 1.0, axis=1)]
         tried += 1
         i, j, m = _verify(src_xy, tmp_xy, tree, mats[k], max_match_dist)
         log.debug("quad candidate %d (votes %d, hash dist %.4f): %d matches", tried, votes[k], hd[k], len(i))
