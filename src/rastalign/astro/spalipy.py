@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AlignmentError
-from ..io.catalogs import as_detections
+from ..io.catalogs import as_detections, as_table
 from ..params import STAR_DEFAULTS as D
 from . import spalipy_steps as steps
 from .fit import _options, log_stats
@@ -104,7 +104,7 @@ class Spalipy:
             det = steps.detect_frame(data, mask, self.options["sep_thresh"], name)
         else:
             det = as_detections(det, f"{name} detections")
-        det = steps.prepare_detections(det, self.options, name)
+        det = as_table(steps.prepare_detections(det, self.options, name))  # spalipy's attributes hold Tables
         if self.use_memmap:
             steps.memmap_release(data)
         return det
@@ -153,11 +153,11 @@ class Spalipy:
 
     @property
     def source_det_matched(self):
-        return self._per_entry(lambda i, m: self._evidence[i]["source_det_matched"])
+        return self._per_entry(lambda i, m: as_table(self._evidence[i]["source_det_matched"]))
 
     @property
     def template_det_matched(self):
-        return self._per_entry(lambda i, m: self._evidence[i]["template_det_matched"])
+        return self._per_entry(lambda i, m: as_table(self._evidence[i]["template_det_matched"]))
 
     # spalipy's steps ------------------------------------------------------------------
     def align(self):

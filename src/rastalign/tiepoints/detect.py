@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..errors import AlignmentError, InputError
-from ..io.catalogs import empty_table
+from ..io.catalogs import detection_table
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,6 @@ def detect(read, shape, sep_thresh=5.0, chunk=2048, overlap=48, threads=2, name=
     normal-form detection table (see :mod:`rastalign.io.catalogs`), sorted by flux
     (brightest first).
     """
-    from astropy.table import Table
-
     cores = list(_tiles(shape, chunk))
     parts = _run_tiles(read, shape, cores, overlap, sep_thresh, int(threads or 1), processes)
     n_valid = sum(p[1] for p in parts)
@@ -154,10 +152,9 @@ def detect(read, shape, sep_thresh=5.0, chunk=2048, overlap=48, threads=2, name=
         raise InputError(f"{name} has no valid pixel: all {shape[0] * shape[1]} pixels are NaN or masked")
     if not parts or sum(len(p[0]["x"]) for p in parts) == 0:
         log.info("%s: no detections", name)
-        return empty_table()
-    cols = {k: np.concatenate([p[0][k] for p in parts]) for k in ("x", "y", "flux", "fwhm", "flag")}
-    t = Table(cols)
-    t.sort("flux", reverse=True)
+        return detection_table()
+    t = detection_table(*(np.concatenate([p[0][k] for p in parts]) for k in ("x", "y", "flux", "fwhm", "flag")))
+    t = t[np.argsort(-t["flux"], kind="stable")]
     log.info("%s: %d detections (%d tile(s), %d valid px)", name, len(t), len(cores), n_valid)
     return t
 
