@@ -177,6 +177,27 @@ def test_fits_arrays_align_onto_template_like_align_fits(tmp_path):
     assert on_moving.shape == src.shape and on_moving.attrs["wcs"].wcs.crval[0] == 150.0
 
 
+def test_a_fits_array_resampled_onto_a_grid_without_wcs_drops_its_own(tmp_path):
+    """The moving header's WCS describes the moving pixels: on the template's grid (which has no WCS) it is
+    dropped, in the array's attributes and in the file ``to_raster`` writes, as ``align_fits`` does."""
+    from astropy.io import fits
+
+    from rastalign.testing_stars import write_star_pair
+
+    s, t, _ = write_star_pair(tmp_path, shape=(384, 384), n_stars=250, rotation_deg=0.4, shift=(6.3, -4.1))
+    with fits.open(t, mode="update") as ht, fits.open(s, mode="update") as hs:
+        for k in [k for k in ht[0].header if k.startswith(("CTYPE", "CRPIX", "CRVAL", "CDELT", "CUNIT"))]:
+            hs[0].header[k] = ht[0].header.pop(k)
+    src, tpl = rastalign.open_fits(s, chunks=128), rastalign.open_fits(t, chunks=128)
+    assert src.attrs["wcs"] is not None and tpl.attrs["wcs"] is None
+    out = src.coreg.align(tpl, output_on_moving_grid=False)
+    assert out.attrs["wcs"] is None and "CRPIX1" not in out.attrs["fits_header"]
+    assert src.attrs["fits_header"]["CRPIX1"] == 192.0  # the moving array's own header is untouched
+    out.coreg.to_raster(tmp_path / "out.fits")
+    hdr = fits.getheader(tmp_path / "out.fits")
+    assert "CRPIX1" not in hdr and "CTYPE1" not in hdr and hdr["OBJECT"] == "synthetic source"
+
+
 def test_unknown_option_is_refused(pair):
     _, m, f = pair
     moving = rioxarray.open_rasterio(m, chunks=256)

@@ -147,6 +147,25 @@ def test_align_fits_keeps_the_sources_observation_cards(tmp_path, capsys):
         assert hdr[k] == thdr[k], k
 
 
+def test_a_template_without_wcs_leaves_the_output_without_one(tmp_path, capsys):
+    """The output lies on the template's grid: the source's WCS there puts every pixel at the wrong sky position
+    (it was copied as it was, exit 0). With no WCS in the template the output carries none, and says why."""
+    src, tmpl, _ = write_star_pair(tmp_path, (400, 400), 300, rotation_deg=2.0, shift=(3.5, -2.0), seed=5)
+    wcs_keys = ("CTYPE", "CRPIX", "CRVAL", "CDELT", "CUNIT")
+    with fits.open(tmpl, mode="update") as ht, fits.open(src, mode="update") as hs:
+        for k in [k for k in ht[0].header if k.startswith(wcs_keys)]:
+            hs[0].header[k] = ht[0].header.pop(k)
+    out = tmp_path / "out.fits"
+    rc, so, se = _run(main_simple, [src, out, tmpl], capsys)
+    assert rc == 0, se
+    hdr = fits.getheader(out)
+    assert not [k for k in hdr if k.startswith(wcs_keys)] and hdr["OBJECT"] == "synthetic source"
+    assert "the template has no WCS: the output carries none" in se
+    rc, so, se = _run(main_simple, [tmpl, tmp_path / "back.fits", src], capsys)  # the other way: the template's
+    assert rc == 0, se
+    assert fits.getheader(tmp_path / "back.fits")["CRVAL1"] == 150.0 and "has no WCS" not in se
+
+
 def test_jwst_epoch_keeps_its_own_dates(data_dir, tmp_path, capsys):
     src, tmpl = data_dir / "jwst_nircam_f200w_a2744_epoch2.fits", data_dir / "jwst_nircam_f200w_a2744_epoch1.fits"
     out = tmp_path / "out.fits"

@@ -128,6 +128,16 @@ def test_open_fits_is_lazy_and_exact(tmp_path):
     assert np.isnan(da.values[0, 5, 5])
 
 
+def test_a_tile_compressed_hdu_reads_as_its_image(tmp_path):
+    d = (np.arange(300 * 200, dtype=np.int32).reshape(300, 200) * 7) % 5003
+    p = tmp_path / "c.fits.fz"
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(d, compression_type="RICE_1")]).writeto(p)
+    info = inspect_fits(p)
+    assert info.ext == 1 and info.shape == (300, 200)
+    data, valid = read_fits_window(p, info.ext, (10, 50, 20, 90))
+    assert valid.all() and np.array_equal(data[0], d[10:50, 20:90])
+
+
 def test_sextractor_catalogue_is_zero_based(tmp_path):
     t = Table({"x": [10.0, 20.5], "y": [5.0, 7.25], "flux": [100.0, 50.0], "fwhm": [3.0, 2.5], "flag": [0, 4]})
     p = tmp_path / "c.cat"

@@ -5,6 +5,7 @@ The model is a pull map: output (template) pixel -> source pixel, ``(x, y)``, 0-
 """
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -13,6 +14,8 @@ from ..errors import InputError
 from ..io.catalogs import read_sextractor
 from ..tiepoints.detect import detect
 from .fit import DEFAULTS, _options, fit_detections, resampling_for
+
+log = logging.getLogger(__name__)
 
 
 def _detections_from_file(path, info, o, name):
@@ -71,7 +74,7 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
     ``template_ext``, ``source_cat``, ``template_cat``. Returns a JSON-able summary.
     """
     from ..io.atomic import check_output_path
-    from ..io.fits import resolve_ext, shifted_header
+    from ..io.fits import drop_wcs, has_wcs, resolve_ext, shifted_header
     from ..io.sinks import write_fits
     from ..io.sources import FitsSource
     from ..params import WarpParams, check_remote_format
@@ -95,18 +98,22 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
         model, ev = estimate_fits(source_path, template_path, **opts)
         t_est = time.perf_counter() - t0
         sinfo, tinfo = ev["source_info"], ev["template_info"]
-        wcs_header = None
-        if tinfo is not None and tinfo.wcs is not None:
-            wcs_header = shifted_header(tinfo.header, model.pre)
         if correction == "wcs":
             return _write_wcs_correction(source_path, output_path, template_path, model, ev, model_out, t0, t_est)
+        header, wcs_header = sinfo.header, None
+        if tinfo is not None and has_wcs(tinfo.header):  # the output is on the template's grid: its WCS
+            wcs_header = shifted_header(tinfo.header, model.pre)
+        elif has_wcs(header):  # the source's WCS describes the source's pixels, not the output's
+            log.warning("the template has no WCS: the output carries none (the source's WCS would be wrong on "
+                        "the template grid; --correction wcs keeps the source's pixels and corrects its WCS)")
+            header = drop_wcs(header.copy())
         mask_ext = None if source_mask_ext is None else resolve_ext(source_path, source_mask_ext)
         stage("warp + write")
         src = FitsSource(str(source_path), int(sinfo.ext), tuple(sinfo.shape), mask_ext)
         arr = warp_graph(src, model, model.output_shape, wp, "float32", np.nan)
         extra = {"RAMODEL": "rastalign FITS stars", "RANMATCH": ev["stats"]["n_matched"],
                  "RARMS": round(ev["stats"]["rms_px"], 5)}
-        wstats = write_fits(arr, output_path, header=sinfo.header, wcs_header=wcs_header, tags=extra,
+        wstats = write_fits(arr, output_path, header=header, wcs_header=wcs_header, tags=extra,
                             cval=float(o["cval"]), cval_mask=int(o["cval_mask"]),
                             mask=write_mask or source_mask_ext is not None)
     if model_out:

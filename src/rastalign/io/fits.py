@@ -59,9 +59,21 @@ def shifted_header(header, pre):
     return h
 
 
+def has_wcs(header):
+    """Does ``header`` carry WCS cards? (A card test: no WCS is built, nothing of astropy.wcs is loaded.)"""
+    return any(k in header for k in ("CTYPE1", "CRPIX1", "CD1_1", "PC1_1", "CDELT1"))
+
+
+def drop_wcs(header):
+    """Remove ``header``'s WCS (and SIP) cards, in place: for a header whose pixels moved to another grid."""
+    for key in [k for k in header.keys() if _is_wcs_key(k)]:
+        del header[key]
+    return header
+
+
 def wcs_of(header):
     """The celestial/pixel WCS of a header, or ``None`` when it has none."""
-    if not any(k in header for k in ("CTYPE1", "CRPIX1", "CD1_1", "PC1_1", "CDELT1")):
+    if not has_wcs(header):
         return None
     from astropy.wcs import WCS
     import warnings
@@ -143,10 +155,9 @@ def _inspect_fits(path, ext=None) -> FitsInfo:
         if not _is_image(hdu):
             kind = type(hdu).__name__
             raise InputError(f"HDU {i} ({hdu.name}) of {path} holds no image data ({kind}, NAXIS=0)")
-        hdr = hdu.header
-        key = "ZNAXIS" if hdr.get("ZIMAGE") else "NAXIS"
-        naxis = int(hdr.get(key, hdr["NAXIS"]))
-        dims = [int(hdr.get(f"{key}{k}", 1)) for k in range(naxis, 0, -1)]
+        hdr = hdu.header  # a tile-compressed HDU's is its image's (astropy hides the Z cards)
+        naxis = int(hdr["NAXIS"])
+        dims = [int(hdr.get(f"NAXIS{k}", 1)) for k in range(naxis, 0, -1)]
         if naxis < 2:
             raise InputError(f"HDU {i} of {path} is {naxis}-D; a 2-D image is needed")
         if any(d != 1 for d in dims[:-2]):
@@ -155,7 +166,7 @@ def _inspect_fits(path, ext=None) -> FitsInfo:
         shape = (dims[-2], dims[-1])
         if min(shape) < 1:
             raise InputError(f"HDU {i} of {path} has no pixels (shape {shape})")
-        bitpix = int(hdr.get("ZBITPIX", hdr["BITPIX"])) if hdr.get("ZIMAGE") else int(hdr["BITPIX"])
+        bitpix = int(hdr["BITPIX"])
         scaled = "BSCALE" in hdr or "BZERO" in hdr
         dtype = {-32: "float32", -64: "float64"}.get(bitpix, "float64" if scaled and bitpix > 16 else "float32")
         out_hdr = hdu.header.copy()
@@ -174,8 +185,7 @@ def read_fits_window(path, ext, box, mask_ext=None, dtype="float32"):
     with _open(path) as hdul:
         hdu = hdul[ext]
         hdr = hdu.header
-        nd = int(hdr.get("ZNAXIS", hdr["NAXIS"])) if hdr.get("ZIMAGE") else int(hdr["NAXIS"])
-        lead = (0,) * (nd - 2)
+        lead = (0,) * (int(hdr["NAXIS"]) - 2)
         raw = np.asarray(hdu.section[lead + (slice(y0, y1), slice(x0, x1))])  # unscaled, file values
         bscale, bzero = float(hdr.get("BSCALE", 1.0)), float(hdr.get("BZERO", 0.0))
         blank = hdr.get("BLANK")
@@ -204,15 +214,6 @@ def read_fits(path, ext=None, mask_ext=None, dtype="float32"):
     if not valid.any():
         raise InputError(f"HDU {info.ext} of {path} has no valid pixel: all {valid.size} are NaN/masked")
     return data[0], valid, info
-
-
-def count_valid(path, ext, shape, mask_ext=None, rows=1024):
-    """Number of valid pixels, read in row strips (bounded memory)."""
-    n = 0
-    for y0 in range(0, shape[0], rows):
-        _, v = read_fits_window(path, ext, (y0, min(y0 + rows, shape[0]), 0, shape[1]), mask_ext)
-        n += int(v.sum())
-    return n
 
 
 class _LazyHDU:
@@ -261,28 +262,22 @@ def open_fits(path, ext=None, chunks=2048):
 
 
 def output_header(source_header=None, wcs_header=None, extra=None):
-    """Source header without structural/WCS cards, plus the WCS cards of ``wcs_header``."""
+    """Source header without structural cards, plus ``extra``. With ``wcs_header`` (the output grid's, e.g. the
+    template's), the source's WCS cards give way to its WCS cards, copied as they are; without, the source's
+    own stay (the output is on the source's grid: a resampling caller drops them first, :func:`drop_wcs`)."""
     from astropy.io import fits
 
     hdr = fits.Header()
-    src = source_header if source_header is not None else fits.Header()
-    wcs_keys = None
-    if wcs_header is not None:
-        w = wcs_of(wcs_header)
-        wcs_keys = w.to_header(relax=True) if w is not None else fits.Header()
-    for card in src.cards:
+    for card in (source_header if source_header is not None else fits.Header()).cards:
         k = card.keyword
         if k in STRUCTURAL or k.startswith("NAXIS") or k.startswith("ZNAXIS") or k.startswith("ZTILE"):
             continue
-        if wcs_keys is not None and _is_wcs_key(k):
-            continue
-        hdr.append(card, end=True)
-    if wcs_keys is not None:
-        # only the celestial WCS comes from the template: astropy's WCS header also carries the
-        # template's observation cards (MJD-OBS, DATE-OBS, XPOSURE, OBSGEO-*...), which are not ours
-        for card in wcs_keys.cards:
-            if _is_wcs_key(card.keyword):
-                hdr[card.keyword] = (card.value, card.comment)
+        if wcs_header is None or not _is_wcs_key(k):
+            hdr.append(card, end=True)
+    # only the celestial WCS comes from the template, not its observation cards (MJD-OBS, DATE-OBS...)
+    for card in (wcs_header if wcs_header is not None else fits.Header()).cards:
+        if _is_wcs_key(card.keyword):
+            hdr[card.keyword] = (card.value, card.comment)
     for k, v in (extra or {}).items():
         hdr[k if len(k) <= 8 else f"HIERARCH {k}"] = v
     return hdr
