@@ -53,7 +53,7 @@ def synthetic(folder, size, stars, distortion):
 def jwst(folder):
     from astropy.io import fits
 
-    from rastalign.io.fits import _is_wcs_key
+    from rastalign.io.fits_cards import is_wcs_key
     from rastalign.model.model import AlignmentModel
     from rastalign.warp.kernel import warp_array
 
@@ -66,7 +66,7 @@ def jwst(folder):
                           valid=np.isfinite(data), resampling="cubic")
     src = Path(folder) / "jwst_warped.fits"
     fits.PrimaryHDU(np.where(ok, vals[0], np.nan).astype(np.float32),
-                    header=fits.Header([c for c in hdr.cards if not _is_wcs_key(c.keyword)])).writeto(src)
+                    header=fits.Header([c for c in hdr.cards if not is_wcs_key(c.keyword)])).writeto(src)
     ny, nx = data.shape
     gx, gy = np.meshgrid(np.arange(60, nx - 60, 20.0), np.arange(60, ny - 60, 20.0))
     s = np.column_stack([gx.ravel(), gy.ravel()])

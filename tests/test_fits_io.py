@@ -128,6 +128,25 @@ def test_open_fits_is_lazy_and_exact(tmp_path):
     assert np.isnan(da.values[0, 5, 5])
 
 
+def test_table_lookup_distortion_cards_never_travel_to_another_file(caplog):
+    """CPDIS/DP and D2IM cards point at image extensions of their own file: a source's are dropped with its WCS
+    (on the template grid, or under a corrected WCS), a template's are not copied (their tables stay behind)."""
+    from rastalign.io.fits_cards import drop_wcs, output_header
+
+    src = fits.Header({"OBJECT": "M31", "CTYPE1": "RA---TAN-SIP", "A_ORDER": 2, "CPDIS1": "Lookup",
+                       "D2IMEXT": "a.fits", "D2IMDIS2": "Lookup", "DPOINT": 3})
+    src.append(fits.Card.fromstring("DP1     = 'EXTVER: 1'"))
+    tmpl = fits.Header({"CTYPE1": "RA---TAN", "CRPIX1": 5.0, "CQDIS2": "Lookup", "EXPTIME": 9.0})
+    tmpl.append(fits.Card.fromstring("DQ2     = 'EXTVER: 2'"))
+    lookup = ("CPDIS", "CQDIS", "DP1", "DQ2", "D2IM")
+    out = output_header(src, tmpl)
+    assert out["CRPIX1"] == 5.0 and out["CTYPE1"] == "RA---TAN" and out["OBJECT"] == "M31" and out["DPOINT"] == 3
+    assert "A_ORDER" not in out and "EXPTIME" not in out and not [k for k in out if k.startswith(lookup)]
+    assert "table-lookup distortion (CQDIS2, DQ2.EXTVER) is not copied" in caplog.text
+    left = drop_wcs(src.copy())
+    assert list(left) == ["OBJECT", "DPOINT"]
+
+
 def test_a_tile_compressed_hdu_reads_as_its_image(tmp_path):
     d = (np.arange(300 * 200, dtype=np.int32).reshape(300, 200) * 7) % 5003
     p = tmp_path / "c.fits.fz"

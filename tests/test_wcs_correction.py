@@ -94,7 +94,7 @@ def test_a_jwst_frame_warped_by_a_known_mapping_gets_its_wcs_back(tmp_path, caps
     written without any WCS: its corrected WCS must put every source pixel s on the template's sky at M(s)."""
     import warnings
 
-    from rastalign.io.fits import _is_wcs_key
+    from rastalign.io.fits_cards import is_wcs_key
     from rastalign.model.model import AlignmentModel
     from rastalign.warp.kernel import warp_array
 
@@ -104,7 +104,7 @@ def test_a_jwst_frame_warped_by_a_known_mapping_gets_its_wcs_back(tmp_path, caps
     m = np.array([[1.002 * np.cos(th), -1.002 * np.sin(th), 3.2], [1.002 * np.sin(th), 1.002 * np.cos(th), -1.7]])
     pull = AlignmentModel(m, output_shape=tmpl_data.shape)
     vals, ok = warp_array(tmpl_data[None], pull, tmpl_data.shape, valid=np.isfinite(tmpl_data), resampling="cubic")
-    src_hdr = fits.Header([c for c in tmpl_hdr.cards if not _is_wcs_key(c.keyword)])
+    src_hdr = fits.Header([c for c in tmpl_hdr.cards if not is_wcs_key(c.keyword)])
     src_hdr["OBSERVER"] = "synthetic epoch"
     src = tmp_path / "warped_epoch1.fits"
     fits.PrimaryHDU(np.where(ok, vals[0], np.nan).astype(np.float32), header=src_hdr).writeto(src)

@@ -131,7 +131,7 @@ def apply(moving, model, grid=None, reference=None, **options):
     dtype = np.dtype("float32") if fits else moving.dtype
     wcs = None
     if fits:
-        from .io.fits import shifted_wcs
+        from .io.fits_cards import shifted_wcs
         nd_out = np.nan
         wcs = grid.attrs.get("wcs") if grid is not None else shifted_wcs(m.meta.get("grids", {}).get("wcs"), m.pre)
     else:  # as the CLI: given, else the file's, else the reference's, else 0
@@ -188,7 +188,7 @@ def corrected(moving, model, correction, fits, reference=None):
         from astropy.io import fits as pyfits
 
         from .astro.wcs_correction import fit_wcs
-        from .io.fits import wcs_of
+        from .io.fits_cards import wcs_of
 
         header = model.meta.get("grids", {}).get("wcs")
         template = None if not header else wcs_of(pyfits.Header.fromstring(header))

@@ -158,7 +158,7 @@ def on_grid(moving, data, grid, nodata, like=None, wcs=None):
     attrs = {k: v for k, v in moving.attrs.items() if k not in ("rastalign_path", "rastalign_ext", "_FillValue")}
     if is_fits(moving):
         if "fits_header" in attrs:  # the header's WCS cards described the moving pixels; ``wcs`` is the grid's
-            from .io.fits import drop_wcs
+            from .io.fits_cards import drop_wcs
             attrs["fits_header"] = drop_wcs(attrs["fits_header"].copy())
         coords.update({ydim: np.arange(grid.shape[0]), xdim: np.arange(grid.shape[1])})
         return xr.DataArray(data, dims=names, coords=coords, attrs={**attrs, "wcs": wcs}, name=moving.name)

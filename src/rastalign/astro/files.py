@@ -74,7 +74,8 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
     ``template_ext``, ``source_cat``, ``template_cat``. Returns a JSON-able summary.
     """
     from ..io.atomic import check_output_path
-    from ..io.fits import drop_wcs, has_wcs, resolve_ext, shifted_header
+    from ..io.fits import resolve_ext
+    from ..io.fits_cards import drop_wcs, has_wcs, shifted_header
     from ..io.sinks import write_fits
     from ..io.sources import FitsSource
     from ..params import WarpParams, check_remote_format

@@ -143,14 +143,15 @@ def write_wcs(source_path, ext, output_path, wcs, info, template_path=None):
     """Write ``source_path`` with HDU ``ext``'s WCS replaced by ``wcs``: the data, every other card and
     every other HDU unchanged; a HISTORY card says what was done. Published whole (temporary file)."""
     from ..io.atomic import discard, local_temp, publish
-    from ..io.fits import _is_wcs_key, _open, drop_wcs
+    from ..io.fits import _open
+    from ..io.fits_cards import drop_wcs, is_wcs_key
 
     tmp = local_temp(output_path, ".fits")
     try:
         with _open(source_path) as hdul:
             hdr = drop_wcs(hdul[ext].header)
             for card in wcs.to_header(relax=True).cards:
-                if _is_wcs_key(card.keyword):
+                if is_wcs_key(card.keyword):
                     hdr[card.keyword] = (card.value, card.comment)
             hdr["HISTORY"] = (f"rastalign: WCS corrected onto {str(template_path or 'the template')[-40:]}, "
                               f"SIP order {info['sip_order']}, max error {info['max_error_px']:.4f} px")

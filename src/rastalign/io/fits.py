@@ -20,8 +20,6 @@ from .atomic import TempFileWriter, check_input_file, discard, temp_path_beside
 
 log = logging.getLogger(__name__)
 
-STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "XTENSION", "PCOUNT", "GCOUNT", "BSCALE", "BZERO",
-              "BLANK", "CHECKSUM", "DATASUM", "ZIMAGE", "ZBITPIX", "ZCMPTYPE", "THEAP", "TFIELDS", "END"}
 BITPIX = {"float32": -32, "float64": -64, "uint8": 8, "int16": 16, "int32": 32, "int64": 64}
 
 
@@ -38,52 +36,9 @@ class FitsInfo:
 
     @property
     def wcs(self):
+        from .fits_cards import wcs_of
+
         return wcs_of(self.header)
-
-
-def shifted_wcs(header_text, pre):
-    """The WCS of ``header_text`` (a reference's) seen from an output grid that is the reference's grid
-    moved by ``pre``'s translation; ``None`` when unknown or when ``pre`` is not a pure translation."""
-    pre = np.asarray(pre)
-    if not header_text or not np.allclose(pre[:, :2], np.eye(2)):
-        return None
-    from astropy.io import fits
-
-    return wcs_of(shifted_header(fits.Header.fromstring(header_text), pre))
-
-
-def shifted_header(header, pre):
-    """A copy of ``header`` whose reference pixel (CRPIX) is seen from a grid moved by ``pre``'s translation."""
-    h = header.copy()
-    h["CRPIX1"], h["CRPIX2"] = float(h.get("CRPIX1", 0.0)) - pre[0, 2], float(h.get("CRPIX2", 0.0)) - pre[1, 2]
-    return h
-
-
-def has_wcs(header):
-    """Does ``header`` carry WCS cards? (A card test: no WCS is built, nothing of astropy.wcs is loaded.)"""
-    return any(k in header for k in ("CTYPE1", "CRPIX1", "CD1_1", "PC1_1", "CDELT1"))
-
-
-def drop_wcs(header):
-    """Remove ``header``'s WCS (and SIP) cards, in place: for a header whose pixels moved to another grid."""
-    for key in [k for k in header.keys() if _is_wcs_key(k)]:
-        del header[key]
-    return header
-
-
-def wcs_of(header):
-    """The celestial/pixel WCS of a header, or ``None`` when it has none."""
-    if not has_wcs(header):
-        return None
-    from astropy.wcs import WCS
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return WCS(header, naxis=2)
-        except Exception:  # noqa: BLE001 - a broken WCS is treated as none
-            return None
 
 
 def _open(path):
@@ -261,36 +216,6 @@ def open_fits(path, ext=None, chunks=2048):
                                "rastalign_ext": info.ext}, name=info.extname or "data")
 
 
-def output_header(source_header=None, wcs_header=None, extra=None):
-    """Source header without structural cards, plus ``extra``. With ``wcs_header`` (the output grid's, e.g. the
-    template's), the source's WCS cards give way to its WCS cards, copied as they are; without, the source's
-    own stay (the output is on the source's grid: a resampling caller drops them first, :func:`drop_wcs`)."""
-    from astropy.io import fits
-
-    hdr = fits.Header()
-    for card in (source_header if source_header is not None else fits.Header()).cards:
-        k = card.keyword
-        if k in STRUCTURAL or k.startswith("NAXIS") or k.startswith("ZNAXIS") or k.startswith("ZTILE"):
-            continue
-        if wcs_header is None or not _is_wcs_key(k):
-            hdr.append(card, end=True)
-    # only the celestial WCS comes from the template, not its observation cards (MJD-OBS, DATE-OBS...)
-    for card in (wcs_header if wcs_header is not None else fits.Header()).cards:
-        if _is_wcs_key(card.keyword):
-            hdr[card.keyword] = (card.value, card.comment)
-    for k, v in (extra or {}).items():
-        hdr[k if len(k) <= 8 else f"HIERARCH {k}"] = v
-    return hdr
-
-
-def _is_wcs_key(k):
-    """A keyword of the celestial/pixel WCS (and SIP); time references and observation cards are not."""
-    import re
-
-    return bool(re.match(r"^(WCSAXES|CRPIX|CRVAL|CDELT|CTYPE|CUNIT|CROTA|CD\d_\d|PC\d_\d|PV\d_|PS\d_|LONPOLE|"
-                         r"LATPOLE|RADESYS|EQUINOX|EPOCH|WCSNAME|A_|B_|AP_|BP_)", k))
-
-
 class FitsWriter(TempFileWriter):
     """Streamed FITS writer with the interface of :class:`rastalign.io.raster.RasterWriter`.
 
@@ -324,6 +249,8 @@ class FitsWriter(TempFileWriter):
         hdr["EXTEND"] = True
         if nodata is not None and self.dtype.kind in "iu":
             hdr["BLANK"] = int(nodata)
+        from .fits_cards import output_header
+
         body = output_header(header, wcs_header, tags)
         for i, d in enumerate(descriptions or [], start=1):
             if d:
