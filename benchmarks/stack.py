@@ -10,7 +10,8 @@ against the truth on a grid of template/fixed pixels (median over scenes of the 
 
     python benchmarks/stack.py [--scenes 24 --size 2048] [--frames 50 --fsize 1024 --stars 800] [--only vhr|fits]
 
-Writes ``benchmarks/results/stack.json`` (machine, date, commit) and prints a table.
+Writes ``benchmarks/results/stack.json`` (``stack_vhr.json`` / ``stack_fits.json`` with ``--only``; machine,
+date, commit) and prints a table.
 """
 from __future__ import annotations
 
@@ -173,7 +174,7 @@ def main(argv=None):
         for r in rows:
             if ours and r["kind"] == kind and r is not ours[0]:
                 print(f"{kind}: rastalign stack is {r['wall_s'] / ours[0]['wall_s']:.2f}x faster than {r['contestant']}")
-    write_results("stack", rows, args=vars(args))
+    write_results("stack" if args.only is None else f"stack_{args.only}", rows, args=vars(args))  # one kind: its own file
     return rows
 
 
