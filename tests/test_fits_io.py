@@ -147,6 +147,18 @@ def test_table_lookup_distortion_cards_never_travel_to_another_file(caplog):
     assert list(left) == ["OBJECT", "DPOINT"]
 
 
+def test_a_shifted_header_moves_every_wcs_reference_pixel():
+    """An output grid offset from the template's moves CRPIX of the primary WCS and of each alternate one
+    (copied card for card, an unshifted CRPIX1A would put the alternate WCS off by the offset)."""
+    from rastalign.io.fits_cards import shifted_header
+
+    h = fits.Header({"CRPIX1": 10.0, "CRPIX2": 20.0, "CRPIX1A": 1.0, "CRPIX2A": 2.0, "CRVAL1A": 5.0})
+    pre = np.array([[1.0, 0.0, -3.0], [0.0, 1.0, 4.5]])
+    s = shifted_header(h, pre)
+    assert (s["CRPIX1"], s["CRPIX2"], s["CRPIX1A"], s["CRPIX2A"], s["CRVAL1A"]) == (13.0, 15.5, 4.0, -2.5, 5.0)
+    assert h["CRPIX1A"] == 1.0  # a copy
+
+
 def test_a_tile_compressed_hdu_reads_as_its_image(tmp_path):
     d = (np.arange(300 * 200, dtype=np.int32).reshape(300, 200) * 7) % 5003
     p = tmp_path / "c.fits.fz"

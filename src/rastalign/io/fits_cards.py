@@ -32,9 +32,13 @@ def shifted_wcs(header_text, pre):
 
 
 def shifted_header(header, pre):
-    """A copy of ``header`` whose reference pixel (CRPIX) is seen from a grid moved by ``pre``'s translation."""
+    """A copy of ``header`` whose reference pixels (CRPIX of the primary WCS and of every alternate one, CRPIX1A...)
+    are seen from a grid moved by ``pre``'s translation."""
     h = header.copy()
-    h["CRPIX1"], h["CRPIX2"] = float(h.get("CRPIX1", 0.0)) - pre[0, 2], float(h.get("CRPIX2", 0.0)) - pre[1, 2]
+    alternates = {k[6:] for k in h.keys() if re.fullmatch(r"CRPIX[12][A-Z]", k)}
+    for a in {""} | alternates:
+        h[f"CRPIX1{a}"] = float(h.get(f"CRPIX1{a}", 0.0)) - pre[0, 2]
+        h[f"CRPIX2{a}"] = float(h.get(f"CRPIX2{a}", 0.0)) - pre[1, 2]
     return h
 
 
