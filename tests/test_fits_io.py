@@ -187,3 +187,9 @@ def test_catalogue_missing_columns(tmp_path):
         as_detections(Table({"x": [1.0], "y": [2.0]}))
     with pytest.raises(InputError, match="flag must hold integers"):
         as_detections(Table({"x": [1.0], "y": [2.0], "flux": [1.0], "flag": [0.5]}))
+    with pytest.raises(InputError, match="columns of unequal length"):
+        as_detections({"x": [1.0, 2.0, 3.0], "y": [2.0], "flux": [1.0, 1.0, 1.0]})
+    with pytest.raises(InputError, match="is not a table"):
+        as_detections([[1.0, 2.0, 3.0]])
+    got = as_detections(np.array([(3.0, 4.0, 9.0)], dtype=[("X", float), ("Y", float), ("FLUX", float)]))
+    assert got.dtype.names == ("x", "y", "flux", "fwhm", "flag") and got["x"][0] == 3.0 and np.isnan(got["fwhm"][0])

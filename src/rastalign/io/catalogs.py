@@ -27,9 +27,12 @@ SEX_FLUX = ("FLUX", "FLUX_AUTO", "FLUX_BEST", "FLUX_ISO", "FLUX_PSF", "FLUX_MODE
 
 
 def detection_table(x=(), y=(), flux=(), fwhm=(), flag=()):
-    """The normal form from its five columns (empty by default)."""
-    t = np.empty(len(x), DETECTION_DTYPE)
-    for name, col in zip(COLUMNS, (x, y, flux, fwhm, flag)):
+    """The normal form from its five columns (empty by default); ``ValueError`` unless all are 1-D and as long."""
+    cols = [np.asarray(c) for c in (x, y, flux, fwhm, flag)]
+    if any(c.shape != (len(cols[0]),) for c in cols):
+        raise ValueError(f"shapes {', '.join(str(c.shape) for c in cols)}")
+    t = np.empty(len(cols[0]), DETECTION_DTYPE)
+    for name, col in zip(COLUMNS, cols):
         t[name] = col
     return t
 
