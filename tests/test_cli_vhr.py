@@ -69,6 +69,35 @@ def test_cli_fixed_grid_and_cog(pair, tmp_path, capsys):
         assert ds.profile["tiled"]
 
 
+@pytest.mark.parametrize("moving_point, on_moving_grid", [(True, False), (False, False), (True, True)])
+def test_area_or_point_follows_the_output_grid(pair, tmp_path, capsys, moving_point, on_moving_grid):
+    """AREA_OR_POINT goes with the georeference (GDAL writes a PixelIsPoint tiepoint half a pixel on): the output
+    takes the value of the raster whose grid it is on, so its raw tiepoint lies a whole number of pixels from that
+    raster's, also for a reader that ignores PixelIsPoint. The moving image's value was copied onto the fixed grid
+    with its other tags: a Landsat (Point) scene on a Sentinel-2 (Area) grid was half a pixel off in such a reader."""
+    import shutil
+
+    import rasterio
+
+    moving, fixed, _ = pair
+    paths = {}
+    for role, path, point in (("moving", moving, moving_point), ("fixed", fixed, not moving_point)):
+        paths[role] = tmp_path / f"{role}.tif"
+        shutil.copy(path, paths[role])
+        with rasterio.open(paths[role], "r+") as ds:
+            ds.update_tags(AREA_OR_POINT="Point" if point else "Area")
+    out = tmp_path / "out.tif"
+    code, _, err = run_cli(["--moving-image", paths["moving"], "--fixed-image", paths["fixed"], "--output-image", out,
+                            "--output-on-moving-grid" if on_moving_grid else "--no-output-on-moving-grid"], capsys)
+    assert code == 0, err
+    with rasterio.Env(GTIFF_POINT_GEO_IGNORE=True):  # raw tiepoints, as a reader ignoring PixelIsPoint reads them
+        with rasterio.open(out) as o, rasterio.open(paths["moving" if on_moving_grid else "fixed"]) as g:
+            assert o.tags()["AREA_OR_POINT"] == g.tags()["AREA_OR_POINT"]
+            cols = (o.transform.c - g.transform.c) / g.transform.a
+            rows = (o.transform.f - g.transform.f) / g.transform.e
+            assert abs(cols - round(cols)) < 1e-9 and abs(rows - round(rows)) < 1e-9, (cols, rows)
+
+
 def _assert_refused(code, out, err, match, output):
     assert code != 0
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]

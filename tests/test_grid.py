@@ -14,7 +14,7 @@ def test_grid_round_trips_through_json():
     g = Grid((300, 200), UTM, "EPSG:32633")
     back = Grid.from_dict(json.loads(json.dumps(g.to_dict())))
     assert back == g and back.shape == (300, 200) and back.transform == UTM
-    out = OutputGrid(g.shape, g.transform, g.crs, np.eye(3)[:2])
+    out = OutputGrid(g.shape, g.transform, g.crs, pre=np.eye(3)[:2])
     assert Grid.from_dict(out.to_dict()) == g  # an output grid's record is its grid; ``pre`` is not part of it
 
 

@@ -33,6 +33,9 @@ class Grid:
     shape: Optional[tuple]
     transform: tuple
     crs: Optional[str] = None
+    # GDAL's AREA_OR_POINT of the raster the grid is read from: it goes with the georeference (GDAL writes a
+    # PixelIsPoint tiepoint half a pixel on), so an image written on the grid reads as that raster does
+    area_or_point: str = dataclasses.field(default="Area", compare=False)
 
     def __post_init__(self):
         if self.shape is not None:
@@ -157,7 +160,7 @@ class OutputGrid(Grid):
 def _output(grid, fixed) -> OutputGrid:
     # without a CRS on either side there is nothing to reproject with: the frames are taken as one
     pre = moving_to_fixed(grid, fixed) if one_frame(grid.crs, fixed.crs) else None
-    return OutputGrid(grid.shape, grid.transform, grid.crs, pre)
+    return OutputGrid(grid.shape, grid.transform, grid.crs, grid.area_or_point, pre=pre)
 
 
 def output_grid(moving, fixed, on_moving_grid=True, clip_fixed_to_moving=True, like=None, output_crs=None,
@@ -188,7 +191,8 @@ def output_grid(moving, fixed, on_moving_grid=True, clip_fixed_to_moving=True, l
         y0, y1, x0, x1 = 0, fixed.shape[0], 0, fixed.shape[1]
     a, b, c, d, e, f = fixed.transform
     t = (a, b, c + a * x0 + b * y0, d, e, f + d * x0 + e * y0)
-    return OutputGrid((y1 - y0, x1 - x0), t, fixed.crs, np.array([[1.0, 0.0, float(x0)], [0.0, 1.0, float(y0)]]))
+    return OutputGrid((y1 - y0, x1 - x0), t, fixed.crs, fixed.grid.area_or_point,
+                      pre=np.array([[1.0, 0.0, float(x0)], [0.0, 1.0, float(y0)]]))
 
 
 def rebase(model, grid: OutputGrid, fixed, max_err=0.002):

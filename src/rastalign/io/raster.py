@@ -134,7 +134,8 @@ def _inspect_raster(path) -> RasterInfo:
         if len(set(ds.dtypes)) != 1:
             raise InputError(f"bands of different data types are not supported: {path}")
         t = ds.transform
-        grid = Grid((ds.height, ds.width), (t.a, t.b, t.c, t.d, t.e, t.f), ds.crs.to_wkt() if ds.crs else None)
+        grid = Grid((ds.height, ds.width), (t.a, t.b, t.c, t.d, t.e, t.f), ds.crs.to_wkt() if ds.crs else None,
+                    "Point" if ds.tags().get("AREA_OR_POINT", "").lower() == "point" else "Area")
         return RasterInfo(str(path), grid, ds.count, ds.dtypes[0], ds.nodata, tuple(ds.descriptions), kind,
                           tuple(ds.overviews(1)), int(ds.block_shapes[0][0]))
 
