@@ -159,6 +159,24 @@ def test_a_shifted_header_moves_every_wcs_reference_pixel():
     assert h["CRPIX1A"] == 1.0  # a copy
 
 
+@pytest.mark.parametrize("cards", [
+    {"CD1_1": -2.0e-5, "CD1_2": 1.0e-6, "CD2_1": 1.5e-6, "CD2_2": 2.1e-5},
+    {"CDELT1": -3.0e-5, "CDELT2": 3.0e-5, "PC1_1": 0.8, "PC1_2": -0.6, "PC2_1": 0.6, "PC2_2": 0.8},
+    {"CDELT1": -0.11, "CDELT2": 0.11, "CROTA2": 30.0, "CUNIT1": "arcsec", "CUNIT2": "arcsec"},
+    {"CTYPE1": "GLON-CAR", "CTYPE2": "GLAT-CAR", "CDELT1": -0.01, "CDELT2": 0.01}])
+def test_pixel_scale_from_the_cards_is_astropys(cards):
+    from astropy.wcs import WCS
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    from rastalign.io.fits_cards import pixel_scale_deg
+
+    h = fits.Header({"NAXIS": 2, "NAXIS1": 100, "NAXIS2": 80, "CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN",
+                     "CRPIX1": 50.0, "CRPIX2": 40.0, "CRVAL1": 150.0, "CRVAL2": 2.0, **cards})
+    expected = float(np.mean(proj_plane_pixel_scales(WCS(h).celestial)))
+    assert pixel_scale_deg(h) == pytest.approx(expected, rel=1e-12)
+    assert pixel_scale_deg(fits.Header({"CTYPE1": "FREQ", "CTYPE2": "STOKES", "CDELT1": 1.0})) is None
+
+
 def test_a_tile_compressed_hdu_reads_as_its_image(tmp_path):
     d = (np.arange(300 * 200, dtype=np.int32).reshape(300, 200) * 7) % 5003
     p = tmp_path / "c.fits.fz"

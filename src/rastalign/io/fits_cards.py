@@ -54,6 +54,30 @@ def drop_wcs(header):
     return header
 
 
+CELESTIAL = ("RA", "DEC", "GLON", "GLAT", "ELON", "ELAT", "SLON", "SLAT", "HPLN", "HPLT")
+ANGLE_DEG = {"": 1.0, "DEG": 1.0, "ARCMIN": 1.0 / 60.0, "ARCSEC": 1.0 / 3600.0, "MAS": 1.0 / 3.6e6,
+             "RAD": 180.0 / np.pi}
+
+
+def pixel_scale_deg(header):
+    """Mean pixel scale (deg) of a header's celestial axes 1 and 2, from its CD, or PC and CDELT, cards (the
+    length of each pixel axis's column, as astropy's ``proj_plane_pixel_scales``; a rotation, CROTA included,
+    leaves it unchanged); ``None`` when those axes are not celestial or a card cannot be read."""
+    ctypes = [str(header.get(f"CTYPE{i}", "")).upper() for i in (1, 2)]
+    if not all(c[:4].rstrip("-") in CELESTIAL or c[1:4] in ("LON", "LAT") for c in ctypes):
+        return None
+    try:
+        unit = np.array([[ANGLE_DEG[str(header.get(f"CUNIT{i}", "")).strip().upper()]] for i in (1, 2)])
+        if any(f"CD{i}_{j}" in header for i in (1, 2) for j in (1, 2)):
+            m = np.array([[float(header.get(f"CD{i}_{j}", 0.0)) for j in (1, 2)] for i in (1, 2)])
+        else:
+            pc = np.array([[float(header.get(f"PC{i}_{j}", float(i == j))) for j in (1, 2)] for i in (1, 2)])
+            m = pc * np.array([[float(header.get(f"CDELT{i}", 1.0))] for i in (1, 2)])
+    except (KeyError, ValueError, TypeError):
+        return None
+    return float(np.mean(np.sqrt(((m * unit) ** 2).sum(axis=0))))
+
+
 def wcs_of(header):
     """The celestial/pixel WCS of a header, or ``None`` when it has none."""
     if not has_wcs(header):
