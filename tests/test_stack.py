@@ -199,6 +199,54 @@ def test_fits_stack_skip_existing_keeps_every_frame(fits_stack):
     assert all(r["reused"] for r in again.rows) and again.exit_code == 0
 
 
+def _stack_in_a_fresh_process(tmpl, scenes, out, prelude=""):
+    """``align_stack`` in a new single-threaded interpreter (where FITS frames go to forked worker processes):
+    its return code, stderr and stack report."""
+    import subprocess
+    import sys
+
+    code = (f"import rastalign, sys\n{prelude}\n"
+            f"r = rastalign.align_stack({scenes!r}, {str(tmpl)!r}, {str(out)!r}, plot=False)\nsys.exit(r.exit_code)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    report = json.loads((out / "stack_report.json").read_text())
+    return p.returncode, p.stderr, report
+
+
+def test_fits_frames_in_worker_processes_equal_frames_in_threads(fits_stack, tmp_path):
+    """sep and the star fit hold the GIL: FITS frames go to forked worker processes, byte for byte what the
+    thread path writes."""
+    from astropy.io import fits
+
+    d, tmpl, scenes, fields, res = fits_stack
+    rc, err, report = _stack_in_a_fresh_process(tmpl, scenes[:8], tmp_path / "p")
+    assert rc == 0, err
+    assert report["execution"]["workers"] == "processes" and report["n_ok"] == 8
+    threads = rastalign.align_stack(scenes[:3], tmpl, tmp_path / "t", scheduler="synchronous", plot=False)
+    assert threads.info["workers"] == "threads"
+    for a, b in zip(threads.rows, report["scenes"]):
+        assert np.array_equal(fits.getdata(a["output"]), fits.getdata(b["output"]), equal_nan=True)
+        assert AlignmentModel.from_json(a["model"]).to_dict() == AlignmentModel.from_json(b["model"]).to_dict()
+
+
+def test_a_dead_frame_worker_fails_its_frames_in_their_rows(fits_stack, tmp_path):
+    """A worker process that dies (killed, out of memory) fails the frames it held and those still queued, each in
+    its row, with no traceback and nothing at their final paths; the frames already done stay done."""
+    d, tmpl, scenes, fields, res = fits_stack
+    # the frame worker runs the module's _one_scene: this one dies on the fourth frame, as a killed worker would
+    prelude = ("import os, rastalign.stack as st\none = st._one_scene\n"
+               "def dying(kind, moving, *a):\n    return os._exit(9) if moving.endswith('03.fits') else one(kind, moving, *a)\n"
+               "st._one_scene = dying")
+    rc, err, report = _stack_in_a_fresh_process(tmpl, scenes[:8], tmp_path / "p", prelude)
+    assert rc == 1 and "Traceback" not in err, err
+    rows = report["scenes"]
+    dead = [r for r in rows if r["status"] == "failed"]
+    assert dead and all("the worker process aligning it died" in r["error"] for r in dead)
+    assert any(r["scene"].endswith("03.fits") for r in dead)
+    for r in rows:
+        out = tmp_path / "p" / (os.path.basename(r["scene"]).replace(".fits", ".aligned.fits"))
+        assert out.exists() == (r["status"] == "ok")
+
+
 def test_accessor_aligns_a_time_stack_lazily_and_marks_a_failed_slice(vhr_stack):
     import dask
     import rioxarray

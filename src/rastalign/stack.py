@@ -11,11 +11,12 @@ and model are published atomically, so an interrupted stack resumes with
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import BrokenExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -28,6 +29,7 @@ FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fi
 RASTER_SUFFIXES = {"GTiff": ".tif", "COG": ".cog.tif", "FITS": ".fits", "Zarr": ".zarr"}
 MIXED_FAILURES = 5  # exit status when scenes failed for different kinds of reasons
 MAX_CONCURRENT = 16
+MIN_FRAMES_FOR_PROCESSES = 3  # fewer FITS frames than this are not worth starting worker processes for
 
 
 @dataclass
@@ -256,13 +258,20 @@ def align_stack(moving_paths, reference_path, output_dir, *, overwrite=False, sk
         n_workers_here = concurrency or min(MAX_CONCURRENT, max(2, parallelism()))
         n_done, n_failed = len(done), 0
         scenes(n_done, len(paths), 0)
-        with ThreadPoolExecutor(max(1, min(int(n_workers_here), len(todo) or 1))) as pool:
+        with _scene_pool(kind, wp.scheduler, max(1, min(int(n_workers_here), len(todo) or 1)), len(todo)) \
+                as (pool, workers):
             futures = {pool.submit(_one_scene, kind, paths[i], reference_path, outs[i], shared, options,
                                    overwrite or skip_existing): i for i in todo}
             try:
                 for fut in as_completed(futures):
                     i = futures[fut]
-                    rows[i] = fut.result()  # completions arrive here, in this thread alone
+                    try:
+                        rows[i] = fut.result()  # completions arrive here, in this thread alone
+                    except BrokenExecutor as exc:  # a worker process died (killed, out of memory)
+                        rows[i] = _row(paths[i], outs[i], "failed", f"the worker process aligning it died ({exc})", 1)
+                    except Exception as exc:  # noqa: BLE001 - e.g. a frame's arguments could not reach its worker
+                        rows[i] = _row(paths[i], outs[i], "failed", f"internal error ({type(exc).__name__}: "
+                                                                   f"{' '.join(str(exc).split())[:200]})", 1)
                     n_done, n_failed = n_done + 1, n_failed + (rows[i]["status"] == "failed")
                     scenes(n_done, len(paths), n_failed)
             except BaseException:
@@ -272,9 +281,46 @@ def align_stack(moving_paths, reference_path, output_dir, *, overwrite=False, sk
             r.setdefault("acquired", on_cluster(acquired, r["scene"], kind))
     wall = time.perf_counter() - t0
     result = StackResult(kind, reference_path, output_dir, rows, report_json, report_csv, plot_path, wall,
-                         info={"concurrency": int(n_workers_here), "scheduler": str(scheduler)})
+                         info={"concurrency": int(n_workers_here), "scheduler": str(scheduler), "workers": workers})
     write_stack_report(result)
     return result
+
+
+@contextlib.contextmanager
+def _scene_pool(kind, scheduler, n, n_todo):
+    """Where the scenes run; yields ``(executor, "threads" | "processes")``. FITS frames on a local scheduler
+    go to forked worker processes (``sep`` and the star fit hold the GIL, so threads align one frame at a
+    time), when the process has one thread to fork (no lock can be held by a thread that fork drops); every
+    other scene runs in a thread, its tasks on the active scheduler."""
+    import threading
+
+    if kind == "fits" and n > 1 and n_todo >= MIN_FRAMES_FOR_PROCESSES and hasattr(os, "fork") \
+            and str(scheduler) in ("threads", "processes") and threading.active_count() == 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"),
+                                 initializer=_frame_worker) as pool:
+            yield pool, "processes"
+        return
+    with ThreadPoolExecutor(n) as pool:
+        yield pool, "threads"
+
+
+def _frame_worker():
+    """A forked frame worker: Ctrl-C is the parent's (a frame in flight finishes, published whole); a frame's warp
+    runs in this worker's threads (the parent's process pool, if any, is not this process's); BLAS on one thread
+    for good (the workers' OpenBLAS threads spin against each other: frames took 2.3 s instead of 0.35 s)."""
+    import signal
+
+    import dask
+    from threadpoolctl import threadpool_limits
+
+    from .scheduler import local_scheduler
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    dask.config.set({"scheduler": local_scheduler("threads"), "pool": None})
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def _share_reference(kind, reference_path, options):
@@ -301,13 +347,19 @@ def _share_reference(kind, reference_path, options):
     return {"fixed_info": info, "fixed_proxy": proxy}
 
 
+def _row(moving, out, status="ok", error="", exit_code=0) -> dict:
+    """A scene's row before its figures: a failed one names no output."""
+    failed = status == "failed"
+    return {"scene": moving, "output": "" if failed else out, "model": "" if failed else out + ".model.json",
+            "status": status, "error": error, "exit_code": exit_code, "reused": False}
+
+
 def _one_scene(kind, moving, reference, out, shared, options, replace) -> dict:
     """Align one scene; a failure becomes its row (status, one-line error, exit status), never an exception."""
     from .stack_report import fits_row, raster_row
 
     t0 = time.perf_counter()
-    row = {"scene": moving, "output": out, "model": out + ".model.json", "status": "ok", "error": "",
-           "exit_code": 0, "reused": False}
+    row = _row(moving, out)
     try:
         if kind == "fits":
             from .astro.files import align_fits
