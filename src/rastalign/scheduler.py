@@ -85,6 +85,18 @@ def _on_worker() -> bool:
         return False
 
 
+def fork_context():
+    """multiprocessing's ``fork`` context when forking this process is safe, else ``None``: on Linux (macOS's
+    system libraries are not fork-safe, Windows cannot fork), in a process with one thread (no lock can be
+    held by a thread that fork drops). Forked workers start warm: the imports are the parent's."""
+    import multiprocessing
+    import threading
+
+    if not sys.platform.startswith("linux") or threading.active_count() != 1:
+        return None
+    return multiprocessing.get_context("fork")
+
+
 def local_scheduler(name):
     """dask's own scheduler ``name`` (``threads``, ``synchronous``, ``processes``, ...) as its function, else
     ``name``: given a string, dask imports ``distributed`` (a quarter of a second) to look for a client."""

@@ -290,17 +290,16 @@ def align_stack(moving_paths, reference_path, output_dir, *, overwrite=False, sk
 def _scene_pool(kind, scheduler, n, n_todo):
     """Where the scenes run; yields ``(executor, "threads" | "processes")``. FITS frames on a local scheduler
     go to forked worker processes (``sep`` and the star fit hold the GIL, so threads align one frame at a
-    time), when the process has one thread to fork (no lock can be held by a thread that fork drops); every
-    other scene runs in a thread, its tasks on the active scheduler."""
-    import threading
+    time) where forking is safe (:func:`~rastalign.scheduler.fork_context`); every other scene runs in a
+    thread, its tasks on the active scheduler."""
+    from .scheduler import fork_context
 
-    if kind == "fits" and n > 1 and n_todo >= MIN_FRAMES_FOR_PROCESSES and hasattr(os, "fork") \
-            and str(scheduler) in ("threads", "processes") and threading.active_count() == 1:
-        import multiprocessing
+    ctx = fork_context() if kind == "fits" and n > 1 and n_todo >= MIN_FRAMES_FOR_PROCESSES and \
+        str(scheduler) in ("threads", "processes") else None
+    if ctx is not None:
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"),
-                                 initializer=_frame_worker) as pool:
+        with ProcessPoolExecutor(n, mp_context=ctx, initializer=_frame_worker) as pool:
             yield pool, "processes"
         return
     with ThreadPoolExecutor(n) as pool:

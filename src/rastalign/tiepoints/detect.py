@@ -119,15 +119,13 @@ def _run_tiles(read, shape, cores, overlap, sep_thresh, workers, processes):
         return list(dask.compute(*[task(*a) for a in jobs]))
     if workers <= 1 or len(cores) < MIN_TILES_FOR_PROCESSES:
         return [_tile_job(*a) for a in jobs]
-    import threading
+    from ..scheduler import fork_context
 
-    # fork only a single-threaded process (no lock can be held by a thread that fork drops);
-    # spawn would re-import the caller's __main__, which breaks unguarded scripts
-    if processes and threading.active_count() == 1:
-        import multiprocessing
+    # spawn would re-import the caller's __main__, which breaks unguarded scripts: fork, where it is safe
+    ctx = fork_context() if processes else None
+    if ctx is not None:
         from concurrent.futures import ProcessPoolExecutor
 
-        ctx = multiprocessing.get_context("fork")
         log.debug("detection: %d tiles in %d worker processes", len(cores), min(workers, len(cores)))
         with ProcessPoolExecutor(min(workers, len(cores)), mp_context=ctx) as pool:
             return list(pool.map(_tile_job, *zip(*jobs)))
