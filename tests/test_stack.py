@@ -228,6 +228,20 @@ def test_fits_frames_in_worker_processes_equal_frames_in_threads(fits_stack, tmp
         assert AlignmentModel.from_json(a["model"]).to_dict() == AlignmentModel.from_json(b["model"]).to_dict()
 
 
+def test_the_progress_line_of_frame_workers_is_the_parents_alone(fits_stack, tmp_path):
+    """Forked workers drop their copy of --progress: the line counts frames, never a worker's stale counts."""
+    import subprocess
+    import sys
+
+    d, tmpl, scenes, fields, res = fits_stack
+    p = subprocess.run([sys.executable, "-m", "rastalign.cli.demo", "stack", "--reference", str(tmpl), "--output-dir",
+                        str(tmp_path / "p"), "--no-plot", "--progress", *scenes[:6]], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    draws = [ln.strip() for ln in p.stderr.replace("\r", "\n").splitlines() if "|" in ln]
+    assert draws and draws[-1].startswith("6/6 scenes | frames in workers")
+    assert not [ln for ln in draws if "frames in workers" not in ln and not ln.startswith("0/6 scenes | reference")]
+
+
 def test_a_dead_frame_worker_fails_its_frames_in_their_rows(fits_stack, tmp_path):
     """A worker process that dies (killed, out of memory) fails the frames it held and those still queued, each in
     its row, with no traceback and nothing at their final paths; the frames already done stay done."""

@@ -103,3 +103,14 @@ def scenes(done, total, failed):
     if _active is not None:
         _active.prefix = f"{done}/{total} scenes" + (f" ({failed} failed)" if failed else "") + " | "
         _active.draw(force=True)
+
+
+def forget():
+    """In a forked worker: the parent draws the line, so this process drops its copy of it (and of its dask
+    callback), which would draw stale counts of its own."""
+    global _active
+    if _active is not None:
+        from dask.callbacks import Callback
+
+        _active = None
+        Callback.active.clear()

@@ -260,6 +260,8 @@ def align_stack(moving_paths, reference_path, output_dir, *, overwrite=False, sk
         scenes(n_done, len(paths), 0)
         with _scene_pool(kind, wp.scheduler, max(1, min(int(n_workers_here), len(todo) or 1)), len(todo)) \
                 as (pool, workers):
+            if workers == "processes":
+                stage("frames in workers")  # their own stages are theirs: the line counts frames
             futures = {pool.submit(_one_scene, kind, paths[i], reference_path, outs[i], shared, options,
                                    overwrite or skip_existing): i for i in todo}
             try:
@@ -307,16 +309,19 @@ def _scene_pool(kind, scheduler, n, n_todo):
 
 
 def _frame_worker():
-    """A forked frame worker: Ctrl-C is the parent's (a frame in flight finishes, published whole); a frame's warp
-    runs in this worker's threads (the parent's process pool, if any, is not this process's); BLAS on one thread
-    for good (the workers' OpenBLAS threads spin against each other: frames took 2.3 s instead of 0.35 s)."""
+    """A forked frame worker: Ctrl-C and the progress line are the parent's (a frame in flight finishes,
+    published whole); a frame's warp runs in this worker's threads (the parent's process pool, if any, is not
+    this process's); BLAS on one thread for good (the workers' OpenBLAS threads spin against each other:
+    frames took 2.3 s instead of 0.35 s)."""
     import signal
 
     import dask
     from threadpoolctl import threadpool_limits
 
+    from .progress import forget
     from .scheduler import local_scheduler
 
+    forget()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     dask.config.set({"scheduler": local_scheduler("threads"), "pool": None})
     threadpool_limits(limits=1, user_api="blas")
