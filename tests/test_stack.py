@@ -242,6 +242,47 @@ def test_the_progress_line_of_frame_workers_is_the_parents_alone(fits_stack, tmp
     assert not [ln for ln in draws if "frames in workers" not in ln and not ln.startswith("0/6 scenes | reference")]
 
 
+def test_ctrl_c_on_a_stack_says_what_it_kept(fits_stack, tmp_path):
+    """Ctrl-C during a FITS stack: one line saying that the frames finished are complete, exit 130, every output
+    present whole (image and model, no temporary file), and --skip-existing resumes from them."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from rastalign.io.atomic import TMP_TAG
+
+    d, tmpl, scenes, fields, res = fits_stack
+    out = tmp_path / "p"
+    cmd = [sys.executable, "-m", "rastalign.cli.demo", "stack", "--reference", str(tmpl), "--output-dir", str(out),
+           "--no-plot", *scenes[:8]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.exists() and [p for p in os.listdir(out) if p.endswith(".aligned.fits.model.json")]):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no frame was ever finished"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode == 0:
+        pytest.skip("the run completed before the signal took effect")
+    assert proc.returncode == 130
+    assert err.strip() == ("rastalign: error: interrupted; the scenes finished before it are complete "
+                           "(--skip-existing resumes from them); no other output")
+    names = os.listdir(out)
+    assert not [p for p in names if TMP_TAG in p]
+    images = [p for p in names if p.endswith(".aligned.fits")]
+    assert images and sorted(p + ".model.json" for p in images) == sorted(p for p in names if p.endswith(".json")
+                                                                           and p != "stack_report.json")
+    again = rastalign.align_stack(scenes[:8], tmpl, out, skip_existing=True, plot=False)
+    assert again.exit_code == 0 and sum(r["reused"] for r in again.rows) == len(images)
+
+
 def test_a_dead_frame_worker_fails_its_frames_in_their_rows(fits_stack, tmp_path):
     """A worker process that dies (killed, out of memory) fails the frames it held and those still queued, each in
     its row, with no traceback and nothing at their final paths; the frames already done stay done."""

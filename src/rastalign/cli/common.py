@@ -62,8 +62,9 @@ def setup_logging(verbose: int, to_console: bool = False):
             logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
-def run(prog: str, func, verbose: int) -> int:
-    """Run ``func()`` under the error contract; print its JSON result on stdout."""
+def run(prog: str, func, verbose: int, kept="no output was written") -> int:
+    """Run ``func()`` under the error contract; print its JSON result on stdout. ``kept``: what an interrupted
+    run leaves, for its one line."""
     try:
         old = signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread (e.g. main() called from a worker thread): leave SIGTERM alone
@@ -81,11 +82,11 @@ def run(prog: str, func, verbose: int) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         _quiet_shutdown(verbose)
-        print(f"{prog}: error: interrupted; no output was written", file=sys.stderr)
+        print(f"{prog}: error: interrupted; {kept}", file=sys.stderr)
         return 130
     except _Terminated:
         _quiet_shutdown(verbose)
-        print(f"{prog}: error: terminated; no output was written", file=sys.stderr)
+        print(f"{prog}: error: terminated; {kept}", file=sys.stderr)
         return 143
     except MemoryError:
         print(f"{prog}: error: out of memory: use --split-factor or --chunks to bound chunk size", file=sys.stderr)

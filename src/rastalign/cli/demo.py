@@ -155,7 +155,8 @@ def main(argv=None) -> int:
         def go_stack():
             summary, status["exit"] = run_stack(args)
             return summary
-        return run(PROG, go_stack, args.verbose) or status.get("exit", 0)
+        kept = "the scenes finished before it are complete (--skip-existing resumes from them); no other output"
+        return run(PROG, go_stack, args.verbose, kept) or status.get("exit", 0)
     return run(PROG, lambda: apply_model(args), args.verbose)
 
 
