@@ -288,10 +288,7 @@ def apply(moving_image_path, model: AlignmentModel, output_image_path, grid, par
     arr = lazy_warp(src, model, grid.shape, params, dtype, nodata, range_dtype=mov.dtype)
     cards = {f"GT_{k}": float(v) for k, v in zip("ABCDEF", grid.transform)}
     cards["RA_MODEL"] = "rastalign model: see the JSON written beside the output"
-    tags = {"RASTALIGN_MODEL": model.to_json(indent=None)[:30000]}
-    if fmt in ("GTiff", "COG"):  # the grid's, not the moving image's (copied with its other tags)
-        tags["AREA_OR_POINT"] = grid.area_or_point
-    stats = write_output(arr, output_image_path, fmt, grid, nodata, tags=tags,
+    stats = write_output(arr, output_image_path, fmt, grid, nodata, tags={"RASTALIGN_MODEL": model.to_json(indent=None)[:30000]},
                          metadata_from=moving_image_path, descriptions=mov.descriptions, fits_cards=cards)
     stats.update({"prefilter_box_px": prefilter_size(model), "n_chunks": int(np.prod(arr.numblocks)),
                   "chunks": [list(c) for c in arr.chunks[1:]], "output_nodata": nodata})

@@ -61,8 +61,9 @@ def _describe(final, arr, grid, nodata, tile, big, metadata_from, tags):
                            ENDIANNESS="LITTLE") as ds:
             if metadata_from is not None:
                 copy_metadata(metadata_from, ds)
-            if tags:
-                ds.update_tags(**tags)
+            # the grid's AREA_OR_POINT, not the copied raster's: it goes with the georeference (GDAL writes a
+            # PixelIsPoint tiepoint half a pixel on)
+            ds.update_tags(**(tags or {}), AREA_OR_POINT=grid.area_or_point)
         return tiff.read_directory(desc)[1]
     except Exception as exc:  # noqa: BLE001 - GDAL create errors come in several classes
         raise OutputError(f"cannot create output {final}: {gdal_cause(exc)}") from None
