@@ -12,15 +12,14 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10
 
 
-@contextlib.contextmanager
 def single_threaded_blas():
-    """BLAS on one thread for the block: estimation's dense solves are small (RANSAC, the residual field's
-    cross-validation) and run beside our own threads, against which OpenBLAS's threads spin: a 400 x 121
-    product took 6-10 ms instead of 0.25 ms on 2 busy cores. Dask's nanny does the same for its workers."""
+    """BLAS on one thread: for a ``with`` block, or from the call on in a worker process. Estimation's dense
+    solves are small (RANSAC, the residual field's cross-validation) and run beside our own threads, against
+    which OpenBLAS's threads spin: a 400 x 121 product took 6-10 ms instead of 0.25 ms on 2 busy cores. Dask's
+    nanny does the same for its workers."""
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+    return threadpool_limits(limits=1, user_api="blas")  # applied now; a ``with`` restores it on exit
 
 
 def _probe(address):

@@ -269,11 +269,8 @@ def align_stack(moving_paths, reference_path, output_dir, *, overwrite=False, sk
                     i = futures[fut]
                     try:
                         rows[i] = fut.result()  # completions arrive here, in this thread alone
-                    except BrokenExecutor as exc:  # a worker process died (killed, out of memory)
-                        rows[i] = _row(paths[i], outs[i], "failed", f"the worker process aligning it died ({exc})", 1)
-                    except Exception as exc:  # noqa: BLE001 - e.g. a frame's arguments could not reach its worker
-                        rows[i] = _row(paths[i], outs[i], "failed", f"internal error ({type(exc).__name__}: "
-                                                                   f"{' '.join(str(exc).split())[:200]})", 1)
+                    except Exception as exc:  # noqa: BLE001 - a worker died, or a frame could not reach it
+                        rows[i] = _failure(paths[i], outs[i], exc)
                     n_done, n_failed = n_done + 1, n_failed + (rows[i]["status"] == "failed")
                     scenes(n_done, len(paths), n_failed)
             except BaseException:
@@ -316,15 +313,14 @@ def _frame_worker():
     import signal
 
     import dask
-    from threadpoolctl import threadpool_limits
 
     from .progress import forget
-    from .scheduler import local_scheduler
+    from .scheduler import local_scheduler, single_threaded_blas
 
     forget()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     dask.config.set({"scheduler": local_scheduler("threads"), "pool": None})
-    threadpool_limits(limits=1, user_api="blas")
+    single_threaded_blas()
 
 
 def _share_reference(kind, reference_path, options):
@@ -358,6 +354,19 @@ def _row(moving, out, status="ok", error="", exit_code=0) -> dict:
             "status": status, "error": error, "exit_code": exit_code, "reused": False}
 
 
+def _failure(moving, out, exc) -> dict:
+    """The row of a scene that raised ``exc`` (in its thread, its worker, or the worker's death): a one-line
+    reason and the exit status of its kind."""
+    if isinstance(exc, RastalignError):
+        return _row(moving, out, "failed", " ".join(str(exc).split())[:300], exc.exit_code)
+    if isinstance(exc, OSError):
+        return _row(moving, out, "failed", f"{exc.strerror or exc}", 2)
+    if isinstance(exc, BrokenExecutor):  # a worker process died (killed, out of memory)
+        return _row(moving, out, "failed", f"the worker process aligning it died ({exc})", 1)
+    log.debug("scene %s failed", moving, exc_info=exc)  # a bug in one scene must not sink the others
+    return _row(moving, out, "failed", f"internal error ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})", 1)
+
+
 def _one_scene(kind, moving, reference, out, shared, options, replace) -> dict:
     """Align one scene; a failure becomes its row (status, one-line error, exit status), never an exception."""
     from .stack_report import fits_row, raster_row
@@ -377,15 +386,8 @@ def _one_scene(kind, moving, reference, out, shared, options, replace) -> dict:
             res = align_image_pair(moving, reference, out, overwrite=replace, scheduler="current", progress=False,
                                    model_out=out + ".model.json", **shared, **options)
             row.update(raster_row(res))
-    except RastalignError as exc:
-        row.update(status="failed", error=" ".join(str(exc).split())[:300], exit_code=exc.exit_code,
-                   output="", model="")
-    except OSError as exc:
-        row.update(status="failed", error=f"{exc.strerror or exc}", exit_code=2, output="", model="")
-    except Exception as exc:  # noqa: BLE001 - a bug in one scene must not sink the others
-        log.debug("scene %s failed", moving, exc_info=True)
-        row.update(status="failed", error=f"internal error ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})",
-                   exit_code=1, output="", model="")
+    except Exception as exc:  # noqa: BLE001 - every failure is the scene's row
+        row = _failure(moving, out, exc)
     if row["status"] == "failed":
         log.info("scene %s failed: %s", moving, row["error"])
     row["total_s"] = round(time.perf_counter() - t0, 3)
