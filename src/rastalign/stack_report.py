@@ -107,13 +107,12 @@ def raster_row(res) -> dict:
 def fits_row(summary, template_info) -> dict:
     """The plain correction of a FITS frame in template pixels, and in arcsec when the template has a WCS."""
     from .grids import Grid
+    from .io.fits_cards import pixel_scale_deg  # from the cards: astropy.wcs costs 0.8 s to load per process
     from .model.model import AlignmentModel
     from .report import plain_correction
 
     model = AlignmentModel.from_dict(summary["model"])
     c = plain_correction(model, Grid.pixel_frame(summary["source_shape"]), Grid.pixel_frame(summary["output_shape"]))
-    from .io.fits_cards import pixel_scale_deg  # from the cards: astropy.wcs costs 0.8 s to load per process
-
     scale = None if template_info is None else pixel_scale_deg(template_info.header)
     arcsec = None if scale is None else scale * 3600.0
     q, t = summary["quality"], summary["timings_s"]
