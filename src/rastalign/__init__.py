@@ -18,7 +18,7 @@ from .errors import AlignmentError, InputError, OutputError, OverlapError, Quali
 _LAZY = {"AlignmentModel": "model", "AlignmentResult": "pipeline", "Estimate": "pipeline",
          "align_image_pair": "pipeline", "apply": "pipeline", "estimate": "pipeline", "align_stack": "stack",
          "StackResult": "stack",
-         "open_fits": "io.fits", "FitsAligner": "astro", "Spalipy": "astro", "align_fits": "astro",
+         "open_fits": "io.fits", "Spalipy": "astro", "align_fits": "astro",
          "estimate_fits": "astro"}
 
 
@@ -63,4 +63,4 @@ else:
 __all__ = ["AlignmentError", "AlignmentModel", "AlignmentResult", "Estimate", "InputError", "OutputError",
            "OverlapError", "QualityError", "RastalignError", "StackResult", "__version__", "align_image_pair", "align_stack",
            "apply", "estimate",
-           "open_fits", "FitsAligner", "Spalipy", "align_fits", "estimate_fits"]
+           "open_fits", "Spalipy", "align_fits", "estimate_fits"]

@@ -55,7 +55,7 @@ class EstimateParams:
             if v is not None and int(v) < 0:
                 raise InputError(f"--{name.replace('_', '-')} is 0-based and must be >= 0; got {v}")
         if not 0.0 < self.min_valid_fraction <= 1.0:
-            raise InputError(f"--min-valid-fraction must be in (0, 1]; got {self.min_valid_fraction}")
+            raise InputError(f"--min-valid-fraction is a fraction above 0 and at most 1; got {self.min_valid_fraction}")
         if self.residual_model not in ("auto", "none", "spline"):
             raise InputError(f"residual_model must be auto, none or spline; got {self.residual_model!r}")
         if self.solve_resolutions is not None:
@@ -122,7 +122,7 @@ class WarpParams:
         if self.correction not in ("resample", "georef"):
             raise InputError(f"--correction must be resample or georef; got {self.correction!r}")
         if self.edge_trim_depth < 1:
-            raise InputError(f"--edge-trim-depth must be > 0; got {self.edge_trim_depth}")
+            raise InputError(f"--edge-trim-depth is a positive number of pixels; got {self.edge_trim_depth}")
         sched = self.scheduler
         if sched not in SCHEDULERS and "://" not in sched:
             raise InputError(

@@ -128,6 +128,18 @@ def each_in_threads(func, n):
         dask.compute(*[dask.delayed(part, pure=False)(ks) for ks in parts], scheduler="threads")
 
 
+def each_index(func, n, n_threads):
+    """``[func(k) for k in range(n)]``, at most ``n_threads`` at a time on dask's threaded scheduler in this
+    process (in order, one after another, when ``n_threads`` < 2)."""
+    if n_threads < 2 or n < 2:
+        return [func(k) for k in range(n)]
+    import dask
+
+    with dask.config.set(pool=None):
+        return list(dask.compute(*[dask.delayed(func, pure=False)(k) for k in range(n)], scheduler="threads",
+                                 num_workers=int(n_threads)))
+
+
 def parallelism() -> int:
     """Threads that run tasks: the active cluster's, else this machine's cores."""
     client = active_client()

@@ -6,12 +6,12 @@ the **template grid** chunk by chunk -> FITS written under a temporary name and 
 
 - :mod:`.fit`: filters, matching and the model fit (``fit_detections``)
 - :mod:`.files`: FITS in, FITS out (``estimate_fits``, ``align_fits``)
-- :mod:`.spalipy`: spalipy's class for in-memory arrays (``Spalipy`` = ``FitsAligner``)
+- :mod:`.spalipy`: spalipy's class for in-memory arrays (``Spalipy``)
 """
 from .files import align_fits, estimate_fits, template_stars
 from .fit import DEFAULTS, fit_detections, log_stats, resampling_for
-from .spalipy import FitsAligner, Spalipy
+from .spalipy import Spalipy
 from .spalipy_transform import AffineTransform
 
-__all__ = ["AffineTransform", "DEFAULTS", "FitsAligner", "Spalipy", "align_fits", "estimate_fits", "fit_detections", "log_stats",
+__all__ = ["AffineTransform", "DEFAULTS", "Spalipy", "align_fits", "estimate_fits", "fit_detections", "log_stats",
            "resampling_for", "template_stars"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import mmap
 import os
 import tempfile
 
@@ -143,8 +142,8 @@ def make_quadlist(xy, shape, o):
     xy = np.asarray(xy, float)
     groups = _subtile_groups(xy, shape, int(o["n_quad_det"]), int(o["sub_tile"]), float(o["quad_edge_buffer"]))
     if not any(len(g) >= 4 for g in groups):
-        raise SpalipyInputError(f"not enough detections to construct a quad: {max(len(g) for g in groups)} in the best "
-                                f"sub-tile (quad_edge_buffer={o['quad_edge_buffer']}, sub_tile={o['sub_tile']})")
+        raise SpalipyInputError(f"too few detections for a quad (4 are needed): {max(len(g) for g in groups)} "
+                                f"in the richest sub-tile (quad_edge_buffer={o['quad_edge_buffer']}, sub_tile={o['sub_tile']})")
     out = []
     for idx in groups:
         if len(idx) < 4:
@@ -252,8 +251,13 @@ def warp_entry(data, mask, model, shape, interp_order, cval, cval_mask):
     if mask is None:
         return out, ~valid
     m = np.asarray(mask)
-    near = _warp(m.astype(np.float64), model, shape, "nearest", "float64")
-    return out, np.where(np.isnan(near), cval_mask, near).astype(m.dtype)
+    # nearest neighbour of each source pixel's flat index (exact in float64 below 2**53 pixels), then the
+    # mask's own values gathered by it: a 64-bit bitmask keeps every bit, which float64 values would not
+    index = _warp(np.arange(m.size, dtype=np.float64).reshape(m.shape), model, shape, "nearest", "float64")
+    inside = np.isfinite(index)
+    carried = np.full(shape, cval_mask).astype(m.dtype)
+    carried[inside] = m.reshape(-1)[index[inside].astype(np.int64)]
+    return out, carried
 
 
 def memmap_temp(array, temp_dir=None):
@@ -261,7 +265,7 @@ def memmap_temp(array, temp_dir=None):
     long as the map): out-of-RAM storage for large outputs. ``temp_dir`` as :mod:`tempfile` (None:
     TMPDIR, TEMP, TMP, then the platform default)."""
     arr = np.asarray(array)
-    fd, path = tempfile.mkstemp(prefix="rastalign_", suffix=".dat", dir=None if temp_dir is None else str(temp_dir))
+    fd, path = tempfile.mkstemp(prefix="rastalign_", suffix=".mmap", dir=None if temp_dir is None else str(temp_dir))
     os.close(fd)
     try:
         mm = np.memmap(path, mode="w+", dtype=arr.dtype, shape=arr.shape)
@@ -269,15 +273,3 @@ def memmap_temp(array, temp_dir=None):
         os.unlink(path)
     mm[...] = arr
     return mm
-
-
-def memmap_release(obj):
-    """Ask the OS to drop the pages of a ``np.memmap`` from RAM (unflushed changes are lost); True on success."""
-    mm = getattr(obj, "_mmap", None) if isinstance(obj, np.memmap) else None
-    if mm is None or not hasattr(mmap, "MADV_DONTNEED"):
-        return False
-    try:
-        mm.madvise(mmap.MADV_DONTNEED)
-        return True
-    except (OSError, ValueError):
-        return False

@@ -35,15 +35,11 @@ def nearest_similarity(matrix, anchor=(0.0, 0.0)):
 
 
 def _apply(m, xy):
-    """Apply a 2x3 matrix with spalipy's layouts: ``(N, 2)`` points, or ``(2, ...)`` x and y arrays."""
+    """The 2x3 matrix ``m`` applied to ``(N, 2)`` points, or to a ``(2, ...)`` pair of x and y planes."""
     xy = np.asarray(xy, float)
-    if xy.ndim == 2:
-        x, y = xy[:, 0], xy[:, 1]
-    else:
-        x, y = xy[0], xy[1]
-    xn = m[0, 0] * x + m[0, 1] * y + m[0, 2]
-    yn = m[1, 0] * x + m[1, 1] * y + m[1, 2]
-    return np.column_stack((xn, yn)) if xy.ndim == 2 else np.stack((xn, yn))
+    planes = xy.T if xy.ndim == 2 else xy  # (2, ...) either way
+    moved = np.einsum("ij,j...->i...", m[:, :2], planes) + m[:, 2].reshape((2,) + (1,) * (planes.ndim - 1))
+    return moved.T if xy.ndim == 2 else moved
 
 
 class AffineTransform:
@@ -57,8 +53,7 @@ class AffineTransform:
     stars, where the fit is best constrained), and ``scale``/``rotation`` are read from ``v``
     as in spalipy; :attr:`matrix`, :meth:`matrix_form`, :meth:`apply_transform`,
     :meth:`inverse` and ``np.asarray(t)`` (the 2x3 matrix) use the full affine, exactly.
-    ``rotation`` is in degrees, as spalipy documents (spalipy itself returns
-    ``deg2rad(radians)``).
+    ``rotation`` is in degrees.
     """
 
     def __init__(self, v, matrix=None, anchor=(0.0, 0.0)):
@@ -77,12 +72,12 @@ class AffineTransform:
 
     @property
     def scale(self):
-        """x-axis scale factor of the similarity ``v`` (spalipy's definition)."""
+        """Isotropic scale of the similarity ``v``: the length of ``(a, b)``."""
         return float(np.hypot(self.v[0], self.v[1]))
 
     @property
     def rotation(self):
-        """Rotation of the similarity ``v``, in degrees."""
+        """Angle of the similarity ``v`` in degrees, counter-clockwise from +x towards +y."""
         return float(np.degrees(np.arctan2(self.v[1], self.v[0])))
 
     @property
@@ -101,10 +96,6 @@ class AffineTransform:
     def apply_transform(self, xy):
         """Transform ``(N, 2)`` points, or a ``(2, ...)`` stack of x and y arrays (spalipy's layouts)."""
         return _apply(self.matrix, xy)
-
-    def compose(self, other):
-        """``self o other`` (apply ``other`` first), exact."""
-        return AffineTransform.from_matrix((as3(self.matrix) @ as3(other.matrix))[:2], other.anchor)
 
     def __array__(self, dtype=None, copy=None):
         return np.array(self.matrix, dtype=dtype)
@@ -137,7 +128,7 @@ class SplineTransform:
         dx, dy = self.offsets(x, y)
         if not relative:
             dx, dy = x + dx, y + dy
-        return np.column_stack((dx, dy)) if xy.ndim == 2 else np.stack((dx, dy))
+        return np.stack([dx, dy], axis=1 if xy.ndim == 2 else 0)
 
 
 class FieldComponent:

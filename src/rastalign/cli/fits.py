@@ -80,7 +80,7 @@ def _common(p):
 def build_parser():
     p = OneLineParser(prog=PROG,
                       description="Align a FITS image onto a template by its stars (spalipy's align-fits).")
-    p.add_argument("source_fits", help="source FITS image to transform")
+    p.add_argument("source_fits", help="the FITS frame to align (its pixels are resampled, or its WCS corrected)")
     p.add_argument("output_filename", help="where to write the aligned source (FITS, template grid)")
     p.add_argument("-sc", "--source-cat", default=None, help="source SExtractor catalogue (else sep detects)")
     g = p.add_mutually_exclusive_group(required=True)
@@ -122,7 +122,7 @@ def build_parser():
 def build_simple_parser():
     p = OneLineParser(prog="align-fits-simple",
                       description="Align a FITS image onto a template with an affine transform (spalipy's simple mode).")
-    p.add_argument("source_fits", help="source FITS image to transform")
+    p.add_argument("source_fits", help="the FITS frame to align (its pixels are resampled, or its WCS corrected)")
     p.add_argument("output_filename", help="where to write the aligned source")
     p.add_argument("template_fits", help="template FITS image")
     _common(p)

@@ -36,17 +36,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--moving-nodata", type=float, default=None, help="moving nodata (default: the file's)")
     g.add_argument("--fixed-nodata", type=float, default=None, help="fixed nodata (default: the file's)")
     g.add_argument("--output-nodata", type=float, default=None,
-                   help="output nodata (default: moving nodata, then fixed nodata, else 0)")
+                   help="nodata value written to the output; without it the moving image's is kept, or else the "
+                        "reference's, or else 0")
     e = p.add_argument_group("estimation")
     e.add_argument("--use-edge-proxies", action=b, default=True, help="estimate on gradient-magnitude proxies")
     e.add_argument("--min-valid-fraction", type=float, default=0.01,
                    help="minimum fraction of the overlap valid in both images (0 < F <= 1)")
     e.add_argument("--solve-resolutions", "--solve-resolution", type=_resolutions, default=None,
-                   help="coarse-to-fine solve pixel sizes in CRS units, e.g. 8,4,0 (0 = native)")
+                   help="comma-separated pixel sizes (CRS units) of the estimation levels, coarsest first; 0 "
+                        "stands for the moving image's own pixel size, e.g. 10,2.5,0")
     e.add_argument("--clip-fixed-to-moving", action=b, default=True,
                    help="restrict estimation (and a fixed-grid output) to the moving footprint")
     e.add_argument("--enforce-mutual-valid-mask", action=b, default=True,
-                   help="use only pixels valid in both images for estimation")
+                   help="estimate from the pixels where both images hold data, nowhere else")
     e.add_argument("--residual-model", choices=("auto", "none", "spline"), default="auto",
                    help="smooth non-rigid field after the affine: auto keeps it only if cross-validation shows "
                         "distortion")

@@ -86,17 +86,20 @@ def _batch_affine(src, dst):
 
 
 def cross_match(xy_in_tmp, tmp_tree, max_match_dist, ambiguity=None):
-    """Indices ``(i_src, i_tmp)`` of unambiguous one-to-one nearest-neighbour matches."""
+    """Indices ``(i_src, i_tmp)`` of one-to-one matches: a source point pairs with the template point
+    within ``max_match_dist`` of it when that is the only template point within ``ambiguity`` (default
+    twice ``max_match_dist``) and no other source point claims it."""
+    none = np.zeros(0, np.int64)
     if len(xy_in_tmp) == 0 or tmp_tree.n < 2:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    amb = 2.0 * max_match_dist if ambiguity is None else ambiguity
-    d, j = tmp_tree.query(xy_in_tmp, k=2)
-    ok = (d[:, 0] < max_match_dist) & (d[:, 1] >= amb)
-    i = np.flatnonzero(ok)
-    jj = j[ok, 0]
-    uniq, counts = np.unique(jj, return_counts=True)
-    single = np.isin(jj, uniq[counts == 1])
-    return i[single], jj[single]
+        return none, none
+    radius = 2.0 * max_match_dist if ambiguity is None else ambiguity
+    crowd = tmp_tree.query_ball_point(xy_in_tmp, radius, return_length=True)
+    dist, near = tmp_tree.query(xy_in_tmp, k=1)
+    src = np.flatnonzero((crowd == 1) & (dist < max_match_dist))
+    tmp = near[src]
+    claims = np.bincount(tmp, minlength=tmp_tree.n)
+    alone = claims[tmp] == 1
+    return src[alone], tmp[alone]
 
 
 def _verify(src_xy, tmp_xy, tree, m, max_match_dist, rounds=4):
