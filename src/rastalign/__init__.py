@@ -13,7 +13,7 @@ import sys
 
 __version__ = "0.1.0"
 
-from .errors import AlignmentError, InputError, OutputError, OverlapError, QualityError, RastalignError  # noqa: E402
+from rastalign.errors import AlignmentError, InputError, OutputError, OverlapError, QualityError, RastalignError  # noqa: E402
 
 _LAZY = {"AlignmentModel": "model", "AlignmentResult": "pipeline", "Estimate": "pipeline",
          "align_image_pair": "pipeline", "apply": "pipeline", "estimate": "pipeline", "align_stack": "stack",

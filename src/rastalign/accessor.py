@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import xarray as xr
 
-from . import array_align
+from rastalign import array_align
 
 
 @xr.register_dataarray_accessor("coreg")

@@ -20,11 +20,11 @@ import tempfile
 
 import numpy as np
 
-from .array_grid import array_grid, array_info, as3d, as_array, dims, file_backed, is_fits, on_grid, source, \
+from rastalign.array_grid import array_grid, array_info, as3d, as_array, dims, file_backed, is_fits, on_grid, source, \
     spatial_vars, write_band
-from .errors import InputError
-from .grids import Grid, output_grid, rebase, rebase_recorded
-from .params import WarpParams, split_options
+from rastalign.errors import InputError
+from rastalign.grids import Grid, output_grid, rebase, rebase_recorded
+from rastalign.params import WarpParams, split_options
 
 WARP_KEYS = {f.name for f in dataclasses.fields(WarpParams)}
 
@@ -34,7 +34,7 @@ def _split(fits, options):
     options = dict(options)
     if not fits:
         return split_options(options)
-    from .astro import DEFAULTS, resampling_for
+    from rastalign.astro import DEFAULTS, resampling_for
     options.pop("moving_nodata", None)  # FITS invalid pixels are NaN
     if options.pop("correction", "resample") not in ("resample", "wcs"):
         raise InputError("FITS arrays take correction='resample' or 'wcs'")
@@ -78,7 +78,7 @@ def estimate(moving, reference, evidence=False, **options):
         if out.pre is None:  # fitted: the model's solve frame is the output grid
             solve = out
         if rest.get("plot"):
-            from .report import plot_residuals
+            from rastalign.report import plot_residuals
             plot_residuals(ev, rest["plot"])
     grids = {"kind": "fits" if fits else "raster", "solve": solve.to_dict(), "output": out.to_dict(),
              "moving": mov.grid.to_dict(), **extra}
@@ -87,7 +87,7 @@ def estimate(moving, reference, evidence=False, **options):
 
 
 def _estimate_raster(moving, reference, est_p, tmp):
-    from .pipeline import estimate as _estimate
+    from rastalign.pipeline import estimate as _estimate
     paths, bands = [], {}
     for role, da, band, nd in (("moving", moving, est_p.moving_band, est_p.moving_nodata),
                                ("fixed", reference, est_p.fixed_band, est_p.fixed_nodata)):
@@ -104,7 +104,7 @@ def _estimate_raster(moving, reference, est_p, tmp):
 
 
 def _estimate_fits(moving, reference, o, tmp):
-    from .astro import estimate_fits
+    from rastalign.astro import estimate_fits
     o, paths = dict(o), []
     for role, da in (("source", moving), ("template", reference)):
         path = file_backed(da, array_info(da))
@@ -131,15 +131,15 @@ def apply(moving, model, grid=None, reference=None, **options):
     dtype = np.dtype("float32") if fits else moving.dtype
     wcs = None
     if fits:
-        from .io.fits_cards import shifted_wcs
+        from rastalign.io.fits_cards import shifted_wcs
         nd_out = np.nan
         wcs = grid.attrs.get("wcs") if grid is not None else shifted_wcs(m.meta.get("grids", {}).get("wcs"), m.pre)
     else:  # as the CLI: given, else the file's, else the reference's, else 0
-        from .pipeline import default_output_nodata
+        from rastalign.pipeline import default_output_nodata
         ref = None if reference is None else array_info(reference)
         nd_out = default_output_nodata(dataclasses.replace(array_info(moving), dtype=str(dtype)), ref,
                                        warp_p.output_nodata)
-    from .warp.graph import lazy_warp
+    from rastalign.warp.graph import lazy_warp
     data = lazy_warp(as3d(moving), m, out.shape, warp_p, dtype, nd_out, source_nodata=mov.nodata,
                      range_dtype=moving.dtype)
     res = on_grid(moving, data, out, nd_out, like=grid, wcs=wcs)
@@ -151,7 +151,7 @@ def align(moving, reference, dim=None, **options):
     """Estimate and apply: a lazy, dask-backed DataArray on the moving grid (or the reference's); with
     ``dim`` (e.g. ``"time"``) each slice along it is aligned (see :mod:`rastalign.stack_array`)."""
     if dim is not None:
-        from .stack_array import align_along
+        from rastalign.stack_array import align_along
         return align_along(moving, reference, dim, **options)
     model = estimate(moving, reference, **options)
     return apply(moving, model, None, as_array(reference, moving.name), **warp_options(options))
@@ -187,8 +187,8 @@ def corrected(moving, model, correction, fits, reference=None):
             raise InputError(f"FITS arrays take correction='resample' or 'wcs'; got {correction!r}")
         from astropy.io import fits as pyfits
 
-        from .astro.wcs_correction import fit_wcs
-        from .io.fits_cards import wcs_of
+        from rastalign.astro.wcs_correction import fit_wcs
+        from rastalign.io.fits_cards import wcs_of
 
         header = model.meta.get("grids", {}).get("wcs")
         template = None if not header else wcs_of(pyfits.Header.fromstring(header))
@@ -203,7 +203,7 @@ def corrected(moving, model, correction, fits, reference=None):
         raise InputError(f"raster arrays take correction='resample' or 'georef'; got {correction!r}")
     from affine import Affine
 
-    from .georef import TOLERANCE_PX, corrected_transform
+    from rastalign.georef import TOLERANCE_PX, corrected_transform
 
     departure = model.field_max_px(info.shape)
     if departure > TOLERANCE_PX:
@@ -222,10 +222,10 @@ def to_raster(aligned, path, format=None, overwrite=False, progress=False):
     """Write a (lazy) aligned DataArray through the CLI's sinks: tiled, deflated GeoTIFF or COG with
     the model tag, FITS, or Zarr (``format`` any case, else from the suffix); computed by the active
     dask scheduler, published only when complete. Returns the sink's statistics."""
-    from .io.atomic import check_output_path
-    from .io.sinks import write_output
-    from .params import output_format_for
-    from .progress import run_progress
+    from rastalign.io.atomic import check_output_path
+    from rastalign.io.sinks import write_output
+    from rastalign.params import output_format_for
+    from rastalign.progress import run_progress
 
     fmt = output_format_for(path, format)
     check_output_path(path, [source(aligned)], overwrite)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .grids import Grid
-from .io.raster import RasterInfo
+from rastalign.errors import InputError
+from rastalign.grids import Grid
+from rastalign.io.raster import RasterInfo
 
 
 def is_fits(da) -> bool:
@@ -93,8 +93,8 @@ def file_backed(da, info):
     path = source(da)
     if not path or not Path(path).is_file() or not holds_file_pixels(da):
         return None
-    from .io.fits import inspect_fits
-    from .io.raster import inspect_raster
+    from rastalign.io.fits import inspect_fits
+    from rastalign.io.raster import inspect_raster
     if is_fits(da):
         return path if tuple(inspect_fits(path, da.attrs.get("rastalign_ext")).shape) == info.shape else None
     f = inspect_raster(path)
@@ -158,7 +158,7 @@ def on_grid(moving, data, grid, nodata, like=None, wcs=None):
     attrs = {k: v for k, v in moving.attrs.items() if k not in ("rastalign_path", "rastalign_ext", "_FillValue")}
     if is_fits(moving):
         if "fits_header" in attrs:  # the header's WCS cards described the moving pixels; ``wcs`` is the grid's
-            from .io.fits_cards import drop_wcs
+            from rastalign.io.fits_cards import drop_wcs
             attrs["fits_header"] = drop_wcs(attrs["fits_header"].copy())
         coords.update({ydim: np.arange(grid.shape[0]), xdim: np.arange(grid.shape[1])})
         return xr.DataArray(data, dims=names, coords=coords, attrs={**attrs, "wcs": wcs}, name=moving.name)

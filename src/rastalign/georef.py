@@ -17,9 +17,9 @@ import shutil
 
 import numpy as np
 
-from .errors import InputError, OutputError
-from .io.atomic import discard, temp_path_beside
-from .model.affine import compose_affine, geotransform, invert_affine
+from rastalign.errors import InputError, OutputError
+from rastalign.io.atomic import discard, temp_path_beside
+from rastalign.model.affine import compose_affine, geotransform, invert_affine
 
 TOLERANCE_PX = 0.01  # a geotransform holds the model when its field departs from the affine by less
 GCP_TOLERANCE_PX = 0.05  # GCPs hold it when GDAL's thin-plate spline through them reproduces it this well
@@ -124,7 +124,7 @@ def write_georef(moving_path, model, mov, output_path) -> dict:
 
 def check_georef_output(path, warp_p, rest=None):
     """``--correction georef`` keeps the moving pixels on the moving grid: a GeoTIFF or a ``.vrt``."""
-    from .params import output_format_for
+    from rastalign.params import output_format_for
 
     rest = rest or {}
     vrt = str(path).lower().endswith(".vrt")

@@ -15,8 +15,8 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import InputError, OverlapError
-from .model.affine import apply_affine, compose_affine, invert_affine, pixel_to_world
+from rastalign.errors import InputError, OverlapError
+from rastalign.model.affine import apply_affine, compose_affine, invert_affine, pixel_to_world
 
 PIXEL_TRANSFORM = (1.0, 0.0, -0.5, 0.0, 1.0, -0.5)  # world = pixel: pixel centre (x, y) at world (x, y)
 GRID_NAMES = ("solve", "output", "moving")  # the grids an accessor estimate records
@@ -200,7 +200,7 @@ def rebase(model, grid: OutputGrid, fixed, max_err=0.002):
     match (an affine ``pre``), else fitted through PROJ. Returns ``(model, fit_error_px)``."""
     if grid.pre is not None:
         return model.with_output_grid(grid.pre, grid.shape), 0.0
-    from .model.fit import fit_mapping
+    from rastalign.model.fit import fit_mapping
 
     to_fixed = pixel_mapping(grid, fixed)
     fitted, err = fit_mapping(lambda x, y: model(*to_fixed(x, y)), grid.shape, max_err=max_err)

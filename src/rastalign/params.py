@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
-from .errors import InputError
+from rastalign.errors import InputError
 
 RESAMPLING = ("nearest", "bilinear", "cubic", "lanczos", "bspline")
 SCHEDULERS = ("threads", "processes", "synchronous", "distributed", "current")

@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from .errors import InputError, OverlapError, QualityError
-from .grids import check_band, check_crs, check_crs_option, moving_to_fixed, output_grid, overlap_box, rebase
-from .io.atomic import check_output_path
-from .io.raster import RasterInfo, inspect_raster
-from .model.affine import invert_affine
-from .model.model import AlignmentModel
-from .params import EstimateParams, WarpParams, output_format_for, split_options
+from rastalign.errors import InputError, OverlapError, QualityError
+from rastalign.grids import check_band, check_crs, check_crs_option, moving_to_fixed, output_grid, overlap_box, rebase
+from rastalign.io.atomic import check_output_path
+from rastalign.io.raster import RasterInfo, inspect_raster
+from rastalign.model.affine import invert_affine
+from rastalign.model.model import AlignmentModel
+from rastalign.params import EstimateParams, WarpParams, output_format_for, split_options
 
 if TYPE_CHECKING:  # annotations only: the solver loads numba and scipy, imported where it runs
-    from .solve import TiePoints
+    from rastalign.solve import TiePoints
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _quality(tp: TiePoints, model, params: EstimateParams, solve_px: float, movi
     The pass/fail check uses solve pixels (the common resolution both images support),
     so a 0.3 m image aligned to a 10 m reference is judged at 10 m.
     """
-    from .model.fit import passes
+    from rastalign.model.fit import passes
 
     inl = tp.inlier
     r = np.hypot(*tp.residual[inl].T) if inl.any() else np.array([np.nan])
@@ -90,7 +90,7 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
     Raises :class:`InputError`, :class:`OverlapError` or :class:`AlignmentError` (with a
     one-line message) when the pair cannot be aligned trustworthily.
     """
-    from .scheduler import single_threaded_blas
+    from rastalign.scheduler import single_threaded_blas
 
     with single_threaded_blas():
         return _estimate(moving_image_path, fixed_image_path, params or EstimateParams(**options), fixed_info,
@@ -98,10 +98,10 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
 
 
 def _estimate(moving_image_path, fixed_image_path, params, fixed_info, fixed_proxy):
-    from .io.sources import absolute_path
-    from .proxy import decimation_factor, read_proxies
-    from .refine import refine_native
-    from .solve import build_levels, fit_model, solve
+    from rastalign.io.sources import absolute_path
+    from rastalign.proxy import decimation_factor, read_proxies
+    from rastalign.refine import refine_native
+    from rastalign.solve import build_levels, fit_model, solve
 
     t0 = time.perf_counter()
     # the proxies and the native windows are read by tasks, which may run in other folders
@@ -187,7 +187,7 @@ def _estimate(moving_image_path, fixed_image_path, params, fixed_info, fixed_pro
             "levels": result.levels, "field": field_info, "native_refinement": bool(refine),
             "timings_s": {"proxies": t1 - t0, "solve": t2 - t1}}
     if not quality["passed"]:
-        from .model.fit import quality_failure
+        from rastalign.model.fit import quality_failure
 
         err = quality_failure(quality["n_inliers"], quality["n_tie_points"], "tie points", quality["rms_residual_px"],
                               params.min_inliers, params.max_rms_px, "--max-rms-px")
@@ -199,8 +199,8 @@ def _estimate(moving_image_path, fixed_image_path, params, fixed_info, fixed_pro
 def _grid_relation(mov, fix, fbox):
     """Fixed px -> moving px as a model: exact affine in one CRS, else fitted through PROJ
     over the fixed box. Returns ``(model, fit_error_px)``."""
-    from .grids import pixel_mapping, same_crs
-    from .model.fit import fit_mapping
+    from rastalign.grids import pixel_mapping, same_crs
+    from rastalign.model.fit import fit_mapping
 
     if same_crs(mov.crs, fix.crs):
         return AlignmentModel(invert_affine(moving_to_fixed(mov, fix))), 0.0
@@ -276,9 +276,9 @@ def apply(moving_image_path, model: AlignmentModel, output_image_path, grid, par
           moving_nodata=None, output_nodata=None, fixed_info=None) -> dict:
     """Warp every band of the moving image onto ``grid`` with ``model`` (output px -> moving px) and
     write it in ``params.output_format`` (else from the suffix) under the active dask scheduler."""
-    from .io.sinks import write_output
-    from .io.sources import RasterSource
-    from .warp.graph import lazy_warp, prefilter_size
+    from rastalign.io.sinks import write_output
+    from rastalign.io.sources import RasterSource
+    from rastalign.warp.graph import lazy_warp, prefilter_size
 
     mov = inspect_raster(moving_image_path)
     fmt = output_format_for(output_image_path, params.output_format)
@@ -306,13 +306,13 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
     Extra options: ``temp_dir``, ``keep_temp_dir``, ``model_out``, ``report_out``, ``plot``; and a stack's
     shared reference, ``fixed_info`` and ``fixed_proxy`` (see :func:`estimate`).
     """
-    from .progress import run_progress
-    from .scheduler import use_scheduler
+    from rastalign.progress import run_progress
+    from rastalign.scheduler import use_scheduler
 
     t0 = time.perf_counter()
     est_p, warp_p, rest = split_options(options)
     if warp_p.correction == "georef":
-        from .georef import check_georef_output
+        from rastalign.georef import check_georef_output
 
         check_georef_output(output_image_path, warp_p, rest)
     else:
@@ -336,8 +336,8 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
 
 def _align(moving_image_path, fixed_image_path, output_image_path, out, model_out, est_p, warp_p, rest, t0):
     """The body of :func:`align_image_pair`, on its scheduler; ``out`` is the checked output path."""
-    from .progress import stage
-    from .report import build_report, write_report
+    from rastalign.progress import stage
+    from rastalign.report import build_report, write_report
 
     mov = inspect_raster(moving_image_path)
     fix = rest.get("fixed_info") or inspect_raster(fixed_image_path)
@@ -358,7 +358,7 @@ def _align(moving_image_path, fixed_image_path, output_image_path, out, model_ou
         t1 = time.perf_counter()
         stage("warp + write")
         if warp_p.correction == "georef":
-            from .georef import write_georef
+            from rastalign.georef import write_georef
 
             stats = write_georef(moving_image_path, model, mov, out)
         else:
@@ -380,7 +380,7 @@ def _failed(exc, mov, fix, grid, work, keep, rest):
     """A failed quality check still writes what the user asked for to find out why: the report (marked
     failed), the plot and the kept working folder; the image is not written. Returns the error to raise,
     its message naming where they are."""
-    from .report import plain_correction, write_report
+    from rastalign.report import plain_correction, write_report
 
     est = getattr(exc, "estimate", None)
     wanted = [p for p in (rest.get("report_out"), rest.get("plot")) if p] + ([str(work)] if keep else [])

@@ -16,7 +16,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .io.raster import open_dataset, read_window
+from rastalign.io.raster import open_dataset, read_window
 
 STRIP_BYTES = 64 * 2 ** 20
 

@@ -15,10 +15,10 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from ._bspline import lk_bspline3
-from .io.raster import open_dataset, read_window
-from .proxy import edge_proxy, erode3, normalised
-from .solve import TiePoints
+from rastalign._bspline import lk_bspline3
+from rastalign.io.raster import open_dataset, read_window
+from rastalign.proxy import edge_proxy, erode3, normalised
+from rastalign.solve import TiePoints
 
 log = logging.getLogger(__name__)
 TILE = 512  # the tile side of COGs and of our own GeoTIFFs: what a range request fetches at least
@@ -165,7 +165,7 @@ def refine_native(model, tp: TiePoints, fixed_path, moving_path, fband, mband, f
             use_edges)
     import dask
 
-    from .scheduler import parallelism
+    from rastalign.scheduler import parallelism
 
     # tiles in pick_tiles' order, a few per task
     groups = [list(g) for g in np.array_split(chosen, min(len(chosen), 4 * parallelism())) if len(g)]

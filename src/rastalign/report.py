@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .io.atomic import atomic_write_bytes, atomic_write_text
+from rastalign.io.atomic import atomic_write_bytes, atomic_write_text
 
 
 def build_report(est, model, stats, mov, fix, grid, est_p, warp_p, timings) -> dict:
-    from . import __version__
+    from rastalign import __version__
 
     return {
         "rastalign_version": __version__,
@@ -35,7 +35,7 @@ def plain_correction(model, mov, grid) -> dict:
     the map, i.e. with y up) and ``scale`` of the affine part applied to the moving image; and the largest
     displacement of the residual field (moving pixels) over the output grid, 0 when the model is affine.
     """
-    from .grids import pixel_mapping
+    from rastalign.grids import pixel_mapping
 
     ny, nx = grid.shape
     c = np.array([(nx - 1) / 2.0]), np.array([(ny - 1) / 2.0])
@@ -150,9 +150,9 @@ def _thumbnail(inputs, shape):
     """A decimated fixed image (at most 512 px on its long side), or None when it cannot be read."""
     if not inputs.get("fixed"):
         return None
-    from .errors import RastalignError
-    from .io.raster import inspect_raster
-    from .proxy import read_proxy
+    from rastalign.errors import RastalignError
+    from rastalign.io.raster import inspect_raster
+    from rastalign.proxy import read_proxy
 
     f = max(1, int(np.ceil(max(shape) / 512)))
     try:

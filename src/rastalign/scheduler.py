@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from .errors import InputError
+from rastalign.errors import InputError
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10

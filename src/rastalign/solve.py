@@ -15,12 +15,12 @@ from typing import List
 import numpy as np
 from scipy import ndimage
 
-from .errors import AlignmentError
-from .model.affine import apply_affine, compose_affine
-from .model.model import AlignmentModel
-from ._bspline import lk_bspline3, sample as sample_bspline3
-from .proxy import downsample2, edge_proxy, erode3, normalised
-from .tiepoints.correlation import match_windows, phase_shift, window_centres
+from rastalign.errors import AlignmentError
+from rastalign.model.affine import apply_affine, compose_affine
+from rastalign.model.model import AlignmentModel
+from rastalign._bspline import lk_bspline3, sample as sample_bspline3
+from rastalign.proxy import downsample2, edge_proxy, erode3, normalised
+from rastalign.tiepoints.correlation import match_windows, phase_shift, window_centres
 
 log = logging.getLogger(__name__)
 GLOBAL_NEAR_PEAK = 0.8  # a global correlation peak this close to the highest, nearer the georeference, wins
@@ -179,7 +179,7 @@ def measure(level: Level, model: AlignmentModel, window, step, min_valid, search
 def fit_model(tp: TiePoints, domain, allow_field, threshold, seed=0, residual_model="auto"):
     """The robust fit (:func:`~rastalign.model.fit.fit_robust`) of the tie points; records their residuals
     and inliers on ``tp``. Returns ``(model, field info)``."""
-    from .model.fit import fit_robust
+    from rastalign.model.fit import fit_robust
 
     p, q = tp.fixed, tp.moving
     aff, fld, inl, info = fit_robust(p, q, tp.weight, domain, threshold, seed=seed,

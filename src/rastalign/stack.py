@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .errors import InputError, OutputError, RastalignError
+from rastalign.errors import InputError, OutputError, RastalignError
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def _check_scenes(paths):
 
 
 def _prepare_dir(output_dir):
-    from .io.sources import is_url
+    from rastalign.io.sources import is_url
 
     if is_url(output_dir):
         return str(output_dir).rstrip("/")
@@ -144,7 +144,7 @@ def _prepare_dir(output_dir):
 
 
 def _exists(path) -> bool:
-    from .io.sources import filesystem, is_url
+    from rastalign.io.sources import filesystem, is_url
 
     if is_url(path):
         fs, key = filesystem(path)
@@ -154,12 +154,12 @@ def _exists(path) -> bool:
 
 def _verified(out, model_path) -> bool:
     """A scene is done when its model loads and its image opens with the model's output shape."""
-    from .model.model import AlignmentModel
+    from rastalign.model.model import AlignmentModel
 
     if not (_exists(out) and _exists(model_path)):
         return False
     try:
-        from .io.atomic import read_text
+        from rastalign.io.atomic import read_text
 
         model = AlignmentModel.from_json(read_text(model_path))
         # resampled: the model's output grid; a corrected WCS or georeference: the moving frame itself
@@ -175,17 +175,17 @@ def _output_shape(out):
 
         return xr.open_zarr(str(out), consolidated=True)["aligned"].shape[-2:]
     if low.endswith(FITS_SUFFIXES):
-        from .io.fits import inspect_fits
+        from rastalign.io.fits import inspect_fits
 
         return inspect_fits(out).shape
-    from .io.raster import inspect_raster
+    from rastalign.io.raster import inspect_raster
 
     return inspect_raster(out).shape
 
 
 def _check_options(kind, options):
     """Refuse an option of the other kind (or an unknown one) before any work, in one line."""
-    from .params import StarParams, split_options
+    from rastalign.params import StarParams, split_options
 
     if kind == "raster":
         split_options(options)
@@ -209,11 +209,11 @@ def align_stack(moving_paths, reference_path, output_dir, *, overwrite=False, sk
     once (default: the scheduler's threads, at least 2, at most 16). Scene failures never raise: they are
     rows with ``status="failed"``; see :attr:`StackResult.exit_code`.
     """
-    from .io.atomic import check_output_path
-    from .params import WarpParams, check_remote_format, output_format_for
-    from .progress import run_progress, scenes, stage
-    from .scheduler import on_cluster, parallelism, use_scheduler
-    from .stack_report import acquired, load_rows, write_stack_report
+    from rastalign.io.atomic import check_output_path
+    from rastalign.params import WarpParams, check_remote_format, output_format_for
+    from rastalign.progress import run_progress, scenes, stage
+    from rastalign.scheduler import on_cluster, parallelism, use_scheduler
+    from rastalign.stack_report import acquired, load_rows, write_stack_report
 
     t0 = time.perf_counter()
     paths = [str(p) for p in moving_paths]
@@ -291,7 +291,7 @@ def _scene_pool(kind, scheduler, n, n_todo):
     go to forked worker processes (``sep`` and the star fit hold the GIL, so threads align one frame at a
     time) where forking is safe (:func:`~rastalign.scheduler.fork_context`); every other scene runs in a
     thread, its tasks on the active scheduler."""
-    from .scheduler import fork_context
+    from rastalign.scheduler import fork_context
 
     ctx = fork_context() if kind == "fits" and n > 1 and n_todo >= MIN_FRAMES_FOR_PROCESSES and \
         str(scheduler) in ("threads", "processes") else None
@@ -314,8 +314,8 @@ def _frame_worker():
 
     import dask
 
-    from .progress import forget
-    from .scheduler import local_scheduler, single_threaded_blas
+    from rastalign.progress import forget
+    from rastalign.scheduler import local_scheduler, single_threaded_blas
 
     forget()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -325,22 +325,22 @@ def _frame_worker():
 
 def _share_reference(kind, reference_path, options):
     """What every scene shares: FITS, the template's HDU and detections; rasters, the header and proxy."""
-    from .io.sources import absolute_path
+    from rastalign.io.sources import absolute_path
 
     if kind == "fits":
-        from .astro.files import template_stars
+        from rastalign.astro.files import template_stars
 
         return {"template": template_stars(reference_path, options.get("template_ext"), **options)}
-    from .io.raster import inspect_raster
-    from .params import split_options
-    from .proxy import SharedProxy, decimation_factor
+    from rastalign.io.raster import inspect_raster
+    from rastalign.params import split_options
+    from rastalign.proxy import SharedProxy, decimation_factor
 
     est, _, _ = split_options(options)
     info = inspect_raster(absolute_path(reference_path))
     res = est.solve_resolutions
     finest = None if not res or res[-1] == 0 else res[-1]
     factor = decimation_factor(info.shape, est.max_proxy_size, info.resolution, finest)
-    from .grids import check_band
+    from rastalign.grids import check_band
 
     check_band(info, est.fixed_band, "reference")
     proxy = SharedProxy(info, est.fixed_band, factor, est.fixed_nodata)
@@ -369,19 +369,19 @@ def _failure(moving, out, exc) -> dict:
 
 def _one_scene(kind, moving, reference, out, shared, options, replace) -> dict:
     """Align one scene; a failure becomes its row (status, one-line error, exit status), never an exception."""
-    from .stack_report import fits_row, raster_row
+    from rastalign.stack_report import fits_row, raster_row
 
     t0 = time.perf_counter()
     row = _row(moving, out)
     try:
         if kind == "fits":
-            from .astro.files import align_fits
+            from rastalign.astro.files import align_fits
 
             s = align_fits(moving, out, template_path=reference, overwrite=replace, scheduler="current",
                            model_out=out + ".model.json", **shared, **options)
             row.update(fits_row(s, shared["template"][0]))
         else:
-            from .pipeline import align_image_pair
+            from rastalign.pipeline import align_image_pair
 
             res = align_image_pair(moving, reference, out, overwrite=replace, scheduler="current", progress=False,
                                    model_out=out + ".model.json", **shared, **options)

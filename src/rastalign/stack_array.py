@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .errors import InputError, RastalignError
+from rastalign.errors import InputError, RastalignError
 
 
 def align_along(moving, reference, dim, **options):
@@ -22,9 +22,9 @@ def align_along(moving, reference, dim, **options):
     import dask.array as da
     import xarray as xr
 
-    from .array_align import apply, estimate, warp_options
-    from .array_grid import as_array
-    from .scheduler import parallelism
+    from rastalign.array_align import apply, estimate, warp_options
+    from rastalign.array_grid import as_array
+    from rastalign.scheduler import parallelism
 
     if dim not in moving.dims:
         raise InputError(f"dim={dim!r} is not a dimension of the array (dims {moving.dims})")

@@ -8,7 +8,7 @@ import io
 import json
 from typing import Optional
 
-from .io.atomic import atomic_write_text, read_text
+from rastalign.io.atomic import atomic_write_text, read_text
 
 COLUMNS = ("scene", "status", "error", "exit_code", "acquired", "output", "model", "n_tie_points", "n_inliers",
            "rms_residual_px", "dx_px", "dy_px", "dx_crs", "dy_crs", "rotation_deg", "scale", "residual_field",
@@ -25,7 +25,7 @@ def load_rows(report_json) -> dict:
 
 
 def write_stack_report(result):
-    from . import __version__
+    from rastalign import __version__
 
     doc = dict(result.summary(), rastalign_version=__version__, execution=result.info,
                columns=list(COLUMNS), scenes=[{k: r.get(k) for k in COLUMNS} for r in result.rows])
@@ -61,7 +61,7 @@ def plot_stack(rows, path, kind):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .report import save_figure
+    from rastalign.report import save_figure
 
     idx, labels, xlabel = _order(rows)
     x = np.arange(len(idx))
@@ -106,10 +106,10 @@ def raster_row(res) -> dict:
 
 def fits_row(summary, template_info) -> dict:
     """The plain correction of a FITS frame in template pixels, and in arcsec when the template has a WCS."""
-    from .grids import Grid
-    from .io.fits_cards import pixel_scale_deg  # from the cards: astropy.wcs costs 0.8 s to load per process
-    from .model.model import AlignmentModel
-    from .report import plain_correction
+    from rastalign.grids import Grid
+    from rastalign.io.fits_cards import pixel_scale_deg  # from the cards: astropy.wcs costs 0.8 s to load per process
+    from rastalign.model.model import AlignmentModel
+    from rastalign.report import plain_correction
 
     model = AlignmentModel.from_dict(summary["model"])
     c = plain_correction(model, Grid.pixel_frame(summary["source_shape"]), Grid.pixel_frame(summary["output_shape"]))
@@ -132,7 +132,7 @@ def acquired(path, kind) -> Optional[str]:
         if kind == "fits":
             from astropy.time import Time
 
-            from .io.fits import inspect_fits
+            from rastalign.io.fits import inspect_fits
 
             h = inspect_fits(path).header
             if h.get("DATE-OBS"):
@@ -140,7 +140,7 @@ def acquired(path, kind) -> Optional[str]:
             if h.get("MJD-OBS") is not None:
                 return Time(float(h["MJD-OBS"]), format="mjd", scale="utc").isot
             return None
-        from .io.raster import open_dataset
+        from rastalign.io.raster import open_dataset
 
         with open_dataset(path) as ds:
             tags = {k.upper(): v for k, v in ds.tags().items()}

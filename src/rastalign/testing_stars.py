@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import erf
 
-from .testing import Truth
+from rastalign.testing import Truth
 
 SQRT2 = np.sqrt(2.0)
 

@@ -8,10 +8,10 @@ the **template grid** chunk by chunk -> FITS written under a temporary name and 
 - :mod:`.files`: FITS in, FITS out (``estimate_fits``, ``align_fits``)
 - :mod:`.spalipy`: spalipy's class for in-memory arrays (``Spalipy``)
 """
-from .files import align_fits, estimate_fits, template_stars
-from .fit import DEFAULTS, fit_detections, log_stats, resampling_for
-from .spalipy import Spalipy
-from .spalipy_transform import AffineTransform
+from rastalign.astro.files import align_fits, estimate_fits, template_stars
+from rastalign.astro.fit import DEFAULTS, fit_detections, log_stats, resampling_for
+from rastalign.astro.spalipy import Spalipy
+from rastalign.astro.spalipy_transform import AffineTransform
 
 __all__ = ["AffineTransform", "DEFAULTS", "Spalipy", "align_fits", "estimate_fits", "fit_detections", "log_stats",
            "resampling_for", "template_stars"]

@@ -10,16 +10,16 @@ import time
 
 import numpy as np
 
-from ..errors import InputError
-from ..io.catalogs import read_sextractor
-from ..tiepoints.detect import detect
-from .fit import DEFAULTS, _options, fit_detections, resampling_for
+from rastalign.errors import InputError
+from rastalign.io.catalogs import read_sextractor
+from rastalign.tiepoints.detect import detect
+from rastalign.astro.fit import DEFAULTS, _options, fit_detections, resampling_for
 
 log = logging.getLogger(__name__)
 
 
 def _detections_from_file(path, info, o, name):
-    from ..io.sources import FitsSource, is_url
+    from rastalign.io.sources import FitsSource, is_url
 
     # forked worker processes and fsspec's event loop do not mix: remote frames are detected in threads
     return detect(FitsSource(str(path), int(info.ext), tuple(info.shape)).read, info.shape,
@@ -29,7 +29,7 @@ def _detections_from_file(path, info, o, name):
 def template_stars(template_path=None, template_ext=None, template_cat=None, **opts):
     """The template's inspected HDU (``None`` with a catalogue only) and its detections: what every source
     aligned onto it shares, so a stack finds them once."""
-    from ..io.fits import inspect_fits
+    from rastalign.io.fits import inspect_fits
 
     o = _options({k: v for k, v in opts.items() if k in DEFAULTS})
     tinfo = None if template_path is None else inspect_fits(template_path, template_ext)
@@ -48,7 +48,7 @@ def estimate_fits(source_path, template_path=None, source_ext=None, template_ext
     Returns ``(AlignmentModel, evidence)``; ``evidence["stats"]`` holds the fit statistics and
     ``evidence["source_info"]``/``["template_info"]`` the inspected HDUs.
     """
-    from ..io.fits import inspect_fits
+    from rastalign.io.fits import inspect_fits
 
     o = _options({k: v for k, v in opts.items() if k in DEFAULTS})
     sinfo = inspect_fits(source_path, source_ext)
@@ -73,15 +73,15 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
     Options are spalipy's (``n_det``, ``n_quad_det``, ... ``cval``) plus ``source_ext``,
     ``template_ext``, ``source_cat``, ``template_cat``. Returns a JSON-able summary.
     """
-    from ..io.atomic import check_output_path
-    from ..io.fits import resolve_ext
-    from ..io.fits_cards import drop_wcs, has_wcs, shifted_header
-    from ..io.sinks import write_fits
-    from ..io.sources import FitsSource
-    from ..params import WarpParams, check_remote_format
-    from ..progress import run_progress, stage
-    from ..scheduler import use_scheduler
-    from ..warp.graph import warp_graph
+    from rastalign.io.atomic import check_output_path
+    from rastalign.io.fits import resolve_ext
+    from rastalign.io.fits_cards import drop_wcs, has_wcs, shifted_header
+    from rastalign.io.sinks import write_fits
+    from rastalign.io.sources import FitsSource
+    from rastalign.params import WarpParams, check_remote_format
+    from rastalign.progress import run_progress, stage
+    from rastalign.scheduler import use_scheduler
+    from rastalign.warp.graph import warp_graph
 
     t0 = time.perf_counter()
     if correction not in ("resample", "wcs"):
@@ -130,7 +130,7 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
 
 
 def _write_wcs_correction(source_path, output_path, template_path, model, ev, model_out, t0, t_est):
-    from .wcs_correction import fit_wcs, write_wcs
+    from rastalign.astro.wcs_correction import fit_wcs, write_wcs
 
     sinfo, tinfo = ev["source_info"], ev["template_info"]
     wcs, info = fit_wcs(model, sinfo.shape, None if tinfo is None else tinfo.wcs)

@@ -13,13 +13,13 @@ import time
 
 import numpy as np
 
-from ..errors import InputError
-from ..io.catalogs import as_detections
-from ..model import AlignmentModel
-from ..model.affine import IDENTITY
-from ..params import STAR_DEFAULTS, StarParams
-from ..tiepoints.detect import filter_detections
-from ..tiepoints.quads import cross_match, match_detections
+from rastalign.errors import InputError
+from rastalign.io.catalogs import as_detections
+from rastalign.model import AlignmentModel
+from rastalign.model.affine import IDENTITY
+from rastalign.params import STAR_DEFAULTS, StarParams
+from rastalign.tiepoints.detect import filter_detections
+from rastalign.tiepoints.quads import cross_match, match_detections
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def _weights(sd, td):
 def _fit(t, s, w, o, domain):
     """Pull-map fit template px ``t`` -> source px ``s`` (:func:`~rastalign.model.fit.fit_robust`): outliers
     at 4 robust sigma, never beyond max_match_dist; the field only with ``spline_order`` > 0."""
-    from ..model.fit import fit_robust
+    from rastalign.model.fit import fit_robust
 
     if int(o["spline_order"]) <= 0:
         m, _, use, _ = fit_robust(t, s, w, domain, float(o["max_match_dist"]), field=False, seed=int(o["seed"]),
@@ -78,7 +78,7 @@ def _fit(t, s, w, o, domain):
 
 def _floor(o):
     """Detections a frame must keep after the filters: ``min_n_match``, or with auto the fewest a match takes."""
-    from ..tiepoints.quads import AUTO_MIN_MATCHES
+    from rastalign.tiepoints.quads import AUTO_MIN_MATCHES
 
     return AUTO_MIN_MATCHES if o["min_n_match"] is None else int(o["min_n_match"])
 
@@ -110,7 +110,7 @@ def fit_detections(src_det, tmp_det, source_shape, template_shape, **opts):
     ev = _evidence(model, sd[i], td[j], use, qinfo, finfo)
     ev["fit_s"] = time.perf_counter() - t0
     st = ev["stats"]
-    from ..model.fit import passes, quality_failure
+    from rastalign.model.fit import passes, quality_failure
 
     if not passes(st["n_inliers"], st["rms_px"], MIN_INLIERS, float(o["max_rms"])):
         raise quality_failure(st["n_inliers"], st["n_matched"], "matched stars", st["rms_px"], MIN_INLIERS,

@@ -13,13 +13,13 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import AlignmentError
-from ..io.catalogs import as_detections, as_table
-from ..params import STAR_DEFAULTS as D
-from ..scheduler import each_index
-from . import spalipy_steps as steps
-from .fit import _options, log_stats
-from .spalipy_transform import AffineTransform, FieldComponent, SplineTransform
+from rastalign.errors import AlignmentError
+from rastalign.io.catalogs import as_detections, as_table
+from rastalign.params import STAR_DEFAULTS as D
+from rastalign.scheduler import each_index
+from rastalign.astro import spalipy_steps as steps
+from rastalign.astro.fit import _options, log_stats
+from rastalign.astro.spalipy_transform import AffineTransform, FieldComponent, SplineTransform
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ import tempfile
 
 import numpy as np
 
-from ..errors import AlignmentError, InputError
-from ..model.affine import invert_affine
-from ..tiepoints.detect import detect_array, filter_detections
-from ..tiepoints.quads import _hash, _subtile_groups
-from .fit import _floor, fit_detections, resampling_for
-from .spalipy_transform import AffineTransform
+from rastalign.errors import AlignmentError, InputError
+from rastalign.model.affine import invert_affine
+from rastalign.tiepoints.detect import detect_array, filter_detections
+from rastalign.tiepoints.quads import _hash, _subtile_groups
+from rastalign.astro.fit import _floor, fit_detections, resampling_for
+from rastalign.astro.spalipy_transform import AffineTransform
 
 log = logging.getLogger(__name__)
 
@@ -225,9 +225,9 @@ def pad_template(template, anchor, shape, cval):
 
 # ---------------------------------------------------------------------------------- warp
 def _warp(data, model, shape, resampling, dtype):
-    from ..params import WarpParams
-    from ..scheduler import local_scheduler
-    from ..warp.graph import warp_graph
+    from rastalign.params import WarpParams
+    from rastalign.scheduler import local_scheduler
+    from rastalign.warp.graph import warp_graph
 
     wp = WarpParams(resampling=resampling)
     return warp_graph(data[None], model, shape, wp, dtype, np.nan).compute(scheduler=local_scheduler("synchronous"))[0]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError, OutputError
+from rastalign.errors import InputError, OutputError
 
 ORDERS = (0, 2, 3, 4, 5)  # SIP orders tried (0: none)
 MAX_ERROR_PX = 0.05  # the written WCS must reproduce the model to this (template px), else refused
@@ -142,9 +142,9 @@ def _sky_error(w, tw, sx, sy, tx, ty):
 def write_wcs(source_path, ext, output_path, wcs, info, template_path=None):
     """Write ``source_path`` with HDU ``ext``'s WCS replaced by ``wcs``: the data, every other card and
     every other HDU unchanged; a HISTORY card says what was done. Published whole (temporary file)."""
-    from ..io.atomic import discard, local_temp, publish
-    from ..io.fits import _open
-    from ..io.fits_cards import drop_wcs, is_wcs_key
+    from rastalign.io.atomic import discard, local_temp, publish
+    from rastalign.io.fits import _open
+    from rastalign.io.fits_cards import drop_wcs, is_wcs_key
 
     tmp = local_temp(output_path, ".fits")
     try:

@@ -13,7 +13,7 @@ import logging
 import signal
 import sys
 
-from ..errors import RastalignError
+from rastalign.errors import RastalignError
 
 
 class _Terminated(BaseException):
@@ -113,7 +113,7 @@ def _quiet_shutdown(verbose):
     """After Ctrl-C or SIGTERM the one line is the whole story (see :func:`rastalign.scheduler.quiet_teardown`);
     ``-v`` keeps everything."""
     if not verbose:
-        from ..scheduler import quiet_teardown
+        from rastalign.scheduler import quiet_teardown
 
         quiet_teardown()
 

@@ -9,8 +9,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .. import __version__
-from .common import OneLineParser, parse_chunks, run, setup_logging
+from rastalign import __version__
+from rastalign.cli.common import OneLineParser, parse_chunks, run, setup_logging
 
 PROG = "rastalign"
 DEMO_TRUTH = dict(shape=(1536, 1536), rotation_deg=0.35, shift=(12.3, -7.6), distortion_px=2.0)
@@ -20,9 +20,9 @@ def demo(folder=None, overwrite=True, progress=False):
     """Run the demo in ``folder`` (kept), or in a temporary folder removed afterwards; returns the summary."""
     import numpy as np
 
-    from ..io.raster import read_window
-    from ..pipeline import align_image_pair
-    from ..testing import measure_misregistration, model_error, summarize, write_pair
+    from rastalign.io.raster import read_window
+    from rastalign.pipeline import align_image_pair
+    from rastalign.testing import measure_misregistration, model_error, summarize, write_pair
 
     if folder is None:  # nothing is left behind: the files go with the temporary folder
         with tempfile.TemporaryDirectory(prefix="rastalign_demo_") as tmp:
@@ -56,14 +56,14 @@ def demo(folder=None, overwrite=True, progress=False):
 
 
 def apply_model(args):
-    from ..io.raster import inspect_raster
-    from ..model.model import AlignmentModel
-    from ..params import WarpParams, output_format_for
-    from ..pipeline import apply
-    from ..progress import run_progress, stage
-    from ..scheduler import use_scheduler
-    from ..errors import InputError
-    from ..io.atomic import check_output_path
+    from rastalign.io.raster import inspect_raster
+    from rastalign.model.model import AlignmentModel
+    from rastalign.params import WarpParams, output_format_for
+    from rastalign.pipeline import apply
+    from rastalign.progress import run_progress, stage
+    from rastalign.scheduler import use_scheduler
+    from rastalign.errors import InputError
+    from rastalign.io.atomic import check_output_path
 
     model = AlignmentModel.from_json(args.model)
     mov = inspect_raster(args.moving_image)
@@ -83,7 +83,7 @@ def apply_model(args):
                     output_format=args.output_format, overwrite=args.overwrite, scheduler=args.scheduler,
                     n_workers=args.n_workers, threads_per_worker=args.threads_per_worker, progress=args.progress)
     if args.correction == "georef":  # the moving file (or a .vrt of it) with the model as its georeference
-        from ..georef import check_georef_output, write_georef
+        from rastalign.georef import check_georef_output, write_georef
 
         check_georef_output(args.output_image, wp)
         if args.like:
@@ -129,7 +129,7 @@ def build_parser():
     a.add_argument("--progress", action="store_true", help="progress bar on stderr")
     a.add_argument("--overwrite", action="store_true", help="replace an existing output (never an input)")
     a.add_argument("-v", "--verbose", action="count", default=0, help="more logging; tracebacks on error")
-    from .stack import add_parser as add_stack
+    from rastalign.cli.stack import add_parser as add_stack
 
     add_stack(sub)
     return p
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
             return s
         return run(PROG, go, args.verbose)
     if args.command == "stack":
-        from .stack import run_stack
+        from rastalign.cli.stack import run_stack
 
         status = {}
 

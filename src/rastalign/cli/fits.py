@@ -14,10 +14,10 @@ import json
 import logging
 import sys
 
-from ..errors import RastalignError
-from .. import __version__
-from ..params import STAR_DEFAULTS as D
-from .common import OneLineParser, parse_chunks, setup_logging
+from rastalign.errors import RastalignError
+from rastalign import __version__
+from rastalign.params import STAR_DEFAULTS as D
+from rastalign.cli.common import OneLineParser, parse_chunks, setup_logging
 
 PROG = "align-fits"
 
@@ -130,7 +130,7 @@ def build_simple_parser():
 
 
 def _run(prog, args, kwargs):
-    from ..astro import align_fits, log_stats
+    from rastalign.astro import align_fits, log_stats
 
     setup_logging(args.verbose)
     try:
@@ -141,7 +141,7 @@ def _run(prog, args, kwargs):
         sys.stderr.write(f"{prog}: error: {str(exc).splitlines()[0]}\n")
         return exc.exit_code
     except KeyboardInterrupt:
-        from .common import _quiet_shutdown
+        from rastalign.cli.common import _quiet_shutdown
 
         _quiet_shutdown(args.verbose)
         sys.stderr.write(f"{prog}: error: interrupted\n")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import parse_chunks
+from rastalign.cli.common import parse_chunks
 
 # options of the pair commands that a stack sets itself (per scene) or has its own of
 _PAIR_ONLY = {"moving_image", "fixed_image", "output_image", "overwrite", "scheduler", "n_workers",
@@ -21,8 +21,8 @@ _PAIR_ONLY = {"moving_image", "fixed_image", "output_image", "overwrite", "sched
 
 
 def add_parser(sub):
-    from .fits import build_parser as fits_parser
-    from .vhr import build_parser as vhr_parser
+    from rastalign.cli.fits import build_parser as fits_parser
+    from rastalign.cli.vhr import build_parser as vhr_parser
 
     p = sub.add_parser("stack", help="align many scenes (GeoTIFF) or frames (FITS) onto one reference",
                        description="Align every MOVING scene onto --reference; write DIR/<name>.aligned.<ext>, "
@@ -68,7 +68,7 @@ def add_parser(sub):
 
 
 def run_stack(args) -> tuple:
-    from ..stack import align_stack, read_list
+    from rastalign.stack import align_stack, read_list
 
     opts = {k: v for k, v in vars(args).items()
             if k not in ("command", "moving", "reference", "output_dir", "from_list", "skip_existing", "overwrite",

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from .. import __version__
-from .common import OneLineParser, parse_chunks, run, setup_logging
+from rastalign import __version__
+from rastalign.cli.common import OneLineParser, parse_chunks, run, setup_logging
 
 PROG = "vhr-align-image-pair"
 
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
         opts.pop(k)
 
     def go():
-        from ..pipeline import align_image_pair
+        from rastalign.pipeline import align_image_pair
 
         res = align_image_pair(args.moving_image, args.fixed_image, args.output_image, **opts)
         return res.summary()

@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..errors import OutputError
+from rastalign.errors import OutputError
 
 TMP_TAG = ".rastalign-tmp-"
 
@@ -50,7 +50,7 @@ def temp_path_beside(final, suffix=None):
 def local_temp(final, suffix=None):
     """A fresh temporary file for writing ``final``: beside it (an atomic rename later), or for an
     object-store URL in this machine's temporary folder (uploaded by :func:`publish`)."""
-    from .sources import is_url
+    from rastalign.io.sources import is_url
 
     if not is_url(final):
         return temp_path_beside(final, suffix)
@@ -63,7 +63,7 @@ def local_temp(final, suffix=None):
 def publish(tmp, final):
     """Move the complete file ``tmp`` to ``final``: a rename, or an upload whose object appears only once
     complete (a single PUT, or a multipart upload completed at the end and aborted on failure)."""
-    from .sources import filesystem, is_url, redact
+    from rastalign.io.sources import filesystem, is_url, redact
 
     if not is_url(final):
         os.replace(tmp, final)
@@ -86,7 +86,7 @@ def discard(path):
 
 def read_text(path) -> str:
     """The text of a local file or of an object-store URL (the reading twin of :func:`atomic_write_text`)."""
-    from .sources import filesystem, is_url
+    from rastalign.io.sources import filesystem, is_url
 
     if is_url(path):
         fs, key = filesystem(path)
@@ -102,10 +102,10 @@ def atomic_write_text(path, text):
 def atomic_write_bytes(path, data: bytes):
     """Publish ``data`` whole at ``path``: a local file under a temporary name then renamed, or an object in
     one PUT (it appears complete or not at all)."""
-    from .sources import is_url
+    from rastalign.io.sources import is_url
 
     if is_url(path):
-        from .sources import filesystem, redact
+        from rastalign.io.sources import filesystem, redact
 
         fs, key = filesystem(path)
         try:
@@ -143,7 +143,7 @@ def check_output_path(output, inputs, overwrite):
     output of the same run): an output is refused when it names the same file as any
     of them, whatever the spelling.
     """
-    from .sources import is_url
+    from rastalign.io.sources import is_url
 
     if is_url(output):
         return _check_url_output(output, inputs, overwrite)
@@ -164,7 +164,7 @@ def check_output_path(output, inputs, overwrite):
 
 def _check_url_output(output, inputs, overwrite):
     """An object-store output: not one of the inputs, and absent unless ``overwrite``."""
-    from .sources import filesystem, redact
+    from rastalign.io.sources import filesystem, redact
 
     if any(p is not None and str(p).rstrip("/") == str(output).rstrip("/") for p in inputs):
         raise OutputError(f"output path is the same object as an input: {output}")
@@ -186,7 +186,7 @@ def is_zarr_store(path) -> bool:
 
 def check_input_file(path, kind):
     """Refuse a missing, folder, unreadable or empty input with a one-line error naming it."""
-    from ..errors import InputError
+    from rastalign.errors import InputError
 
     p = Path(path)
     if not p.exists():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from rastalign.errors import InputError
 
 log = logging.getLogger(__name__)
 

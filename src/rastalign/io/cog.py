@@ -18,10 +18,10 @@ from functools import partial
 
 import numpy as np
 
-from ..errors import OutputError
-from . import tiff
-from .atomic import discard, temp_path_beside
-from .geotiff import aligned_to, fill_value, valid_mask
+from rastalign.errors import OutputError
+from rastalign.io import tiff
+from rastalign.io.atomic import discard, temp_path_beside
+from rastalign.io.geotiff import aligned_to, fill_value, valid_mask
 
 # GDAL's COG layout: each tile preceded by its size (uint32) and followed by its last 4 bytes repeated
 GHOST = (b"LAYOUT=IFDS_BEFORE_DATA\nBLOCK_ORDER=ROW_MAJOR\nBLOCK_LEADER=SIZE_AS_UINT4\n"
@@ -41,7 +41,7 @@ def overview_shapes(shape, tile):
 def reduce2(block, nodata):
     """One overview step: the mean of the valid pixels of each 2x2 box (the last row/column of an
     odd size alone), stored in the block's dtype; nodata where none is valid."""
-    from ..warp.graph import to_output_dtype
+    from rastalign.warp.graph import to_output_dtype
 
     nb, h, w = block.shape
     valid = valid_mask(block, nodata)
@@ -179,9 +179,9 @@ def write_cog(arr, tmp, entries, tile, big, nodata, url=None):
     ``tmp``, or with a ``distributed`` client uploaded to ``url`` by the workers (:func:`_upload`)."""
     import time
 
-    from .. import progress
-    from ..scheduler import active_client
-    from .sinks import blocks, consume
+    from rastalign import progress
+    from rastalign.scheduler import active_client
+    from rastalign.io.sinks import blocks, consume
 
     t0 = time.perf_counter()
     nb, ny, nx = (int(v) for v in arr.shape)
@@ -297,7 +297,7 @@ def _assemble(tmp, entries, shapes, level_blocks, store, tile, nb, big):
 
 def _send_part(url, upload_id, number, head, tile_lists, picks):
     """On a worker: one part of the file (``head`` then the framed tiles ``picks`` of ``tile_lists``)."""
-    from . import multipart
+    from rastalign.io import multipart
 
     data = head + b"".join(_framed(tile_lists[j][p]) for j, p in picks)
     return multipart.upload_part(url, upload_id, number, data)
@@ -306,8 +306,8 @@ def _send_part(url, upload_id, number, head, tile_lists, picks):
 def _upload(url, entries, shapes, level_blocks, store, tile, nb, big):
     """The file as a multipart upload whose parts the workers build from the tiles they hold; the client
     sends only the header bytes (in part 1's task) and completes the upload. Aborted on any failure."""
-    from . import multipart
-    from .sources import redact
+    from rastalign.io import multipart
+    from rastalign.io.sources import redact
 
     head, records, total = _layout(entries, shapes, level_blocks, store, tile, nb, big)
     client = store.client
@@ -327,7 +327,7 @@ def _upload(url, entries, shapes, level_blocks, store, tile, nb, big):
             raise OutputError(f"cannot write output {url}: {redact(exc)[:200]}") from None
         raise
     if size != total:
-        from .sources import filesystem
+        from rastalign.io.sources import filesystem
 
         fs, key = filesystem(url)
         fs.rm_file(key)

@@ -15,8 +15,8 @@ from typing import Tuple
 
 import numpy as np
 
-from ..errors import InputError, OutputError
-from .atomic import TempFileWriter, check_input_file, discard, temp_path_beside
+from rastalign.errors import InputError, OutputError
+from rastalign.io.atomic import TempFileWriter, check_input_file, discard, temp_path_beside
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class FitsInfo:
 
     @property
     def wcs(self):
-        from .fits_cards import wcs_of
+        from rastalign.io.fits_cards import wcs_of
 
         return wcs_of(self.header)
 
@@ -46,7 +46,7 @@ def _open(path):
     which fetches only the headers and the sections read."""
     from astropy.io import fits
 
-    from .sources import is_url, network_error
+    from rastalign.io.sources import is_url, network_error
 
     if is_url(path):
         try:
@@ -98,7 +98,7 @@ def resolve_ext(path, ext):
 def inspect_fits(path, ext=None) -> FitsInfo:
     """Read the header of image HDU ``ext`` (on a worker when a cluster is active); refuse missing HDUs,
     tables, cubes and empty HDUs."""
-    from ..scheduler import on_cluster
+    from rastalign.scheduler import on_cluster
 
     return on_cluster(_inspect_fits, path, ext)
 
@@ -191,7 +191,7 @@ class _LazyHDU:
 
 
 def _stamp(path):
-    from .sources import is_url
+    from rastalign.io.sources import is_url
 
     return "remote" if is_url(path) else os.path.getmtime(path)
 
@@ -249,7 +249,7 @@ class FitsWriter(TempFileWriter):
         hdr["EXTEND"] = True
         if nodata is not None and self.dtype.kind in "iu":
             hdr["BLANK"] = int(nodata)
-        from .fits_cards import output_header
+        from rastalign.io.fits_cards import output_header
 
         body = output_header(header, wcs_header, tags)
         for i, d in enumerate(descriptions or [], start=1):

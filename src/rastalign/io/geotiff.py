@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import OutputError
-from . import tiff
-from .atomic import discard, local_temp, publish
+from rastalign.errors import OutputError
+from rastalign.io import tiff
+from rastalign.io.atomic import discard, local_temp, publish
 
 
 def tile_size(shape) -> int:
@@ -49,7 +49,7 @@ def _describe(final, arr, grid, nodata, tile, big, metadata_from, tags):
     import rasterio
     from affine import Affine
 
-    from .raster import copy_metadata, gdal_cause
+    from rastalign.io.raster import copy_metadata, gdal_cause
 
     desc = local_temp(final, ".tif")
     nb, ny, nx = (int(v) for v in arr.shape)
@@ -75,11 +75,11 @@ def write_geotiff(arr, path, grid, nodata, fmt="GTiff", metadata_from=None, tags
     """Write the lazy ``arr`` (bands, rows, cols) as a tiled, deflated GeoTIFF (or COG with overviews)
     on ``grid`` (``shape``, ``transform``, ``crs``), with the metadata of the raster ``metadata_from``
     (tags, descriptions, units, scales/offsets, colours) and ``tags``; atomic and verified."""
-    from .raster import verify_complete
-    from .sinks import check_written
+    from rastalign.io.raster import verify_complete
+    from rastalign.io.sinks import check_written
 
-    from ..scheduler import active_client
-    from .sources import is_url
+    from rastalign.scheduler import active_client
+    from rastalign.io.sources import is_url
 
     final = str(path) if is_url(path) else Path(path)
     nb, ny, nx = (int(v) for v in arr.shape)
@@ -87,13 +87,13 @@ def write_geotiff(arr, path, grid, nodata, fmt="GTiff", metadata_from=None, tags
     big = nb * ny * nx * arr.dtype.itemsize * 4 // 3 > 2 ** 32 - 2 ** 27
     entries = _describe(final, arr, grid, nodata, tile, big, metadata_from, tags)
     if fmt == "COG" and is_url(path) and active_client() is not None:
-        from .cog import write_cog  # the workers upload the parts: no byte of pixels reaches this process
+        from rastalign.io.cog import write_cog  # the workers upload the parts: no byte of pixels reaches this process
 
         return dict(write_cog(arr, None, entries, tile, big, nodata, url=str(path)), format=fmt)
     tmp = local_temp(final, ".tif")
     try:
         if fmt == "COG":
-            from .cog import write_cog
+            from rastalign.io.cog import write_cog
 
             stats = write_cog(arr, tmp, entries, tile, big, nodata)
         else:
@@ -101,7 +101,7 @@ def write_geotiff(arr, path, grid, nodata, fmt="GTiff", metadata_from=None, tags
         check_written(verify_complete, tmp, (ny, nx), nb, path)
         publish(tmp, final)
     except OSError as exc:
-        from .raster import write_failure_reason
+        from rastalign.io.raster import write_failure_reason
 
         raise OutputError(f"cannot write output {path}: {write_failure_reason(tmp, exc)}") from None
     finally:
@@ -117,7 +117,7 @@ def _encode(block, box, tile, nodata):
 
 def _write_tiled(arr, tmp, entries, tile, big, nodata):
     """GTiff: tiles appended in block order as they complete; the directory last."""
-    from .sinks import consume
+    from rastalign.io.sinks import consume
 
     nb, ny, nx = (int(v) for v in arr.shape)
     grid_tiles = (-(-ny // tile), -(-nx // tile))

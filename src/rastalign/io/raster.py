@@ -13,9 +13,9 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ..errors import InputError, ResourceError
-from ..grids import Grid
-from .atomic import check_input_file
+from rastalign.errors import InputError, ResourceError
+from rastalign.grids import Grid
+from rastalign.io.atomic import check_input_file
 
 # Refuse absurd declared sizes (bands x rows x cols) before allocating anything: 2**38
 # samples is e.g. 4 bands of 260,000 x 260,000 px. RASTALIGN_MAX_PIXELS overrides it.
@@ -65,7 +65,7 @@ def open_dataset(path, overview_level=None):
     import rasterio
     from rasterio.errors import RasterioIOError
 
-    from .sources import gdal_path, is_url, network_error
+    from rastalign.io.sources import gdal_path, is_url, network_error
 
     remote = is_url(path)
     p = gdal_path(path) if remote else check_input_file(path, "raster")
@@ -108,7 +108,7 @@ class _gdal_warnings:
 def inspect_raster(path) -> RasterInfo:
     """Read the header of ``path`` (on a worker when a cluster is active); raise :class:`InputError` on
     anything unusable."""
-    from ..scheduler import on_cluster
+    from rastalign.scheduler import on_cluster
 
     return on_cluster(_inspect_raster, path)
 
@@ -186,7 +186,7 @@ def read_window(path, box, bands=None, nodata=None, use_file_mask=True, out_shap
                 mkw = {} if out_shape is None else {"out_shape": tuple(out_shape)}
                 ok &= ds.read_masks(idx[0], window=win, **mkw) > 0
         except RasterioError as exc:
-            from .sources import is_url, network_error
+            from rastalign.io.sources import is_url, network_error
 
             if is_url(path):
                 raise InputError(f"cannot read {path}: {network_error(path, gdal_cause(exc))}") from None
@@ -242,7 +242,7 @@ def read_metadata(path) -> dict:
 def copy_metadata(src_path, ds):
     """Copy what describes the pixels of ``src_path`` onto the open dataset ``ds`` (same band count), read
     where the tasks run. An aligned image is the same data, so none of it may be lost."""
-    from ..scheduler import on_cluster
+    from rastalign.scheduler import on_cluster
 
     m = on_cluster(read_metadata, src_path)
     ds.update_tags(**m["tags"])

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import progress
-from ..errors import OutputError
-from ..scheduler import parallelism
-from .atomic import TMP_TAG, check_folder, is_zarr_store
+from rastalign import progress
+from rastalign.errors import OutputError
+from rastalign.scheduler import parallelism
+from rastalign.io.atomic import TMP_TAG, check_folder, is_zarr_store
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def consume(arr, encode, write):
 
 def check_written(verify, tmp, shape, count, path):
     """Run ``verify(tmp, shape, count)``; an incomplete file becomes a one-line :class:`OutputError`."""
-    from .raster import IncompleteWrite
+    from rastalign.io.raster import IncompleteWrite
 
     try:
         verify(tmp, shape, count)
@@ -80,7 +80,7 @@ def write_output(arr, path, fmt, grid, nodata, tags=None, metadata_from=None, de
                           descriptions=descriptions, nodata=nodata)
     if fmt == "Zarr":
         return write_zarr(arr, path, grid, nodata, tags, descriptions)
-    from .geotiff import write_geotiff
+    from rastalign.io.geotiff import write_geotiff
 
     return write_geotiff(arr, path, grid, nodata, fmt, metadata_from=metadata_from, tags=tags)
 
@@ -102,7 +102,7 @@ def write_fits(arr, path, header=None, wcs_header=None, tags=None, descriptions=
     """Stream the lazy ``arr`` into a FITS file (primary HDU; a cube for several bands): the source
     ``header`` without its WCS, the WCS of ``wcs_header``, ``tags``; NaN becomes ``cval``; with
     ``mask`` a ``MASK`` extension (``cval_mask`` where no valid source pixel)."""
-    from .fits import FitsWriter
+    from rastalign.io.fits import FitsWriter
 
     nb, ny, nx = (int(v) for v in arr.shape)
     n_valid = 0
@@ -138,7 +138,7 @@ def write_zarr(arr, path, grid, nodata, tags=None, descriptions=None) -> dict:
     import dask
     import xarray as xr
 
-    from .sources import is_url
+    from rastalign.io.sources import is_url
 
     t0 = time.perf_counter()
     nb, ny, nx = (int(v) for v in arr.shape)
@@ -159,7 +159,7 @@ def write_zarr(arr, path, grid, nodata, tags=None, descriptions=None) -> dict:
     except OutputError:
         raise
     except Exception as exc:  # noqa: BLE001 - OSError locally, botocore/aiohttp errors remotely
-        from .sources import redact
+        from rastalign.io.sources import redact
 
         cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else redact(exc)[:200]
         raise OutputError(f"cannot write output {path}: {cause}") from None
@@ -215,7 +215,7 @@ def _remove_store(tmp, remote):
     if not remote:
         shutil.rmtree(tmp, ignore_errors=True)
         return
-    from .sources import filesystem
+    from rastalign.io.sources import filesystem
 
     try:
         fs, key = filesystem(tmp)
@@ -232,7 +232,7 @@ def _publish_prefix(tmp, final):
     """Copy the complete store under ``tmp`` to ``final`` inside the bucket: chunks first, then the
     metadata, ``.zmetadata`` (what ``open_zarr`` reads first) last. An existing store at ``final``
     (``--overwrite`` checked by the caller) is removed first."""
-    from .sources import filesystem
+    from rastalign.io.sources import filesystem
 
     fs, tkey = filesystem(tmp)
     _, fkey = filesystem(final)

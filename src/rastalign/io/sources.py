@@ -39,7 +39,7 @@ class RasterSource:
         return len(self.bands) if self.bands else self.count
 
     def read(self, box):
-        from .raster import read_window
+        from rastalign.io.raster import read_window
 
         return read_window(self.path, box, bands=self.bands, nodata=self.nodata)
 
@@ -65,14 +65,14 @@ class FitsSource:
         return 1
 
     def read(self, box):
-        from .fits import read_fits_window
+        from rastalign.io.fits import read_fits_window
 
         return read_fits_window(self.path, self.ext, box, self.mask_ext, self.dtype)
 
 
 def raster_source(path, nodata=None, bands=None) -> RasterSource:
     """A :class:`RasterSource` from the file's header (one-line errors for unusable files)."""
-    from .raster import inspect_raster
+    from rastalign.io.raster import inspect_raster
 
     info = inspect_raster(path)
     return RasterSource(str(path), tuple(info.shape), int(info.count), str(info.dtype), nodata,
@@ -81,7 +81,7 @@ def raster_source(path, nodata=None, bands=None) -> RasterSource:
 
 def fits_source(path, ext=None, mask_ext=None) -> FitsSource:
     """A :class:`FitsSource` for HDU ``ext`` (index, name or None = first image HDU)."""
-    from .fits import inspect_fits, resolve_ext
+    from rastalign.io.fits import inspect_fits, resolve_ext
 
     info = inspect_fits(path, ext)
     mext = None if mask_ext is None else resolve_ext(path, mask_ext)
@@ -110,7 +110,7 @@ def gdal_path(path) -> str:
     scheme, rest = p.split("://", 1)
     prefix = SCHEMES.get(scheme.lower())
     if prefix is None:
-        from ..errors import InputError
+        from rastalign.errors import InputError
 
         raise InputError(f"unsupported URL scheme {scheme!r}: use s3://, gs://, az://, https:// or a GDAL /vsi path")
     return prefix + (p if prefix == "/vsicurl/" else rest)

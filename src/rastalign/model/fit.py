@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .affine import apply_affine, fit_affine, robust_affine
-from .model import AlignmentModel
-from .residual import SplineField, fit_residual_field
+from rastalign.model.affine import apply_affine, fit_affine, robust_affine
+from rastalign.model.model import AlignmentModel
+from rastalign.model.residual import SplineField, fit_residual_field
 
 
 def fit_robust(p, q, w, domain, threshold, *, field=True, seed=0, clip_sigma=3.5, min_gain=0.1, poly_degrees=(),
@@ -72,7 +72,7 @@ def passes(n_inliers, rms_px, min_inliers, max_rms_px) -> bool:
 
 def quality_failure(n_inliers, n_points, what, rms_px, min_inliers, max_rms_px, option):
     """The one-line :class:`~rastalign.errors.QualityError` of a failed :func:`passes`."""
-    from ..errors import QualityError
+    from rastalign.errors import QualityError
 
     rms_txt = "" if not np.isfinite(rms_px) else f", RMS residual {rms_px:.3f} px ({option} {max_rms_px:g})"
     return QualityError(f"alignment failed the quality check: {n_inliers} inliers of {n_points} {what} "

@@ -135,7 +135,7 @@ def match_windows(fixed, fvalid, sample, centres, window, search, lk_iterations=
         ncc[k] = c
         ok[k] = good and abs(sx) <= search + 1 and abs(sy) <= search + 1
 
-    from ..scheduler import each_in_threads
+    from rastalign.scheduler import each_in_threads
 
     each_in_threads(one, n)
     return {"centre": np.asarray(centres, float), "shift": shift, "ncc": ncc, "ok": ok}

@@ -21,8 +21,8 @@ import math
 
 import numpy as np
 
-from ..errors import AlignmentError
-from ..model.affine import apply_affine, fit_affine
+from rastalign.errors import AlignmentError
+from rastalign.model.affine import apply_affine, fit_affine
 
 log = logging.getLogger(__name__)
 

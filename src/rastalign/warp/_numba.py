@@ -27,9 +27,9 @@ import math
 import numpy as np
 from numba import njit
 
-from . import _rows
-from ._rows import weights
-from .methods import BILINEAR, LANCZOS, NEAREST, PENDING
+from rastalign.warp import _rows
+from rastalign.warp._rows import weights
+from rastalign.warp.methods import BILINEAR, LANCZOS, NEAREST, PENDING
 
 __all__ = ["window_valid", "warp_rows"]
 

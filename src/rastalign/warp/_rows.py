@@ -17,8 +17,8 @@ import math
 import numpy as np
 from numba import njit
 
-from ._simd import cols2, cols4
-from .methods import BILINEAR, BSPLINE, CUBIC, NEAREST, PENDING
+from rastalign.warp._simd import cols2, cols4
+from rastalign.warp.methods import BILINEAR, BSPLINE, CUBIC, NEAREST, PENDING
 
 _LZ_COS = np.cos(np.pi * (2.0 - np.arange(6)) / 3.0)  # the constant angles of the Lanczos taps
 _LZ_SIN = np.sin(np.pi * (2.0 - np.arange(6)) / 3.0)

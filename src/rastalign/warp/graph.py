@@ -20,15 +20,15 @@ import uuid
 
 import numpy as np
 
-from .kernel import source_box, warp_block
-from .plan import plan_warp
+from rastalign.warp.kernel import source_box, warp_block
+from rastalign.warp.plan import plan_warp
 
 
 def to_output_dtype(values, valid, dtype, nodata, range_dtype=None):
     """Round (not truncate) and clip to the range of ``range_dtype`` (default ``dtype``), store
     as ``dtype``; set invalid pixels to ``nodata``. A valid pixel never reads as nodata. The common
     cases run in one compiled pass (:mod:`rastalign.warp._convert`), the rest in :func:`numpy_output_dtype`."""
-    from . import _convert
+    from rastalign.warp import _convert
 
     fast = _convert.to_output_dtype(values, valid, dtype, nodata, range_dtype)
     return fast if fast is not None else numpy_output_dtype(values, valid, dtype, nodata, range_dtype)
@@ -142,7 +142,7 @@ def _from_source(source, model, box, spec):
 
 
 def _from_piece(piece, model, box, spec):
-    from ..io.raster import validity
+    from rastalign.io.raster import validity
 
     def read(_sbox):
         data = np.asarray(piece)
@@ -181,7 +181,7 @@ class WarpGraph:
         """The whole warp as one numpy array, computed on ``scheduler`` (default: the active one)."""
         import dask
 
-        from ..io.sinks import blocks
+        from rastalign.io.sinks import blocks
 
         values = dask.compute(*self.to_delayed().ravel().tolist(), scheduler=scheduler)
         out = np.empty(self.shape, self.dtype)

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..errors import HaloError
-from .methods import BSPLINE, METHODS, NEAREST, TAPS, support_radius
+from rastalign.errors import HaloError
+from rastalign.warp.methods import BSPLINE, METHODS, NEAREST, TAPS, support_radius
 
 LATTICE_STEP = 16
 _NATIVE = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int16))  # source types the kernel reads as is
@@ -93,7 +93,7 @@ def warp_block(source, model, out_box, source_origin=(0, 0), source_shape=None, 
     ``bspline`` first turns the block into prefiltered coefficients
     (:func:`rastalign.warp.prefilter.coefficients`; non-finite pixels count as invalid).
     """
-    from . import _numba, prefilter  # the compiled kernels: loaded when a chunk is warped, not when it is planned
+    from rastalign.warp import _numba, prefilter  # the compiled kernels: loaded when a chunk is warped, not when it is planned
 
     src = np.asarray(source)
     if src.ndim == 2:

@@ -15,8 +15,8 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..params import chunk_shape_from_split_factor
-from .kernel import source_box
+from rastalign.params import chunk_shape_from_split_factor
+from rastalign.warp.kernel import source_box
 
 TILE = 512
 

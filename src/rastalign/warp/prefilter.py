@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit
 
-from .methods import FILL_PASSES, FILL_R, K, MARGIN
+from rastalign.warp.methods import FILL_PASSES, FILL_R, K, MARGIN
 
 Z1 = math.sqrt(3.0) - 2.0
 _H = math.sqrt(3.0) * Z1 ** np.arange(K + 1, dtype=np.float64)
