@@ -102,8 +102,8 @@ def run_cli(args, root):
 
 
 def fingerprint_runs(root: Path) -> dict:
-    from rastalign.testing import write_pair, write_stack
-    from rastalign.testing_stars import write_star_pair, write_star_stack
+    from rastalign.testing.pairs import write_pair, write_stack
+    from rastalign.testing.stars import write_star_pair, write_star_stack
 
     vhr = root / "vhr"
     mov, fix, _ = write_pair(vhr, (512, 640), rotation_deg=0.3, shift=(6.4, -3.2), distortion_px=1.0, seed=3)

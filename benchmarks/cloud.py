@@ -40,9 +40,9 @@ _spec.loader.exec_module(bench)  # its cluster launcher and client probe (it kee
 CLIENT = bench.CLIENT.replace("import rastalign.cli.demo,", "import rastalign.cli.vhr,").replace(
     "rastalign.cli.demo.main", "rastalign.cli.vhr.main")
 ESTIMATE = bench.CLIENT.replace("rc = rastalign.cli.demo.main(sys.argv[1:])", (
-    "from rastalign.scheduler import use_scheduler\n"
+    "from rastalign.runtime.scheduler import use_scheduler\n"
     "with use_scheduler(sys.argv[3]):\n"
-    "    est = rastalign.pipeline.estimate(sys.argv[1], sys.argv[2])\n"
+    "    est = rastalign.pipelines.pair.estimate(sys.argv[1], sys.argv[2])\n"
     "rc = 0 if est.quality['passed'] else 3"))
 
 
@@ -96,7 +96,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     import boto3
 
-    from rastalign.testing import write_pair
+    from rastalign.testing.pairs import write_pair
 
     root = Path(args.workdir or tempfile.mkdtemp(prefix="rastalign_cloud_bench_"))
     root.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ SUFFIX = {"Zarr": "zarr", "COG": "cog.tif", "GTiff": "tif", "FITS": "fits"}
 
 CLIENT = r"""
 import json, resource, sys, time
-import rastalign.cli.demo, rastalign.pipeline, rastalign.io.sinks, rastalign.io.geotiff, distributed, zarr, xarray
+import rastalign.cli.demo, rastalign.pipelines.pair, rastalign.sinks.output, rastalign.sinks.geotiff, distributed, zarr, xarray
 import distributed.comm.tcp as tcp
 def rchar():
     return int(next(l for l in open("/proc/self/io") if l.startswith("rchar")).split()[1])
@@ -84,7 +84,7 @@ def write_scene(folder, n):
     import numpy as np
 
     from rastalign.model import AlignmentModel
-    from rastalign.testing import write_pair
+    from rastalign.testing.pairs import write_pair
 
     moving, _, _ = write_pair(folder, (n, n), rotation_deg=0.25, shift=(3.37, -2.61), seed=2)
     th = np.deg2rad(0.25)

@@ -28,7 +28,7 @@ def main():
     ap.add_argument("--folder", default=None)
     args = ap.parse_args()
     from rastalign.model import AlignmentModel
-    from rastalign.testing_stars import write_star_pair
+    from rastalign.testing.stars import write_star_pair
 
     folder = Path(args.folder or tempfile.mkdtemp(prefix="rastalign-bench-"))
     shape = (args.size, args.size)

@@ -70,7 +70,7 @@ def main():
     args = ap.parse_args()
     from scipy.spatial import cKDTree
 
-    from rastalign.astro import estimate_fits
+    from rastalign import estimate_fits
     from rastalign.io.fits import read_fits
     from rastalign.tiepoints.detect import detect_array
 

@@ -23,7 +23,7 @@ AROSICS_SHIFT_M = (3.58, -15.66)  # published global shift (map units) for this 
 
 
 def score(img, valid, ref, rvalid, window=96, min_ncc=0.8):
-    from rastalign.testing import measure_misregistration
+    from rastalign.testing.pairs import measure_misregistration
 
     return measure_misregistration(img, ref, valid & rvalid, window=window, min_ncc=min_ncc)
 
@@ -39,11 +39,11 @@ def main(argv=None):
     ap.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data"))
     args = ap.parse_args(argv)
     import rastalign
-    from rastalign.grids import output_grid
+    from rastalign.geometry.grids import output_grid
     from rastalign.io.raster import inspect_raster, read_window
     from rastalign.model.model import AlignmentModel
-    from rastalign.model.affine import invert_affine
-    from rastalign.grids import moving_to_fixed
+    from rastalign.geometry.affine import invert_affine
+    from rastalign.geometry.grids import moving_to_fixed
     from rastalign.warp.kernel import warp_array
 
     mov_p = Path(args.data) / "s2_T33UUU_20160529_B03_moving.tif"

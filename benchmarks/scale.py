@@ -1,7 +1,7 @@
 """End-to-end scaling (estimate + warp + write) against gdalwarp applying the same affine.
 
 For each size a uint16 pair (0.25 deg, (3.37, -2.61) px) is generated with
-rastalign.testing into a temporary folder. rastalign runs ``vhr-align-image-pair
+rastalign.testing.pairs into a temporary folder. rastalign runs ``vhr-align-image-pair
 --resampling bilinear`` in a fresh process; gdalwarp (the speed anchor) warps the
 same moving image with the affine rastalign estimated (through a VRT whose
 geotransform encodes it) with ``-multi -wo NUM_THREADS=2 -r bilinear`` to a tiled,
@@ -78,7 +78,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     from rastalign.io.raster import inspect_raster
     from rastalign.model import AlignmentModel
-    from rastalign.testing import Truth, write_pair
+    from rastalign.testing.pairs import Truth, write_pair
 
     have_gdal = shutil.which("gdalwarp") is not None
     rows = []

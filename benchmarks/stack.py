@@ -84,7 +84,7 @@ def summarise(name, kind, n, rc, wall, peak, errs):
 
 
 def bench_vhr(root, n, size):
-    from rastalign.testing import write_stack
+    from rastalign.testing.pairs import write_stack
 
     shape = (size, size)
     ts = truths(n, 1)
@@ -113,7 +113,7 @@ def stack_and_loop(kind, root, ref, scenes, tr, shape, suffix, pair):
 
 
 def bench_fits(root, n, size, stars):
-    from rastalign.testing_stars import write_star_stack
+    from rastalign.testing.stars import write_star_stack
 
     shape = (size, size)
     ts = [dict(shift=t["shift"], rotation_deg=5 * t["rotation_deg"]) for t in truths(n, 2)]

@@ -1,8 +1,8 @@
 """Start-up: what a fresh process pays before (and while) it does any work.
 
 Cases, each the median of ``--runs`` fresh processes (wall time from launch to exit):
-``import rastalign``, ``import rastalign.pipeline`` (the VHR pipeline),
-``import rastalign.astro.files`` (the FITS pipeline behind ``align-fits``), ``vhr-align-image-pair --help``,
+``import rastalign``, ``import rastalign.pipelines.pair`` (the VHR pipeline),
+``import rastalign.pipelines.fits_pair`` (the FITS pipeline behind ``align-fits``), ``vhr-align-image-pair --help``,
 and a whole ``align-fits-simple`` of a ``--size``^2 frame with ``--stars`` stars against
 ``astroalign.register`` of the same pair in a fresh process (``peers/drivers/astroalign_driver.py``:
 read both FITS, register, write FITS, as the command does). The commands run from this interpreter's
@@ -43,8 +43,8 @@ def cases(folder):
     py = sys.executable
     src, tmpl = str(folder / "source.fits"), str(folder / "template.fits")
     return [("import rastalign", [py, "-c", "import rastalign"], False),
-            ("import rastalign.pipeline", [py, "-c", "import rastalign.pipeline"], False),
-            ("import rastalign.astro.files", [py, "-c", "import rastalign.astro.files"], False),
+            ("import rastalign.pipelines.pair", [py, "-c", "import rastalign.pipelines.pair"], False),
+            ("import rastalign.pipelines.fits_pair", [py, "-c", "import rastalign.pipelines.fits_pair"], False),
             ("vhr-align-image-pair --help", [str(SCRIPTS / "vhr-align-image-pair"), "--help"], False),
             ("align-fits-simple", [str(SCRIPTS / "align-fits-simple"), src, str(folder / "out.fits"), tmpl,
                                    "--overwrite"], True),
@@ -80,7 +80,7 @@ def main():
     ap.add_argument("--src", default=None, help="measure the rastalign package under this folder instead")
     ap.add_argument("--name", default="startup", help="results file name (benchmarks/results/NAME.json)")
     args = ap.parse_args()
-    from rastalign.testing_stars import write_star_pair
+    from rastalign.testing.stars import write_star_pair
 
     base = dict(os.environ)
     if args.src:

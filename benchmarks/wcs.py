@@ -41,7 +41,7 @@ def sky_error(w_new, src_xy, w_tmpl, tmpl_xy):
 
 
 def synthetic(folder, size, stars, distortion):
-    from rastalign.testing_stars import write_star_pair
+    from rastalign.testing.stars import write_star_pair
 
     src, tmpl, f = write_star_pair(folder, (size, size), stars, rotation_deg=0.3, scale=1.001, shift=(6.2, -3.7),
                                    distortion_px=distortion, seed=11)
@@ -77,7 +77,7 @@ def run_rastalign(src, tmpl, out):
     from astropy.io import fits
     from astropy.wcs import WCS
 
-    from rastalign.astro import align_fits
+    from rastalign import align_fits
 
     t0 = time.perf_counter()
     align_fits(str(src), str(out), template_path=str(tmpl), correction="wcs", overwrite=True)

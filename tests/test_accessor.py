@@ -11,10 +11,10 @@ import rioxarray
 import xarray as xr
 
 import rastalign
-from rastalign.array_grid import array_grid
-from rastalign.grids import rebase_recorded
+from rastalign.io.arrays import array_grid
+from rastalign.geometry.grids import rebase_recorded
 from rastalign.cli.vhr import main as vhr_main
-from rastalign.testing import write_pair
+from rastalign.testing.pairs import write_pair
 
 SHAPE = (512, 512)
 
@@ -144,7 +144,7 @@ def test_rebase_to_another_moving_resolution(pair):
 def test_model_saved_by_0_1_0_applies_as_a_model_of_this_version(pair):
     """rastalign 0.1.0 recorded the grids flat (``*_transform`` and the reference's ``crs``): such a model
     JSON is applied on its own grid, re-based onto the reference grid and onto a coarser moving array
-    exactly as the model recorded in this version's layout (one :class:`~rastalign.grids.Grid` each)."""
+    exactly as the model recorded in this version's layout (one :class:`~rastalign.geometry.grids.Grid` each)."""
     _, m, f = pair
     moving = rioxarray.open_rasterio(m, chunks=256)
     reference = rioxarray.open_rasterio(f, chunks=256)
@@ -163,7 +163,7 @@ def test_model_saved_by_0_1_0_applies_as_a_model_of_this_version(pair):
 def test_fits_arrays_align_onto_template_like_align_fits(tmp_path):
     from astropy.io import fits
 
-    from rastalign.testing_stars import write_star_pair
+    from rastalign.testing.stars import write_star_pair
 
     s, t, _ = write_star_pair(tmp_path, shape=(512, 512), n_stars=300, rotation_deg=0.4, shift=(6.3, -4.1))
     src, tpl = rastalign.open_fits(s, chunks=256), rastalign.open_fits(t, chunks=256)
@@ -182,7 +182,7 @@ def test_a_fits_array_resampled_onto_a_grid_without_wcs_drops_its_own(tmp_path):
     dropped, in the array's attributes and in the file ``to_raster`` writes, as ``align_fits`` does."""
     from astropy.io import fits
 
-    from rastalign.testing_stars import write_star_pair
+    from rastalign.testing.stars import write_star_pair
 
     s, t, _ = write_star_pair(tmp_path, shape=(384, 384), n_stars=250, rotation_deg=0.4, shift=(6.3, -4.1))
     with fits.open(t, mode="update") as ht, fits.open(s, mode="update") as hs:
@@ -243,7 +243,7 @@ def test_an_array_no_longer_holding_its_files_pixels_is_aligned_from_its_own(pai
     """xarray keeps the first array's source through a concatenation and a selection, and through item
     assignment: the accessor estimates from the array's own pixels then, never from the file its encoding names
     (which aligned the reference onto itself here: an identity model with a passing quality check)."""
-    from rastalign.array_grid import array_info, file_backed
+    from rastalign.io.arrays import array_info, file_backed
 
     folder, m, f = pair
     moving = rioxarray.open_rasterio(m, chunks=256)

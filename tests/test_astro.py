@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from rastalign.astro import Spalipy, estimate_fits
+from rastalign import Spalipy, estimate_fits
 from rastalign.errors import AlignmentError
 from rastalign.io.fits import read_fits
-from rastalign.testing import Truth
-from rastalign.testing_stars import make_star_pair
+from rastalign.testing.pairs import Truth
+from rastalign.testing.stars import make_star_pair
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 JWST = [DATA / f"jwst_nircam_f200w_a2744_epoch{k}.fits" for k in (1, 2)]
@@ -129,7 +129,7 @@ def test_jwst_identity_and_known_warp():
 def test_a_frame_with_20_stars_aligns_with_the_defaults(tmp_path, simple):
     """min_n_match defaults to auto (half the smaller detection list, 8..100): a good small match set
     aligns, affine only (too few stars for a field), and the mapping is right; spalipy's explicit 100 refuses."""
-    from rastalign.testing_stars import write_star_pair
+    from rastalign.testing.stars import write_star_pair
 
     src, tmpl, field = write_star_pair(tmp_path, (1024, 1024), 20, rotation_deg=4.0, shift=(12.5, -7.25), seed=3)
     opts = dict(n_det=0.9, spline_order=0, patience_quad_cand=1) if simple else {}
@@ -153,7 +153,7 @@ def test_jwst_pair_aligns_in_simple_mode_with_the_defaults(data_dir):
 def test_affine_only_on_a_distorted_field_says_so(tmp_path, caplog, distortion, warned):
     import logging
 
-    from rastalign.testing_stars import write_star_pair
+    from rastalign.testing.stars import write_star_pair
 
     src, tmpl, _ = write_star_pair(tmp_path, (1024, 1024), 600, rotation_deg=3.0, shift=(5.5, -3.25),
                                    distortion_px=distortion, seed=4)

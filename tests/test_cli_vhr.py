@@ -9,7 +9,7 @@ import pytest
 
 from conftest import read_tif, write_tif
 from rastalign.cli.vhr import main
-from rastalign.testing import make_pair, write_pair
+from rastalign.testing.pairs import make_pair, write_pair
 
 
 def run_cli(args, capsys):

@@ -29,7 +29,7 @@ def _free_port():
 def s3(tmp_path_factory):
     boto3 = pytest.importorskip("boto3")
     server_mod = pytest.importorskip("moto.server")
-    from rastalign.testing import write_pair
+    from rastalign.testing.pairs import write_pair
 
     port = _free_port()
     server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -147,7 +147,7 @@ def test_unreachable_endpoint_is_one_line(s3, tmp_path):
 def test_fits_frames_from_s3_through_align_fits(s3, tmp_path):
     from astropy.io import fits
 
-    from rastalign.testing_stars import write_star_pair
+    from rastalign.testing.stars import write_star_pair
 
     src, tmpl, _ = write_star_pair(tmp_path / "stars", (512, 480), 300, rotation_deg=3.0, shift=(4.5, -2.5), seed=6)
     for p in (src, tmpl):
@@ -173,7 +173,7 @@ def test_cog_and_gtiff_into_the_bucket_equal_local_files(s3, tmp_path_factory, m
     from affine import Affine
 
     from rastalign.cli.demo import main as rastalign_main
-    from rastalign.io import multipart
+    from rastalign.sinks import multipart
     from rastalign.model.model import AlignmentModel
 
     monkeypatch.setattr(multipart, "PART_BYTES", multipart.MIN_PART)
@@ -233,7 +233,7 @@ def test_with_a_remote_scheduler_the_client_never_opens_an_input(s3, tmp_path_fa
     """Every read of an input (headers, metadata, proxies, refinement windows) happens on the workers:
     in this (client) process, opening any input raises."""
     import rastalign
-    from rastalign import proxy, refine
+    from rastalign.io import proxy, refine
     from rastalign.io import fits as fits_io
     from rastalign.io import raster
 

@@ -5,8 +5,8 @@ from astropy.table import Table
 from scipy.spatial import cKDTree
 
 from rastalign.errors import AlignmentError, InputError
-from rastalign.model import apply_affine
-from rastalign.testing_stars import make_star_pair
+from rastalign.geometry.affine import apply_affine
+from rastalign.testing.stars import make_star_pair
 from rastalign.tiepoints.detect import detect_array, filter_detections, parse_n_det
 from rastalign.tiepoints.quads import build_quads, match_detections
 
@@ -105,7 +105,7 @@ def test_file_detection_in_worker_processes_equals_serial(tmp_path, caplog):
 
     from rastalign.io.fits import inspect_fits
     from rastalign.io.sources import fits_source
-    from rastalign.testing_stars import write_star_pair
+    from rastalign.testing.stars import write_star_pair
     from rastalign.tiepoints.detect import detect
 
     src, _, _ = write_star_pair(tmp_path, (600, 600), 300, rotation_deg=5.0, seed=2)

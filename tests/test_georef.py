@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from rastalign.model.affine import apply_affine, invert_affine, pixel_to_world
-from rastalign.testing import write_pair
+from rastalign.geometry.affine import apply_affine, invert_affine, pixel_to_world
+from rastalign.testing.pairs import write_pair
 
 
 def _cli(args):
@@ -103,7 +103,7 @@ def test_a_field_gcps_cannot_hold_and_unsuitable_outputs_are_refused(tmp_path):
     import dataclasses
 
     from rastalign.errors import InputError
-    from rastalign.georef import write_georef
+    from rastalign.sinks.georef import write_georef
     from rastalign.io.raster import inspect_raster
     from rastalign.model.model import AlignmentModel
     from rastalign.model.residual import SplineField

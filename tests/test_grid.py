@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from rastalign.grids import Grid, OutputGrid, recorded_grids, with_grids
+from rastalign.geometry.grids import Grid, OutputGrid, recorded_grids, with_grids
 from rastalign.model.model import AlignmentModel
 
 UTM = (0.5, 0.0, 400000.0, 0.0, -0.5, 5800000.0)
@@ -54,7 +54,7 @@ def test_recorded_grids_read_both_layouts():
 
 def test_geotransform_inverts_pixel_to_world():
     """The one conversion between GDAL's corner geotransform and rastalign's pixel-centre matrix, both ways."""
-    from rastalign.model.affine import geotransform, pixel_to_world
+    from rastalign.geometry.affine import geotransform, pixel_to_world
 
     t = (0.5, 0.01, 500000.0, -0.02, -0.5, 5800000.0)
     m = pixel_to_world(t)

@@ -8,9 +8,9 @@ from pyproj import Transformer
 
 import rastalign
 from rastalign.cli.vhr import main
-from rastalign.grids import Grid, pixel_mapping
+from rastalign.geometry.grids import Grid, pixel_mapping
 from rastalign.io.raster import inspect_raster
-from rastalign.testing import Truth, write_grid_pair
+from rastalign.testing.pairs import Truth, write_grid_pair
 
 from conftest import read_tif
 
@@ -74,7 +74,7 @@ def test_outputs_across_crs_and_like_grid(crs_pair, tmp_path, capsys):
     # downsampling 0.5 m -> ~1.2 m ground averages (prefilter) and matches the fixed image
     ref = read_tif(f)[0][0].astype(float)
     ok = (a[0] > 0) & (ref > 0)
-    from rastalign.testing import measure_misregistration, summarize
+    from rastalign.testing.pairs import measure_misregistration, summarize
     s = summarize(measure_misregistration(a[0].astype(float), ref, ok, window=96))
     assert s["n_windows"] >= 10 and s["p95_px"] <= 0.1
     assert json.loads((tmp_path / "fixed.json").read_text())["output"]["prefilter_box_px"] == 3
@@ -133,7 +133,7 @@ def test_overlap_box_keeps_coincident_edges_and_names_a_tiny_overlap(tmp_path):
     """Identical grids overlap in every pixel (the last row and column were dropped); a 1x1 raster on a
     fixed pixel overlaps by 1 x 1 (not "at all"), and says how many pixels it would need."""
     from rastalign.errors import OverlapError
-    from rastalign.grids import overlap_box
+    from rastalign.geometry.grids import overlap_box
 
     from conftest import write_tif
 

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from rastalign import AlignmentModel, InputError
-from rastalign.model import fit_affine, fit_residual_field, robust_affine
-from rastalign.model.affine import apply_affine, compose_affine, invert_affine
+from rastalign.geometry.affine import fit_affine, robust_affine
+from rastalign.model import fit_residual_field
+from rastalign.geometry.affine import apply_affine, compose_affine, invert_affine
 
 
 def test_robust_affine_recovers_truth_and_flags_outliers():

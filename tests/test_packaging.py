@@ -87,7 +87,7 @@ def test_fits_command_line_does_not_import_the_raster_stack():
     import subprocess
     import sys
 
-    code = ("import sys, rastalign.cli.fits, rastalign.astro\n"
+    code = ("import sys, rastalign.cli.fits, rastalign.spalipy\n"
             "print(sorted(m for m in ('xarray', 'rasterio', 'dask', 'pandas', 'pyproj') if m in sys.modules))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rastalign.testing import scene
+from rastalign.testing.pairs import scene
 
 ROOT = Path(__file__).resolve().parents[1]
 

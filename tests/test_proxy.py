@@ -5,9 +5,9 @@ import rasterio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rastalign import proxy
+from rastalign.io import proxy
 from rastalign.io.raster import inspect_raster, read_window
-from rastalign.proxy import block_mean, read_proxies, read_proxy, strip_rows
+from rastalign.io.proxy import block_mean, read_proxies, read_proxy, strip_rows
 
 
 def _write(path, data, nodata=0, block=64, overviews=()):
@@ -94,7 +94,7 @@ def test_native_refinement_samples_every_corner_tile_and_spreads_over_the_scene(
     """Proxy windows keep half a window from the edges, so no tie point need lie in the last row or column of
     file tiles (at a 1024 px proxy of 8192 px the grid stops at 7552 px, and the field was extrapolated over the
     last 640 px: 0.149 px off at a corner of the distorted pair). The corner tiles are measured regardless."""
-    from rastalign.refine import TILE, pick_tiles, tile_windows
+    from rastalign.tiepoints.refine import TILE, pick_tiles, tile_windows
 
     g = np.arange(384.0, 7400.0, 580.0)
     points = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)

@@ -2,11 +2,11 @@
 import numpy as np
 
 import rastalign
-from rastalign.grids import moving_to_fixed, output_grid
+from rastalign.geometry.grids import moving_to_fixed, output_grid
 from rastalign.io.raster import inspect_raster, read_window
 from rastalign.model import AlignmentModel
-from rastalign.model.affine import invert_affine
-from rastalign.testing import measure_misregistration, summarize
+from rastalign.geometry.affine import invert_affine
+from rastalign.testing.pairs import measure_misregistration, summarize
 from rastalign.warp.kernel import warp_array
 
 AROSICS_SHIFT_PX = (0.358, -1.566)

@@ -28,9 +28,9 @@ from rastalign.cli.demo import main as rastalign_main
 from rastalign.cli.fits import main as fits_main
 from rastalign.cli.vhr import main as vhr_main
 from rastalign.errors import AlignmentError, InputError, OutputError, RastalignError
-from rastalign.io.atomic import TMP_TAG
+from rastalign.sinks.atomic import TMP_TAG
 from rastalign.model.model import AlignmentModel
-from rastalign.testing import make_pair, write_pair
+from rastalign.testing.pairs import make_pair, write_pair
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "rastalign"
 SETPRIV = shutil.which("setpriv")
@@ -542,7 +542,7 @@ def test_good_model_applies(pair, tmp_path, capsys):
 # ------------------------------------------------------------------------------------ catalogues
 @pytest.fixture(scope="module")
 def stars(tmp_path_factory):
-    from rastalign.testing_stars import write_star_pair
+    from rastalign.testing.stars import write_star_pair
 
     d = tmp_path_factory.mktemp("stars")
     src, tmpl, _ = write_star_pair(d, (256, 256), 150, rotation_deg=2.0, shift=(3.5, -1.25), seed=2)
@@ -580,7 +580,7 @@ def test_malformed_catalogue(content, code, match, stars, tmp_path, capsys):
     o, e = capsys.readouterr()
     assert rc == code and o == ""
     assert_one_line(e, "align-fits", match)
-    from rastalign.astro import align_fits
+    from rastalign import align_fits
 
     with pytest.raises(RastalignError, match=match):
         align_fits(str(src), str(out), template_path=str(tmpl), source_cat=str(cat), min_n_match=20)

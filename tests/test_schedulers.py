@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 import rastalign
-from rastalign.grids import output_grid
+from rastalign.geometry.grids import output_grid
 from rastalign.io.raster import inspect_raster
 from rastalign.params import WarpParams
-from rastalign.pipeline import apply
-from rastalign.scheduler import use_scheduler
-from rastalign.testing import write_pair
+from rastalign.pipelines.pair import apply
+from rastalign.runtime.scheduler import use_scheduler
+from rastalign.testing.pairs import write_pair
 
 from conftest import process_cluster, read_tif
 
@@ -80,7 +80,7 @@ def test_identical_output_every_scheduler_and_format(setup, references, remote, 
 
 @pytest.fixture(scope="module")
 def stars(tmp_path_factory):
-    from rastalign.testing_stars import write_star_pair
+    from rastalign.testing.stars import write_star_pair
 
     d = tmp_path_factory.mktemp("stars")
     src, tmpl, _ = write_star_pair(d, (420, 380), 300, rotation_deg=3.0, shift=(4.5, -2.5), seed=6)
@@ -91,7 +91,7 @@ def stars(tmp_path_factory):
 def test_align_fits_identical_under_every_scheduler(stars, remote, scheduler):
     from astropy.io import fits
 
-    from rastalign.astro import align_fits
+    from rastalign import align_fits
 
     d, src, tmpl = stars
     ref = d / "ref.fits"
@@ -123,7 +123,7 @@ def test_align_fits_unreachable_scheduler_is_one_line(stars, tmp_path):
 def test_killed_worker_does_not_corrupt_output(setup):
     from distributed import Client, LocalCluster
 
-    import rastalign.io.tiff as tiff  # the client maps each finished block's tiles to file indexes
+    import rastalign.sinks.tiff as tiff  # the client maps each finished block's tiles to file indexes
 
     d, moving, model, grid, expected = setup
     out = d / "killed.tif"

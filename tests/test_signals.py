@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rastalign.io.atomic import TMP_TAG
-from rastalign.testing import write_pair
+from rastalign.sinks.atomic import TMP_TAG
+from rastalign.testing.pairs import write_pair
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import rasterio
 
-from rastalign.io.geotiff import write_geotiff
-from rastalign.io.sinks import write_zarr
+from rastalign.sinks.geotiff import write_geotiff
+from rastalign.sinks.output import write_zarr
 from rastalign.io.raster import verify_complete
 
 from conftest import read_tif, write_tif
 
 
 def Grid(shape, transform=(0.5, 0, 500000.0, 0, -0.5, 5800000.0), crs="EPSG:32633"):
-    from rastalign.grids import Grid
+    from rastalign.geometry.grids import Grid
 
     return Grid(shape, transform, crs)
 
@@ -96,7 +96,7 @@ def test_zarr_is_georeferenced_and_replaces_only_a_store(tmp_path):
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    from rastalign.testing import write_pair
+    from rastalign.testing.pairs import write_pair
 
     d = tmp_path_factory.mktemp("sinkpair")
     moving, fixed, _ = write_pair(d, (300, 320), rotation_deg=0.3, shift=(4.2, -2.1), bands=2, seed=3)
@@ -175,8 +175,8 @@ def test_cog_overviews_are_valid_pixel_means_made_blockwise(tmp_path, monkeypatc
     whether a block makes it itself or the coarse levels come from the pieces; a valid COG."""
     import dask.array as da
 
-    import rastalign.io.cog as cog
-    from rastalign.io.cog import reduce2
+    import rastalign.sinks.cog as cog
+    from rastalign.sinks.cog import reduce2
 
     monkeypatch.setattr(cog, "MAX_LOCAL_LEVELS", local_levels)
     rng = np.random.default_rng(1)
@@ -260,7 +260,7 @@ def test_qa_plot_has_the_thumbnail_footprint_and_field_panels(pair, tmp_path):
     from PIL import Image
 
     from rastalign.model import AlignmentModel
-    from rastalign.report import _footprint
+    from rastalign.pipelines.report import _footprint
 
     d, moving, fixed = pair
     plot = tmp_path / "qa.png"

@@ -1,7 +1,7 @@
 """What the spalipy-compatible ``Spalipy`` class promises, checked against a known truth.
 
-Every frame here is drawn by :mod:`rastalign.testing_stars` from one star list on the sky
-(the template grid) and a :class:`~rastalign.testing.Truth`: the pull map **template px ->
+Every frame here is drawn by :mod:`rastalign.testing.stars` from one star list on the sky
+(the template grid) and a :class:`~rastalign.testing.pairs.Truth`: the pull map **template px ->
 source px**, ``(x, y)``, 0-based. spalipy's transforms go the other way (source -> template),
 which is ``truth.generate``. Nothing is compared with another tool's numbers or with the
 output of an earlier run: each assertion is "the class recovers the truth to within a
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from rastalign import Spalipy
-from rastalign.testing import Truth
-from rastalign.testing_stars import StarField, make_field, make_star_pair, render_frame
+from rastalign.testing.pairs import Truth
+from rastalign.testing.stars import StarField, make_field, make_star_pair, render_frame
 
 SHAPE = (320, 320)
 N_STARS = 300

@@ -11,9 +11,9 @@ import rastalign
 from rastalign.cli.demo import main as rastalign_main
 from rastalign.io.raster import read_window
 from rastalign.model.model import AlignmentModel
-from rastalign.stack import output_names
-from rastalign.testing import model_error, write_pair, write_stack
-from rastalign.testing_stars import write_star_stack
+from rastalign.pipelines.stack import output_names
+from rastalign.testing.pairs import model_error, write_pair, write_stack
+from rastalign.testing.stars import write_star_stack
 
 SHAPE = (384, 384)
 TRUTHS = [dict(shift=(2.6 * i - 9.0, 4.0 - 1.3 * i), rotation_deg=0.08 * (i - 4), scale=1.0 + 0.0005 * (i % 3))
@@ -250,7 +250,7 @@ def test_ctrl_c_on_a_stack_says_what_it_kept(fits_stack, tmp_path):
     import sys
     import time
 
-    from rastalign.io.atomic import TMP_TAG
+    from rastalign.sinks.atomic import TMP_TAG
 
     d, tmpl, scenes, fields, res = fits_stack
     out = tmp_path / "p"
@@ -288,7 +288,7 @@ def test_a_dead_frame_worker_fails_its_frames_in_their_rows(fits_stack, tmp_path
     its row, with no traceback and nothing at their final paths; the frames already done stay done."""
     d, tmpl, scenes, fields, res = fits_stack
     # the frame worker runs the module's _one_scene: this one dies on the fourth frame, as a killed worker would
-    prelude = ("import os, rastalign.stack as st\none = st._one_scene\n"
+    prelude = ("import os, rastalign.pipelines.stack as st\none = st._one_scene\n"
                "def dying(kind, moving, *a):\n    return os._exit(9) if moving.endswith('03.fits') else one(kind, moving, *a)\n"
                "st._one_scene = dying")
     rc, err, report = _stack_in_a_fresh_process(tmpl, scenes[:8], tmp_path / "p", prelude)

@@ -8,7 +8,7 @@ import pytest
 
 import rastalign
 from rastalign.io.raster import read_window
-from rastalign.testing import measure_misregistration, model_error, summarize, write_pair
+from rastalign.testing.pairs import measure_misregistration, model_error, summarize, write_pair
 
 CASES = {
     "rigid": dict(rotation_deg=0.25, shift=(3.37, -2.61)),

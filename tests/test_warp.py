@@ -230,7 +230,7 @@ def test_bspline_nan_spreads_only_by_the_support():
 
 def test_bspline_halo_check_covers_the_prefilter_margin():
     from rastalign.warp.kernel import source_box, support_radius
-    from rastalign.warp.prefilter import MARGIN
+    from rastalign._kernels.prefilter import MARGIN
 
     assert support_radius("bspline") == support_radius("cubic") + MARGIN
     data, _ = _gaussians((200, 200))
@@ -373,7 +373,7 @@ def _ragged_chunks(rng, shape):
 
 
 def test_compiled_output_conversion_matches_numpy():
-    from rastalign.warp._convert import to_output_dtype as compiled
+    from rastalign._kernels.convert import to_output_dtype as compiled
     from rastalign.warp.graph import numpy_output_dtype
 
     rng = np.random.default_rng(0)

@@ -10,7 +10,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from rastalign.cli.fits import main as align_fits_main
-from rastalign.testing_stars import write_star_pair
+from rastalign.testing.stars import write_star_pair
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 JWST = [DATA / f"jwst_nircam_f200w_a2744_epoch{k}.fits" for k in (1, 2)]

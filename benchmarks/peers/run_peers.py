@@ -204,7 +204,7 @@ def prepare(case, work, data):
     d.mkdir(parents=True, exist_ok=True)
     p = dict(case.params)
     if case.kind == "stars":
-        from rastalign.testing_stars import write_star_pair
+        from rastalign.testing.stars import write_star_pair
 
         shape, n = p.pop("shape"), p.pop("n_stars")
         src, tmpl, fld = write_star_pair(d, shape, n, **p)
@@ -214,7 +214,7 @@ def prepare(case, work, data):
                     truth_valid=truth_footprint(fld.truth, shape, shape),
                     score=dict(window=256 if big else 128, step=512 if big else 128, min_ncc=None))
     if case.kind == "vhr":
-        from rastalign.testing import write_pair
+        from rastalign.testing.pairs import write_pair
 
         mov, fix, truth = write_pair(d, **p)
         import rasterio
@@ -237,7 +237,7 @@ def prepare(case, work, data):
     if case.kind == "jwst":
         from astropy.io import fits
         from scipy import ndimage
-        from rastalign.testing import Truth
+        from rastalign.testing.pairs import Truth
 
         e1 = data / "jwst_nircam_f200w_a2744_epoch1.fits"
         e2 = data / "jwst_nircam_f200w_a2744_epoch2.fits"

@@ -1,7 +1,7 @@
 """The one scorer every tool's output goes through (no peer needed).
 
 Every output is first put on the fixed (template) grid (:func:`to_fixed_grid`), then
-compared window by window with the reference by :func:`rastalign.testing.window_shift`
+compared window by window with the reference by :func:`rastalign.testing.pairs.window_shift`
 (Hann-windowed cross-correlation + iterated least-squares matching, independent of any
 aligner's own estimator). The residual misregistration of a window is the length of
 its shift; a case is summarised by the median, p95 and RMS over windows.
@@ -21,7 +21,7 @@ SILENT_P95_PX = 1.0
 
 def measure(aligned, reference, valid, window=128, step=None, min_ncc=None, confirm_px=1.0):
     """Residual shifts ``(n, 4)``: ``x_centre, y_centre, dx, dy`` (px), see the module docstring."""
-    from rastalign.testing import measure_misregistration, window_shift
+    from rastalign.testing.pairs import measure_misregistration, window_shift
 
     aligned = np.asarray(aligned, float)
     reference = np.asarray(reference, float)

@@ -15,11 +15,10 @@ __version__ = "0.1.0"
 
 from rastalign.errors import AlignmentError, InputError, OutputError, OverlapError, QualityError, RastalignError  # noqa: E402
 
-_LAZY = {"AlignmentModel": "model", "AlignmentResult": "pipeline", "Estimate": "pipeline",
-         "align_image_pair": "pipeline", "apply": "pipeline", "estimate": "pipeline", "align_stack": "stack",
-         "StackResult": "stack",
-         "open_fits": "io.fits", "Spalipy": "astro", "align_fits": "astro",
-         "estimate_fits": "astro"}
+_LAZY = {"AlignmentModel": "model.model", "AlignmentResult": "pipelines.pair", "Estimate": "pipelines.pair",
+         "align_image_pair": "pipelines.pair", "apply": "pipelines.pair", "estimate": "pipelines.pair",
+         "align_stack": "pipelines.stack", "StackResult": "pipelines.stack", "open_fits": "io.fits",
+         "Spalipy": "spalipy.aligner", "align_fits": "pipelines.fits_pair", "estimate_fits": "pipelines.fits_pair"}
 
 
 def __getattr__(name):
@@ -52,7 +51,7 @@ class _AfterImport:
 
 
 def _register_accessor():
-    importlib.import_module(".accessor", __name__)
+    importlib.import_module("rastalign.xarray")
 
 
 if "xarray" in sys.modules:

@@ -110,10 +110,10 @@ def run(prog: str, func, verbose: int, kept="no output was written") -> int:
 
 
 def _quiet_shutdown(verbose):
-    """After Ctrl-C or SIGTERM the one line is the whole story (see :func:`rastalign.scheduler.quiet_teardown`);
+    """After Ctrl-C or SIGTERM the one line is the whole story (see :func:`rastalign.runtime.scheduler.quiet_teardown`);
     ``-v`` keeps everything."""
     if not verbose:
-        from rastalign.scheduler import quiet_teardown
+        from rastalign.runtime.scheduler import quiet_teardown
 
         quiet_teardown()
 

@@ -21,8 +21,8 @@ def demo(folder=None, overwrite=True, progress=False):
     import numpy as np
 
     from rastalign.io.raster import read_window
-    from rastalign.pipeline import align_image_pair
-    from rastalign.testing import measure_misregistration, model_error, summarize, write_pair
+    from rastalign.pipelines.pair import align_image_pair
+    from rastalign.testing.pairs import measure_misregistration, model_error, summarize, write_pair
 
     if folder is None:  # nothing is left behind: the files go with the temporary folder
         with tempfile.TemporaryDirectory(prefix="rastalign_demo_") as tmp:
@@ -59,11 +59,11 @@ def apply_model(args):
     from rastalign.io.raster import inspect_raster
     from rastalign.model.model import AlignmentModel
     from rastalign.params import WarpParams, output_format_for
-    from rastalign.pipeline import apply
-    from rastalign.progress import run_progress, stage
-    from rastalign.scheduler import use_scheduler
+    from rastalign.pipelines.pair import apply
+    from rastalign.runtime.progress import run_progress, stage
+    from rastalign.runtime.scheduler import use_scheduler
     from rastalign.errors import InputError
-    from rastalign.io.atomic import check_output_path
+    from rastalign.sinks.atomic import check_output_path
 
     model = AlignmentModel.from_json(args.model)
     mov = inspect_raster(args.moving_image)
@@ -83,7 +83,7 @@ def apply_model(args):
                     output_format=args.output_format, overwrite=args.overwrite, scheduler=args.scheduler,
                     n_workers=args.n_workers, threads_per_worker=args.threads_per_worker, progress=args.progress)
     if args.correction == "georef":  # the moving file (or a .vrt of it) with the model as its georeference
-        from rastalign.georef import check_georef_output, write_georef
+        from rastalign.sinks.georef import check_georef_output, write_georef
 
         check_georef_output(args.output_image, wp)
         if args.like:

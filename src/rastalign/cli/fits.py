@@ -130,7 +130,8 @@ def build_simple_parser():
 
 
 def _run(prog, args, kwargs):
-    from rastalign.astro import align_fits, log_stats
+    from rastalign.pipelines.fits_pair import align_fits
+    from rastalign.tiepoints.stars import log_stats
 
     setup_logging(args.verbose)
     try:
@@ -152,7 +153,7 @@ def _run(prog, args, kwargs):
         sys.stderr.write(f"{prog}: error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                          f" (run with -v for a traceback)\n")
         return 1
-    log_stats(summary["stats"], logging.getLogger("rastalign.astro"))
+    log_stats(summary["stats"], logging.getLogger("rastalign.tiepoints.stars"))
     summary.pop("model", None)
     sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     return 0

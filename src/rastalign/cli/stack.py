@@ -68,7 +68,7 @@ def add_parser(sub):
 
 
 def run_stack(args) -> tuple:
-    from rastalign.stack import align_stack, read_list
+    from rastalign.pipelines.stack import align_stack, read_list
 
     opts = {k: v for k, v in vars(args).items()
             if k not in ("command", "moving", "reference", "output_dir", "from_list", "skip_existing", "overwrite",

@@ -105,7 +105,7 @@ def main(argv=None) -> int:
         opts.pop(k)
 
     def go():
-        from rastalign.pipeline import align_image_pair
+        from rastalign.pipelines.pair import align_image_pair
 
         res = align_image_pair(args.moving_image, args.fixed_image, args.output_image, **opts)
         return res.summary()

@@ -16,7 +16,7 @@ from typing import Tuple
 import numpy as np
 
 from rastalign.errors import InputError, OutputError
-from rastalign.io.atomic import TempFileWriter, check_input_file, discard, temp_path_beside
+from rastalign.sinks.atomic import TempFileWriter, check_input_file, discard, temp_path_beside
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def resolve_ext(path, ext):
 def inspect_fits(path, ext=None) -> FitsInfo:
     """Read the header of image HDU ``ext`` (on a worker when a cluster is active); refuse missing HDUs,
     tables, cubes and empty HDUs."""
-    from rastalign.scheduler import on_cluster
+    from rastalign.runtime.scheduler import on_cluster
 
     return on_cluster(_inspect_fits, path, ext)
 

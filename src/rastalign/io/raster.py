@@ -14,8 +14,8 @@ from typing import Optional, Tuple
 import numpy as np
 
 from rastalign.errors import InputError, ResourceError
-from rastalign.grids import Grid
-from rastalign.io.atomic import check_input_file
+from rastalign.geometry.grids import Grid
+from rastalign.sinks.atomic import check_input_file
 
 # Refuse absurd declared sizes (bands x rows x cols) before allocating anything: 2**38
 # samples is e.g. 4 bands of 260,000 x 260,000 px. RASTALIGN_MAX_PIXELS overrides it.
@@ -24,7 +24,7 @@ MAX_PIXELS = int(os.environ.get("RASTALIGN_MAX_PIXELS", 2 ** 38))
 
 @dataclass(frozen=True)
 class RasterInfo:
-    """What the pipeline needs to know of a raster, read from its header only: its :class:`~rastalign.grids.Grid`
+    """What the pipeline needs to know of a raster, read from its header only: its :class:`~rastalign.geometry.grids.Grid`
     (``shape``, ``transform``, ``crs``, ``pixel_to_world`` and ``resolution`` are the grid's) and its pixels."""
 
     path: str
@@ -108,7 +108,7 @@ class _gdal_warnings:
 def inspect_raster(path) -> RasterInfo:
     """Read the header of ``path`` (on a worker when a cluster is active); raise :class:`InputError` on
     anything unusable."""
-    from rastalign.scheduler import on_cluster
+    from rastalign.runtime.scheduler import on_cluster
 
     return on_cluster(_inspect_raster, path)
 
@@ -242,7 +242,7 @@ def read_metadata(path) -> dict:
 def copy_metadata(src_path, ds):
     """Copy what describes the pixels of ``src_path`` onto the open dataset ``ds`` (same band count), read
     where the tasks run. An aligned image is the same data, so none of it may be lost."""
-    from rastalign.scheduler import on_cluster
+    from rastalign.runtime.scheduler import on_cluster
 
     m = on_cluster(read_metadata, src_path)
     ds.update_tags(**m["tags"])

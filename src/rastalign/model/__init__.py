@@ -1,18 +1,18 @@
-"""Geometric models: robust affine fits, smooth residual fields and their composite.
+"""The alignment model: an affine plus a smooth residual field, its robust fit, rebasing onto other
+grids and its JSON text. A model maps an **output pixel to a moving pixel** (a pull map), ``(x, y)``,
+pixel centres at integers.
 
 Each name is imported on first use (the fits need scipy; a model alone does not)."""
 import importlib
 
-_LAZY = {"apply_affine": "affine", "compose_affine": "affine", "fit_affine": "affine", "invert_affine": "affine",
-         "robust_affine": "affine", "AlignmentModel": "model", "SplineField": "residual",
-         "fit_residual_field": "residual"}
+_LAZY = {"AlignmentModel": "rastalign.model.model", "SplineField": "rastalign.model.residual",
+         "fit_residual_field": "rastalign.model.residual"}
 
 
 def __getattr__(name):
     if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["AlignmentModel", "SplineField", "apply_affine", "compose_affine", "fit_affine",
-           "fit_residual_field", "invert_affine", "robust_affine"]
+__all__ = ["AlignmentModel", "SplineField", "fit_residual_field"]

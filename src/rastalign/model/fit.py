@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rastalign.model.affine import apply_affine, fit_affine, robust_affine
+from rastalign.geometry.affine import apply_affine, fit_affine, robust_affine
 from rastalign.model.model import AlignmentModel
 from rastalign.model.residual import SplineField, fit_residual_field
 

@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from rastalign.errors import InputError
-from rastalign.model.affine import IDENTITY, apply_affine, compose_affine, invert_affine
+from rastalign.geometry.affine import IDENTITY, apply_affine, compose_affine, invert_affine
 from rastalign.model.residual import SplineField
 
 FORMAT = "rastalign-model"
@@ -154,7 +154,7 @@ class AlignmentModel:
     def to_json(self, path=None, indent=2) -> str:
         text = json.dumps(self.to_dict(), indent=indent)
         if path is not None:
-            from rastalign.io.atomic import atomic_write_text
+            from rastalign.sinks.atomic import atomic_write_text
             atomic_write_text(path, text)
         return text
 

@@ -48,7 +48,7 @@ class SplineField:
         return ix, iy, _basis(ux - ix), _basis(uy - iy)
 
     def __call__(self, x, y):
-        from rastalign._bspline import eval_field
+        from rastalign._kernels.bspline import eval_field
 
         x = np.ascontiguousarray(x, dtype=float)
         y = np.ascontiguousarray(np.broadcast_to(np.asarray(y, float), x.shape))

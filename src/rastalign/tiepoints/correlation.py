@@ -6,7 +6,7 @@ through the current model* onto the fixed window, so what remains is a small shi
 
 1. integer peak of the Hann-windowed phase correlation, plus a parabolic step;
 2. iterated least-squares matching (Lucas-Kanade with gain and offset, compiled in
-   :mod:`rastalign._bspline`), each iteration resampling the moving image at
+   :mod:`rastalign._kernels.bspline`), each iteration resampling the moving image at
    ``T(p + s)`` with a cubic spline and its analytic gradient.
 
 The tie point is ``p <-> T(p + s)`` and its reliability is the normalised cross
@@ -104,7 +104,7 @@ def match_windows(fixed, fvalid, sample, centres, window, search, lk_iterations=
     ``sample.window(gx, gy)`` returns an object whose ``at(sx, sy)`` samples the moving
     image through the current model at ``(gx + sx, gy + sy)`` and whose
     ``refine(fixed, fvalid, s0, iterations, tol)`` runs the compiled least-squares matching
-    (:func:`rastalign._bspline.lk_bspline3`) from ``s0``. ``start="phase"`` starts the matching from the
+    (:func:`rastalign._kernels.bspline.lk_bspline3`) from ``s0``. ``start="phase"`` starts the matching from the
     phase-correlation peak within ``search`` px; ``start="model"`` from zero shift, for a model already
     within about a pixel. A shift beyond ``search`` + 1 px is refused. Returns a dict of arrays: ``centre``
     (n, 2), ``shift`` (n, 2), ``ncc`` (n,), ``ok`` (n,) bool. Shifts are in the pixels of ``fixed``.
@@ -135,7 +135,7 @@ def match_windows(fixed, fvalid, sample, centres, window, search, lk_iterations=
         ncc[k] = c
         ok[k] = good and abs(sx) <= search + 1 and abs(sy) <= search + 1
 
-    from rastalign.scheduler import each_in_threads
+    from rastalign.runtime.scheduler import each_in_threads
 
     each_in_threads(one, n)
     return {"centre": np.asarray(centres, float), "shift": shift, "ncc": ncc, "ok": ok}

@@ -110,7 +110,7 @@ def _run_tiles(read, shape, cores, overlap, sep_thresh, workers, processes):
     holds the GIL, so threads do not run extraction in parallel), else in threads; serially for
     one worker or few tiles. Same tiles, same results."""
     jobs = [(read, shape, c, overlap, sep_thresh) for c in cores]
-    from rastalign.scheduler import active_client
+    from rastalign.runtime.scheduler import active_client
 
     if processes and active_client() is not None:  # a dask cluster: every tile is a task of its workers
         import dask
@@ -119,7 +119,7 @@ def _run_tiles(read, shape, cores, overlap, sep_thresh, workers, processes):
         return list(dask.compute(*[task(*a) for a in jobs]))
     if workers <= 1 or len(cores) < MIN_TILES_FOR_PROCESSES:
         return [_tile_job(*a) for a in jobs]
-    from rastalign.scheduler import fork_context
+    from rastalign.runtime.scheduler import fork_context
 
     # spawn would re-import the caller's __main__, which breaks unguarded scripts: fork, where it is safe
     ctx = fork_context() if processes else None

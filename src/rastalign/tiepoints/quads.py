@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from rastalign.errors import AlignmentError
-from rastalign.model.affine import apply_affine, fit_affine
+from rastalign.geometry.affine import apply_affine, fit_affine
 
 log = logging.getLogger(__name__)
 

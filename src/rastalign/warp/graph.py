@@ -10,7 +10,7 @@ interpolation support, plus the prefilter and mask-erosion margins) and resample
 or numpy array, which is sliced to that box. The model is one key of the graph, shipped
 once. Every path (the CLIs, ``apply``, the accessor, the ``Spalipy`` class) calls this, so
 their outputs agree bit for bit, and chunked output equals in-memory output because every
-chunk evaluates the same global lattice. The sinks (:mod:`rastalign.io.sinks`) consume
+chunk evaluates the same global lattice. The sinks (:mod:`rastalign.sinks.output`) consume
 the array under whatever scheduler is active (``dask.config`` or a ``Client``).
 """
 from __future__ import annotations
@@ -27,8 +27,8 @@ from rastalign.warp.plan import plan_warp
 def to_output_dtype(values, valid, dtype, nodata, range_dtype=None):
     """Round (not truncate) and clip to the range of ``range_dtype`` (default ``dtype``), store
     as ``dtype``; set invalid pixels to ``nodata``. A valid pixel never reads as nodata. The common
-    cases run in one compiled pass (:mod:`rastalign.warp._convert`), the rest in :func:`numpy_output_dtype`."""
-    from rastalign.warp import _convert
+    cases run in one compiled pass (:mod:`rastalign._kernels.convert`), the rest in :func:`numpy_output_dtype`."""
+    from rastalign._kernels import convert as _convert
 
     fast = _convert.to_output_dtype(values, valid, dtype, nodata, range_dtype)
     return fast if fast is not None else numpy_output_dtype(values, valid, dtype, nodata, range_dtype)
@@ -181,7 +181,7 @@ class WarpGraph:
         """The whole warp as one numpy array, computed on ``scheduler`` (default: the active one)."""
         import dask
 
-        from rastalign.io.sinks import blocks
+        from rastalign.sinks.output import blocks
 
         values = dask.compute(*self.to_delayed().ravel().tolist(), scheduler=scheduler)
         out = np.empty(self.shape, self.dtype)

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from rastalign.errors import HaloError
-from rastalign.warp.methods import BSPLINE, METHODS, NEAREST, TAPS, support_radius
+from rastalign._kernels.methods import BSPLINE, METHODS, NEAREST, TAPS, support_radius
 
 LATTICE_STEP = 16
 _NATIVE = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int16))  # source types the kernel reads as is
@@ -91,9 +91,9 @@ def warp_block(source, model, out_box, source_origin=(0, 0), source_shape=None, 
     float32) of shape (bands, box rows, box cols) and a boolean mask. Raises
     :class:`HaloError` if any needed pixel lies in the full source but outside the block.
     ``bspline`` first turns the block into prefiltered coefficients
-    (:func:`rastalign.warp.prefilter.coefficients`; non-finite pixels count as invalid).
+    (:func:`rastalign._kernels.prefilter.coefficients`; non-finite pixels count as invalid).
     """
-    from rastalign.warp import _numba, prefilter  # the compiled kernels: loaded when a chunk is warped, not when it is planned
+    from rastalign._kernels import resample as _numba, prefilter  # the compiled kernels: loaded when a chunk is warped, not when it is planned
 
     src = np.asarray(source)
     if src.ndim == 2:

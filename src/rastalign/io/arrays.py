@@ -1,0 +1,176 @@
+"""An xarray array's grid and source, for the accessor: its (y, x) dims, its :class:`~rastalign.geometry.grids.Grid`
+(rioxarray's geotransform and CRS; FITS arrays: world = pixel), the file behind it, and a lazy result
+put back on an output grid with the array's dims, coordinates and attributes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rastalign.errors import InputError
+from rastalign.geometry.grids import Grid
+from rastalign.io.raster import RasterInfo
+
+
+def is_fits(da) -> bool:
+    return "fits_header" in da.attrs or "rastalign_ext" in da.attrs
+
+
+def dims(da):
+    """(y dim, x dim) of an array: rioxarray's when it knows them, else the last two."""
+    import rioxarray  # noqa: F401 - registers ``.rio``
+    try:
+        return da.rio.y_dim, da.rio.x_dim
+    except Exception:  # noqa: BLE001 - rioxarray raises several kinds when dims are unknown
+        return da.dims[-2], da.dims[-1]
+
+
+def array_grid(da) -> Grid:
+    """The :class:`~rastalign.geometry.grids.Grid` of ``da``: rioxarray's transform and CRS (FITS: world = pixel)."""
+    ydim, xdim = dims(da)
+    shape = (int(da.sizes[ydim]), int(da.sizes[xdim]))
+    if is_fits(da):
+        return Grid.pixel_frame(shape)
+    return Grid(shape, _transform(da, ydim, xdim), da.rio.crs.to_wkt() if da.rio.crs is not None else None)
+
+
+def array_info(da, nodata=None) -> RasterInfo:
+    """``da`` described as a raster file would be: its grid, band count, dtype and nodata (``nodata`` if
+    given, else rioxarray's; FITS arrays: none, invalid pixels are NaN)."""
+    ydim, xdim = dims(da)
+    count = int(np.prod([n for d, n in da.sizes.items() if d not in (ydim, xdim)] or [1]))
+    nd = nodata if nodata is not None else None if is_fits(da) else da.rio.nodata
+    nd = None if nd is None else float(nd)
+    return RasterInfo(str(source(da) or ""), array_grid(da), count, str(da.dtype), nd, (),
+                      "none" if nd is None else "nodata")
+
+
+def _transform(da, ydim, xdim):
+    """rioxarray's transform, recomputed from the coordinates when they disagree (e.g. after coarsen)."""
+    t = tuple(da.rio.transform())[:6]
+    a, b, c, d, e, f = t
+    if b == 0 and d == 0 and xdim in da.coords and ydim in da.coords and min(da.shape[-2:]) > 1:
+        xs, ys = da.coords[xdim].values, da.coords[ydim].values
+        n = np.arange(2) + 0.5
+        tol = dict(rtol=0.0, atol=1e-6 * max(abs(a), abs(e)))
+        if not (np.allclose(xs[:2], c + a * n, **tol) and np.allclose(ys[:2], f + e * n, **tol)):
+            t = tuple(da.rio.transform(recalc=True))[:6]
+    return t
+
+
+def source(da):
+    """The file ``da`` was opened from (rioxarray's ``encoding["source"]``, :func:`~rastalign.open_fits`'s
+    ``attrs["rastalign_path"]``), or None."""
+    return da.encoding.get("source") or da.attrs.get("rastalign_path")
+
+
+# dask layers that read a file (rioxarray's and :func:`~rastalign.open_fits`'s) or only select or re-chunk
+READ_LAYERS = ("open_rasterio-", "original-open_rasterio-", "fits-", "original-fits-", "getitem-", "rechunk-")
+
+
+def holds_file_pixels(da) -> bool:
+    """Whether ``da``'s values can only be what its file holds: a dask graph of nothing but reads of one file,
+    selections and re-chunking, or a lazily indexed file array not yet loaded. A concatenation, arithmetic, a
+    mask or an item assignment shows in the graph; a loaded array may have been edited in place."""
+    import dask.array
+
+    data = da.variable._data
+    if isinstance(data, dask.array.Array):
+        names = list(data.__dask_graph__().layers)
+        sources = {n.removeprefix("original-") for n in names if not n.startswith(("getitem-", "rechunk-"))}
+        return all(n.startswith(READ_LAYERS) for n in names) and len(sources) == 1
+    from xarray.core import indexing
+
+    while isinstance(data, (indexing.MemoryCachedArray, indexing.CopyOnWriteArray)):
+        data = data.array
+    return isinstance(data, (indexing.LazilyIndexedArray, indexing.LazilyVectorizedIndexedArray))
+
+
+def file_backed(da, info):
+    """The file behind ``da`` when the array still has that file's grid and pixels (:func:`holds_file_pixels`),
+    else None: then the array's own pixels are written out for estimation."""
+    path = source(da)
+    if not path or not Path(path).is_file() or not holds_file_pixels(da):
+        return None
+    from rastalign.io.fits import inspect_fits
+    from rastalign.io.raster import inspect_raster
+    if is_fits(da):
+        return path if tuple(inspect_fits(path, da.attrs.get("rastalign_ext")).shape) == info.shape else None
+    f = inspect_raster(path)
+    same = f.shape == info.shape and f.count == info.count and np.allclose(f.transform, info.transform)
+    return path if same else None
+
+
+def as3d(da):
+    """The data of ``da`` as (bands, rows, cols)."""
+    ydim, xdim = dims(da)
+    other = [d for d in da.dims if d not in (ydim, xdim)]
+    if len(other) > 1:
+        raise InputError(f"the accessor takes (y, x) or (band, y, x) arrays; got dims {da.dims}")
+    arr = da.transpose(*other, ydim, xdim).data
+    return arr if arr.ndim == 3 else arr[None]
+
+
+def write_band(da, band, path, nodata):
+    """Write one band of ``da`` as a GeoTIFF (or FITS) file for estimation."""
+    arr = np.asarray(as3d(da)[band])
+    if is_fits(da):
+        from astropy.io import fits
+        fits.PrimaryHDU(arr.astype(np.float32)).writeto(path)
+        return path
+    import rasterio
+    from affine import Affine
+    info = array_info(da, nodata)
+    with rasterio.open(path, "w", driver="GTiff", width=arr.shape[1], height=arr.shape[0], count=1,
+                       dtype=arr.dtype, crs=info.crs, transform=Affine(*info.transform), nodata=info.nodata,
+                       tiled=arr.shape[0] >= 256 and arr.shape[1] >= 256) as ds:
+        ds.write(arr, 1)
+    return path
+
+
+def spatial_vars(ds):
+    """The variables of a Dataset with (y, x) dims."""
+    return [k for k, v in ds.data_vars.items() if v.ndim >= 2]
+
+
+def as_array(obj, name=None):
+    """``obj`` itself, or its variable ``name`` (else its first spatial one) when it is a Dataset."""
+    import xarray as xr
+    if isinstance(obj, xr.Dataset):
+        names = spatial_vars(obj)
+        return obj[name if name in names else names[0]]
+    return obj
+
+
+def on_grid(moving, data, grid, nodata, like=None, wcs=None):
+    """``data`` (bands, rows, cols) as a DataArray with ``moving``'s dims, band coordinates and attributes, on
+    ``grid``: FITS arrays get pixel coordinates and ``wcs``; rasters the coordinates of ``moving`` or of
+    ``like`` (an array on ``grid``) when the grid is theirs, else the grid's own, and its CRS, transform and
+    ``nodata``."""
+    import xarray as xr
+    from affine import Affine
+
+    ydim, xdim = dims(moving)
+    other = [d for d in moving.dims if d not in (ydim, xdim)]
+    data, names = (data if other else data[0]), (*other, ydim, xdim)
+    coords = {d: moving.coords[d] for d in other if d in moving.coords}
+    attrs = {k: v for k, v in moving.attrs.items() if k not in ("rastalign_path", "rastalign_ext", "_FillValue")}
+    if is_fits(moving):
+        if "fits_header" in attrs:  # the header's WCS cards described the moving pixels; ``wcs`` is the grid's
+            from rastalign.io.fits_cards import drop_wcs
+            attrs["fits_header"] = drop_wcs(attrs["fits_header"].copy())
+        coords.update({ydim: np.arange(grid.shape[0]), xdim: np.arange(grid.shape[1])})
+        return xr.DataArray(data, dims=names, coords=coords, attrs={**attrs, "wcs": wcs}, name=moving.name)
+    own = array_grid(moving)
+    if grid.shape == own.shape and np.allclose(grid.transform, own.transform):
+        like = moving
+    if like is not None:
+        coords.update({ydim: like.coords[ydim].values, xdim: like.coords[xdim].values})
+    else:
+        xs, ys = grid.coords()
+        coords.update({xdim: xs, ydim: ys})
+    res = xr.DataArray(data, dims=names, coords=coords, attrs=attrs, name=moving.name)
+    res = res.rio.set_spatial_dims(x_dim=xdim, y_dim=ydim, inplace=False)
+    res = res.rio.write_crs(grid.crs) if grid.crs is not None else res
+    return res.rio.write_transform(Affine(*grid.transform)).rio.write_nodata(nodata, encoded=False)

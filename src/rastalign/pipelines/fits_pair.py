@@ -1,0 +1,149 @@
+"""Align FITS files by their stars: detect per chunk (or read catalogues), fit, then warp
+onto the **template grid** chunk by chunk and write FITS under a temporary name.
+
+The model is a pull map: output (template) pixel -> source pixel, ``(x, y)``, 0-based.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from rastalign.errors import InputError
+from rastalign.io.catalogs import read_sextractor
+from rastalign.tiepoints.detect import detect
+from rastalign.tiepoints.stars import DEFAULTS, _options, fit_detections, resampling_for
+
+log = logging.getLogger(__name__)
+
+
+def _detections_from_file(path, info, o, name):
+    from rastalign.io.sources import FitsSource, is_url
+
+    # forked worker processes and fsspec's event loop do not mix: remote frames are detected in threads
+    return detect(FitsSource(str(path), int(info.ext), tuple(info.shape)).read, info.shape,
+                  sep_thresh=float(o["sep_thresh"]), name=f"{name} {path}", processes=not is_url(path))
+
+
+def template_stars(template_path=None, template_ext=None, template_cat=None, **opts):
+    """The template's inspected HDU (``None`` with a catalogue only) and its detections: what every source
+    aligned onto it shares, so a stack finds them once."""
+    from rastalign.io.fits import inspect_fits
+
+    o = _options({k: v for k, v in opts.items() if k in DEFAULTS})
+    tinfo = None if template_path is None else inspect_fits(template_path, template_ext)
+    if template_cat is not None:
+        return tinfo, read_sextractor(template_cat)
+    if template_path is None:
+        raise InputError("a template is needed: a template FITS (-tf) or a template catalogue (-tc)")
+    return tinfo, _detections_from_file(template_path, tinfo, o, "template")
+
+
+def estimate_fits(source_path, template_path=None, source_ext=None, template_ext=None, source_cat=None,
+                  template_cat=None, template=None, **opts):
+    """Fit the model that aligns a FITS source onto a FITS template (or a template catalogue).
+
+    ``template``: the template's ``(info, detections)`` from :func:`template_stars`, found once for a stack.
+    Returns ``(AlignmentModel, evidence)``; ``evidence["stats"]`` holds the fit statistics and
+    ``evidence["source_info"]``/``["template_info"]`` the inspected HDUs.
+    """
+    from rastalign.io.fits import inspect_fits
+
+    o = _options({k: v for k, v in opts.items() if k in DEFAULTS})
+    sinfo = inspect_fits(source_path, source_ext)
+    if source_cat is not None:
+        sdet = read_sextractor(source_cat)
+    else:
+        sdet = _detections_from_file(source_path, sinfo, o, "source")
+    tinfo, tdet = template or template_stars(template_path, template_ext, template_cat, **opts)
+    tshape = tinfo.shape if tinfo is not None else sinfo.shape
+    model, ev = fit_detections(sdet, tdet, sinfo.shape, tshape, **o)
+    ev.update(source_info=sinfo, template_info=tinfo)
+    return model, ev
+
+
+def align_fits(source_path, output_path, template_path=None, overwrite=False, scheduler="threads", chunks=None,
+               split_factor=None, model_out=None, write_mask=False, source_mask_ext=None, n_workers=None,
+               threads_per_worker=None, progress=False, correction="resample", **opts):
+    """Align ``source_path`` onto the template grid and write ``output_path`` (FITS, float32); with
+    ``correction="wcs"`` write the source's own pixels and cards with a WCS (+ SIP) onto the template's
+    sky instead (:mod:`rastalign.sinks.wcs`).
+
+    Options are spalipy's (``n_det``, ``n_quad_det``, ... ``cval``) plus ``source_ext``,
+    ``template_ext``, ``source_cat``, ``template_cat``. Returns a JSON-able summary.
+    """
+    from rastalign.sinks.atomic import check_output_path
+    from rastalign.io.fits import resolve_ext
+    from rastalign.io.fits_cards import drop_wcs, has_wcs, shifted_header
+    from rastalign.sinks.output import write_fits
+    from rastalign.io.sources import FitsSource
+    from rastalign.params import WarpParams, check_remote_format
+    from rastalign.runtime.progress import run_progress, stage
+    from rastalign.runtime.scheduler import use_scheduler
+    from rastalign.warp.graph import warp_graph
+
+    t0 = time.perf_counter()
+    if correction not in ("resample", "wcs"):
+        raise InputError(f"--correction must be resample or wcs for FITS frames; got {correction!r}")
+    if correction == "resample":
+        check_remote_format(output_path, "FITS", instead="a local file, or --correction wcs")
+    check_output_path(output_path, [source_path, template_path, opts.get("source_cat"), opts.get("template_cat")],
+                      overwrite)
+    o = _options({k: v for k, v in opts.items() if k in DEFAULTS})
+    wp = WarpParams(resampling=resampling_for(o["interp_order"]), split_factor=split_factor, chunks=chunks,
+                    scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
+                    progress=progress)
+    with use_scheduler(wp.scheduler, wp.n_workers, wp.threads_per_worker), run_progress(wp.progress):
+        stage("detect + fit")
+        model, ev = estimate_fits(source_path, template_path, **opts)
+        t_est = time.perf_counter() - t0
+        sinfo, tinfo = ev["source_info"], ev["template_info"]
+        if correction == "wcs":
+            return _write_wcs_correction(source_path, output_path, template_path, model, ev, model_out, t0, t_est)
+        header, wcs_header = sinfo.header, None
+        if tinfo is not None and has_wcs(tinfo.header):  # the output is on the template's grid: its WCS
+            wcs_header = shifted_header(tinfo.header, model.pre)
+        elif has_wcs(header):  # the source's WCS describes the source's pixels, not the output's
+            log.warning("the template has no WCS: the output carries none (the source's WCS would be wrong on "
+                        "the template grid; --correction wcs keeps the source's pixels and corrects its WCS)")
+            header = drop_wcs(header.copy())
+        mask_ext = None if source_mask_ext is None else resolve_ext(source_path, source_mask_ext)
+        stage("warp + write")
+        src = FitsSource(str(source_path), int(sinfo.ext), tuple(sinfo.shape), mask_ext)
+        arr = warp_graph(src, model, model.output_shape, wp, "float32", np.nan)
+        extra = {"RAMODEL": "rastalign FITS stars", "RANMATCH": ev["stats"]["n_matched"],
+                 "RARMS": round(ev["stats"]["rms_px"], 5)}
+        wstats = write_fits(arr, output_path, header=header, wcs_header=wcs_header, tags=extra,
+                            cval=float(o["cval"]), cval_mask=int(o["cval_mask"]),
+                            mask=write_mask or source_mask_ext is not None)
+    if model_out:
+        model.to_json(model_out)
+    st = ev["stats"]
+    return {"output_image_path": str(output_path), "model_path": str(model_out) if model_out else None,
+            "output_shape": list(model.output_shape), "source_shape": list(sinfo.shape),
+            "quality": {"n_tie_points": st["n_matched"], "n_inliers": st["n_inliers"], "rms_residual_px": st["rms_px"],
+                        "median_residual_px": st["median_residual_px"]},
+            "stats": st, "model": model.to_dict(), "valid_pixels": wstats["valid_pixels"],
+            "timings_s": {"estimate": round(t_est, 3), "warp_write": round(wstats["warp_write_s"], 3),
+                          "total": round(time.perf_counter() - t0, 3)}}
+
+
+def _write_wcs_correction(source_path, output_path, template_path, model, ev, model_out, t0, t_est):
+    from rastalign.sinks.wcs import fit_wcs, write_wcs
+
+    sinfo, tinfo = ev["source_info"], ev["template_info"]
+    wcs, info = fit_wcs(model, sinfo.shape, None if tinfo is None else tinfo.wcs)
+    t1 = time.perf_counter()
+    stats = write_wcs(source_path, int(sinfo.ext), output_path, wcs, info, template_path)
+    if model_out:
+        model.to_json(model_out)
+    st = ev["stats"]
+    return {"output_image_path": str(output_path), "model_path": str(model_out) if model_out else None,
+            "correction": "wcs", "output_shape": list(sinfo.shape), "source_shape": list(sinfo.shape),
+            "quality": {"n_tie_points": st["n_matched"], "n_inliers": st["n_inliers"], "rms_residual_px": st["rms_px"],
+                        "median_residual_px": st["median_residual_px"]},
+            "wcs": {k: stats[k] for k in ("sip_order", "max_error_px", "sky_max_error_px", "inverse_max_error_px")},
+            "stats": st, "model": model.to_dict(),
+            "timings_s": {"estimate": round(t_est, 3), "warp_write": round(time.perf_counter() - t1, 3),
+                          "total": round(time.perf_counter() - t0, 3)}}

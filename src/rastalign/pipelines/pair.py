@@ -1,0 +1,394 @@
+"""The public verbs: :func:`estimate`, :func:`apply` and :func:`align_image_pair`.
+
+``estimate`` reads each input once, as a decimated proxy, and returns the model with
+its evidence; ``apply`` warps every band of the moving image onto an output grid,
+chunk by chunk, and writes it under a temporary name; ``align_image_pair`` does both
+and reports. Option names are coregix's (see :mod:`rastalign.params`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import numpy as np
+
+from rastalign.errors import InputError, OverlapError, QualityError
+from rastalign.geometry.grids import check_band, check_crs, check_crs_option, moving_to_fixed, output_grid, overlap_box, rebase
+from rastalign.sinks.atomic import check_output_path
+from rastalign.io.raster import RasterInfo, inspect_raster
+from rastalign.geometry.affine import invert_affine
+from rastalign.model.model import AlignmentModel
+from rastalign.params import EstimateParams, WarpParams, output_format_for, split_options
+
+if TYPE_CHECKING:  # annotations only: the solver loads numba and scipy, imported where it runs
+    from rastalign.tiepoints.pyramid import TiePoints
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Estimate:
+    """A model (fixed pixel -> moving pixel) and the evidence that justifies it."""
+
+    model: AlignmentModel
+    tiepoints: TiePoints
+    quality: dict
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class AlignmentResult:
+    output_image_path: Optional[str]
+    temp_dir: Optional[str]
+    model_path: Optional[str]
+    model: AlignmentModel
+    quality: dict
+    report: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        out = {"output_image_path": self.output_image_path, "temp_dir": self.temp_dir,
+               "model_path": self.model_path, "correction": self.report.get("correction"), "quality": self.quality}
+        if (self.report.get("output") or {}).get("georeference"):  # --correction georef: what holds the model
+            out["georeference"] = self.report["output"]["georeference"]
+        return out
+
+
+def _quality(tp: TiePoints, model, params: EstimateParams, solve_px: float, moving_px: float) -> dict:
+    """Residual statistics of the inlier tie points, in moving pixels, solve pixels and CRS units.
+
+    The pass/fail check uses solve pixels (the common resolution both images support),
+    so a 0.3 m image aligned to a 10 m reference is judged at 10 m.
+    """
+    from rastalign.model.fit import passes
+
+    inl = tp.inlier
+    r = np.hypot(*tp.residual[inl].T) if inl.any() else np.array([np.nan])
+    rms = float(np.sqrt(np.mean(r ** 2)))
+    to_solve = moving_px / solve_px
+    q = {"n_tie_points": int(len(tp)), "n_inliers": int(inl.sum()),
+         "rms_residual_px": rms, "median_residual_px": float(np.median(r)),
+         "p95_residual_px": float(np.percentile(r, 95)),
+         "rms_residual_solve_px": rms * to_solve, "rms_residual_crs_units": rms * moving_px,
+         "mean_reliability": float(np.mean(tp.reliability[inl])) if inl.any() else 0.0,
+         "residual_field": model.field is not None, "solve_pixel_size": solve_px, "moving_pixel_size": moving_px}
+    q["passed"] = passes(q["n_inliers"], rms * min(to_solve, 1.0), params.min_inliers, params.max_rms_px)
+    return q
+
+
+def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParams] = None, fixed_info=None,
+             fixed_proxy=None, **options) -> Estimate:
+    """Estimate the model mapping fixed pixels to moving pixels.
+
+    ``fixed_info`` (the fixed image's :class:`RasterInfo`) and ``fixed_proxy`` (a
+    :class:`~rastalign.io.proxy.SharedProxy` of it) let a stack inspect and decimate its reference once.
+    Raises :class:`InputError`, :class:`OverlapError` or :class:`AlignmentError` (with a
+    one-line message) when the pair cannot be aligned trustworthily.
+    """
+    from rastalign.runtime.scheduler import single_threaded_blas
+
+    with single_threaded_blas():
+        return _estimate(moving_image_path, fixed_image_path, params or EstimateParams(**options), fixed_info,
+                         fixed_proxy)
+
+
+def _estimate(moving_image_path, fixed_image_path, params, fixed_info, fixed_proxy):
+    from rastalign.io.sources import absolute_path
+    from rastalign.io.proxy import decimation_factor, read_proxies
+    from rastalign.tiepoints.refine import refine_native
+    from rastalign.tiepoints.pyramid import build_levels, fit_model, solve
+
+    t0 = time.perf_counter()
+    # the proxies and the native windows are read by tasks, which may run in other folders
+    moving_image_path, fixed_image_path = absolute_path(moving_image_path), absolute_path(fixed_image_path)
+    mov = inspect_raster(moving_image_path)
+    fix = fixed_info or inspect_raster(fixed_image_path)
+    check_crs(mov, fix)
+    check_band(mov, params.moving_band, "moving")
+    check_band(fix, params.fixed_band, "fixed")
+    oy0, oy1, ox0, ox1 = overlap_box(mov, fix)
+    # read only the overlap: the fixed box, and the moving box its footprint needs
+    fbox = (oy0, oy1, ox0, ox1) if params.clip_fixed_to_moving else (0, fix.shape[0], 0, fix.shape[1])
+    res = params.solve_resolutions
+    finest = None if not res or res[-1] == 0 else res[-1]
+    ff = decimation_factor((fbox[1] - fbox[0], fbox[3] - fbox[2]), params.max_proxy_size, fix.resolution, finest)
+    shared = fixed_proxy is not None and fixed_proxy.serves(params.fixed_band, ff, params.fixed_nodata)
+    if shared:  # whole blocks of the reference's proxy, read once for the stack
+        fbox = fixed_proxy.snap(fbox)
+    to_moving, crs_fit_err = _grid_relation(mov, fix, fbox)
+    mbox = _footprint_box(to_moving, fbox, mov.shape, margin=16)
+    ratio = float(np.sqrt(abs(np.linalg.det(to_moving.linear[:, :2]))))  # moving px per fixed px
+    fm = max(1, int(round(ff * ratio)))
+    moving = (mov, params.moving_band, fm, params.moving_nodata, mbox)
+    if shared:
+        (mimg, mval), (fimg, fval) = read_proxies(moving)[0], fixed_proxy.crop(fbox)
+    else:  # both in one compute: the workers read the two rasters side by side
+        (mimg, mval), (fimg, fval) = read_proxies(moving, (fix, params.fixed_band, ff, params.fixed_nodata, fbox))
+    for name, img, val, band in (("moving", mimg, mval, params.moving_band), ("fixed", fimg, fval, params.fixed_band)):
+        if not val.any():
+            raise InputError(f"the {name} image has no valid pixels (all nodata/NaN/Inf) in band {band} "
+                             f"over the overlap")
+        if float(np.ptp(img[val])) == 0.0:
+            raise InputError(f"the {name} image is constant (value {img[val][0]:g}): nothing to align on")
+    # work in coordinates local to the two boxes; shift back at the end
+    of, om = (float(fbox[2]), float(fbox[0])), (float(mbox[2]), float(mbox[0]))
+    initial = shift_model(to_moving, of, om, inverse=True)
+    # mutual validity on the fixed proxy grid, over the overlap
+    inside, mval_on_f = _moving_validity_on_fixed(initial, fimg.shape, ff, mval, fm)
+    roi = inside if params.clip_fixed_to_moving else np.ones_like(inside)
+    mutual = fval & mval_on_f & roi
+    frac = mutual.sum() / max(roi.sum(), 1)
+    if frac < params.min_valid_fraction or mutual.sum() < 64:
+        raise OverlapError(f"too little valid data: {100 * frac:.2f}% of the overlap is valid in both images "
+                           f"(--min-valid-fraction {params.min_valid_fraction:g})")
+    if params.enforce_mutual_valid_mask:
+        fval = fval & mval_on_f
+    sr = list(res[:-1]) if res else []
+    levels = build_levels(fimg, fval, mimg, mval, ff, fm, params.use_edge_proxies)
+    if sr:  # keep the levels nearest to the requested coarser resolutions
+        wanted = {min(range(len(levels)), key=lambda i: abs(levels[i].f_fixed * fix.resolution - r)) for r in sr if r}
+        levels = [lv for i, lv in enumerate(levels) if i == 0 or i in wanted] or levels[:1]
+    domain = (float(ox0) - of[0], float(oy0) - of[1], float(ox1 - 1) - of[0], float(oy1 - 1) - of[1])
+    t1 = time.perf_counter()
+    # refine at native resolution only when both proxies were decimated (same-scale natives)
+    refine = ff > 1 and fm > 1
+    result = solve(levels, initial, domain, window=params.window, min_valid=params.min_window_valid_fraction,
+                   seed=params.seed, residual_model=params.residual_model, max_tie_points=params.max_tie_points,
+                   native_refinement=refine)
+    tp, fitted, field_info = result.tiepoints, shift_model(result.model, of, om), result.field_info
+    tp.fixed = tp.fixed + np.array(of)
+    tp.moving = tp.moving + np.array(om)
+    domain = (float(ox0), float(oy0), float(ox1 - 1), float(oy1 - 1))
+    if refine:
+        # the proxies were decimated: re-measure a spread of tie points at native resolution
+        ntp = refine_native(fitted, tp, fixed_image_path, moving_image_path, params.fixed_band, params.moving_band,
+                            params.fixed_nodata, params.moving_nodata, fix.shape, mov.shape,
+                            params.use_edge_proxies)
+        if len(ntp) >= max(params.min_inliers, 12):
+            fitted, field_info = fit_model(ntp, domain, allow_field=True, threshold=2.5, seed=params.seed,
+                                           residual_model=params.residual_model)
+            tp = ntp
+    t2 = time.perf_counter()
+    model = AlignmentModel(fitted.affine, fitted.field, output_shape=fix.shape, moving_shape=mov.shape)
+    keep = tp.reliability >= params.min_reliability
+    tp.inlier = tp.inlier & keep
+    quality = _quality(tp, model, params, max(ff * fix.resolution, fm * mov.resolution), mov.resolution)
+    info = {"proxy_factor": {"fixed": ff, "moving": fm}, "valid_overlap_fraction": float(frac),
+            "resolutions": {"fixed": fix.resolution, "moving": mov.resolution,
+                            "solve": max(ff * fix.resolution, fm * mov.resolution), "moving_px_per_fixed_px": ratio},
+            "crs_relation_fit_error_px": crs_fit_err,
+            "inputs": {"fixed": str(fixed_image_path), "fixed_band": params.fixed_band,
+                       "fixed_shape": list(fix.shape), "moving_shape": list(mov.shape)},
+            "levels": result.levels, "field": field_info, "native_refinement": bool(refine),
+            "timings_s": {"proxies": t1 - t0, "solve": t2 - t1}}
+    if not quality["passed"]:
+        from rastalign.model.fit import quality_failure
+
+        err = quality_failure(quality["n_inliers"], quality["n_tie_points"], "tie points", quality["rms_residual_px"],
+                              params.min_inliers, params.max_rms_px, "--max-rms-px")
+        err.estimate = Estimate(model, tp, quality, info)  # the evidence, for the report the user asked for
+        raise err
+    return Estimate(model, tp, quality, info)
+
+
+def _grid_relation(mov, fix, fbox):
+    """Fixed px -> moving px as a model: exact affine in one CRS, else fitted through PROJ
+    over the fixed box. Returns ``(model, fit_error_px)``."""
+    from rastalign.geometry.grids import pixel_mapping, same_crs
+    from rastalign.model.fit import fit_mapping
+
+    if same_crs(mov.crs, fix.crs):
+        return AlignmentModel(invert_affine(moving_to_fixed(mov, fix))), 0.0
+    f = pixel_mapping(fix, mov)
+    y0, y1, x0, x1 = fbox
+    local, err = fit_mapping(lambda x, y: f(np.asarray(x) + x0, np.asarray(y) + y0), (y1 - y0, x1 - x0))
+    return shift_model(local, (x0, y0), (0.0, 0.0)), err
+
+
+def _footprint_box(fixed_to_moving, fbox, mshape, margin=16):
+    """Moving-pixel box ``(y0, y1, x0, x1)`` covering the fixed box's footprint plus a margin."""
+    y0, y1, x0, x1 = fbox
+    t = np.linspace(0.0, 1.0, 33)
+    bx = np.concatenate([x0 + t * (x1 - x0), np.full(33, x1), x0 + t * (x1 - x0), np.full(33, x0)])
+    by = np.concatenate([np.full(33, y0), y0 + t * (y1 - y0), np.full(33, y1), y0 + t * (y1 - y0)])
+    xs, ys = fixed_to_moving(bx, by)
+    return (max(int(np.floor(ys.min())) - margin, 0), min(int(np.ceil(ys.max())) + margin, mshape[0]),
+            max(int(np.floor(xs.min())) - margin, 0), min(int(np.ceil(xs.max())) + margin, mshape[1]))
+
+
+def shift_model(model, of, om, inverse=False):
+    """Re-express a fixed->moving model between global pixels and pixels local to boxes with
+    origins ``of`` (fixed) and ``om`` (moving), local = global - origin.
+
+    Local -> global (default): ``t = t' - A of + om`` and the field's origin moves by ``+of``;
+    ``inverse=True`` goes global -> local.
+    """
+    of, om = np.asarray(of, float), np.asarray(om, float)
+    aff = np.asarray(model.affine, float).copy()
+    lin = aff[:, :2]
+    if inverse:
+        aff[:, 2] = aff[:, 2] + lin @ of - om
+    else:
+        aff[:, 2] = aff[:, 2] - lin @ of + om
+    fld = model.field
+    if fld is not None:
+        d = -of if inverse else of
+        fld = dataclasses.replace(fld, origin=(fld.origin[0] + d[0], fld.origin[1] + d[1]))
+    return AlignmentModel(aff, fld)
+
+
+def _moving_validity_on_fixed(initial, fshape, ff, mval, fm, rows=256):
+    """(inside moving footprint, moving valid) on the fixed proxy grid, in row strips (bounded memory)."""
+    inside = np.zeros(fshape, bool)
+    mv = np.zeros(fshape, bool)
+    xs = np.arange(fshape[1]) * ff + (ff - 1) / 2.0
+    for y0 in range(0, fshape[0], rows):
+        y1 = min(y0 + rows, fshape[0])
+        gx, gy = np.meshgrid(xs, np.arange(y0, y1) * ff + (ff - 1) / 2.0)
+        mx, my = initial(gx, gy)
+        lx = np.rint((mx - (fm - 1) / 2.0) / fm).astype(np.int64)
+        ly = np.rint((my - (fm - 1) / 2.0) / fm).astype(np.int64)
+        ins = (lx >= 0) & (ly >= 0) & (lx < mval.shape[1]) & (ly < mval.shape[0])
+        inside[y0:y1] = ins
+        mv[y0:y1][ins] = mval[ly[ins], lx[ins]]
+    return inside, mv
+
+
+def default_output_nodata(mov: RasterInfo, fix: Optional[RasterInfo], given):
+    """Output nodata: given, else the moving image's, else the fixed image's, else 0 (coregix)."""
+    for v in (given, mov.nodata, fix.nodata if fix is not None else None):
+        if v is not None:
+            nd = float(v)
+            if np.dtype(mov.dtype).kind in "iu":
+                info = np.iinfo(mov.dtype)
+                if not (info.min <= nd <= info.max) or nd != int(nd):
+                    raise InputError(f"--output-nodata {v:g} does not fit the output data type {mov.dtype}")
+            return nd
+    return 0.0
+
+
+def apply(moving_image_path, model: AlignmentModel, output_image_path, grid, params: WarpParams,
+          moving_nodata=None, output_nodata=None, fixed_info=None) -> dict:
+    """Warp every band of the moving image onto ``grid`` with ``model`` (output px -> moving px) and
+    write it in ``params.output_format`` (else from the suffix) under the active dask scheduler."""
+    from rastalign.sinks.output import write_output
+    from rastalign.io.sources import RasterSource
+    from rastalign.warp.graph import lazy_warp, prefilter_size
+
+    mov = inspect_raster(moving_image_path)
+    fmt = output_format_for(output_image_path, params.output_format)
+    nodata = default_output_nodata(mov, fixed_info, output_nodata)
+    dtype = fits_dtype(mov.dtype) if fmt == "FITS" else mov.dtype
+    src = RasterSource(str(moving_image_path), tuple(mov.shape), mov.count, mov.dtype, moving_nodata)
+    arr = lazy_warp(src, model, grid.shape, params, dtype, nodata, range_dtype=mov.dtype)
+    cards = {f"GT_{k}": float(v) for k, v in zip("ABCDEF", grid.transform)}
+    cards["RA_MODEL"] = "rastalign model: see the JSON written beside the output"
+    stats = write_output(arr, output_image_path, fmt, grid, nodata, tags={"RASTALIGN_MODEL": model.to_json(indent=None)[:30000]},
+                         metadata_from=moving_image_path, descriptions=mov.descriptions, fits_cards=cards)
+    stats.update({"prefilter_box_px": prefilter_size(model), "n_chunks": int(np.prod(arr.numblocks)),
+                  "chunks": [list(c) for c in arr.chunks[1:]], "output_nodata": nodata})
+    return stats
+
+
+def fits_dtype(dtype):
+    """FITS has no unsigned 16/32-bit pixels: widen them losslessly (uint16 -> int32, uint32 -> int64)."""
+    return {"uint16": "int32", "uint32": "int64", "int8": "int16"}.get(np.dtype(dtype).name, np.dtype(dtype).name)
+
+
+def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **options) -> AlignmentResult:
+    """Estimate the model, warp every band of the moving image and write it; see :mod:`rastalign.params`.
+
+    Extra options: ``temp_dir``, ``keep_temp_dir``, ``model_out``, ``report_out``, ``plot``; and a stack's
+    shared reference, ``fixed_info`` and ``fixed_proxy`` (see :func:`estimate`).
+    """
+    from rastalign.runtime.progress import run_progress
+    from rastalign.runtime.scheduler import use_scheduler
+
+    t0 = time.perf_counter()
+    est_p, warp_p, rest = split_options(options)
+    if warp_p.correction == "georef":
+        from rastalign.sinks.georef import check_georef_output
+
+        check_georef_output(output_image_path, warp_p, rest)
+    else:
+        output_format_for(output_image_path, warp_p.output_format)  # a wrong suffix is refused before any work
+    out = check_output_path(output_image_path, [moving_image_path, fixed_image_path], warp_p.overwrite)
+    model_out = rest.get("model_out") or f"{output_image_path}.model.json"
+    check_output_path(model_out, [moving_image_path, fixed_image_path, output_image_path], warp_p.overwrite)
+    for extra in (rest.get("report_out"), rest.get("plot")):
+        if extra:
+            check_output_path(extra, [moving_image_path, fixed_image_path, output_image_path, model_out], True)
+    if rest.get("plot"):
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise InputError("--plot needs matplotlib: pip install 'rastalign[plot]'") from None
+    check_crs_option(rest.get("output_crs"))
+    # the headers too are read where the tasks run: a remote cluster's workers may see files this process cannot
+    with use_scheduler(warp_p.scheduler, warp_p.n_workers, warp_p.threads_per_worker), run_progress(warp_p.progress):
+        return _align(moving_image_path, fixed_image_path, output_image_path, out, model_out, est_p, warp_p, rest, t0)
+
+
+def _align(moving_image_path, fixed_image_path, output_image_path, out, model_out, est_p, warp_p, rest, t0):
+    """The body of :func:`align_image_pair`, on its scheduler; ``out`` is the checked output path."""
+    from rastalign.runtime.progress import stage
+    from rastalign.pipelines.report import build_report, write_report
+
+    mov = inspect_raster(moving_image_path)
+    fix = rest.get("fixed_info") or inspect_raster(fixed_image_path)
+    check_crs(mov, fix)  # before the output grid relates them
+    like = inspect_raster(rest["like"]) if rest.get("like") else None
+    grid = output_grid(mov, fix, warp_p.output_on_moving_grid, est_p.clip_fixed_to_moving, like,
+                       rest.get("output_crs"), rest.get("output_resolution"))  # every grid checked before any work
+    work = Path(tempfile.mkdtemp(prefix="rastalign_", dir=rest.get("temp_dir")))
+    keep = bool(rest.get("keep_temp_dir"))
+    try:
+        stage("estimate")
+        try:
+            est = estimate(moving_image_path, fixed_image_path, est_p, fix, rest.get("fixed_proxy"))
+        except QualityError as exc:
+            raise _failed(exc, mov, fix, grid, work, keep, rest) from None
+        model, rebase_err = rebase(est.model, grid, fix)
+        est.info["output_grid_fit_error_px"] = rebase_err
+        t1 = time.perf_counter()
+        stage("warp + write")
+        if warp_p.correction == "georef":
+            from rastalign.sinks.georef import write_georef
+
+            stats = write_georef(moving_image_path, model, mov, out)
+        else:
+            stats = apply(moving_image_path, model, out, grid, warp_p, est_p.moving_nodata,
+                          warp_p.output_nodata, fix)
+        report = build_report(est, model, stats, mov, fix, grid, est_p, warp_p,
+                              {"estimate_s": t1 - t0, "warp_write_s": stats["warp_write_s"],
+                               "total_s": time.perf_counter() - t0})
+        model.to_json(model_out)
+        write_report(report, est, work, rest.get("report_out"), rest.get("plot"))
+        return AlignmentResult(str(output_image_path), str(work) if keep else None, str(model_out), model,
+                               est.quality, report)
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _failed(exc, mov, fix, grid, work, keep, rest):
+    """A failed quality check still writes what the user asked for to find out why: the report (marked
+    failed), the plot and the kept working folder; the image is not written. Returns the error to raise,
+    its message naming where they are."""
+    from rastalign.pipelines.report import plain_correction, write_report
+
+    est = getattr(exc, "estimate", None)
+    wanted = [p for p in (rest.get("report_out"), rest.get("plot")) if p] + ([str(work)] if keep else [])
+    if est is None or not wanted:
+        return exc
+    model, _ = rebase(est.model, grid, fix)
+    report = {"status": "failed", "error": str(exc), "correction": plain_correction(model, mov, grid),
+              "quality": est.quality, "estimation": est.info, "model": model.to_dict(),
+              "moving": {"path": mov.path, "shape": list(mov.shape)}, "fixed": {"path": fix.path, "shape": list(fix.shape)}}
+    write_report(report, est, work, rest.get("report_out"), rest.get("plot"))
+    return QualityError(f"{exc}; no image written; see {', '.join(wanted)}")

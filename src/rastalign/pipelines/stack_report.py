@@ -1,0 +1,164 @@
+"""A stack's report: the row of each scene (:func:`raster_row`, :func:`fits_row`, :func:`acquired`),
+``stack_report.json`` and ``.csv`` (a row per scene) and ``stack_report.png`` (shift and RMS per
+scene, in acquisition order when every scene's date is known, failures marked)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Optional
+
+from rastalign.sinks.atomic import atomic_write_text, read_text
+
+COLUMNS = ("scene", "status", "error", "exit_code", "acquired", "output", "model", "n_tie_points", "n_inliers",
+           "rms_residual_px", "dx_px", "dy_px", "dx_crs", "dy_crs", "rotation_deg", "scale", "residual_field",
+           "residual_field_max_px", "estimate_s", "warp_write_s", "total_s", "reused")
+
+
+def load_rows(report_json) -> dict:
+    """The rows of an earlier run's ``stack_report.json``, by output path ({} when there is none)."""
+    try:
+        rows = json.loads(read_text(report_json)).get("scenes", [])
+    except Exception:  # noqa: BLE001 - missing or unreadable: the rows are rebuilt as far as possible
+        return {}
+    return {r["output"]: r for r in rows if r.get("status") == "ok" and r.get("output")}
+
+
+def write_stack_report(result):
+    from rastalign import __version__
+
+    doc = dict(result.summary(), rastalign_version=__version__, execution=result.info,
+               columns=list(COLUMNS), scenes=[{k: r.get(k) for k in COLUMNS} for r in result.rows])
+    atomic_write_text(result.report_json, json.dumps(doc, indent=2, default=str) + "\n")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for r in result.rows:
+        w.writerow(["" if r.get(k) is None else r.get(k) for k in COLUMNS])
+    atomic_write_text(result.report_csv, buf.getvalue())
+    if result.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:  # the plot is optional: the JSON and CSV say everything
+            result.plot = None
+            return
+        plot_stack(result.rows, result.plot, result.kind)
+
+
+def _order(rows):
+    """Acquisition order when every scene's date is known, else the order given; and the x labels."""
+    dates = [r.get("acquired") for r in rows]
+    if all(dates):
+        idx = sorted(range(len(rows)), key=lambda i: dates[i])
+        return idx, [dates[i][:10] for i in idx], "acquisition date"
+    return list(range(len(rows))), [str(i) for i in range(len(rows))], "scene (order given)"
+
+
+def plot_stack(rows, path, kind):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from rastalign.pipelines.report import save_figure
+
+    idx, labels, xlabel = _order(rows)
+    x = np.arange(len(idx))
+    ok = np.array([rows[i]["status"] == "ok" and rows[i].get("dx_px") is not None for i in idx], bool)
+
+    def col(name):
+        return np.array([rows[i].get(name) if rows[i].get(name) is not None else np.nan for i in idx], float)
+
+    fig, (sx, rx) = plt.subplots(2, 1, figsize=(max(7.0, 0.32 * len(idx) + 3), 6.4), sharex=True)
+    unit = "moving px" if kind == "raster" else "source px"
+    sx.plot(x[ok], col("dx_px")[ok], "o-", ms=4, label="dx")
+    sx.plot(x[ok], col("dy_px")[ok], "s-", ms=4, label="dy")
+    sx.set_ylabel(f"shift at the centre ({unit})")
+    rx.bar(x[ok], col("rms_residual_px")[ok], color="tab:green", label="inlier RMS")
+    rx.set_ylabel(f"residual RMS ({unit})")
+    failed = np.array([rows[i]["status"] == "failed" for i in idx], bool)
+    for ax in (sx, rx):
+        if failed.any():
+            ax.scatter(x[failed], np.zeros(failed.sum()), marker="x", s=60, color="tab:red", zorder=3,
+                       label="failed (no output)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    rx.set_xticks(x)
+    rx.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+    rx.set_xlabel(xlabel)
+    n_failed = int(failed.sum())
+    sx.set_title(f"stack: {len(rows)} scenes, {len(rows) - n_failed} aligned, {n_failed} failed")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+# --- the rows ---------------------------------------------------------------------------------
+
+def raster_row(res) -> dict:
+    c, q, t = res.report["correction"], res.quality, res.report["timings_s"]
+    return {"n_tie_points": q["n_tie_points"], "n_inliers": q["n_inliers"], "rms_residual_px": q["rms_residual_px"],
+            "dx_px": c["shift_px"][0], "dy_px": c["shift_px"][1], "dx_crs": c["shift_crs"][0],
+            "dy_crs": c["shift_crs"][1], "rotation_deg": c["rotation_deg"], "scale": c["scale"],
+            "residual_field": q["residual_field"], "residual_field_max_px": c["residual_field_max_px"],
+            "estimate_s": round(t["estimate_s"], 3), "warp_write_s": round(t["warp_write_s"], 3)}
+
+
+def fits_row(summary, template_info) -> dict:
+    """The plain correction of a FITS frame in template pixels, and in arcsec when the template has a WCS."""
+    from rastalign.geometry.grids import Grid
+    from rastalign.io.fits_cards import pixel_scale_deg  # from the cards: astropy.wcs costs 0.8 s to load per process
+    from rastalign.model.model import AlignmentModel
+    from rastalign.pipelines.report import plain_correction
+
+    model = AlignmentModel.from_dict(summary["model"])
+    c = plain_correction(model, Grid.pixel_frame(summary["source_shape"]), Grid.pixel_frame(summary["output_shape"]))
+    scale = None if template_info is None else pixel_scale_deg(template_info.header)
+    arcsec = None if scale is None else scale * 3600.0
+    q, t = summary["quality"], summary["timings_s"]
+    dx, dy = c["shift_px"]
+    return {"n_tie_points": q["n_tie_points"], "n_inliers": q["n_inliers"], "rms_residual_px": q["rms_residual_px"],
+            "dx_px": dx, "dy_px": dy, "dx_crs": None if arcsec is None else round(dx * arcsec, 4),
+            "dy_crs": None if arcsec is None else round(dy * arcsec, 4), "rotation_deg": c["rotation_deg"],
+            "scale": c["scale"], "residual_field": model.field is not None,
+            "residual_field_max_px": c["residual_field_max_px"], "estimate_s": t["estimate"],
+            "warp_write_s": t["warp_write"]}
+
+
+def acquired(path, kind) -> Optional[str]:
+    """The acquisition time when the metadata states it (FITS ``DATE-OBS``/``MJD-OBS``; GeoTIFF
+    ``TIFFTAG_DATETIME``, ``ACQUISITION_DATE``...), as ISO 8601; else ``None``."""
+    try:
+        if kind == "fits":
+            from astropy.time import Time
+
+            from rastalign.io.fits import inspect_fits
+
+            h = inspect_fits(path).header
+            if h.get("DATE-OBS"):
+                return Time(str(h["DATE-OBS"]), format="isot", scale="utc").isot
+            if h.get("MJD-OBS") is not None:
+                return Time(float(h["MJD-OBS"]), format="mjd", scale="utc").isot
+            return None
+        from rastalign.io.raster import open_dataset
+
+        with open_dataset(path) as ds:
+            tags = {k.upper(): v for k, v in ds.tags().items()}
+        for key in ("ACQUISITION_DATE", "ACQUISITIONDATETIME", "DATE_ACQUIRED", "DATETIME", "TIFFTAG_DATETIME"):
+            if tags.get(key):
+                return _iso(tags[key])
+    except Exception:  # noqa: BLE001 - no readable date: input order
+        return None
+    return None
+
+
+def _iso(text) -> Optional[str]:
+    from datetime import datetime
+
+    text = str(text).strip().replace("Z", "")
+    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(text, fmt).isoformat()
+        except ValueError:
+            continue
+    return None

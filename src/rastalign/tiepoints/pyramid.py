@@ -1,0 +1,243 @@
+"""Coarse-to-fine estimation of the fixed-pixel -> moving-pixel model from proxies.
+
+Levels are decimated copies of the fixed and moving proxies at the same ground
+resolution. The coarsest level gives a global offset (phase correlation of the whole
+overlap); every level then measures a grid of windows through the current model and
+refits it; the finest level also fits the smooth residual field and is iterated so
+the tie points are measured with the final geometry.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import List
+
+import numpy as np
+from scipy import ndimage
+
+from rastalign.errors import AlignmentError
+from rastalign.geometry.affine import apply_affine, compose_affine
+from rastalign.model.model import AlignmentModel
+from rastalign._kernels.bspline import lk_bspline3, sample as sample_bspline3
+from rastalign.io.proxy import downsample2, edge_proxy, erode3, normalised
+from rastalign.tiepoints.correlation import match_windows, phase_shift, window_centres
+
+log = logging.getLogger(__name__)
+GLOBAL_NEAR_PEAK = 0.8  # a global correlation peak this close to the highest, nearer the georeference, wins
+COARSE_TIE_POINTS = 64  # a coarse level only has to bring the model within a pixel of the next one
+REFINED_TIE_POINTS = 400  # the finest proxy level, when native refinement follows, screens outliers and the field
+LK_TOL_FINAL, LK_TOL_COARSE = 5e-4, 1e-2  # matching stops when a step is below this (level px)
+
+
+@dataclass
+class Level:
+    """One pyramid level: images on their own grids, with full-res pixel = f * px + (f - 1) / 2."""
+
+    fixed: np.ndarray
+    fvalid: np.ndarray
+    moving: np.ndarray
+    mvalid: np.ndarray
+    f_fixed: float
+    f_moving: float
+    _cache: dict = field(default_factory=dict)
+
+    def spline(self):
+        """Cubic B-spline coefficients of the moving proxy and where all its taps are valid (cached)."""
+        if "spline" not in self._cache:
+            coef = ndimage.spline_filter(self.moving.astype(np.float64), order=3, mode="mirror")
+            self._cache["spline"] = (coef, erode3(erode3(self.mvalid)))
+        return self._cache["spline"]
+
+    def centres(self, window, step, min_valid):
+        key = ("centres", window, step, min_valid)
+        if key not in self._cache:
+            self._cache[key] = window_centres(self.fvalid, window, step, min_valid)
+        return self._cache[key]
+
+
+@dataclass
+class TiePoints:
+    """Tie points in full-resolution pixels: fixed ``(x, y)`` <-> moving ``(x, y)``."""
+
+    fixed: np.ndarray
+    moving: np.ndarray
+    weight: np.ndarray
+    reliability: np.ndarray
+    inlier: np.ndarray = None
+    residual: np.ndarray = None  # (n, 2) moving px, observed - model
+    level: np.ndarray = None
+
+    def __len__(self):
+        return len(self.fixed)
+
+
+def _scale(f):
+    """2x3 affine: level pixel -> full-resolution pixel."""
+    return np.array([[f, 0.0, (f - 1) / 2.0], [0.0, f, (f - 1) / 2.0]])
+
+
+def _unscale(f):
+    return np.array([[1.0 / f, 0.0, -(f - 1) / (2.0 * f)], [0.0, 1.0 / f, -(f - 1) / (2.0 * f)]])
+
+
+def build_levels(fixed, fvalid, moving, mvalid, f_fixed, f_moving, use_edges, min_side=256) -> List[Level]:
+    """Finest first. Each level halves both proxies until the short side reaches ``min_side``."""
+    levels = []
+    fi, fv, mi, mv, ff, fm = fixed, fvalid, moving, mvalid, float(f_fixed), float(f_moving)
+    while True:
+        if use_edges:
+            fe, fev = edge_proxy(fi, fv)
+            me, mev = edge_proxy(mi, mv)
+        else:
+            fe, fev = normalised(fi, fv), fv
+            me, mev = normalised(mi, mv), mv
+        levels.append(Level(fe, fev, me, mev, ff, fm))
+        if min(fi.shape) < 2 * min_side or min(mi.shape) < 2 * min_side:
+            break
+        fi, fv = downsample2(fi, fv)
+        mi, mv = downsample2(mi, mv)
+        ff, fm = ff * 2, fm * 2
+    return levels
+
+
+class _Sampler:
+    """Samples a level's moving proxy at fixed-level coordinates through a model."""
+
+    def __init__(self, level: Level, model: AlignmentModel):
+        self.coef, self.valid = level.spline()
+        self.to_full = _scale(level.f_fixed)
+        self.to_level = _unscale(level.f_moving)
+        self.model = model
+        # d(moving level px) / d(fixed level px) of the affine part
+        self.jac = (self.to_level[:, :2] @ model.linear[:, :2]) * level.f_fixed
+
+    def _coords(self, x, y):
+        fx, fy = apply_affine(self.to_full, x, y)
+        mx, my = self.model(fx, fy)
+        return apply_affine(self.to_level, mx, my)
+
+    def _sample(self, lx, ly):
+        return sample_bspline3(self.coef, self.valid, lx, ly)
+
+    def __call__(self, x, y):
+        return self._sample(*self._coords(x, y))
+
+    def window(self, gx, gy):
+        return _Window(self, *self._coords(gx, gy))
+
+
+class _Window:
+    """A window's moving coordinates at zero shift; a shift moves them by the affine Jacobian
+    (the residual field's change over a sub-pixel shift is negligible)."""
+
+    def __init__(self, sampler, lx, ly):
+        self.s, self.lx, self.ly = sampler, lx, ly
+
+    def at(self, sx, sy):
+        j = self.s.jac
+        return self.s._sample(self.lx + j[0, 0] * sx + j[0, 1] * sy, self.ly + j[1, 0] * sx + j[1, 1] * sy)
+
+    def refine(self, fixed, fvalid, s0, iterations=10, tol=5e-4):
+        """Compiled least-squares matching from ``s0`` (see :func:`lk_bspline3`)."""
+        fx = np.ascontiguousarray(fixed, np.float64)
+        return lk_bspline3(fx, np.ascontiguousarray(fvalid), self.s.coef, self.s.valid, self.lx, self.ly,
+                           np.ascontiguousarray(self.s.jac), float(s0[0]), float(s0[1]), iterations, tol)
+
+
+def global_offset(level: Level, model: AlignmentModel):
+    """Translate ``model`` by the phase-correlation offset of the whole overlap at this level."""
+    gy, gx = np.mgrid[0:level.fixed.shape[0], 0:level.fixed.shape[1]].astype(float)
+    sample = _Sampler(level, model)
+    mw, mv = sample(gx, gy)
+    sx, sy, peak = phase_shift(level.fixed, mw, level.fvalid, mv, near_peak=GLOBAL_NEAR_PEAK)
+    s = np.array([sx, sy]) * level.f_fixed
+    shifted = compose_affine(model.affine, np.array([[1.0, 0.0, s[0]], [0.0, 1.0, s[1]]]))
+    log.info("global offset at 1/%g: (%.2f, %.2f) full px, peak %.1f", level.f_fixed, s[0], s[1], peak)
+    return AlignmentModel(shifted, model.field), peak
+
+
+def measure(level: Level, model: AlignmentModel, window, step, min_valid, search, start="phase",
+            tol=LK_TOL_FINAL) -> TiePoints:
+    """Tie points from a grid of windows at this level, matched through ``model`` (see
+    :func:`~rastalign.tiepoints.correlation.match_windows` for ``search``, ``start`` and ``tol``)."""
+    valid = level.fvalid
+    centres = level.centres(window, step, min_valid)
+    sample = _Sampler(level, model)
+    res = match_windows(level.fixed, valid, sample, centres, window, search, start=start, tol=tol)
+    ok = res["ok"]
+    c = res["centre"][ok]
+    s = res["shift"][ok]
+    pf = apply_affine(_scale(level.f_fixed), c[:, 0], c[:, 1])
+    pm_level = c + s
+    qf = apply_affine(_scale(level.f_fixed), pm_level[:, 0], pm_level[:, 1])
+    qm = model(*qf)
+    rel = np.clip(res["ncc"][ok], 0, 1)
+    return TiePoints(np.column_stack(pf), np.column_stack(qm), rel ** 2, rel,
+                     level=np.full(ok.sum(), level.f_fixed))
+
+
+def fit_model(tp: TiePoints, domain, allow_field, threshold, seed=0, residual_model="auto"):
+    """The robust fit (:func:`~rastalign.model.fit.fit_robust`) of the tie points; records their residuals
+    and inliers on ``tp``. Returns ``(model, field info)``."""
+    from rastalign.model.fit import fit_robust
+
+    p, q = tp.fixed, tp.moving
+    aff, fld, inl, info = fit_robust(p, q, tp.weight, domain, threshold, seed=seed,
+                                     field=allow_field and residual_model != "none",
+                                     min_gain=0.0 if residual_model == "spline" else 0.1)
+    m = AlignmentModel(aff, fld)
+    tp.residual = q - np.column_stack(m(p[:, 0], p[:, 1]))
+    tp.inlier = inl
+    return m, info
+
+
+@dataclass
+class SolveResult:
+    model: AlignmentModel  # fixed px -> moving px
+    tiepoints: TiePoints
+    field_info: dict
+    levels: list = field(default_factory=list)
+
+
+def solve(levels: List[Level], initial: AlignmentModel, domain, window=96, min_valid=0.8, seed=0,
+          residual_model="auto", max_tie_points=4000, native_refinement=False) -> SolveResult:
+    """Coarse-to-fine solve. With ``native_refinement`` (tie points re-measured at native resolution next),
+    the proxy solve only has to come within a fraction of a native pixel: fewer windows, a looser
+    matching tolerance and one pass at the finest level."""
+    coarse = levels[-1]
+    model, peak = global_offset(coarse, initial)
+    history = []
+    tp = None
+    info = {}
+    rms_level = np.inf  # the last level's inlier rms, in that level's pixels
+    if native_refinement:
+        max_tie_points = min(max_tie_points, REFINED_TIE_POINTS)
+    for li in range(len(levels) - 1, -1, -1):
+        lev = levels[li]
+        finest = li == 0
+        win = int(min(window, max(32, min(lev.fixed.shape) // 4)))
+        win -= win % 2
+        # coarse levels only need to bring the model within a pixel: fewer windows
+        n_side = max(2, int(np.sqrt(max_tie_points if finest else min(max_tie_points, COARSE_TIE_POINTS))))
+        step = max(int(0.75 * win), int(max(lev.fixed.shape) / n_side))
+        search = max(2, win // 4)
+        # a model already within half a pixel here needs no correlation search, only the matching
+        start = "phase" if rms_level * 2.0 > 0.5 else "model"
+        tol = LK_TOL_FINAL if finest and not native_refinement else LK_TOL_COARSE
+        for it in range(1 if native_refinement or not finest else 2):
+            if it > 0 and model.max_field_displacement() < 0.25:
+                break  # re-measuring only pays when the residual field changed the geometry
+            tp = measure(lev, model, win, step, min_valid, search, start, tol)
+            if len(tp) < 3:
+                raise AlignmentError(f"too few tie points at resolution 1/{lev.f_fixed:g}: {len(tp)} windows matched "
+                                     f"(the images share too little texture or valid data)")
+            thr = 2.5 * max(lev.f_fixed, 1.0)
+            model, info = fit_model(tp, domain, allow_field=finest, threshold=thr, seed=seed,
+                                    residual_model=residual_model)
+            rms = float(np.sqrt(np.mean(np.sum(tp.residual[tp.inlier] ** 2, axis=1)))) if tp.inlier.any() else np.nan
+            rms_level = rms / lev.f_fixed if np.isfinite(rms) else np.inf
+            history.append({"scale": lev.f_fixed, "window": win, "n_tie_points": len(tp),
+                            "n_inliers": int(tp.inlier.sum()), "rms_px": rms, "field": model.field is not None,
+                            "start": start})
+            log.info("level 1/%g: %d tie points, %d inliers, rms %.4f px", lev.f_fixed, len(tp), tp.inlier.sum(), rms)
+    return SolveResult(model, tp, info, history)

@@ -1,0 +1,181 @@
+"""Refine tie points at native resolution, reading only small windows around them.
+
+After the coarse-to-fine solve on decimated proxies, a spread-out subset of the tie
+points is re-measured on the full-resolution images: a fixed window around each point
+and the moving window the current model says it needs (plus the search margin and the
+spline support) are read from the files, turned into the same proxy (edges or
+normalised intensity) and matched by the compiled least-squares matcher. The result
+has full-resolution accuracy without a second full pass over the inputs.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+from scipy import ndimage
+
+from rastalign._kernels.bspline import lk_bspline3
+from rastalign.io.raster import open_dataset, read_window
+from rastalign.io.proxy import edge_proxy, erode3, normalised
+from rastalign.tiepoints.pyramid import TiePoints
+
+log = logging.getLogger(__name__)
+TILE = 512  # the tile side of COGs and of our own GeoTIFFs: what a range request fetches at least
+N_TILES = 64  # tiles the native windows may touch: a small fraction of a large scene
+
+
+def pick_spread(points, weights, n_max, cell):
+    """Best-weighted point per grid cell, at most ``n_max`` cells (deterministic)."""
+    keys = np.floor(points / cell).astype(np.int64)
+    order = np.lexsort((-weights, keys[:, 1], keys[:, 0]))
+    seen, out = set(), []
+    for i in order:
+        k = (keys[i, 0], keys[i, 1])
+        if k not in seen:
+            seen.add(k)
+            out.append(i)
+    out = np.array(sorted(out, key=lambda i: -weights[i]))[:n_max]
+    return np.sort(out)
+
+
+def _proxy(img, valid, use_edges):
+    img = img.astype(np.float32)
+    return edge_proxy(img, valid) if use_edges else (normalised(img, valid), valid)
+
+
+def _boxes(p, model, window, fshape, mshape):
+    """The fixed box (with the proxy border) and the moving box a window at ``p`` needs, and the window's
+    moving coordinates through ``model``; None when either box leaves its image."""
+    h, pad, margin = window // 2, 2, 8
+    cx, cy = int(round(p[0])), int(round(p[1]))
+    fy0, fx0 = cy - h - pad, cx - h - pad
+    fbox = (fy0, fy0 + window + 2 * pad, fx0, fx0 + window + 2 * pad)
+    if fbox[0] < 0 or fbox[2] < 0 or fbox[1] > fshape[0] or fbox[3] > fshape[1]:
+        return None
+    gy, gx = np.mgrid[cy - h:cy - h + window, cx - h:cx - h + window].astype(float)
+    mx, my = model(gx, gy)
+    mbox = (int(math.floor(my.min())) - margin, int(math.ceil(my.max())) + margin + 1,
+            int(math.floor(mx.min())) - margin, int(math.ceil(mx.max())) + margin + 1)
+    if mbox[0] < 0 or mbox[2] < 0 or mbox[1] > mshape[0] or mbox[3] > mshape[1]:
+        return None
+    return (cx, cy), fbox, mbox, mx, my
+
+
+def _read_union(datasets, path, boxes, band, nodata):
+    """One read of the box covering ``boxes`` (through the task's open dataset of ``path``):
+    ``crop(box) -> (data, valid)`` of any of them."""
+    if path not in datasets:
+        datasets[path] = open_dataset(path)
+    y0, x0 = min(b[0] for b in boxes), min(b[2] for b in boxes)
+    y1, x1 = max(b[1] for b in boxes), max(b[3] for b in boxes)
+    data, valid = read_window(path, (y0, y1, x0, x1), bands=[band + 1], nodata=nodata, dataset=datasets[path])
+
+    def crop(b):
+        rows, cols = slice(b[0] - y0, b[1] - y0), slice(b[2] - x0, b[3] - x0)
+        return data[0, rows, cols], valid[rows, cols]
+    return crop
+
+
+def _tiles(tiles, model, fixed_path, moving_path, fband, mband, fnodata, mnodata, fshape, mshape, window,
+           use_edges):
+    """Refine the windows of each tile in ``tiles`` (a list of centre arrays, one per file tile): one task of
+    the active scheduler. Each input is read once per tile, over the box all its windows need."""
+    out, datasets = [], {}
+    try:
+        for points in tiles:
+            boxes = [b for b in (_boxes(p, model, window, fshape, mshape) for p in points) if b is not None]
+            if not boxes:
+                continue
+            fixed = _read_union(datasets, fixed_path, [b[1] for b in boxes], fband, fnodata)
+            moving = _read_union(datasets, moving_path, [b[2] for b in boxes], mband, mnodata)
+            out += [_one(b, fixed, moving, model, window, use_edges) for b in boxes]
+    finally:
+        for ds in datasets.values():
+            ds.close()
+    return out
+
+
+def _one(boxes, fixed, moving, model, window, use_edges):
+    (cx, cy), fbox, mbox, mx, my = boxes
+    pad = 2  # proxy border
+    fimg, fv = _proxy(*fixed(fbox), use_edges)
+    fimg, fv = fimg[pad:-pad, pad:-pad], fv[pad:-pad, pad:-pad]
+    if fv.mean() < 0.8:
+        return None
+    mimg, mv = _proxy(*moving(mbox), use_edges)
+    coef = ndimage.spline_filter(mimg.astype(np.float64), order=3, mode="mirror")
+    mask = erode3(erode3(mv))
+    lin = model.linear[:, :2]
+    sx, sy, ncc, ok = lk_bspline3(np.ascontiguousarray(fimg, np.float64), np.ascontiguousarray(fv), coef, mask,
+                                  np.ascontiguousarray(mx - mbox[2]), np.ascontiguousarray(my - mbox[0]),
+                                  np.ascontiguousarray(lin), 0.0, 0.0, 12, 2e-4)
+    if not ok or abs(sx) > 2 or abs(sy) > 2:
+        return None
+    q = model(np.array([cx + sx]), np.array([cy + sy]))
+    return (cx, cy), (float(q[0][0]), float(q[1][0])), max(ncc, 0.0)
+
+
+def pick_tiles(points, weights, window, shape, tile=TILE, n_tiles=N_TILES):
+    """About ``n_tiles`` well-spread ``tile``-px file tiles ``(tx, ty)`` holding the best-weighted tie points:
+    over a network every tile touched is fetched whole, so the native windows share a few tiles instead of
+    touching every one. Tiles whose tie points lie a window inside them are preferred (a window there reads
+    that tile alone; the moving window lies a few pixels away)."""
+    keys = np.floor(points / tile).astype(np.int64)
+    inner = np.all((points - keys * tile >= window) & ((keys + 1) * tile - points > window), axis=1)
+    if inner.sum() >= 16:
+        keys, weights = keys[inner], weights[inner]
+    tiles, inverse = np.unique(keys, axis=0, return_inverse=True)
+    score = np.bincount(inverse.ravel(), weights=weights, minlength=len(tiles))
+    cell = max(float(tile), math.sqrt(shape[0] * shape[1] / n_tiles))
+    picked = set(pick_spread((tiles + 0.5) * tile, score, n_tiles, cell).tolist())
+    # and at each corner of the image, where the field would extrapolate, the tile nearest it holding tie
+    # points and the corner tile itself (proxy windows keep half a window from the edges; a corner without
+    # data only costs its read)
+    centres = (tiles + 0.5) * tile
+    last = (np.array([shape[1], shape[0]]) - 1) // tile
+    corners = []
+    for corner in ((0, 0), (shape[1], 0), (0, shape[0]), (shape[1], shape[0])):
+        picked.add(int(np.argmin(np.hypot(*(centres - corner).T))))
+        corners.append(np.minimum(np.array(corner) // tile, last))
+    return np.unique(np.concatenate([tiles[sorted(picked)], np.array(corners, tiles.dtype)]), axis=0)
+
+
+def tile_windows(tiles, n_max, window, tile=TILE):
+    """Centres ``(x, y)``, shape ``(tiles, k * k, 2)``, of about ``n_max`` native windows, a ``k x k`` grid
+    wholly inside each tile (``k`` up to 3): the tile is read once for all of them, so the field is sampled
+    densely at no extra read."""
+    k = max(1, min(3, round(math.sqrt(n_max / max(len(tiles), 1)))))
+    span = max(tile - 2 * window, 0)
+    offs = window + span * (np.arange(k) + 0.5) / k
+    ox, oy = (v.ravel() for v in np.meshgrid(offs, offs))
+    return tiles[:, None, :] * tile + np.stack([ox, oy], axis=1)[None]
+
+
+def refine_native(model, tp: TiePoints, fixed_path, moving_path, fband, mband, fnodata, mnodata, fshape, mshape,
+                  use_edges=True, window=64, n_max=256) -> TiePoints:
+    """Tie points measured at native resolution in about ``n_max`` windows, a few in each of the well-spread
+    file tiles that hold the best inlier tie points (:func:`pick_tiles`, :func:`tile_windows`)."""
+    inl = tp.inlier if tp.inlier is not None else np.ones(len(tp), bool)
+    idx = np.nonzero(inl)[0]
+    if len(idx) == 0:
+        return tp
+    chosen = tile_windows(pick_tiles(tp.fixed[idx], tp.weight[idx], window, fshape), n_max, window)
+    args = (model, str(fixed_path), str(moving_path), fband, mband, fnodata, mnodata, fshape, mshape, window,
+            use_edges)
+    import dask
+
+    from rastalign.runtime.scheduler import parallelism
+
+    # tiles in pick_tiles' order, a few per task
+    groups = [list(g) for g in np.array_split(chosen, min(len(chosen), 4 * parallelism())) if len(g)]
+    task = dask.delayed(_tiles, pure=True)
+    done = dask.compute(*[task(g, *args) for g in groups])
+    res = [r for part in done for r in part if r is not None]
+    if not res:
+        return tp
+    pf = np.array([r[0] for r in res], float)
+    qm = np.array([r[1] for r in res], float)
+    rel = np.array([r[2] for r in res], float)
+    log.info("native refinement: %d of %d windows re-measured", len(res), chosen.shape[0] * chosen.shape[1])
+    return TiePoints(pf, qm, rel ** 2, rel, level=np.ones(len(res)))
