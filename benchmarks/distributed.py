@@ -83,6 +83,7 @@ def write_scene(folder, n):
     """A uint16 moving scene and a model JSON (0.25 deg, (3.37, -2.61) px) for ``rastalign apply``."""
     import numpy as np
 
+    from rastalign import save_model
     from rastalign.model import AlignmentModel
     from rastalign.testing.pairs import write_pair
 
@@ -92,7 +93,7 @@ def write_scene(folder, n):
     lin = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
     t = np.array([c, c]) - lin @ np.array([c, c]) + np.array([3.37, -2.61])
     model = AlignmentModel(np.column_stack([lin, t]), output_shape=(n, n), moving_shape=(n, n))
-    model.to_json(folder / "model.json")
+    save_model(model, folder / "model.json")
     return moving, folder / "model.json"
 
 

@@ -27,7 +27,7 @@ def main():
     ap.add_argument("--distortion", type=float, default=2.0)
     ap.add_argument("--folder", default=None)
     args = ap.parse_args()
-    from rastalign.model import AlignmentModel
+    from rastalign import load_model
     from rastalign.testing.stars import write_star_pair
 
     folder = Path(args.folder or tempfile.mkdtemp(prefix="rastalign-bench-"))
@@ -47,7 +47,7 @@ def main():
     if proc.returncode != 0:
         sys.exit(f"align-fits failed: {proc.stderr}")
     summary = json.loads(proc.stdout)
-    model = AlignmentModel.from_json(model_path)
+    model = load_model(model_path)
     g = np.arange(0, args.size, 64, dtype=float)
     gx, gy = np.meshgrid(g, g)
     tx, ty = field.truth(gx, gy)

@@ -77,7 +77,7 @@ def main(argv=None):
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[])
     args = ap.parse_args(argv)
     from rastalign.io.raster import inspect_raster
-    from rastalign.model import AlignmentModel
+    from rastalign import load_model
     from rastalign.testing.pairs import Truth, write_pair
 
     have_gdal = shutil.which("gdalwarp") is not None
@@ -105,7 +105,7 @@ def main(argv=None):
             row["warp_write_s"] = round(rep["timings_s"]["warp_write_s"], 2)
             row["read_both_s"] = round(plain_read_s(moving, fixed), 2)
             row["estimate_over_read"] = round(row["estimate_s"] / row["read_both_s"], 3)
-            model = AlignmentModel.from_json(d / "model.json")
+            model = load_model(d / "model.json")
             err = np.hypot(*[np.asarray(v) for v in np.subtract(model(*np.meshgrid(np.arange(0, n, n // 16),
                                                                                     np.arange(0, n, n // 16))),
                                                                   truth(*np.meshgrid(np.arange(0, n, n // 16),

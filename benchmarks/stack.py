@@ -68,9 +68,9 @@ def grid_error(pull, truth, shape, margin=32, step=32):
 
 
 def model_errors(model_paths, truths_, shape):
-    from rastalign.model.model import AlignmentModel
+    from rastalign import load_model
 
-    errs = [grid_error(AlignmentModel.from_json(p), t, shape) if os.path.exists(p) else (np.nan, np.nan)
+    errs = [grid_error(load_model(p), t, shape) if os.path.exists(p) else (np.nan, np.nan)
             for p, t in zip(model_paths, truths_)]
     return errs
 

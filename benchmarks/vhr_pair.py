@@ -28,10 +28,10 @@ CASE = dict(rotation_deg=0.25, shift=(3.37, -2.61), distortion_px=2.0)
 
 def score(out, fixed, truth, model_path, n_side=12, window=128):
     from rastalign.io.raster import inspect_raster, read_window
-    from rastalign.model import AlignmentModel
+    from rastalign import load_model
     from rastalign.testing.pairs import model_error, summarize, window_shift
 
-    model = AlignmentModel.from_json(model_path)
+    model = load_model(model_path)
     info = inspect_raster(out)
     err = model_error(model, truth, info.shape, step=max(16, info.shape[0] // 128), margin=64)
     rows = []

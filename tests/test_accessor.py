@@ -12,7 +12,7 @@ import xarray as xr
 
 import rastalign
 from rastalign.io.arrays import array_grid
-from rastalign.geometry.grids import rebase_recorded
+from rastalign.model.rebase import rebase_recorded
 from rastalign.cli.vhr import main as vhr_main
 from rastalign.testing.pairs import write_pair
 
@@ -223,7 +223,7 @@ def test_coarser_grid_equals_cli_and_to_raster_writes_the_cli_file(pair, tmp_pat
     assert vhr_main(["--moving-image", str(m), "--fixed-image", str(f), "--output-image", str(cli_out),
                      "--like", str(like), "--model-out", str(model_path)]) == 0
     capsys.readouterr()
-    model = rastalign.AlignmentModel.from_json(model_path)
+    model = rastalign.load_model(model_path)
     moving = rioxarray.open_rasterio(m, chunks=100)
     aligned = moving.coreg.apply(model, grid=rioxarray.open_rasterio(like))
     cli = rioxarray.open_rasterio(cli_out)

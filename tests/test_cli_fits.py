@@ -6,7 +6,7 @@ import pytest
 from astropy.io import fits
 
 from rastalign.cli.fits import main, main_simple
-from rastalign.io.catalogs import write_sextractor
+from rastalign.testing.stars import write_sextractor
 from rastalign.testing.stars import make_star_pair, write_star_pair
 from rastalign.tiepoints.detect import detect_array
 

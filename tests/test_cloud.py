@@ -174,6 +174,7 @@ def test_cog_and_gtiff_into_the_bucket_equal_local_files(s3, tmp_path_factory, m
 
     from rastalign.cli.demo import main as rastalign_main
     from rastalign.sinks import multipart
+    from rastalign import save_model
     from rastalign.model.model import AlignmentModel
 
     monkeypatch.setattr(multipart, "PART_BYTES", multipart.MIN_PART)
@@ -183,8 +184,8 @@ def test_cog_and_gtiff_into_the_bucket_equal_local_files(s3, tmp_path_factory, m
     with rasterio.open(d / "noise.tif", "w", driver="GTiff", width=2304, height=1536, count=1, dtype="float32",
                        crs="EPSG:32633", transform=Affine(0.5, 0, 500000.0, 0, -0.5, 5800000.0), tiled=True) as ds:
         ds.write(noise, 1)
-    AlignmentModel(np.array([[1.0, 0.001, 0.3], [-0.001, 1.0, -0.2]]), output_shape=(1536, 2304),
-                   moving_shape=(1536, 2304)).to_json(d / "model.json")
+    save_model(AlignmentModel(np.array([[1.0, 0.001, 0.3], [-0.001, 1.0, -0.2]]), output_shape=(1536, 2304),
+                   moving_shape=(1536, 2304)), d / "model.json")
     base = ["apply", "--model", str(d / "model.json"), "--moving-image", str(d / "noise.tif"), "--resampling",
             "bilinear"]
     for name in ("local.cog.tif", "local.tif"):
@@ -233,7 +234,8 @@ def test_with_a_remote_scheduler_the_client_never_opens_an_input(s3, tmp_path_fa
     """Every read of an input (headers, metadata, proxies, refinement windows) happens on the workers:
     in this (client) process, opening any input raises."""
     import rastalign
-    from rastalign.io import proxy, refine
+    from rastalign.io import proxy
+    from rastalign.pipelines import refine
     from rastalign.io import fits as fits_io
     from rastalign.io import raster
 
@@ -251,10 +253,10 @@ def test_with_a_remote_scheduler_the_client_never_opens_an_input(s3, tmp_path_fa
         stack = rastalign.align_stack([f"s3://{BUCKET}/pair/moving.tif"], f"s3://{BUCKET}/pair/fixed.tif",
                                       out / "stack", scheduler=addr)
         assert stack.exit_code == 0
-    from rastalign.model.model import AlignmentModel
+    from rastalign import load_model
 
-    a = AlignmentModel.from_json(out / "remote.tif.model.json")
-    b = AlignmentModel.from_json(out / "stack" / "moving.aligned.tif.model.json")
+    a = load_model(out / "remote.tif.model.json")
+    b = load_model(out / "stack" / "moving.aligned.tif.model.json")
     gx, gy = np.meshgrid(np.arange(20, 500, 20.0), np.arange(20, 580, 20.0))
     assert np.abs(np.subtract(a(gx, gy), b(gx, gy))).max() < 0.02  # the stack shares the reference's proxy
 

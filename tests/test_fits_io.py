@@ -5,8 +5,11 @@ from astropy.io import fits
 from astropy.table import Table
 
 from rastalign.errors import InputError
-from rastalign.io.catalogs import as_detections, read_sextractor, write_sextractor
-from rastalign.io.fits import FitsWriter, inspect_fits, open_fits, read_fits, read_fits_window, resolve_ext
+from rastalign.io.catalogs import read_sextractor
+from rastalign.testing.stars import write_sextractor
+from rastalign.tiepoints.detections import as_detections
+from rastalign.io.fits import inspect_fits, open_fits, read_fits, read_fits_window, resolve_ext
+from rastalign.sinks.fits import FitsWriter
 
 
 def _mef(path, data, name="SCI", **hdr):
@@ -192,7 +195,7 @@ def test_sextractor_catalogue_is_zero_based(tmp_path):
     p = tmp_path / "c.cat"
     write_sextractor(t, p)
     assert " 11.00000 " in p.read_text()  # 1-based on disk
-    back = read_sextractor(p)
+    back = as_detections(read_sextractor(p))
     assert np.allclose(back["x"], t["x"]) and np.allclose(back["y"], t["y"]) and list(back["flag"]) == [0, 4]
 
 

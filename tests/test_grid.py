@@ -4,7 +4,8 @@ import json
 
 import numpy as np
 
-from rastalign.geometry.grids import Grid, OutputGrid, recorded_grids, with_grids
+from rastalign.geometry.grids import Grid, OutputGrid
+from rastalign.model.rebase import recorded_grids, with_grids
 from rastalign.model.model import AlignmentModel
 
 UTM = (0.5, 0.0, 400000.0, 0.0, -0.5, 5800000.0)

@@ -7,7 +7,9 @@ from hypothesis import strategies as st
 
 from rastalign.io import proxy
 from rastalign.io.raster import inspect_raster, read_window
-from rastalign.io.proxy import block_mean, read_proxies, read_proxy, strip_rows
+from rastalign.io.proxy import read_proxies, read_proxy, strip_rows
+from rastalign._kernels.blocks import block_mean
+from rastalign._kernels.pixels import erode3
 
 
 def _write(path, data, nodata=0, block=64, overviews=()):
@@ -79,7 +81,7 @@ def test_overviews_are_used_on_their_true_grid(tmp_path, monkeypatch, shape):
         assert used and used[0][0] == (1 if factor < 8 else 2)  # overview 4 (index 1) for factors 4 and 6
         full, valid = read_window(info.path, box or (0, shape[0], 0, shape[1]), bands=[1])
         want, want_ok = block_mean(full[0], valid, factor)
-        inner = ok & want_ok & ~proxy.erode3(~want_ok)  # away from the hole's edge and the partial last blocks
+        inner = ok & want_ok & ~erode3(~want_ok)  # away from the hole's edge and the partial last blocks
         inner[-1, :] = inner[:, -1] = False
         assert inner.mean() > 0.6 and (ok != want_ok).mean() < 0.03
         err = np.abs(img - want)[inner]  # value error of a ramp = position error x (3 or 5 per px)

@@ -327,11 +327,11 @@ def commands(case, inp, peers):
 
 def gdalwarp_cmd(inp, out):
     """gdalwarp of the moving image through a VRT encoding rastalign's affine, onto the moving grid."""
-    from rastalign.model import AlignmentModel
+    from rastalign import load_model
     from scale import affine_vrt
     import rasterio
 
-    model = AlignmentModel.from_json(inp["dir"] / "rastalign_model.json")
+    model = load_model(inp["dir"] / "rastalign_model.json")
     vrt = inp["dir"] / "gdal_affine.vrt"
     affine_vrt(inp["moving"], model, vrt)
     with rasterio.open(inp["moving"]) as ds:

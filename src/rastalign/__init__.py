@@ -18,7 +18,8 @@ from rastalign.errors import AlignmentError, InputError, OutputError, OverlapErr
 _LAZY = {"AlignmentModel": "model.model", "AlignmentResult": "pipelines.pair", "Estimate": "pipelines.pair",
          "align_image_pair": "pipelines.pair", "apply": "pipelines.pair", "estimate": "pipelines.pair",
          "align_stack": "pipelines.stack", "StackResult": "pipelines.stack", "open_fits": "io.fits",
-         "Spalipy": "spalipy.aligner", "align_fits": "pipelines.fits_pair", "estimate_fits": "pipelines.fits_pair"}
+         "Spalipy": "spalipy.aligner", "align_fits": "pipelines.fits_pair", "estimate_fits": "pipelines.fits_pair",
+         "load_model": "io.models", "save_model": "sinks.models"}
 
 
 def __getattr__(name):
@@ -61,5 +62,5 @@ else:
 
 __all__ = ["AlignmentError", "AlignmentModel", "AlignmentResult", "Estimate", "InputError", "OutputError",
            "OverlapError", "QualityError", "RastalignError", "StackResult", "__version__", "align_image_pair", "align_stack",
-           "apply", "estimate",
+           "apply", "estimate", "load_model", "save_model",
            "open_fits", "Spalipy", "align_fits", "estimate_fits"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import xarray as xr
 
-from rastalign.pipelines import arrays as array_align
+from rastalign.pipelines import array_stack, arrays as array_align
 
 
 @xr.register_dataarray_accessor("coreg")
@@ -37,7 +37,9 @@ class CoregAccessor:
     def align(self, reference, dim=None, **options):
         """Estimate and apply: a lazy, dask-backed DataArray on the moving grid (or the reference's); with
         ``dim`` (e.g. ``"time"``) each slice along it is aligned (see :mod:`rastalign.pipelines.array_stack`)."""
-        return array_align.align(self._obj, reference, dim, **options)
+        if dim is not None:
+            return array_stack.align_along(self._obj, reference, dim, **options)
+        return array_align.align(self._obj, reference, **options)
 
     def to_raster(self, path, format=None, overwrite=False, progress=False):
         """Write this (aligned, lazy) array as the CLI would: tiled deflated GeoTIFF / COG with the model

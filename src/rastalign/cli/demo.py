@@ -57,7 +57,7 @@ def demo(folder=None, overwrite=True, progress=False):
 
 def apply_model(args):
     from rastalign.io.raster import inspect_raster
-    from rastalign.model.model import AlignmentModel
+    from rastalign.io.models import load_model
     from rastalign.params import WarpParams, output_format_for
     from rastalign.pipelines.pair import apply
     from rastalign.runtime.progress import run_progress, stage
@@ -65,7 +65,7 @@ def apply_model(args):
     from rastalign.errors import InputError
     from rastalign.sinks.atomic import check_output_path
 
-    model = AlignmentModel.from_json(args.model)
+    model = load_model(args.model)
     mov = inspect_raster(args.moving_image)
     check_output_path(args.output_image, [args.moving_image, args.model, args.like], args.overwrite)
     if model.output_shape is None:

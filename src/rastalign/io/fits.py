@@ -15,13 +15,10 @@ from typing import Tuple
 
 import numpy as np
 
-from rastalign.errors import InputError, OutputError
-from rastalign.sinks.atomic import TempFileWriter, check_input_file, discard, temp_path_beside
+from rastalign.errors import InputError
+from rastalign.io.paths import check_input_file
 
 log = logging.getLogger(__name__)
-
-BITPIX = {"float32": -32, "float64": -64, "uint8": 8, "int16": 16, "int32": 32, "int64": 64}
-
 
 @dataclass(frozen=True)
 class FitsInfo:
@@ -46,7 +43,7 @@ def _open(path):
     which fetches only the headers and the sections read."""
     from astropy.io import fits
 
-    from rastalign.io.sources import is_url, network_error
+    from rastalign.io.paths import is_url, network_error
 
     if is_url(path):
         try:
@@ -191,7 +188,7 @@ class _LazyHDU:
 
 
 def _stamp(path):
-    from rastalign.io.sources import is_url
+    from rastalign.io.paths import is_url
 
     return "remote" if is_url(path) else os.path.getmtime(path)
 
@@ -214,109 +211,3 @@ def open_fits(path, ext=None, chunks=2048):
                         coords={"band": [1], "y": np.arange(info.shape[0]), "x": np.arange(info.shape[1])},
                         attrs={"fits_header": info.header, "wcs": info.wcs, "rastalign_path": str(path),
                                "rastalign_ext": info.ext}, name=info.extname or "data")
-
-
-class FitsWriter(TempFileWriter):
-    """Streamed FITS writer with the interface of :class:`rastalign.io.raster.RasterWriter`.
-
-    The file is laid out in full (header, then the padded data block) under a temporary
-    name beside ``path`` and memory-mapped; ``write(box, data)`` stores one chunk
-    ``(bands, rows, cols)`` at ``box = (y0, y1, x0, x1)``; ``commit()`` flushes and renames
-    it into place; ``abort()`` (or an exception inside ``with``) removes it. A single band
-    is written as a 2-D primary HDU, several as a cube. ``mask=True`` adds a ``MASK``
-    image extension (uint8) written with ``write_mask(box, mask)``.
-    """
-
-    def __init__(self, path, shape, count=1, dtype="float32", header=None, wcs_header=None, nodata=None,
-                 descriptions=None, tags=None, mask=False, **_ignored):
-        from astropy.io import fits
-
-        self.final = Path(path)
-        self.dtype = np.dtype(dtype)
-        if self.dtype.name not in BITPIX:
-            raise OutputError(f"FITS output cannot store {self.dtype.name}; use one of {', '.join(BITPIX)}")
-        ny, nx = int(shape[0]), int(shape[1])
-        self.count = int(count)
-        self.shape = (ny, nx)
-        hdr = fits.Header()
-        hdr["SIMPLE"] = True
-        hdr["BITPIX"] = BITPIX[self.dtype.name]
-        hdr["NAXIS"] = 2 if self.count == 1 else 3
-        hdr["NAXIS1"] = nx
-        hdr["NAXIS2"] = ny
-        if self.count > 1:
-            hdr["NAXIS3"] = self.count
-        hdr["EXTEND"] = True
-        if nodata is not None and self.dtype.kind in "iu":
-            hdr["BLANK"] = int(nodata)
-        from rastalign.io.fits_cards import output_header
-
-        body = output_header(header, wcs_header, tags)
-        for i, d in enumerate(descriptions or [], start=1):
-            if d:
-                body[f"BANDNM{i}"] = str(d)[:60]
-        hdr.extend(body, unique=False)
-        head = hdr.tostring().encode("ascii")
-        nbytes = ny * nx * self.count * self.dtype.itemsize
-        self.offset = len(head)
-        size = self.offset + nbytes + (-nbytes) % 2880
-        self.mask_offset = None
-        mhead = b""
-        if mask:
-            mh = fits.Header([("XTENSION", "IMAGE"), ("BITPIX", 8), ("NAXIS", 2), ("NAXIS1", nx), ("NAXIS2", ny),
-                              ("PCOUNT", 0), ("GCOUNT", 1), ("EXTNAME", "MASK")])
-            mh["COMMENT"] = "1 = no valid source data for this output pixel"
-            mhead = mh.tostring().encode("ascii")
-            self.mask_offset = size + len(mhead)
-            size = self.mask_offset + ny * nx + (-(ny * nx)) % 2880
-        self.tmp = temp_path_beside(self.final, ".fits")
-        try:
-            with open(self.tmp, "wb") as fh:
-                fh.write(head)
-                fh.truncate(size)
-                if mask:
-                    fh.seek(self.mask_offset - len(mhead))
-                    fh.write(mhead)
-            dims = (ny, nx) if self.count == 1 else (self.count, ny, nx)
-            self.mm = np.memmap(self.tmp, dtype=self.dtype.newbyteorder(">"), mode="r+", offset=self.offset,
-                                shape=dims)
-            self.mmask = None if not mask else np.memmap(self.tmp, dtype=np.uint8, mode="r+",
-                                                          offset=self.mask_offset, shape=(ny, nx))
-        except OSError as exc:
-            discard(self.tmp)
-            raise OutputError(f"cannot create output {path}: {exc.strerror or exc}") from None
-
-    def write(self, box, data):
-        y0, y1, x0, x1 = (int(v) for v in box)
-        data = np.asarray(data)
-        if self.count == 1:
-            self.mm[y0:y1, x0:x1] = data.reshape(y1 - y0, x1 - x0)
-        else:
-            self.mm[:, y0:y1, x0:x1] = data
-
-    def write_mask(self, box, mask):
-        y0, y1, x0, x1 = (int(v) for v in box)
-        self.mmask[y0:y1, x0:x1] = np.asarray(mask, np.uint8)
-
-    def _close(self):
-        for name in ("mm", "mmask"):
-            m = getattr(self, name, None)
-            if m is not None:
-                m.flush()
-                setattr(self, name, None)
-                del m
-
-    def commit(self):
-        try:
-            self._close()
-            os.replace(self.tmp, self.final)
-        except OSError as exc:
-            raise OutputError(f"cannot write output {self.final}: {exc.strerror or exc}") from None
-        finally:
-            discard(self.tmp)
-
-    def abort(self):
-        try:
-            self._close()
-        finally:
-            discard(self.tmp)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
+from rastalign._kernels.blocks import block_mean
 from rastalign.io.raster import open_dataset, read_window
 
 STRIP_BYTES = 64 * 2 ** 20
@@ -27,35 +27,6 @@ def decimation_factor(shape, max_size=4096, pixel_size=None, solve_resolution=No
     if solve_resolution:
         return max(1, int(round(solve_resolution / pixel_size)))
     return max(1, int(math.ceil(max(shape) / float(max_size))))
-
-
-@njit(nogil=True, cache=True)
-def _block_sums(data, valid, f, s, n, m):
-    ny, nx = data.shape
-    for y in range(ny):
-        by = y // f
-        for x in range(nx):
-            bx = x // f
-            m[by, bx] += 1.0
-            if valid[y, x]:
-                s[by, bx] += data[y, x]
-                n[by, bx] += 1.0
-
-
-def block_mean(data, valid, f):
-    """Mean of valid pixels over ``f x f`` blocks (partial edge blocks included).
-
-    A block is valid when at least half of its in-image pixels are.
-    """
-    ny, nx = data.shape
-    by, bx = -(-ny // f), -(-nx // f)
-    s = np.zeros((by, bx))
-    n = np.zeros((by, bx))
-    m = np.zeros((by, bx))
-    _block_sums(np.ascontiguousarray(data), np.ascontiguousarray(valid), int(f), s, n, m)
-    ok = n >= 0.5 * m
-    mean = s / np.maximum(n, 1.0)
-    return mean.astype(np.float32), ok
 
 
 def read_proxy(info, band, factor, nodata=None, box=None):
@@ -186,44 +157,3 @@ def _weighted(a, weights, axis):
     if axis == 1:
         return np.einsum("rjk,jk->rj", a[:, index], w)
     return np.einsum("jkc,jk->jc", a[index], w)
-
-
-def erode3(valid):
-    """3x3 binary erosion with invalid borders, by shifted ANDs (fast, bounded memory)."""
-    v = np.asarray(valid, bool)
-    out = v.copy()
-    out[0, :] = out[-1, :] = False
-    out[:, 0] = out[:, -1] = False
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy or dx:
-                out[1:-1, 1:-1] &= v[1 + dy:v.shape[0] - 1 + dy, 1 + dx:v.shape[1] - 1 + dx]
-    return out
-
-
-def edge_proxy(img, valid):
-    """Gradient magnitude (central differences), zero on and next to invalid pixels."""
-    x = np.where(valid, np.asarray(img, np.float32), np.float32(0))  # invalid (NaN/Inf) values never enter
-    gx = np.zeros_like(x)
-    gy = np.zeros_like(x)
-    gx[:, 1:-1] = x[:, 2:] - x[:, :-2]
-    gy[1:-1, :] = x[2:, :] - x[:-2, :]
-    e = np.sqrt(gx * gx + gy * gy)
-    near = erode3(valid)
-    e[~near] = 0.0
-    return e, near
-
-
-def normalised(img, valid):
-    """Zero-mean, unit-variance image over its valid pixels (0 where invalid)."""
-    if not valid.any():
-        return np.zeros_like(img, np.float32)
-    v = img[valid].astype(np.float64)
-    sd = v.std()
-    out = (img - v.mean()) / (sd if sd > 0 else 1.0)
-    out[~valid] = 0.0
-    return out.astype(np.float32)
-
-
-def downsample2(img, valid):
-    return block_mean(img, valid, 2)

@@ -13,9 +13,10 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from rastalign._kernels.pixels import validity
 from rastalign.errors import InputError, ResourceError
 from rastalign.geometry.grids import Grid
-from rastalign.sinks.atomic import check_input_file
+from rastalign.io.paths import check_input_file
 
 # Refuse absurd declared sizes (bands x rows x cols) before allocating anything: 2**38
 # samples is e.g. 4 bands of 260,000 x 260,000 px. RASTALIGN_MAX_PIXELS overrides it.
@@ -65,7 +66,7 @@ def open_dataset(path, overview_level=None):
     import rasterio
     from rasterio.errors import RasterioIOError
 
-    from rastalign.io.sources import gdal_path, is_url, network_error
+    from rastalign.io.paths import gdal_path, is_url, network_error
 
     remote = is_url(path)
     p = gdal_path(path) if remote else check_input_file(path, "raster")
@@ -140,18 +141,6 @@ def _inspect_raster(path) -> RasterInfo:
                           tuple(ds.overviews(1)), int(ds.block_shapes[0][0]))
 
 
-def validity(data, nodata):
-    """Valid pixels of a (bands, rows, cols) block: finite, and not nodata in every band."""
-    data = np.asarray(data)
-    if data.dtype.kind == "f":
-        ok = np.isfinite(data).all(axis=0)
-    else:
-        ok = np.ones(data.shape[1:], bool)
-    if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)):
-        ok &= ~(data == nodata).all(axis=0)
-    return ok
-
-
 def read_window(path, box, bands=None, nodata=None, use_file_mask=True, out_shape=None, dataset=None):
     """Read ``box = (y0, y1, x0, x1)`` of ``bands`` (1-based list; all when None).
 
@@ -186,7 +175,7 @@ def read_window(path, box, bands=None, nodata=None, use_file_mask=True, out_shap
                 mkw = {} if out_shape is None else {"out_shape": tuple(out_shape)}
                 ok &= ds.read_masks(idx[0], window=win, **mkw) > 0
         except RasterioError as exc:
-            from rastalign.io.sources import is_url, network_error
+            from rastalign.io.paths import is_url, network_error
 
             if is_url(path):
                 raise InputError(f"cannot read {path}: {network_error(path, gdal_cause(exc))}") from None

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, replace
 from typing import Optional
 
@@ -27,7 +26,6 @@ from rastalign.model.residual import SplineField
 
 FORMAT = "rastalign-model"
 VERSION = 1
-MAX_JSON_BYTES = 64 * 2 ** 20  # a model is a few KB; refuse to slurp anything huge
 MAX_NODES = 4096  # spline nodes per axis
 
 
@@ -152,11 +150,11 @@ class AlignmentModel:
         }
 
     def to_json(self, path=None, indent=2) -> str:
-        text = json.dumps(self.to_dict(), indent=indent)
+        """The model as JSON text (the model file's content; :func:`rastalign.save_model` writes a file)."""
         if path is not None:
-            from rastalign.sinks.atomic import atomic_write_text
-            atomic_write_text(path, text)
-        return text
+            raise TypeError("AlignmentModel.to_json() returns the text; write a model file with "
+                            "rastalign.save_model(model, path)")
+        return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
     def from_dict(cls, d) -> "AlignmentModel":
@@ -185,20 +183,12 @@ class AlignmentModel:
             raise InputError(f"malformed model JSON: {exc}") from None
 
     @classmethod
-    def from_json(cls, text_or_path) -> "AlignmentModel":
-        """Parse a model from a JSON string or a path to a JSON file (data only, never code)."""
-        text = str(text_or_path)
-        if not text.lstrip().startswith(("{", "[")):
-            try:
-                if os.path.getsize(text) > MAX_JSON_BYTES:
-                    raise InputError(f"model file is too large to be a model ({os.path.getsize(text)} bytes): "
-                                     f"{text_or_path}")
-                with open(text, "r", encoding="utf-8") as fh:
-                    text = fh.read()
-            except OSError as exc:
-                raise InputError(f"cannot read model file {text_or_path}: {exc.strerror or exc}") from None
-            except UnicodeDecodeError:
-                raise InputError(f"malformed model JSON: {text_or_path} is not UTF-8 text") from None
+    def from_json(cls, text) -> "AlignmentModel":
+        """Parse a model from its JSON text (data only, never code); :func:`rastalign.load_model` reads a
+        model file."""
+        if not isinstance(text, (str, bytes)) or not text.lstrip()[:1] in ("{", "[", b"{", b"["):
+            raise InputError(f"not a model's JSON text: {str(text)[:80]!r} (read a model file with "
+                             f"rastalign.load_model(path))")
         try:
             d = json.loads(text, parse_constant=_no_constant)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError

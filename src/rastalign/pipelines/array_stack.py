@@ -10,21 +10,18 @@ along ``dim``, and the models as JSON in ``attrs["rastalign_models"]`` (``None``
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
 from rastalign.errors import InputError, RastalignError
+from rastalign.io.arrays import as_array
+from rastalign.pipelines.arrays import apply, estimate, warp_options
+from rastalign.runtime.scheduler import each_index, parallelism
 
 
 def align_along(moving, reference, dim, **options):
     """Lazy DataArray: each slice of ``moving`` along ``dim`` aligned onto ``reference``."""
     import dask.array as da
     import xarray as xr
-
-    from rastalign.pipelines.arrays import apply, estimate, warp_options
-    from rastalign.io.arrays import as_array
-    from rastalign.runtime.scheduler import parallelism
 
     if dim not in moving.dims:
         raise InputError(f"dim={dim!r} is not a dimension of the array (dims {moving.dims})")
@@ -38,8 +35,7 @@ def align_along(moving, reference, dim, **options):
         except RastalignError as exc:
             return None, " ".join(str(exc).split())[:300]
 
-    with ThreadPoolExecutor(max(1, min(len(slices), parallelism(), 8))) as pool:
-        fitted = list(pool.map(one, slices))
+    fitted = each_index(lambda k: one(slices[k]), len(slices), min(len(slices), parallelism(), 8))
     warp = warp_options(options)
     parts, status, rms, shift, models = [], [], [], [], []
     for s, (ev, err) in zip(slices, fitted):

@@ -2,7 +2,7 @@
 
 :func:`estimate` calls :func:`rastalign.estimate` / :func:`rastalign.estimate_fits` on the files behind
 the arrays (a band is written to a temporary file when an array is not file-backed) and records the
-solve, output and moving grids in ``model.meta["grids"]`` (:func:`~rastalign.geometry.grids.recorded_grids`) so
+solve, output and moving grids in ``model.meta["grids"]`` (:func:`~rastalign.model.rebase.recorded_grids`) so
 that :func:`apply` can re-base the model onto another grid of the same CRS or a moving array of another
 resolution. :func:`apply` is :func:`rastalign.warp.graph.lazy_warp` over the array's dask graph (each
 output chunk depends only on the source box it needs), the CLI's own warp, so the result equals the
@@ -23,7 +23,8 @@ import numpy as np
 from rastalign.io.arrays import array_grid, array_info, as3d, as_array, dims, file_backed, is_fits, on_grid, source, \
     spatial_vars, write_band
 from rastalign.errors import InputError
-from rastalign.geometry.grids import Grid, output_grid, rebase, rebase_recorded
+from rastalign.geometry.grids import Grid, output_grid
+from rastalign.model.rebase import rebase, rebase_recorded
 from rastalign.params import WarpParams, split_options
 
 WARP_KEYS = {f.name for f in dataclasses.fields(WarpParams)}
@@ -147,12 +148,9 @@ def apply(moving, model, grid=None, reference=None, **options):
     return res
 
 
-def align(moving, reference, dim=None, **options):
-    """Estimate and apply: a lazy, dask-backed DataArray on the moving grid (or the reference's); with
-    ``dim`` (e.g. ``"time"``) each slice along it is aligned (see :mod:`rastalign.pipelines.array_stack`)."""
-    if dim is not None:
-        from rastalign.pipelines.array_stack import align_along
-        return align_along(moving, reference, dim, **options)
+def align(moving, reference, **options):
+    """Estimate and apply: a lazy, dask-backed DataArray on the moving grid (or the reference's); a stack
+    along a dimension is :func:`rastalign.pipelines.array_stack.align_along`."""
     model = estimate(moving, reference, **options)
     return apply(moving, model, None, as_array(reference, moving.name), **warp_options(options))
 

@@ -12,6 +12,8 @@ import numpy as np
 
 from rastalign.errors import InputError
 from rastalign.io.catalogs import read_sextractor
+from rastalign.sinks.models import save_model
+from rastalign.tiepoints.detections import as_detections
 from rastalign.tiepoints.detect import detect
 from rastalign.tiepoints.stars import DEFAULTS, _options, fit_detections, resampling_for
 
@@ -19,11 +21,17 @@ log = logging.getLogger(__name__)
 
 
 def _detections_from_file(path, info, o, name):
-    from rastalign.io.sources import FitsSource, is_url
+    from rastalign.io.sources import FitsSource
+    from rastalign.io.paths import is_url
 
     # forked worker processes and fsspec's event loop do not mix: remote frames are detected in threads
     return detect(FitsSource(str(path), int(info.ext), tuple(info.shape)).read, info.shape,
                   sep_thresh=float(o["sep_thresh"]), name=f"{name} {path}", processes=not is_url(path))
+
+
+def catalogue(path):
+    """The detections of a SExtractor catalogue file, in the normal form (0-based pixels)."""
+    return as_detections(read_sextractor(path), name=f"catalogue {path}")
 
 
 def template_stars(template_path=None, template_ext=None, template_cat=None, **opts):
@@ -34,7 +42,7 @@ def template_stars(template_path=None, template_ext=None, template_cat=None, **o
     o = _options({k: v for k, v in opts.items() if k in DEFAULTS})
     tinfo = None if template_path is None else inspect_fits(template_path, template_ext)
     if template_cat is not None:
-        return tinfo, read_sextractor(template_cat)
+        return tinfo, catalogue(template_cat)
     if template_path is None:
         raise InputError("a template is needed: a template FITS (-tf) or a template catalogue (-tc)")
     return tinfo, _detections_from_file(template_path, tinfo, o, "template")
@@ -53,7 +61,7 @@ def estimate_fits(source_path, template_path=None, source_ext=None, template_ext
     o = _options({k: v for k, v in opts.items() if k in DEFAULTS})
     sinfo = inspect_fits(source_path, source_ext)
     if source_cat is not None:
-        sdet = read_sextractor(source_cat)
+        sdet = catalogue(source_cat)
     else:
         sdet = _detections_from_file(source_path, sinfo, o, "source")
     tinfo, tdet = template or template_stars(template_path, template_ext, template_cat, **opts)
@@ -118,7 +126,7 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
                             cval=float(o["cval"]), cval_mask=int(o["cval_mask"]),
                             mask=write_mask or source_mask_ext is not None)
     if model_out:
-        model.to_json(model_out)
+        save_model(model, model_out)
     st = ev["stats"]
     return {"output_image_path": str(output_path), "model_path": str(model_out) if model_out else None,
             "output_shape": list(model.output_shape), "source_shape": list(sinfo.shape),
@@ -137,7 +145,7 @@ def _write_wcs_correction(source_path, output_path, template_path, model, ev, mo
     t1 = time.perf_counter()
     stats = write_wcs(source_path, int(sinfo.ext), output_path, wcs, info, template_path)
     if model_out:
-        model.to_json(model_out)
+        save_model(model, model_out)
     st = ev["stats"]
     return {"output_image_path": str(output_path), "model_path": str(model_out) if model_out else None,
             "correction": "wcs", "output_shape": list(sinfo.shape), "source_shape": list(sinfo.shape),

@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 
 from rastalign.errors import InputError, OverlapError, QualityError
-from rastalign.geometry.grids import check_band, check_crs, check_crs_option, moving_to_fixed, output_grid, overlap_box, rebase
+from rastalign.geometry.grids import check_band, check_crs, check_crs_option, moving_to_fixed, output_grid, overlap_box
+from rastalign.model.rebase import rebase
 from rastalign.sinks.atomic import check_output_path
 from rastalign.io.raster import RasterInfo, inspect_raster
 from rastalign.geometry.affine import invert_affine
 from rastalign.model.model import AlignmentModel
+from rastalign.sinks.models import save_model
 from rastalign.params import EstimateParams, WarpParams, output_format_for, split_options
 
 if TYPE_CHECKING:  # annotations only: the solver loads numba and scipy, imported where it runs
@@ -98,9 +100,9 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
 
 
 def _estimate(moving_image_path, fixed_image_path, params, fixed_info, fixed_proxy):
-    from rastalign.io.sources import absolute_path
+    from rastalign.io.paths import absolute_path
     from rastalign.io.proxy import decimation_factor, read_proxies
-    from rastalign.tiepoints.refine import refine_native
+    from rastalign.pipelines.refine import refine_native
     from rastalign.tiepoints.pyramid import build_levels, fit_model, solve
 
     t0 = time.perf_counter()
@@ -367,7 +369,7 @@ def _align(moving_image_path, fixed_image_path, output_image_path, out, model_ou
         report = build_report(est, model, stats, mov, fix, grid, est_p, warp_p,
                               {"estimate_s": t1 - t0, "warp_write_s": stats["warp_write_s"],
                                "total_s": time.perf_counter() - t0})
-        model.to_json(model_out)
+        save_model(model, model_out)
         write_report(report, est, work, rest.get("report_out"), rest.get("plot"))
         return AlignmentResult(str(output_image_path), str(work) if keep else None, str(model_out), model,
                                est.quality, report)

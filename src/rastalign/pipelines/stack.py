@@ -129,7 +129,7 @@ def _check_scenes(paths):
 
 
 def _prepare_dir(output_dir):
-    from rastalign.io.sources import is_url
+    from rastalign.io.paths import is_url
 
     if is_url(output_dir):
         return str(output_dir).rstrip("/")
@@ -144,7 +144,7 @@ def _prepare_dir(output_dir):
 
 
 def _exists(path) -> bool:
-    from rastalign.io.sources import filesystem, is_url
+    from rastalign.io.paths import filesystem, is_url
 
     if is_url(path):
         fs, key = filesystem(path)
@@ -154,14 +154,12 @@ def _exists(path) -> bool:
 
 def _verified(out, model_path) -> bool:
     """A scene is done when its model loads and its image opens with the model's output shape."""
-    from rastalign.model.model import AlignmentModel
+    from rastalign.io.models import load_model
 
     if not (_exists(out) and _exists(model_path)):
         return False
     try:
-        from rastalign.sinks.atomic import read_text
-
-        model = AlignmentModel.from_json(read_text(model_path))
+        model = load_model(model_path)
         # resampled: the model's output grid; a corrected WCS or georeference: the moving frame itself
         return tuple(_output_shape(out)) in (tuple(model.output_shape), tuple(model.moving_shape or ()))
     except Exception:  # noqa: BLE001 - anything unreadable means: redo the scene
@@ -325,7 +323,7 @@ def _frame_worker():
 
 def _share_reference(kind, reference_path, options):
     """What every scene shares: FITS, the template's HDU and detections; rasters, the header and proxy."""
-    from rastalign.io.sources import absolute_path
+    from rastalign.io.paths import absolute_path
 
     if kind == "fits":
         from rastalign.pipelines.fits_pair import template_stars

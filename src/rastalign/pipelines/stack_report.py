@@ -8,7 +8,8 @@ import io
 import json
 from typing import Optional
 
-from rastalign.sinks.atomic import atomic_write_text, read_text
+from rastalign.sinks.atomic import atomic_write_text
+from rastalign.io.paths import read_text
 
 COLUMNS = ("scene", "status", "error", "exit_code", "acquired", "output", "model", "n_tie_points", "n_inliers",
            "rms_residual_px", "dx_px", "dy_px", "dx_crs", "dy_crs", "rotation_deg", "scale", "residual_field",

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from rastalign.errors import OutputError
+from rastalign.io.paths import filesystem, is_url, is_zarr_store, redact
 
 TMP_TAG = ".rastalign-tmp-"
 
@@ -50,8 +51,6 @@ def temp_path_beside(final, suffix=None):
 def local_temp(final, suffix=None):
     """A fresh temporary file for writing ``final``: beside it (an atomic rename later), or for an
     object-store URL in this machine's temporary folder (uploaded by :func:`publish`)."""
-    from rastalign.io.sources import is_url
-
     if not is_url(final):
         return temp_path_beside(final, suffix)
     name = str(final).rstrip("/").rsplit("/", 1)[-1]
@@ -63,8 +62,6 @@ def local_temp(final, suffix=None):
 def publish(tmp, final):
     """Move the complete file ``tmp`` to ``final``: a rename, or an upload whose object appears only once
     complete (a single PUT, or a multipart upload completed at the end and aborted on failure)."""
-    from rastalign.io.sources import filesystem, is_url, redact
-
     if not is_url(final):
         os.replace(tmp, final)
         return
@@ -84,17 +81,6 @@ def discard(path):
         pass
 
 
-def read_text(path) -> str:
-    """The text of a local file or of an object-store URL (the reading twin of :func:`atomic_write_text`)."""
-    from rastalign.io.sources import filesystem, is_url
-
-    if is_url(path):
-        fs, key = filesystem(path)
-        return fs.cat_file(key).decode("utf-8")
-    with open(path, encoding="utf-8") as fh:
-        return fh.read()
-
-
 def atomic_write_text(path, text):
     atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -102,11 +88,7 @@ def atomic_write_text(path, text):
 def atomic_write_bytes(path, data: bytes):
     """Publish ``data`` whole at ``path``: a local file under a temporary name then renamed, or an object in
     one PUT (it appears complete or not at all)."""
-    from rastalign.io.sources import is_url
-
     if is_url(path):
-        from rastalign.io.sources import filesystem, redact
-
         fs, key = filesystem(path)
         try:
             fs.pipe_file(key, data)
@@ -143,8 +125,6 @@ def check_output_path(output, inputs, overwrite):
     output of the same run): an output is refused when it names the same file as any
     of them, whatever the spelling.
     """
-    from rastalign.io.sources import is_url
-
     if is_url(output):
         return _check_url_output(output, inputs, overwrite)
     out = Path(output).resolve()
@@ -164,8 +144,6 @@ def check_output_path(output, inputs, overwrite):
 
 def _check_url_output(output, inputs, overwrite):
     """An object-store output: not one of the inputs, and absent unless ``overwrite``."""
-    from rastalign.io.sources import filesystem, redact
-
     if any(p is not None and str(p).rstrip("/") == str(output).rstrip("/") for p in inputs):
         raise OutputError(f"output path is the same object as an input: {output}")
     try:
@@ -176,28 +154,6 @@ def _check_url_output(output, inputs, overwrite):
     if exists and not overwrite:
         raise OutputError(f"output exists (use --overwrite to replace it): {output}")
     return output
-
-
-def is_zarr_store(path) -> bool:
-    """A folder holding a Zarr store (v2 or v3 metadata at its root)."""
-    p = Path(path)
-    return p.is_dir() and any((p / name).exists() for name in ("zarr.json", ".zgroup", ".zarray"))
-
-
-def check_input_file(path, kind):
-    """Refuse a missing, folder, unreadable or empty input with a one-line error naming it."""
-    from rastalign.errors import InputError
-
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"file not found: {path}")
-    if p.is_dir():
-        raise InputError(f"not a {kind} file (a folder): {path}")
-    if not os.access(p, os.R_OK):
-        raise InputError(f"file is not readable (permission denied): {path}")
-    if p.stat().st_size == 0:
-        raise InputError(f"file is empty: {path}")
-    return p
 
 
 class TempFileWriter:

@@ -21,7 +21,7 @@ import numpy as np
 from rastalign.errors import OutputError
 from rastalign.sinks import tiff
 from rastalign.sinks.atomic import discard, temp_path_beside
-from rastalign.sinks.geotiff import aligned_to, fill_value, valid_mask
+from rastalign.sinks.stream import aligned_to, fill_value, valid_mask
 
 # GDAL's COG layout: each tile preceded by its size (uint32) and followed by its last 4 bytes repeated
 GHOST = (b"LAYOUT=IFDS_BEFORE_DATA\nBLOCK_ORDER=ROW_MAJOR\nBLOCK_LEADER=SIZE_AS_UINT4\n"
@@ -181,7 +181,8 @@ def write_cog(arr, tmp, entries, tile, big, nodata, url=None):
 
     from rastalign.runtime import progress
     from rastalign.runtime.scheduler import active_client
-    from rastalign.sinks.output import blocks, consume
+    from rastalign.sinks.stream import consume
+    from rastalign.warp.plan import blocks
 
     t0 = time.perf_counter()
     nb, ny, nx = (int(v) for v in arr.shape)
@@ -307,7 +308,7 @@ def _upload(url, entries, shapes, level_blocks, store, tile, nb, big):
     """The file as a multipart upload whose parts the workers build from the tiles they hold; the client
     sends only the header bytes (in part 1's task) and completes the upload. Aborted on any failure."""
     from rastalign.sinks import multipart
-    from rastalign.io.sources import redact
+    from rastalign.io.paths import redact
 
     head, records, total = _layout(entries, shapes, level_blocks, store, tile, nb, big)
     client = store.client
@@ -327,7 +328,7 @@ def _upload(url, entries, shapes, level_blocks, store, tile, nb, big):
             raise OutputError(f"cannot write output {url}: {redact(exc)[:200]}") from None
         raise
     if size != total:
-        from rastalign.io.sources import filesystem
+        from rastalign.io.paths import filesystem
 
         fs, key = filesystem(url)
         fs.rm_file(key)

@@ -16,32 +16,7 @@ import numpy as np
 from rastalign.errors import OutputError
 from rastalign.sinks import tiff
 from rastalign.sinks.atomic import discard, local_temp, publish
-
-
-def tile_size(shape) -> int:
-    """Square tile side: 512, or smaller (a multiple of 16) for small images."""
-    m = min(int(shape[0]), int(shape[1]))
-    return next((t for t in (512, 256, 128, 64, 32) if m >= t), 16)
-
-
-def fill_value(dtype, nodata):
-    return 0 if nodata is None or (np.isnan(nodata) and np.dtype(dtype).kind != "f") else nodata
-
-
-def valid_mask(block, nodata):
-    """Valid pixels of an output block: a valid pixel never equals nodata (``to_output_dtype``)."""
-    if nodata is None or np.isnan(nodata):
-        return np.isfinite(block[0]) if block.dtype.kind == "f" else np.ones(block.shape[1:], bool)
-    return block[0] != block.dtype.type(nodata)
-
-
-def aligned_to(arr, step):
-    """``arr`` rechunked so that every block starts on a multiple of ``step`` (a no-op when it does)."""
-    def sizes(n):
-        return tuple(min(step, n - s) for s in range(0, n, step))
-
-    want = (arr.chunks[0], sizes(arr.shape[1]), sizes(arr.shape[2]))
-    return arr if want == arr.chunks else arr.rechunk(want)
+from rastalign.sinks.stream import aligned_to, fill_value, tile_size, valid_mask
 
 
 def _describe(final, arr, grid, nodata, tile, big, metadata_from, tags):
@@ -76,10 +51,10 @@ def write_geotiff(arr, path, grid, nodata, fmt="GTiff", metadata_from=None, tags
     on ``grid`` (``shape``, ``transform``, ``crs``), with the metadata of the raster ``metadata_from``
     (tags, descriptions, units, scales/offsets, colours) and ``tags``; atomic and verified."""
     from rastalign.io.raster import verify_complete
-    from rastalign.sinks.output import check_written
+    from rastalign.sinks.stream import check_written
 
     from rastalign.runtime.scheduler import active_client
-    from rastalign.io.sources import is_url
+    from rastalign.io.paths import is_url
 
     final = str(path) if is_url(path) else Path(path)
     nb, ny, nx = (int(v) for v in arr.shape)
@@ -117,7 +92,7 @@ def _encode(block, box, tile, nodata):
 
 def _write_tiled(arr, tmp, entries, tile, big, nodata):
     """GTiff: tiles appended in block order as they complete; the directory last."""
-    from rastalign.sinks.output import consume
+    from rastalign.sinks.stream import consume
 
     nb, ny, nx = (int(v) for v in arr.shape)
     grid_tiles = (-(-ny // tile), -(-nx // tile))

@@ -13,7 +13,7 @@ PART_BYTES = 16 * 2 ** 20  # the size parts are cut to
 
 
 def _where(url):
-    from rastalign.io.sources import filesystem
+    from rastalign.io.paths import filesystem
 
     fs, path = filesystem(url)
     bucket, key, _ = fs.split_path(path)

@@ -24,50 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rastalign.runtime import progress
 from rastalign.errors import OutputError
-from rastalign.runtime.scheduler import parallelism
-from rastalign.sinks.atomic import TMP_TAG, check_folder, is_zarr_store
+from rastalign.sinks.stream import consume
+from rastalign.sinks.atomic import TMP_TAG, check_folder
+from rastalign.io.paths import is_zarr_store
 
 log = logging.getLogger(__name__)
-
-
-def blocks(arr):
-    """``(index, box)`` of every block of a ``(bands, rows, cols)`` array, row-major."""
-    rows = np.concatenate([[0], np.cumsum(arr.chunks[1])]).astype(int)
-    cols = np.concatenate([[0], np.cumsum(arr.chunks[2])]).astype(int)
-    for i in range(len(rows) - 1):
-        for j in range(len(cols) - 1):
-            yield (0, i, j), (rows[i], rows[i + 1], cols[j], cols[j + 1])
-
-
-def consume(arr, encode, write):
-    """``write(box, encode(block))`` for every block of ``arr``: ``encode`` runs on the workers,
-    ``write`` here, in row-major block order, at most a few blocks per worker thread in flight."""
-    import dask
-
-    t0 = time.perf_counter()
-    delayed = arr.to_delayed()
-    task = dask.delayed(encode, pure=True)
-    items = list(blocks(arr))
-    batch = 2 * parallelism()
-    for k in range(0, len(items), batch):
-        part = items[k:k + batch]
-        results = dask.compute(*[task(delayed[idx], box) for idx, box in part])
-        for (_, box), res in zip(part, results):
-            write(box, res)
-        progress.blocks(k + len(part), len(items))
-    return time.perf_counter() - t0
-
-
-def check_written(verify, tmp, shape, count, path):
-    """Run ``verify(tmp, shape, count)``; an incomplete file becomes a one-line :class:`OutputError`."""
-    from rastalign.io.raster import IncompleteWrite
-
-    try:
-        verify(tmp, shape, count)
-    except IncompleteWrite as exc:
-        raise OutputError(f"cannot write output {path}: {exc}") from None
 
 
 def write_output(arr, path, fmt, grid, nodata, tags=None, metadata_from=None, descriptions=None, fits_header=None,
@@ -102,7 +64,7 @@ def write_fits(arr, path, header=None, wcs_header=None, tags=None, descriptions=
     """Stream the lazy ``arr`` into a FITS file (primary HDU; a cube for several bands): the source
     ``header`` without its WCS, the WCS of ``wcs_header``, ``tags``; NaN becomes ``cval``; with
     ``mask`` a ``MASK`` extension (``cval_mask`` where no valid source pixel)."""
-    from rastalign.io.fits import FitsWriter
+    from rastalign.sinks.fits import FitsWriter
 
     nb, ny, nx = (int(v) for v in arr.shape)
     n_valid = 0
@@ -138,7 +100,7 @@ def write_zarr(arr, path, grid, nodata, tags=None, descriptions=None) -> dict:
     import dask
     import xarray as xr
 
-    from rastalign.io.sources import is_url
+    from rastalign.io.paths import is_url
 
     t0 = time.perf_counter()
     nb, ny, nx = (int(v) for v in arr.shape)
@@ -159,7 +121,7 @@ def write_zarr(arr, path, grid, nodata, tags=None, descriptions=None) -> dict:
     except OutputError:
         raise
     except Exception as exc:  # noqa: BLE001 - OSError locally, botocore/aiohttp errors remotely
-        from rastalign.io.sources import redact
+        from rastalign.io.paths import redact
 
         cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else redact(exc)[:200]
         raise OutputError(f"cannot write output {path}: {cause}") from None
@@ -215,7 +177,7 @@ def _remove_store(tmp, remote):
     if not remote:
         shutil.rmtree(tmp, ignore_errors=True)
         return
-    from rastalign.io.sources import filesystem
+    from rastalign.io.paths import filesystem
 
     try:
         fs, key = filesystem(tmp)
@@ -232,7 +194,7 @@ def _publish_prefix(tmp, final):
     """Copy the complete store under ``tmp`` to ``final`` inside the bucket: chunks first, then the
     metadata, ``.zmetadata`` (what ``open_zarr`` reads first) last. An existing store at ``final``
     (``--overwrite`` checked by the caller) is removed first."""
-    from rastalign.io.sources import filesystem
+    from rastalign.io.paths import filesystem
 
     fs, tkey = filesystem(tmp)
     _, fkey = filesystem(final)

@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from rastalign.errors import AlignmentError
-from rastalign.io.catalogs import as_detections, as_table
+from rastalign.tiepoints.detections import as_detections, as_table
 from rastalign.params import STAR_DEFAULTS as D
 from rastalign.runtime.scheduler import each_index
 from rastalign.spalipy import steps as steps

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rastalign.geometry.affine import as3, invert_affine
+from rastalign.geometry.affine import invert_affine
 
 
 def _similarity_matrix(v):

@@ -237,3 +237,13 @@ def write_star_stack(folder, truths, shape=(1024, 1024), n_stars=600, seed=0, pr
         sources.append(src)
         fields.append(f)
     return tmpl, sources, fields
+
+
+def write_sextractor(table, path, flux_col="FLUX_AUTO"):
+    """Write the normal form as an ASCII_HEAD SExtractor catalogue (1-based positions)."""
+    names = ["NUMBER", "X_IMAGE", "Y_IMAGE", flux_col, "FWHM_IMAGE", "FLAGS"]
+    units = ["", "pixel", "pixel", "count", "pixel", ""]
+    lines = [f"#{i + 1:4d} {n:<22s} {'[' + u + ']' if u else ''}" for i, (n, u) in enumerate(zip(names, units))]
+    for k, r in enumerate(table, start=1):
+        lines.append(f"{k:6d} {r['x'] + 1:12.5f} {r['y'] + 1:12.5f} {r['flux']:14.5f} {r['fwhm']:9.4f} {int(r['flag']):4d}")
+    Path(path).write_text("\n".join(lines) + "\n")

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from rastalign.errors import AlignmentError, InputError
-from rastalign.io.catalogs import detection_table
+from rastalign.tiepoints.detections import detection_table
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def detect(read, shape, sep_thresh=5.0, chunk=2048, overlap=48, threads=2, name=
     picklable ``read`` such as :meth:`rastalign.io.sources.FitsSource.read`) ``threads`` worker
     processes share the tiles of a large frame. Raises :class:`InputError` when the
     frame has no valid pixel. Returns a
-    normal-form detection table (see :mod:`rastalign.io.catalogs`), sorted by flux
+    normal-form detection table (see :mod:`rastalign.tiepoints.detections`), sorted by flux
     (brightest first).
     """
     cores = list(_tiles(shape, chunk))

@@ -19,7 +19,8 @@ from rastalign.errors import AlignmentError
 from rastalign.geometry.affine import apply_affine, compose_affine
 from rastalign.model.model import AlignmentModel
 from rastalign._kernels.bspline import lk_bspline3, sample as sample_bspline3
-from rastalign.io.proxy import downsample2, edge_proxy, erode3, normalised
+from rastalign._kernels.pixels import edge_proxy, erode3, normalised
+from rastalign._kernels.blocks import downsample2
 from rastalign.tiepoints.correlation import match_windows, phase_shift, window_centres
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""Refine tie points at native resolution, reading only small windows around them.
+"""Tie points re-measured at native resolution from small windows (the windows' choice and the match;
+the reads and tasks are :mod:`rastalign.pipelines.refine`).
 
 After the coarse-to-fine solve on decimated proxies, a spread-out subset of the tie
 points is re-measured on the full-resolution images: a fixed window around each point
@@ -9,18 +10,14 @@ has full-resolution accuracy without a second full pass over the inputs.
 """
 from __future__ import annotations
 
-import logging
 import math
 
 import numpy as np
 from scipy import ndimage
 
 from rastalign._kernels.bspline import lk_bspline3
-from rastalign.io.raster import open_dataset, read_window
-from rastalign.io.proxy import edge_proxy, erode3, normalised
-from rastalign.tiepoints.pyramid import TiePoints
+from rastalign._kernels.pixels import edge_proxy, erode3, normalised
 
-log = logging.getLogger(__name__)
 TILE = 512  # the tile side of COGs and of our own GeoTIFFs: what a range request fetches at least
 N_TILES = 64  # tiles the native windows may touch: a small fraction of a large scene
 
@@ -44,7 +41,7 @@ def _proxy(img, valid, use_edges):
     return edge_proxy(img, valid) if use_edges else (normalised(img, valid), valid)
 
 
-def _boxes(p, model, window, fshape, mshape):
+def window_boxes(p, model, window, fshape, mshape):
     """The fixed box (with the proxy border) and the moving box a window at ``p`` needs, and the window's
     moving coordinates through ``model``; None when either box leaves its image."""
     h, pad, margin = window // 2, 2, 8
@@ -62,41 +59,10 @@ def _boxes(p, model, window, fshape, mshape):
     return (cx, cy), fbox, mbox, mx, my
 
 
-def _read_union(datasets, path, boxes, band, nodata):
-    """One read of the box covering ``boxes`` (through the task's open dataset of ``path``):
-    ``crop(box) -> (data, valid)`` of any of them."""
-    if path not in datasets:
-        datasets[path] = open_dataset(path)
-    y0, x0 = min(b[0] for b in boxes), min(b[2] for b in boxes)
-    y1, x1 = max(b[1] for b in boxes), max(b[3] for b in boxes)
-    data, valid = read_window(path, (y0, y1, x0, x1), bands=[band + 1], nodata=nodata, dataset=datasets[path])
-
-    def crop(b):
-        rows, cols = slice(b[0] - y0, b[1] - y0), slice(b[2] - x0, b[3] - x0)
-        return data[0, rows, cols], valid[rows, cols]
-    return crop
-
-
-def _tiles(tiles, model, fixed_path, moving_path, fband, mband, fnodata, mnodata, fshape, mshape, window,
-           use_edges):
-    """Refine the windows of each tile in ``tiles`` (a list of centre arrays, one per file tile): one task of
-    the active scheduler. Each input is read once per tile, over the box all its windows need."""
-    out, datasets = [], {}
-    try:
-        for points in tiles:
-            boxes = [b for b in (_boxes(p, model, window, fshape, mshape) for p in points) if b is not None]
-            if not boxes:
-                continue
-            fixed = _read_union(datasets, fixed_path, [b[1] for b in boxes], fband, fnodata)
-            moving = _read_union(datasets, moving_path, [b[2] for b in boxes], mband, mnodata)
-            out += [_one(b, fixed, moving, model, window, use_edges) for b in boxes]
-    finally:
-        for ds in datasets.values():
-            ds.close()
-    return out
-
-
-def _one(boxes, fixed, moving, model, window, use_edges):
+def measure_window(boxes, fixed, moving, model, window, use_edges):
+    """Re-measure one tie point from its fixed and moving windows (``fixed(box)``/``moving(box)`` give
+    ``(data, valid)``; ``boxes`` from :func:`window_boxes`): ``((x, y) fixed, (x, y) moving, reliability)``
+    or None when the windows hold too little or the match fails."""
     (cx, cy), fbox, mbox, mx, my = boxes
     pad = 2  # proxy border
     fimg, fv = _proxy(*fixed(fbox), use_edges)
@@ -150,32 +116,3 @@ def tile_windows(tiles, n_max, window, tile=TILE):
     offs = window + span * (np.arange(k) + 0.5) / k
     ox, oy = (v.ravel() for v in np.meshgrid(offs, offs))
     return tiles[:, None, :] * tile + np.stack([ox, oy], axis=1)[None]
-
-
-def refine_native(model, tp: TiePoints, fixed_path, moving_path, fband, mband, fnodata, mnodata, fshape, mshape,
-                  use_edges=True, window=64, n_max=256) -> TiePoints:
-    """Tie points measured at native resolution in about ``n_max`` windows, a few in each of the well-spread
-    file tiles that hold the best inlier tie points (:func:`pick_tiles`, :func:`tile_windows`)."""
-    inl = tp.inlier if tp.inlier is not None else np.ones(len(tp), bool)
-    idx = np.nonzero(inl)[0]
-    if len(idx) == 0:
-        return tp
-    chosen = tile_windows(pick_tiles(tp.fixed[idx], tp.weight[idx], window, fshape), n_max, window)
-    args = (model, str(fixed_path), str(moving_path), fband, mband, fnodata, mnodata, fshape, mshape, window,
-            use_edges)
-    import dask
-
-    from rastalign.runtime.scheduler import parallelism
-
-    # tiles in pick_tiles' order, a few per task
-    groups = [list(g) for g in np.array_split(chosen, min(len(chosen), 4 * parallelism())) if len(g)]
-    task = dask.delayed(_tiles, pure=True)
-    done = dask.compute(*[task(g, *args) for g in groups])
-    res = [r for part in done for r in part if r is not None]
-    if not res:
-        return tp
-    pf = np.array([r[0] for r in res], float)
-    qm = np.array([r[1] for r in res], float)
-    rel = np.array([r[2] for r in res], float)
-    log.info("native refinement: %d of %d windows re-measured", len(res), chosen.shape[0] * chosen.shape[1])
-    return TiePoints(pf, qm, rel ** 2, rel, level=np.ones(len(res)))

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from rastalign.errors import InputError
-from rastalign.io.catalogs import as_detections
+from rastalign.tiepoints.detections import as_detections
 from rastalign.model import AlignmentModel
 from rastalign.geometry.affine import IDENTITY
 from rastalign.params import STAR_DEFAULTS, StarParams

@@ -142,7 +142,7 @@ def _from_source(source, model, box, spec):
 
 
 def _from_piece(piece, model, box, spec):
-    from rastalign.io.raster import validity
+    from rastalign._kernels.pixels import validity
 
     def read(_sbox):
         data = np.asarray(piece)
@@ -181,7 +181,7 @@ class WarpGraph:
         """The whole warp as one numpy array, computed on ``scheduler`` (default: the active one)."""
         import dask
 
-        from rastalign.sinks.output import blocks
+        from rastalign.warp.plan import blocks
 
         values = dask.compute(*self.to_delayed().ravel().tolist(), scheduler=scheduler)
         out = np.empty(self.shape, self.dtype)

@@ -85,3 +85,12 @@ def plan_warp(output_shape: Sequence[int], n_bands: int = 1, resampling: str = "
         side = auto_chunk_side(n_bands, max_chunk_mb)
         rows, cols = _regular_edges(ny, side), _regular_edges(nx, side)
     return WarpPlan((ny, nx), rows, cols, resampling, int(extra))
+
+
+def blocks(arr):
+    """``(index, box)`` of every block of a ``(bands, rows, cols)`` array, row-major."""
+    rows = np.concatenate([[0], np.cumsum(arr.chunks[1])]).astype(int)
+    cols = np.concatenate([[0], np.cumsum(arr.chunks[2])]).astype(int)
+    for i in range(len(rows) - 1):
+        for j in range(len(cols) - 1):
+            yield (0, i, j), (rows[i], rows[i + 1], cols[j], cols[j + 1])

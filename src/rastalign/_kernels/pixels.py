@@ -1,0 +1,52 @@
+"""Pixel kernels shared by every layer: validity masks, erosion, the edge proxy and normalisation, in
+numpy (no compiled code, so reading a raster never loads the compiler). Arrays in, arrays out."""
+import numpy as np
+
+
+def validity(data, nodata):
+    """Valid pixels of a (bands, rows, cols) block: finite, and not nodata in every band."""
+    data = np.asarray(data)
+    if data.dtype.kind == "f":
+        ok = np.isfinite(data).all(axis=0)
+    else:
+        ok = np.ones(data.shape[1:], bool)
+    if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)):
+        ok &= ~(data == nodata).all(axis=0)
+    return ok
+
+
+def erode3(valid):
+    """3x3 binary erosion with invalid borders, by shifted ANDs (fast, bounded memory)."""
+    v = np.asarray(valid, bool)
+    out = v.copy()
+    out[0, :] = out[-1, :] = False
+    out[:, 0] = out[:, -1] = False
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                out[1:-1, 1:-1] &= v[1 + dy:v.shape[0] - 1 + dy, 1 + dx:v.shape[1] - 1 + dx]
+    return out
+
+
+def edge_proxy(img, valid):
+    """Gradient magnitude (central differences), zero on and next to invalid pixels."""
+    x = np.where(valid, np.asarray(img, np.float32), np.float32(0))  # invalid (NaN/Inf) values never enter
+    gx = np.zeros_like(x)
+    gy = np.zeros_like(x)
+    gx[:, 1:-1] = x[:, 2:] - x[:, :-2]
+    gy[1:-1, :] = x[2:, :] - x[:-2, :]
+    e = np.sqrt(gx * gx + gy * gy)
+    near = erode3(valid)
+    e[~near] = 0.0
+    return e, near
+
+
+def normalised(img, valid):
+    """Zero-mean, unit-variance image over its valid pixels (0 where invalid)."""
+    if not valid.any():
+        return np.zeros_like(img, np.float32)
+    v = img[valid].astype(np.float64)
+    sd = v.std()
+    out = (img - v.mean()) / (sd if sd > 0 else 1.0)
+    out[~valid] = 0.0
+    return out.astype(np.float32)

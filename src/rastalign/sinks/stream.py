@@ -1,0 +1,67 @@
+"""Streaming blocks into a file: the blocks of the lazy warp encoded on the workers and written here in
+order, with bounded memory (:func:`consume`), the tile layout of tiled outputs, and the check that a file
+was written whole."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from rastalign.errors import OutputError
+from rastalign.io.raster import IncompleteWrite
+from rastalign.runtime import progress
+from rastalign.runtime.scheduler import parallelism
+from rastalign.warp.plan import blocks
+
+
+def tile_size(shape) -> int:
+    """Square tile side: 512, or smaller (a multiple of 16) for small images."""
+    m = min(int(shape[0]), int(shape[1]))
+    return next((t for t in (512, 256, 128, 64, 32) if m >= t), 16)
+
+
+def fill_value(dtype, nodata):
+    return 0 if nodata is None or (np.isnan(nodata) and np.dtype(dtype).kind != "f") else nodata
+
+
+def valid_mask(block, nodata):
+    """Valid pixels of an output block: a valid pixel never equals nodata (``to_output_dtype``)."""
+    if nodata is None or np.isnan(nodata):
+        return np.isfinite(block[0]) if block.dtype.kind == "f" else np.ones(block.shape[1:], bool)
+    return block[0] != block.dtype.type(nodata)
+
+
+def aligned_to(arr, step):
+    """``arr`` rechunked so that every block starts on a multiple of ``step`` (a no-op when it does)."""
+    def sizes(n):
+        return tuple(min(step, n - s) for s in range(0, n, step))
+
+    want = (arr.chunks[0], sizes(arr.shape[1]), sizes(arr.shape[2]))
+    return arr if want == arr.chunks else arr.rechunk(want)
+
+
+def consume(arr, encode, write):
+    """``write(box, encode(block))`` for every block of ``arr``: ``encode`` runs on the workers,
+    ``write`` here, in row-major block order, at most a few blocks per worker thread in flight."""
+    import dask
+
+    t0 = time.perf_counter()
+    delayed = arr.to_delayed()
+    task = dask.delayed(encode, pure=True)
+    items = list(blocks(arr))
+    batch = 2 * parallelism()
+    for k in range(0, len(items), batch):
+        part = items[k:k + batch]
+        results = dask.compute(*[task(delayed[idx], box) for idx, box in part])
+        for (_, box), res in zip(part, results):
+            write(box, res)
+        progress.blocks(k + len(part), len(items))
+    return time.perf_counter() - t0
+
+
+def check_written(verify, tmp, shape, count, path):
+    """Run ``verify(tmp, shape, count)``; an incomplete file becomes a one-line :class:`OutputError`."""
+    try:
+        verify(tmp, shape, count)
+    except IncompleteWrite as exc:
+        raise OutputError(f"cannot write output {path}: {exc}") from None
