@@ -92,3 +92,15 @@ def test_fits_command_line_does_not_import_the_raster_stack():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "[]"
+
+
+def test_the_layers_contract_holds():
+    """Every module imports only from the layers below its own (pyproject's [tool.importlinter])."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("lint-imports")
+    if exe is None:
+        pytest.skip("import-linter is not installed (it is in the test extra)")
+    run = subprocess.run([exe], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:]

@@ -25,12 +25,12 @@ out bit-identical in whatever block it is computed: chunked output equals in-mem
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit
 
 from rastalign._kernels.methods import FILL_PASSES, FILL_R, K, MARGIN
+from rastalign.runtime.pools import split_rows
 
 Z1 = math.sqrt(3.0) - 2.0
 _H = math.sqrt(3.0) * Z1 ** np.arange(K + 1, dtype=np.float64)
@@ -221,15 +221,6 @@ def _index_map(origin, n, full, a, m):
     return np.clip(g - origin, 0, n - 1)
 
 
-def _parallel(fn, n, threads):
-    """``fn(a, b)`` over ``range(n)`` cut into ``threads`` row ranges (numba ``nogil``: truly parallel)."""
-    edges = np.linspace(0, n, max(1, min(threads, n)) + 1).astype(int)
-    if len(edges) == 2:
-        return [fn(0, n)]
-    with ThreadPoolExecutor(len(edges) - 1) as pool:
-        return list(pool.map(fn, edges[:-1], edges[1:]))
-
-
 def coefficients(src, valid, origin, source_shape, threads=1):
     """B-spline coefficients of a source block (bands, rows, cols), float64 computed, ``src.dtype`` stored.
 
@@ -246,7 +237,7 @@ def coefficients(src, valid, origin, source_shape, threads=1):
     ok = np.empty((bh, bw), np.uint8)
     check = valid is not None
     vm = np.ascontiguousarray(valid, dtype=np.uint8) if check else ok
-    bad = sum(_parallel(lambda a, b: _usable(src, vm, check, ok, a, b), bh, threads))
+    bad = sum(split_rows(lambda a, b: _usable(src, vm, check, ok, a, b), bh, threads))
     data = _fill(src, ok, FILL_R, FILL_PASSES) if bad else src
     r0 = 0 if oy <= 0 else MARGIN
     r1 = bh if oy + bh >= ny else bh - MARGIN
@@ -259,6 +250,6 @@ def coefficients(src, valid, origin, source_shape, threads=1):
         xmap = _index_map(ox, bw, nx, c0, c1 - c0)
         lo, hi = int(ymap.min()), int(ymap.max()) + 1
         tmp = np.empty((nb, hi - lo, c1 - c0))
-        _parallel(lambda a, b: _rows(data, H, xmap, lo + a, lo + b, tmp, lo), hi - lo, threads)
-        _parallel(lambda a, b: _cols(tmp, lo, H, ymap, a, b, coef), r1 - r0, threads)
+        split_rows(lambda a, b: _rows(data, H, xmap, lo + a, lo + b, tmp, lo), hi - lo, threads)
+        split_rows(lambda a, b: _cols(tmp, lo, H, ymap, a, b, coef), r1 - r0, threads)
     return coef, ok[r0:r1, c0:c1].view(bool), (oy + r0, ox + c0)

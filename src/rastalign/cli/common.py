@@ -81,11 +81,11 @@ def run(prog: str, func, verbose: int, kept="no output was written") -> int:
         print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        _quiet_shutdown(verbose)
+        quiet_shutdown(verbose)
         print(f"{prog}: error: interrupted; {kept}", file=sys.stderr)
         return 130
     except _Terminated:
-        _quiet_shutdown(verbose)
+        quiet_shutdown(verbose)
         print(f"{prog}: error: terminated; {kept}", file=sys.stderr)
         return 143
     except MemoryError:
@@ -109,7 +109,7 @@ def run(prog: str, func, verbose: int, kept="no output was written") -> int:
             signal.signal(signal.SIGTERM, old)
 
 
-def _quiet_shutdown(verbose):
+def quiet_shutdown(verbose):
     """After Ctrl-C or SIGTERM the one line is the whole story (see :func:`rastalign.runtime.scheduler.quiet_teardown`);
     ``-v`` keeps everything."""
     if not verbose:

@@ -142,9 +142,9 @@ def _run(prog, args, kwargs):
         sys.stderr.write(f"{prog}: error: {str(exc).splitlines()[0]}\n")
         return exc.exit_code
     except KeyboardInterrupt:
-        from rastalign.cli.common import _quiet_shutdown
+        from rastalign.cli.common import quiet_shutdown
 
-        _quiet_shutdown(args.verbose)
+        quiet_shutdown(args.verbose)
         sys.stderr.write(f"{prog}: error: interrupted\n")
         return 130
     except Exception as exc:  # noqa: BLE001 - an unexpected bug: still one line unless -v

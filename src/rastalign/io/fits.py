@@ -38,7 +38,7 @@ class FitsInfo:
         return wcs_of(self.header)
 
 
-def _open(path):
+def open_hdul(path):
     """Open a FITS file: a local path (memory-mapped), or an ``s3://`` / ``https://`` URL through fsspec,
     which fetches only the headers and the sections read."""
     from astropy.io import fits
@@ -88,7 +88,7 @@ def _resolve(hdul, ext, path):
 
 def resolve_ext(path, ext):
     """Index of HDU ``ext`` (index or name) of ``path``; :class:`InputError` when absent."""
-    with _open(path) as hdul:
+    with open_hdul(path) as hdul:
         return _resolve(hdul, ext, path)
 
 
@@ -101,7 +101,7 @@ def inspect_fits(path, ext=None) -> FitsInfo:
 
 
 def _inspect_fits(path, ext=None) -> FitsInfo:
-    with _open(path) as hdul:
+    with open_hdul(path) as hdul:
         i = _resolve(hdul, ext, path)
         hdu = hdul[i]
         if not _is_image(hdu):
@@ -134,7 +134,7 @@ def read_fits_window(path, ext, box, mask_ext=None, dtype="float32"):
     a :class:`rastalign.io.sources.FitsSource` can read through it in any task.
     """
     y0, y1, x0, x1 = (int(v) for v in box)
-    with _open(path) as hdul:
+    with open_hdul(path) as hdul:
         hdu = hdul[ext]
         hdr = hdu.header
         lead = (0,) * (int(hdr["NAXIS"]) - 2)

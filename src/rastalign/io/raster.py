@@ -207,18 +207,6 @@ def check_memory(nbytes, what):
                             f"of memory available: use --split-factor or --chunks for smaller chunks")
 
 
-def open_raster(path, chunks="auto", band=None):
-    """Open lazily as an ``xarray.DataArray`` (dims ``band, y, x``, dask-backed, CRS attached)."""
-    import rioxarray
-
-    info = inspect_raster(path)
-    da = rioxarray.open_rasterio(path, chunks=chunks, masked=False, lock=False)
-    if band is not None:
-        da = da.sel(band=[band])
-    da.attrs["rastalign_path"] = str(path)
-    return da, info
-
-
 def read_metadata(path) -> dict:
     """What describes the pixels of ``path``: dataset tags, and per band its tags, description, units,
     scale/offset and colour interpretation (picklable, so a worker can read it)."""

@@ -15,7 +15,7 @@ from rastalign.io.catalogs import read_sextractor
 from rastalign.sinks.models import save_model
 from rastalign.tiepoints.detections import as_detections
 from rastalign.tiepoints.detect import detect
-from rastalign.tiepoints.stars import DEFAULTS, _options, fit_detections, resampling_for
+from rastalign.tiepoints.stars import DEFAULTS, star_options, fit_detections, resampling_for
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def template_stars(template_path=None, template_ext=None, template_cat=None, **o
     aligned onto it shares, so a stack finds them once."""
     from rastalign.io.fits import inspect_fits
 
-    o = _options({k: v for k, v in opts.items() if k in DEFAULTS})
+    o = star_options({k: v for k, v in opts.items() if k in DEFAULTS})
     tinfo = None if template_path is None else inspect_fits(template_path, template_ext)
     if template_cat is not None:
         return tinfo, catalogue(template_cat)
@@ -58,7 +58,7 @@ def estimate_fits(source_path, template_path=None, source_ext=None, template_ext
     """
     from rastalign.io.fits import inspect_fits
 
-    o = _options({k: v for k, v in opts.items() if k in DEFAULTS})
+    o = star_options({k: v for k, v in opts.items() if k in DEFAULTS})
     sinfo = inspect_fits(source_path, source_ext)
     if source_cat is not None:
         sdet = catalogue(source_cat)
@@ -98,7 +98,7 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
         check_remote_format(output_path, "FITS", instead="a local file, or --correction wcs")
     check_output_path(output_path, [source_path, template_path, opts.get("source_cat"), opts.get("template_cat")],
                       overwrite)
-    o = _options({k: v for k, v in opts.items() if k in DEFAULTS})
+    o = star_options({k: v for k, v in opts.items() if k in DEFAULTS})
     wp = WarpParams(resampling=resampling_for(o["interp_order"]), split_factor=split_factor, chunks=chunks,
                     scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
                     progress=progress)

@@ -16,12 +16,12 @@ import hashlib
 import logging
 import os
 import time
-from concurrent.futures import BrokenExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from rastalign.errors import InputError, OutputError, RastalignError
+from rastalign.runtime.pools import BrokenExecutor, as_completed, process_pool, thread_pool
 
 log = logging.getLogger(__name__)
 
@@ -289,17 +289,12 @@ def _scene_pool(kind, scheduler, n, n_todo):
     go to forked worker processes (``sep`` and the star fit hold the GIL, so threads align one frame at a
     time) where forking is safe (:func:`~rastalign.runtime.scheduler.fork_context`); every other scene runs in a
     thread, its tasks on the active scheduler."""
-    from rastalign.runtime.scheduler import fork_context
-
-    ctx = fork_context() if kind == "fits" and n > 1 and n_todo >= MIN_FRAMES_FOR_PROCESSES and \
-        str(scheduler) in ("threads", "processes") else None
-    if ctx is not None:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(n, mp_context=ctx, initializer=_frame_worker) as pool:
-            yield pool, "processes"
-        return
-    with ThreadPoolExecutor(n) as pool:
+    if kind == "fits" and n > 1 and n_todo >= MIN_FRAMES_FOR_PROCESSES and str(scheduler) in ("threads", "processes"):
+        with process_pool(n, initializer=_frame_worker) as pool:
+            if pool is not None:
+                yield pool, "processes"
+                return
+    with thread_pool(n) as pool:
         yield pool, "threads"
 
 

@@ -143,12 +143,12 @@ def write_wcs(source_path, ext, output_path, wcs, info, template_path=None):
     """Write ``source_path`` with HDU ``ext``'s WCS replaced by ``wcs``: the data, every other card and
     every other HDU unchanged; a HISTORY card says what was done. Published whole (temporary file)."""
     from rastalign.sinks.atomic import discard, local_temp, publish
-    from rastalign.io.fits import _open
+    from rastalign.io.fits import open_hdul
     from rastalign.io.fits_cards import drop_wcs, is_wcs_key
 
     tmp = local_temp(output_path, ".fits")
     try:
-        with _open(source_path) as hdul:
+        with open_hdul(source_path) as hdul:
             hdr = drop_wcs(hdul[ext].header)
             for card in wcs.to_header(relax=True).cards:
                 if is_wcs_key(card.keyword):

@@ -18,7 +18,7 @@ from rastalign.tiepoints.detections import as_detections, as_table
 from rastalign.params import STAR_DEFAULTS as D
 from rastalign.runtime.scheduler import each_index
 from rastalign.spalipy import steps as steps
-from rastalign.tiepoints.stars import _options, log_stats
+from rastalign.tiepoints.stars import star_options, log_stats
 from rastalign.spalipy.transform import AffineTransform, FieldComponent, SplineTransform
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class Spalipy:
         self.use_memmap, self.temp_dir = bool(use_memmap), Path(temp_dir) if folder_ok else None
         workers = thread_pool_max if isinstance(thread_pool_max, int) and not isinstance(thread_pool_max, bool) else 1
         self.thread_pool_max = workers if workers > 1 else None
-        self.options = _options(dict(
+        self.options = star_options(dict(
             n_det=n_det, n_quad_det=n_quad_det, min_quad_sep=min_quad_sep, max_match_dist=max_match_dist,
             min_n_match=min_n_match, sub_tile=sub_tile, max_quad_cand=max_quad_cand, quad_edge_buffer=quad_edge_buffer,
             patience_quad_cand=patience_quad_cand, max_quad_hash_dist=max_quad_hash_dist, spline_order=spline_order,

@@ -17,8 +17,8 @@ import numpy as np
 from rastalign.errors import AlignmentError, InputError
 from rastalign.geometry.affine import invert_affine
 from rastalign.tiepoints.detect import detect_array, filter_detections
-from rastalign.tiepoints.quads import _hash, _subtile_groups
-from rastalign.tiepoints.stars import _floor, fit_detections, resampling_for
+from rastalign.tiepoints.quads import quad_hash, subtile_groups
+from rastalign.tiepoints.stars import min_matches, fit_detections, resampling_for
 from rastalign.spalipy.transform import AffineTransform
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def prepare_detections(det, o, name):
     """spalipy's filters (min_fwhm, bad_flag_bits, min_sep, n_det); too few left raises as spalipy does."""
     try:
         return filter_detections(det, o["min_fwhm"], o["bad_flag_bits"], o["min_sep"], o["n_det"], name,
-                                 min_n=_floor(o))
+                                 min_n=min_matches(o))
     except AlignmentError as exc:
         raise SpalipyDetectionError(str(exc)) from None
 
@@ -140,7 +140,7 @@ def make_quadlist(xy, shape, o):
     detections a quad needs; a sparse sub-tile alone only gets no quads (the matcher skips it).
     """
     xy = np.asarray(xy, float)
-    groups = _subtile_groups(xy, shape, int(o["n_quad_det"]), int(o["sub_tile"]), float(o["quad_edge_buffer"]))
+    groups = subtile_groups(xy, shape, int(o["n_quad_det"]), int(o["sub_tile"]), float(o["quad_edge_buffer"]))
     if not any(len(g) >= 4 for g in groups):
         raise SpalipyInputError(f"too few detections for a quad (4 are needed): {max(len(g) for g in groups)} "
                                 f"in the richest sub-tile (quad_edge_buffer={o['quad_edge_buffer']}, sub_tile={o['sub_tile']})")
@@ -150,7 +150,7 @@ def make_quadlist(xy, shape, o):
             out.append([])
             continue
         q = np.array(list(itertools.combinations(idx, 4)), dtype=np.int64)
-        order, h, _, dmin = _hash(xy[q])
+        order, h, _, dmin = quad_hash(xy[q])
         keep = dmin >= float(o["min_quad_sep"])
         q = np.take_along_axis(q, order, 1)[keep]
         out.append([(xy[k], hh) for k, hh in zip(q, h[keep])])

@@ -11,11 +11,11 @@ would bend the distortion field where it has least support.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from rastalign.errors import AlignmentError, InputError
+from rastalign.runtime.pools import process_pool, thread_pool
 from rastalign.tiepoints.detections import detection_table
 
 log = logging.getLogger(__name__)
@@ -119,17 +119,13 @@ def _run_tiles(read, shape, cores, overlap, sep_thresh, workers, processes):
         return list(dask.compute(*[task(*a) for a in jobs]))
     if workers <= 1 or len(cores) < MIN_TILES_FOR_PROCESSES:
         return [_tile_job(*a) for a in jobs]
-    from rastalign.runtime.scheduler import fork_context
-
     # spawn would re-import the caller's __main__, which breaks unguarded scripts: fork, where it is safe
-    ctx = fork_context() if processes else None
-    if ctx is not None:
-        from concurrent.futures import ProcessPoolExecutor
-
-        log.debug("detection: %d tiles in %d worker processes", len(cores), min(workers, len(cores)))
-        with ProcessPoolExecutor(min(workers, len(cores)), mp_context=ctx) as pool:
-            return list(pool.map(_tile_job, *zip(*jobs)))
-    with ThreadPoolExecutor(workers) as pool:
+    if processes:
+        with process_pool(min(workers, len(cores))) as pool:
+            if pool is not None:
+                log.debug("detection: %d tiles in %d worker processes", len(cores), min(workers, len(cores)))
+                return list(pool.map(_tile_job, *zip(*jobs)))
+    with thread_pool(workers) as pool:
         return list(pool.map(lambda a: _tile_job(*a), jobs))
 
 

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 PAIRS = np.array([(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)])
 
 
-def _subtile_groups(xy, shape, n_quad_det, sub_tile, edge_buffer):
+def subtile_groups(xy, shape, n_quad_det, sub_tile, edge_buffer):
     """Indices (into ``xy``, which is sorted brightest first) of the brightest per sub-tile."""
     ny, nx = shape
     ok = ((xy[:, 0] >= edge_buffer) & (xy[:, 0] <= nx - 1 - edge_buffer) &
@@ -44,7 +44,7 @@ def _subtile_groups(xy, shape, n_quad_det, sub_tile, edge_buffer):
     return groups
 
 
-def _hash(pts):
+def quad_hash(pts):
     """Canonical order and hash of quads ``pts`` (m, 4, 2) -> (order (m, 4), hash (m, 6), dmax)."""
     diff = pts[:, :, None, :] - pts[:, None, :, :]
     dist = np.sqrt((diff ** 2).sum(-1))  # (m, 4, 4)
@@ -65,13 +65,13 @@ def build_quads(xy, shape, n_quad_det=20, sub_tile=1, min_quad_sep=50.0, quad_ed
     """Quads of the brightest detections: returns ``(quads (m, 4) indices in canonical order, hashes (m, 6))``."""
     xy = np.asarray(xy, float)
     quads = []
-    for idx in _subtile_groups(xy, shape, int(n_quad_det), int(sub_tile), float(quad_edge_buffer)):
+    for idx in subtile_groups(xy, shape, int(n_quad_det), int(sub_tile), float(quad_edge_buffer)):
         if len(idx) >= 4:
             quads.append(idx[_combinations(len(idx))])
     if not quads:
         return np.zeros((0, 4), np.int64), np.zeros((0, 6))
     quads = np.concatenate(quads)
-    order, h, _, dmin = _hash(xy[quads])
+    order, h, _, dmin = quad_hash(xy[quads])
     keep = dmin >= float(min_quad_sep)
     return np.take_along_axis(quads, order, 1)[keep], h[keep]
 

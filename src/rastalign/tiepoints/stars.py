@@ -43,7 +43,7 @@ def resampling_for(interp_order):
         raise InputError(f"--interp-order must be an integer 0..5; got {interp_order!r}") from None
 
 
-def _options(opts):
+def star_options(opts):
     """spalipy's options as a dict, validated by :class:`rastalign.params.StarParams` (one set of defaults)."""
     return dataclasses.asdict(StarParams.from_options(dict(opts)))
 
@@ -76,7 +76,7 @@ def _fit(t, s, w, o, domain):
                       poly_degrees=POLY_DEGREES, min_field_points=FIELD_MIN_MATCHES)
 
 
-def _floor(o):
+def min_matches(o):
     """Detections a frame must keep after the filters: ``min_n_match``, or with auto the fewest a match takes."""
     from rastalign.tiepoints.quads import AUTO_MIN_MATCHES
 
@@ -87,12 +87,12 @@ def fit_detections(src_det, tmp_det, source_shape, template_shape, **opts):
     """Match and fit. Returns ``(AlignmentModel on the template grid, evidence dict)``."""
     from scipy.spatial import cKDTree
 
-    o = _options(opts)
+    o = star_options(opts)
     t0 = time.perf_counter()
     sd = filter_detections(as_detections(src_det, "source detections"), o["min_fwhm"], o["bad_flag_bits"],
-                           o["min_sep"], o["n_det"], "source", min_n=_floor(o))
+                           o["min_sep"], o["n_det"], "source", min_n=min_matches(o))
     td = filter_detections(as_detections(tmp_det, "template detections"), o["min_fwhm"], o["bad_flag_bits"],
-                           o["min_sep"], o["n_det"], "template", min_n=_floor(o))
+                           o["min_sep"], o["n_det"], "template", min_n=min_matches(o))
     sxy, txy = _xy(sd), _xy(td)
     i, j, _, qinfo = match_detections(sxy, txy, source_shape, template_shape, **{k: o[k] for k in MATCH_KEYS})
     ny, nx = template_shape

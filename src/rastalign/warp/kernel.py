@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from rastalign.errors import HaloError
 from rastalign._kernels.methods import BSPLINE, METHODS, NEAREST, TAPS, support_radius
+from rastalign.runtime.pools import split_rows
 
 LATTICE_STEP = 16
 _NATIVE = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int16))  # source types the kernel reads as is
@@ -71,15 +71,6 @@ def source_box(model, out_box, resampling, source_shape, extra=0):
     return sy0, sy1, sx0, sx1
 
 
-def _split(fn, n, threads):
-    """``fn(r0, r1)`` over ``threads`` equal row ranges of ``0:n`` (in threads); the list of results."""
-    if threads <= 1 or n <= 1:
-        return [fn(0, n)]
-    edges = np.linspace(0, n, min(threads, n) + 1).astype(int)
-    with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(fn, edges[:-1], edges[1:]))
-
-
 def warp_block(source, model, out_box, source_origin=(0, 0), source_shape=None, valid=None,
                resampling="cubic", threads=1, step=LATTICE_STEP):
     """Resample ``source`` (bands, rows, cols) onto the output box ``(y0, y1, x0, x1)``.
@@ -134,7 +125,7 @@ def warp_block(source, model, out_box, source_origin=(0, 0), source_shape=None, 
     win = vmask
     if check and method != NEAREST:  # all-valid windows of the method's taps: one look-up per pixel
         win = np.empty_like(vmask)
-        _split(lambda r0, r1: _numba.window_valid(vmask, TAPS[method], r0, r1, win), win.shape[0], threads)
+        split_rows(lambda r0, r1: _numba.window_valid(vmask, TAPS[method], r0, r1, win), win.shape[0], threads)
 
     def run(r0, r1):
         return _numba.warp_rows(src, vmask, win, check, out, out_valid, lin, x0, y0, r0, r1,
@@ -142,7 +133,7 @@ def warp_block(source, model, out_box, source_origin=(0, 0), source_shape=None, 
                                 int(source_shape[1]), int(source_shape[0]),
                                 dx, dy, has_field, step, lix0, liy0, method)
 
-    nviol = sum(_split(run, nrows, threads))
+    nviol = sum(split_rows(run, nrows, threads))
     if nviol:
         raise HaloError(f"warp of output box {out_box} read {nviol} taps outside its source block "
                         f"{source_origin}+{src.shape[1:]}: the halo plan is wrong")
