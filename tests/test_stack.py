@@ -10,7 +10,7 @@ import rasterio
 import rastalign
 from rastalign.cli.demo import main as rastalign_main
 from rastalign.io.raster import read_window
-from rastalign.model.model import AlignmentModel
+from rastalign import load_model
 from rastalign.pipelines.stack import output_names
 from rastalign.testing.pairs import model_error, write_pair, write_stack
 from rastalign.testing.stars import write_star_stack
@@ -52,7 +52,7 @@ def test_every_good_scene_is_as_accurate_as_the_pair_command(vhr_stack):
     d, ref, scenes, truths, res = vhr_stack
     assert [r["status"] for r in res.rows] == ["ok"] * 8 + ["failed"] * 3
     for row, truth in zip(res.rows[:8], truths):
-        model = AlignmentModel.from_json(row["model"])
+        model = load_model(row["model"])
         err = model_error(model, truth, SHAPE, step=16, margin=32)
         assert np.percentile(err, 95) <= 0.03 and err.max() <= 0.06, (row["scene"], err.max())
         assert row["rms_residual_px"] < 0.05 and row["n_inliers"] >= 20
@@ -64,7 +64,7 @@ def test_every_good_scene_is_as_accurate_as_the_pair_command(vhr_stack):
             assert (ds.height, ds.width) == SHAPE and ds.count == 1
     # the same scene through the pair command: the same model within the accuracy both reach
     pair = rastalign.align_image_pair(scenes[3], str(ref), str(d / "pair.tif"))
-    stacked = AlignmentModel.from_json(res.rows[3]["model"])
+    stacked = load_model(res.rows[3]["model"])
     gx, gy = np.meshgrid(np.arange(32, SHAPE[1] - 32, 16.0), np.arange(32, SHAPE[0] - 32, 16.0))
     assert np.abs(np.subtract(pair.model(gx, gy), stacked(gx, gy))).max() < 0.02
 
@@ -106,7 +106,7 @@ def test_skip_existing_redoes_nothing_then_finishes_an_interrupted_run(vhr_stack
     assert [r["reused"] for r in resumed.rows] == [i not in (1, 5) for i in range(8)]
     assert resumed.exit_code == 0 and os.path.exists(res.rows[5]["output"]) and os.path.exists(res.rows[1]["model"])
     for i in (1, 5):
-        err = model_error(AlignmentModel.from_json(resumed.rows[i]["model"]), truths[i], SHAPE, step=16, margin=32)
+        err = model_error(load_model(resumed.rows[i]["model"]), truths[i], SHAPE, step=16, margin=32)
         assert err.max() <= 0.06
 
 
@@ -152,7 +152,7 @@ def test_threads_and_a_local_cluster_write_the_same_scenes(vhr_stack, tmp_path):
                                  plot=False)
     assert dist.exit_code == 0
     for a, b in zip(res.rows[:3], dist.rows):
-        assert AlignmentModel.from_json(a["model"]).to_dict() == AlignmentModel.from_json(b["model"]).to_dict()
+        assert load_model(a["model"]).to_dict() == load_model(b["model"]).to_dict()
         x, _ = read_window(a["output"], (0, SHAPE[0], 0, SHAPE[1]))
         y, _ = read_window(b["output"], (0, SHAPE[0], 0, SHAPE[1]))
         assert np.array_equal(x, y)
@@ -175,7 +175,7 @@ def test_fits_frames_align_and_bad_frames_are_isolated(fits_stack):
     assert res.kind == "fits"
     assert [r["status"] for r in res.rows] == ["ok"] * 8 + ["failed"] * 3
     for row, f in zip(res.rows[:8], fields):
-        model = AlignmentModel.from_json(row["model"])
+        model = load_model(row["model"])
         gx, gy = np.meshgrid(np.arange(24, FSHAPE[1] - 24, 8.0), np.arange(24, FSHAPE[0] - 24, 8.0))
         tx, ty = f.truth(gx, gy)
         inside = (tx >= 0) & (ty >= 0) & (tx <= FSHAPE[1] - 1) & (ty <= FSHAPE[0] - 1)
@@ -225,7 +225,7 @@ def test_fits_frames_in_worker_processes_equal_frames_in_threads(fits_stack, tmp
     assert threads.info["workers"] == "threads"
     for a, b in zip(threads.rows, report["scenes"]):
         assert np.array_equal(fits.getdata(a["output"]), fits.getdata(b["output"]), equal_nan=True)
-        assert AlignmentModel.from_json(a["model"]).to_dict() == AlignmentModel.from_json(b["model"]).to_dict()
+        assert load_model(a["model"]).to_dict() == load_model(b["model"]).to_dict()
 
 
 def test_the_progress_line_of_frame_workers_is_the_parents_alone(fits_stack, tmp_path):
