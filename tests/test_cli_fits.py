@@ -176,3 +176,24 @@ def test_jwst_epoch_keeps_its_own_dates(data_dir, tmp_path, capsys):
     with fits.open(src) as h:
         shdr = next(x.header for x in h if x.header.get("NAXIS", 0) == 2)
     assert hdr["MJD-OBS"] == shdr["MJD-OBS"] and hdr.get("DATE-OBS") == shdr.get("DATE-OBS"), ext
+
+
+def test_every_output_is_checked_before_any_work(files, tmp_path, capsys):
+    """A truncated source, an output that is not named as FITS, a model file in a missing folder or on the
+    image's own path: one line, exit 2, and nothing written (the image is not left behind by a late failure)."""
+    d, src, tmpl, _ = files
+    trunc = tmp_path / "trunc.fits"
+    trunc.write_bytes(src.read_bytes()[:200000])
+    out = tmp_path / "o.fits"
+    cases = [
+        ([trunc, out, "-tf", tmpl], ["truncated or corrupt FITS", "trunc.fits"]),
+        ([src, tmp_path / "o.png", "-tf", tmpl], ["FITS suffix", "'.png'"]),
+        ([src, out, "-tf", tmpl, "--model-out", tmp_path / "missing" / "m.json"], ["missing"]),
+        ([src, out, "-tf", tmpl, "--model-out", out], ["--model-out and output_filename name the same file"]),
+    ]
+    for argv, needles in cases:
+        rc, so, se = _run(main, argv, capsys)
+        _one_line_failure(rc, se, 2, *needles)
+        assert so == "" and "Warning" not in se and "WARNING" not in se
+        _no_output(tmp_path, "o.fits")
+        _no_output(tmp_path, "o.png")

@@ -217,3 +217,22 @@ def test_demo_without_a_folder_leaves_nothing_behind(tmp_path):
     assert s["demo"]["model_error_vs_truth_px"]["max"] < 0.1 and s["quality"]["passed"]
     assert s["demo"]["kept"] is False and "removed" in r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_float_image_with_nan_voids_keeps_them_apart_from_its_zeros(tmp_path, capsys):
+    """No nodata tag on a float32 moving image with NaN voids and real zeros: the output's voids are NaN
+    (its nodata), and a zero stays a valid zero, even when the fixed image's nodata is 0."""
+    p = make_pair((384, 384), shift=(2.5, -1.5), seed=5, dtype="float32")
+    moving = p.moving.copy()
+    moving[0, 150:200, 160:230] = np.nan  # a void
+    moving[0, 40:80, 40:80] = 0.0  # real zeros (e.g. water)
+    m = write_tif(tmp_path / "m.tif", moving)
+    f = write_tif(tmp_path / "f.tif", p.fixed, nodata=0)
+    out = tmp_path / "o.tif"
+    code, stdout, err = run_cli(["--moving-image", m, "--fixed-image", f, "--output-image", out], capsys)
+    assert code == 0, err
+    data, profile, _ = read_tif(out)
+    assert np.isnan(profile["nodata"])
+    assert np.isnan(data[0, 160:190, 175:215]).all()  # inside the void, shifted by under 3 px
+    assert (data[0, 45:75, 45:75] == 0.0).all()  # the zeros are data
+    assert np.isfinite(data[0, 100:140, 250:300]).all()

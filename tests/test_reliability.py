@@ -201,6 +201,12 @@ def test_no_silent_failure(case, pair, bad, tmp_path, capsys):
            extra, api, code=3, exc=AlignmentError)
 
 
+def test_the_quality_gate_names_the_option_that_sets_it(pair, tmp_path, capsys):
+    moving, fixed = pair
+    refuse(capsys, moving, fixed, tmp_path / "out.tif", r"RMS residual [0-9.]+ px \(--max-rms 1e-05\)",
+           ("--max-rms", "0.00001"), {"max_rms_px": 0.00001}, code=3, exc=AlignmentError)
+
+
 def test_inf_counts_as_invalid_not_a_crash(tmp_path, capsys):
     p = make_pair((256, 256), rotation_deg=0.2, shift=(3.3, -2.1), seed=3, dtype="float32")
     mov = p.moving.copy()
@@ -681,7 +687,7 @@ def test_no_code_execution_when_reading_data():
 
 
 def test_temp_files_are_created_safely():
-    text = (SRC / "io" / "atomic.py").read_text()
+    text = (SRC / "sinks" / "atomic.py").read_text()
     assert "tempfile.mkstemp(" in text and "mktemp(" not in text.replace("mkstemp(", "")
     model_text = (SRC / "model" / "model.py").read_text()
     assert "json.loads(" in model_text

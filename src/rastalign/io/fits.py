@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Tuple
@@ -86,6 +87,22 @@ def _resolve(hdul, ext, path):
     raise InputError(f"HDU {ext!r} not found in {path}: its HDUs are {', '.join(repr(x) for x in names)}")
 
 
+def _check_complete(hdul, i, path):
+    """Refuse a local file that ends before the pixels of HDU ``i`` do (a truncated download or copy)."""
+    from astropy.io import fits
+
+    hdu = hdul[i]
+    if isinstance(hdu, fits.CompImageHDU) or str(path).startswith(("/vsi",)) or "://" in str(path):
+        return
+    hdr = hdu.header
+    nbytes = abs(int(hdr["BITPIX"])) // 8 * int(np.prod([int(hdr.get(f"NAXIS{k}", 0)) for k in
+                                                          range(1, int(hdr["NAXIS"]) + 1)]))
+    end, size = hdul.fileinfo(i)["datLoc"] + nbytes, os.path.getsize(path)
+    if size < end:
+        raise InputError(f"cannot read {path}: truncated or corrupt FITS (HDU {i} needs {end} bytes, the file "
+                         f"has {size})")
+
+
 def resolve_ext(path, ext):
     """Index of HDU ``ext`` (index or name) of ``path``; :class:`InputError` when absent."""
     with open_hdul(path) as hdul:
@@ -101,9 +118,17 @@ def inspect_fits(path, ext=None) -> FitsInfo:
 
 
 def _inspect_fits(path, ext=None) -> FitsInfo:
+    # astropy warns of a short file (twice, as it reads on); the check below says it once, as an error
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="File may have been truncated")
+        return _inspect_hdul(path, ext)
+
+
+def _inspect_hdul(path, ext):
     with open_hdul(path) as hdul:
         i = _resolve(hdul, ext, path)
         hdu = hdul[i]
+        _check_complete(hdul, i, path)
         if not _is_image(hdu):
             kind = type(hdu).__name__
             raise InputError(f"HDU {i} ({hdu.name}) of {path} holds no image data ({kind}, NAXIS=0)")

@@ -74,7 +74,7 @@ def open_dataset(path, overview_level=None):
     try:
         if not remote:
             return rasterio.open(p, **kw)
-        with _gdal_warnings() as said:  # GDAL names a 403 in a warning, then says the file does not exist
+        with gdal_warnings() as said:  # GDAL names a 403 in a warning, then says the file does not exist
             return rasterio.open(p, **kw)
     except RasterioIOError as exc:
         if remote:
@@ -82,7 +82,7 @@ def open_dataset(path, overview_level=None):
         raise InputError(f"not a readable raster: {path} ({str(exc).splitlines()[0][:160]})") from None
 
 
-class _gdal_warnings:
+class gdal_warnings:
     """Collect (and keep off stderr) what GDAL warns while a remote file is opened: the cause of a failure
     is often there, and it belongs in the one error line, not before it."""
 

@@ -70,11 +70,13 @@ def passes(n_inliers, rms_px, min_inliers, max_rms_px) -> bool:
     return bool(n_inliers >= min_inliers and rms_px <= max_rms_px)
 
 
-def quality_failure(n_inliers, n_points, what, rms_px, min_inliers, max_rms_px, option):
-    """The one-line :class:`~rastalign.errors.QualityError` of a failed :func:`passes`."""
+def quality_failure(n_inliers, n_points, what, rms_px, min_inliers, max_rms_px, option=None):
+    """The one-line :class:`~rastalign.errors.QualityError` of a failed :func:`passes`; ``option`` names the
+    command's option that sets the RMS limit (None where the command has none)."""
     from rastalign.errors import QualityError
 
-    rms_txt = "" if not np.isfinite(rms_px) else f", RMS residual {rms_px:.3f} px ({option} {max_rms_px:g})"
+    limit = f"{option} {max_rms_px:g}" if option else f"limit {max_rms_px:g} px"
+    rms_txt = "" if not np.isfinite(rms_px) else f", RMS residual {rms_px:.3f} px ({limit})"
     return QualityError(f"alignment failed the quality check: {n_inliers} inliers of {n_points} {what} "
                         f"(need {min_inliers}){rms_txt}")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -81,12 +82,12 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
     Options are spalipy's (``n_det``, ``n_quad_det``, ... ``cval``) plus ``source_ext``,
     ``template_ext``, ``source_cat``, ``template_cat``. Returns a JSON-able summary.
     """
-    from rastalign.sinks.atomic import check_output_path
+    from rastalign.sinks.atomic import check_distinct_outputs, check_output_path
     from rastalign.io.fits import resolve_ext
     from rastalign.io.fits_cards import drop_wcs, has_wcs, shifted_header
     from rastalign.sinks.output import write_fits
     from rastalign.io.sources import FitsSource
-    from rastalign.params import WarpParams, check_remote_format
+    from rastalign.params import FORMAT_SUFFIXES, WarpParams, check_remote_format
     from rastalign.runtime.progress import run_progress, stage
     from rastalign.runtime.scheduler import use_scheduler
     from rastalign.warp.graph import warp_graph
@@ -96,8 +97,15 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
         raise InputError(f"--correction must be resample or wcs for FITS frames; got {correction!r}")
     if correction == "resample":
         check_remote_format(output_path, "FITS", instead="a local file, or --correction wcs")
-    check_output_path(output_path, [source_path, template_path, opts.get("source_cat"), opts.get("template_cat")],
-                      overwrite)
+    suffix = Path(str(output_path)).suffix.lower()
+    if suffix and suffix not in FORMAT_SUFFIXES["FITS"]:
+        raise InputError(f"the output is a FITS file: give it a FITS suffix ({', '.join(FORMAT_SUFFIXES['FITS'])}), "
+                         f"not {suffix!r}: {output_path}")
+    check_distinct_outputs({"output_filename": output_path, "--model-out": model_out})
+    inputs = [source_path, template_path, opts.get("source_cat"), opts.get("template_cat")]
+    check_output_path(output_path, inputs, overwrite)
+    if model_out:  # every output is checked before any work: a missing folder must not cost the image
+        check_output_path(model_out, inputs + [output_path], overwrite)
     o = star_options({k: v for k, v in opts.items() if k in DEFAULTS})
     wp = WarpParams(resampling=resampling_for(o["interp_order"]), split_factor=split_factor, chunks=chunks,
                     scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,

@@ -21,7 +21,7 @@ import numpy as np
 from rastalign.errors import InputError, OverlapError, QualityError
 from rastalign.geometry.grids import check_band, check_crs, check_crs_option, moving_to_fixed, output_grid, overlap_box
 from rastalign.model.rebase import rebase
-from rastalign.sinks.atomic import check_output_path
+from rastalign.sinks.atomic import check_distinct_outputs, check_output_path
 from rastalign.io.raster import RasterInfo, inspect_raster
 from rastalign.geometry.affine import invert_affine
 from rastalign.model.model import AlignmentModel
@@ -192,7 +192,7 @@ def _estimate(moving_image_path, fixed_image_path, params, fixed_info, fixed_pro
         from rastalign.model.fit import quality_failure
 
         err = quality_failure(quality["n_inliers"], quality["n_tie_points"], "tie points", quality["rms_residual_px"],
-                              params.min_inliers, params.max_rms_px, "--max-rms-px")
+                              params.min_inliers, params.max_rms_px, "--max-rms")
         err.estimate = Estimate(model, tp, quality, info)  # the evidence, for the report the user asked for
         raise err
     return Estimate(model, tp, quality, info)
@@ -262,11 +262,13 @@ def _moving_validity_on_fixed(initial, fshape, ff, mval, fm, rows=256):
 
 
 def default_output_nodata(mov: RasterInfo, fix: Optional[RasterInfo], given):
-    """Output nodata: given, else the moving image's, else the fixed image's, else 0 (coregix)."""
-    for v in (given, mov.nodata, fix.nodata if fix is not None else None):
+    """Output nodata: given, else the moving image's; then, for a float output, NaN (a float image's voids stay
+    apart from its real zeros); for an integer output, the fixed image's, else 0 (as coregix)."""
+    floating = np.dtype(mov.dtype).kind == "f"
+    for v in (given, mov.nodata, np.nan if floating else None, fix.nodata if fix is not None else None):
         if v is not None:
             nd = float(v)
-            if np.dtype(mov.dtype).kind in "iu":
+            if not floating:
                 info = np.iinfo(mov.dtype)
                 if not (info.min <= nd <= info.max) or nd != int(nd):
                     raise InputError(f"--output-nodata {v:g} does not fit the output data type {mov.dtype}")
@@ -319,8 +321,10 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
         check_georef_output(output_image_path, warp_p, rest)
     else:
         output_format_for(output_image_path, warp_p.output_format)  # a wrong suffix is refused before any work
-    out = check_output_path(output_image_path, [moving_image_path, fixed_image_path], warp_p.overwrite)
     model_out = rest.get("model_out") or f"{output_image_path}.model.json"
+    check_distinct_outputs({"--output-image": output_image_path, "--model-out": model_out,
+                            "--report-out": rest.get("report_out"), "--plot": rest.get("plot")})
+    out = check_output_path(output_image_path, [moving_image_path, fixed_image_path], warp_p.overwrite)
     check_output_path(model_out, [moving_image_path, fixed_image_path, output_image_path], warp_p.overwrite)
     for extra in (rest.get("report_out"), rest.get("plot")):
         if extra:

@@ -118,6 +118,19 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def check_distinct_outputs(outputs: dict):
+    """Refuse two outputs of one run that name the same file: ``outputs`` maps each output's option name to
+    its path (None: not written)."""
+    seen = []
+    for name, path in outputs.items():
+        if path is None:
+            continue
+        for other, p in seen:
+            if str(path) == str(p) or (not is_url(path) and not is_url(p) and _same_file(Path(path), Path(p))):
+                raise OutputError(f"{name} and {other} name the same file: {path}")
+        seen.append((name, path))
+
+
 def check_output_path(output, inputs, overwrite):
     """Refuse an output that is one of the inputs, or exists without ``overwrite``.
 

@@ -114,7 +114,7 @@ def fit_detections(src_det, tmp_det, source_shape, template_shape, **opts):
 
     if not passes(st["n_inliers"], st["rms_px"], MIN_INLIERS, float(o["max_rms"])):
         raise quality_failure(st["n_inliers"], st["n_matched"], "matched stars", st["rms_px"], MIN_INLIERS,
-                              float(o["max_rms"]), "max_rms")
+                              float(o["max_rms"]))
     model = _output_grid(model, o, source_shape, template_shape)
     return model, ev
 
