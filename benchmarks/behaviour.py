@@ -1,5 +1,8 @@
 """Fingerprints of what rastalign produces, to prove that a refactoring changed nothing.
 
+Each image has two fingerprints: ``all`` (pixels, grid and metadata) and ``pixels`` (the decoded
+values and masks only), so a change of metadata alone shows as such.
+
 Runs a fixed set of alignments (every output format, both corrections, both stacks, the
 accessor and the ``Spalipy`` class) on synthetic data with a known truth and prints one
 hash per run over what a user receives: the decoded pixels with their dtype, the grid and
@@ -54,7 +57,7 @@ def image_digest(path) -> str:
     if path.suffix.lower() in (".fits", ".fit", ".fts"):
         from astropy.io import fits
 
-        parts = []
+        parts, pixels = [], []
         with fits.open(path) as hdul:
             for hdu in hdul:
                 # HISTORY may name the run folder (a random name), wrapped over several cards
@@ -62,17 +65,19 @@ def image_digest(path) -> str:
                 cards = [history] + [str(c) for c in hdu.header.cards if c.keyword not in ("DATE", "HISTORY")]
                 data = hdu.data if hdu.data is not None else np.zeros(0)
                 parts += [cards, str(np.asarray(data).dtype), np.ascontiguousarray(data).tobytes()]
-        return _digest(*parts)
+                pixels += [str(np.asarray(data).dtype), np.ascontiguousarray(data).tobytes()]
+        return {"all": _digest(*parts), "pixels": _digest(*pixels)}
     if path.suffix.lower() == ".zarr" or path.is_dir():
         import zarr
 
         g = zarr.open(str(path), mode="r")
-        parts = []
+        parts, pixels = [], []
         for name in sorted(g.array_keys()) if hasattr(g, "array_keys") else [None]:
             a = g[name] if name else g
             parts += [name, dict(a.attrs), str(a.dtype), np.ascontiguousarray(a[...]).tobytes()]
+            pixels += [name, str(a.dtype), np.ascontiguousarray(a[...]).tobytes()]
         parts.append(dict(g.attrs))
-        return _digest(*parts)
+        return {"all": _digest(*parts), "pixels": _digest(*pixels)}
     import rasterio
 
     with rasterio.open(path) as ds:
@@ -81,7 +86,8 @@ def image_digest(path) -> str:
                 ds.tags(), [ds.tags(i + 1) for i in range(ds.count)], ds.descriptions,
                 [(g.row, g.col, g.x, g.y) for g in gcps], str(gcp_crs), ds.overviews(1),
                 ds.profile.get("tiled"), ds.profile.get("compress")]
-        return _digest(meta, ds.read().tobytes(), ds.read_masks().tobytes())
+        pixels = _digest(ds.profile.get("dtype"), ds.read().tobytes(), ds.read_masks().tobytes())
+        return {"all": _digest(meta, ds.read().tobytes(), ds.read_masks().tobytes()), "pixels": pixels}
 
 
 def json_digest(path, root) -> str:

@@ -236,3 +236,50 @@ def test_a_float_image_with_nan_voids_keeps_them_apart_from_its_zeros(tmp_path, 
     assert np.isnan(data[0, 160:190, 175:215]).all()  # inside the void, shifted by under 3 px
     assert (data[0, 45:75, 45:75] == 0.0).all()  # the zeros are data
     assert np.isfinite(data[0, 100:140, 250:300]).all()
+
+
+def test_apply_like_the_fixed_image_rebases_the_model_onto_its_grid(tmp_path, capsys):
+    """A fixed-grid model is saved on the fixed grid clipped to the moving footprint; ``apply --like FIXED``
+    (the help's own example) writes the whole fixed grid, pixel for pixel what the pair command wrote over
+    the clipped box. A model applied to another image, and a FITS frame, are refused in one line."""
+    import rasterio
+    from affine import Affine
+
+    from rastalign.cli.demo import main as rastalign_main
+
+    p = make_pair((400, 480), rotation_deg=0.15, shift=(3.5, -2.25), seed=9)
+    t = (0.5, 0, 500000.0, 0, -0.5, 5800000.0)
+    f = write_tif(tmp_path / "f.tif", p.fixed, transform=t)
+    # the moving image covers rows 40: and columns 60: of the fixed image only
+    mt = tuple(Affine(*t) * Affine.translation(60, 40))[:6]
+    m = write_tif(tmp_path / "m.tif", p.moving[:, 40:, 60:], transform=mt)
+    out = tmp_path / "pair.tif"
+    code, stdout, err = run_cli(["--moving-image", m, "--fixed-image", f, "--output-image", out,
+                                 "--no-output-on-moving-grid"], capsys)
+    assert code == 0, err
+    model = f"{out}.model.json"
+    with rasterio.open(out) as a:
+        clipped, box = a.read(), rasterio.windows.from_bounds(*a.bounds, transform=Affine(*t))
+    assert clipped.shape[1:] != (400, 480)  # the model's own grid is the clipped one
+    assert rastalign_main(["apply", "--model", model, "--moving-image", str(m), "--like", str(f),
+                           "--output-image", str(tmp_path / "like.tif")]) == 0, capsys.readouterr().err
+    with rasterio.open(tmp_path / "like.tif") as b:
+        assert b.shape == (400, 480) and tuple(b.transform)[:6] == t
+        whole = b.read()
+    r0, c0 = int(round(box.row_off)), int(round(box.col_off))
+    assert np.array_equal(whole[:, r0:r0 + clipped.shape[1], c0:c0 + clipped.shape[2]], clipped)
+    capsys.readouterr()
+    other = write_tif(tmp_path / "other.tif", p.moving[:, :300, :300], transform=mt)
+    assert rastalign_main(["apply", "--model", model, "--moving-image", str(other), "--output-image",
+                           str(tmp_path / "x.tif")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "estimated for a moving image of shape (360, 420)" in err
+    fits_path = tmp_path / "frame.fits"
+    from astropy.io import fits
+
+    fits.PrimaryHDU(np.zeros((32, 32), np.float32)).writeto(fits_path)
+    assert rastalign_main(["apply", "--model", model, "--moving-image", str(fits_path), "--output-image",
+                           str(tmp_path / "y.tif")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "FITS" in err and "align-fits" in err
+    assert not (tmp_path / "x.tif").exists() and not (tmp_path / "y.tif").exists()

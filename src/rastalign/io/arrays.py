@@ -13,7 +13,7 @@ from rastalign.geometry.grids import Grid
 from rastalign.io.raster import RasterInfo
 
 
-def is_fits(da) -> bool:
+def is_fits_array(da) -> bool:
     return "fits_header" in da.attrs or "rastalign_ext" in da.attrs
 
 
@@ -30,7 +30,7 @@ def array_grid(da) -> Grid:
     """The :class:`~rastalign.geometry.grids.Grid` of ``da``: rioxarray's transform and CRS (FITS: world = pixel)."""
     ydim, xdim = dims(da)
     shape = (int(da.sizes[ydim]), int(da.sizes[xdim]))
-    if is_fits(da):
+    if is_fits_array(da):
         return Grid.pixel_frame(shape)
     return Grid(shape, _transform(da, ydim, xdim), da.rio.crs.to_wkt() if da.rio.crs is not None else None)
 
@@ -40,7 +40,7 @@ def array_info(da, nodata=None) -> RasterInfo:
     given, else rioxarray's; FITS arrays: none, invalid pixels are NaN)."""
     ydim, xdim = dims(da)
     count = int(np.prod([n for d, n in da.sizes.items() if d not in (ydim, xdim)] or [1]))
-    nd = nodata if nodata is not None else None if is_fits(da) else da.rio.nodata
+    nd = nodata if nodata is not None else None if is_fits_array(da) else da.rio.nodata
     nd = None if nd is None else float(nd)
     return RasterInfo(str(source(da) or ""), array_grid(da), count, str(da.dtype), nd, (),
                       "none" if nd is None else "nodata")
@@ -95,7 +95,7 @@ def file_backed(da, info):
         return None
     from rastalign.io.fits import inspect_fits
     from rastalign.io.raster import inspect_raster
-    if is_fits(da):
+    if is_fits_array(da):
         return path if tuple(inspect_fits(path, da.attrs.get("rastalign_ext")).shape) == info.shape else None
     f = inspect_raster(path)
     same = f.shape == info.shape and f.count == info.count and np.allclose(f.transform, info.transform)
@@ -115,7 +115,7 @@ def as3d(da):
 def write_band(da, band, path, nodata):
     """Write one band of ``da`` as a GeoTIFF (or FITS) file for estimation."""
     arr = np.asarray(as3d(da)[band])
-    if is_fits(da):
+    if is_fits_array(da):
         from astropy.io import fits
         fits.PrimaryHDU(arr.astype(np.float32)).writeto(path)
         return path
@@ -156,7 +156,7 @@ def on_grid(moving, data, grid, nodata, like=None, wcs=None):
     data, names = (data if other else data[0]), (*other, ydim, xdim)
     coords = {d: moving.coords[d] for d in other if d in moving.coords}
     attrs = {k: v for k, v in moving.attrs.items() if k not in ("rastalign_path", "rastalign_ext", "_FillValue")}
-    if is_fits(moving):
+    if is_fits_array(moving):
         if "fits_header" in attrs:  # the header's WCS cards described the moving pixels; ``wcs`` is the grid's
             from rastalign.io.fits_cards import drop_wcs
             attrs["fits_header"] = drop_wcs(attrs["fits_header"].copy())

@@ -20,6 +20,22 @@ from rastalign.errors import InputError
 from rastalign.io.paths import check_input_file
 
 log = logging.getLogger(__name__)
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz")
+
+
+def is_fits_file(path) -> bool:
+    """A FITS file by its suffix, or (for a local file with another suffix) by its first card."""
+    name = str(path).lower()
+    if name.endswith(FITS_SUFFIXES):
+        return True
+    if "://" in name or not os.path.isfile(path):
+        return False
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(9) == b"SIMPLE  ="
+    except OSError:
+        return False
+
 
 @dataclass(frozen=True)
 class FitsInfo:

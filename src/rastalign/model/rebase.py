@@ -73,8 +73,8 @@ def rebase_recorded(model, moving, grid=None):
                                           atol=1e-9 * max(map(abs, mt.transform))):
         m = _post_compose(m, compose_affine(invert_affine(moving.pixel_to_world), mt.pixel_to_world), moving)
     elif m.moving_shape is not None and tuple(m.moving_shape) != moving.shape:
-        raise InputError(f"the model was estimated for a moving grid of shape {tuple(m.moving_shape)}, "
-                         f"this array is {moving.shape}")
+        raise InputError(f"the model was estimated for a moving image of shape {tuple(m.moving_shape)}; "
+                         f"this one is {moving.shape}")
     return m, out
 
 

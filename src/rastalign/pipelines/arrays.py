@@ -20,7 +20,7 @@ import tempfile
 
 import numpy as np
 
-from rastalign.io.arrays import array_grid, array_info, as3d, as_array, dims, file_backed, is_fits, on_grid, source, \
+from rastalign.io.arrays import array_grid, array_info, as3d, as_array, dims, file_backed, is_fits_array, on_grid, source, \
     spatial_vars, write_band
 from rastalign.errors import InputError
 from rastalign.geometry.grids import Grid, output_grid
@@ -60,7 +60,7 @@ def estimate(moving, reference, evidence=False, **options):
     (tie points, quality) for raster arrays, the fit evidence dict for FITS arrays.
     """
     reference = as_array(reference, moving.name)
-    fits = is_fits(moving)
+    fits = is_fits_array(moving)
     est_o, warp_p, rest = _split(fits, options)
     mov, ref = array_info(moving), array_info(reference)
     with tempfile.TemporaryDirectory(prefix="rastalign_acc_") as tmp:
@@ -122,7 +122,7 @@ def apply(moving, model, grid=None, reference=None, **options):
     """Warp ``moving`` (DataArray) with ``model`` onto ``grid`` (a DataArray on the output grid, or None:
     the model's own), lazily; ``correction="georef"`` (rasters) or ``"wcs"`` (FITS) returns ``moving``
     with its georeference corrected instead (:func:`corrected`)."""
-    fits = is_fits(moving)
+    fits = is_fits_array(moving)
     correction = options.pop("correction", "resample")
     _, warp_p, _ = _split(fits, options)
     if correction != "resample":  # the moving array itself, its georeference corrected

@@ -20,7 +20,7 @@ import numpy as np
 
 from rastalign.errors import InputError, OverlapError, QualityError
 from rastalign.geometry.grids import check_band, check_crs, check_crs_option, moving_to_fixed, output_grid, overlap_box
-from rastalign.model.rebase import rebase
+from rastalign.model.rebase import rebase, with_grids
 from rastalign.sinks.atomic import check_distinct_outputs, check_output_path
 from rastalign.io.raster import RasterInfo, inspect_raster
 from rastalign.geometry.affine import invert_affine
@@ -360,6 +360,7 @@ def _align(moving_image_path, fixed_image_path, output_image_path, out, model_ou
         except QualityError as exc:
             raise _failed(exc, mov, fix, grid, work, keep, rest) from None
         model, rebase_err = rebase(est.model, grid, fix)
+        model = with_grids(model, output=grid, moving=mov.grid, **({"solve": fix.grid} if grid.pre is not None else {}))
         est.info["output_grid_fit_error_px"] = rebase_err
         t1 = time.perf_counter()
         stage("warp + write")

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Optional
 
 from rastalign.errors import InputError, OutputError, RastalignError
+from rastalign.io.fits import FITS_SUFFIXES, is_fits_file
 from rastalign.runtime.pools import BrokenExecutor, as_completed, process_pool, thread_pool
 
 log = logging.getLogger(__name__)
 
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz")
 RASTER_SUFFIXES = {"GTiff": ".tif", "COG": ".cog.tif", "FITS": ".fits", "Zarr": ".zarr"}
 MIXED_FAILURES = 5  # exit status when scenes failed for different kinds of reasons
 MAX_CONCURRENT = 16
@@ -66,20 +66,6 @@ class StackResult:
                 "stack_report_png": self.plot, "wall_s": round(self.wall_s, 3),
                 "per_scene_s": round(self.wall_s / max(n, 1), 3),
                 "failed": [{"scene": r["scene"], "error": r["error"]} for r in self.failed]}
-
-
-def is_fits(path) -> bool:
-    """A FITS file by its suffix, or (for a local file with another suffix) by its first card."""
-    name = str(path).lower()
-    if name.endswith(FITS_SUFFIXES):
-        return True
-    if "://" in name or not os.path.isfile(path):
-        return False
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(9) == b"SIMPLE  ="
-    except OSError:
-        return False
 
 
 def read_list(path) -> list:
@@ -217,7 +203,7 @@ def align_stack(moving_paths, reference_path, output_dir, *, overwrite=False, sk
     paths = [str(p) for p in moving_paths]
     reference_path = str(reference_path)
     _check_scenes(paths)
-    kind = "fits" if is_fits(reference_path) else "raster"
+    kind = "fits" if is_fits_file(reference_path) else "raster"
     _check_options(kind, options)
     wp = WarpParams(scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
                     output_format=options.get("output_format") if kind == "raster" else None)
