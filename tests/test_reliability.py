@@ -516,7 +516,7 @@ def test_malformed_model_json(case, pair, tmp_path, capsys):
     rc = rastalign_main(["apply", "--model", str(path), "--moving-image", str(moving), "--output-image", str(out)])
     o, e = capsys.readouterr()
     assert rc == 2 and o == ""
-    assert_one_line(e, "rastalign", match)
+    assert_one_line(e, "rastalign apply", match)
     with pytest.raises(InputError, match=match):
         load_model(path)
     if not isinstance(text, bytes) and text.lstrip().startswith(("{", "[")):
@@ -531,7 +531,7 @@ def test_model_file_missing_or_folder(pair, tmp_path, capsys):
         rc = rastalign_main(["apply", "--model", str(path), "--moving-image", str(moving), "--output-image",
                              str(tmp_path / "o.tif")])
         assert rc == 2
-        assert_one_line(capsys.readouterr().err, "rastalign", f"cannot read model file .*{match}")
+        assert_one_line(capsys.readouterr().err, "rastalign apply", f"cannot read model file .*{match}")
         with pytest.raises(InputError, match=match):
             load_model(path)
 

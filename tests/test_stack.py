@@ -143,7 +143,17 @@ def test_cli_stack_exit_status_and_one_line_per_failed_scene(vhr_stack, tmp_path
     rc = rastalign_main(["stack", "--reference", str(ref), "--output-dir", str(tmp_path / "p"), scenes[0],
                          "--n-det", "0.5"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and "n_det" in err[0]
+    assert rc == 2 and len(err) == 1 and "n_det" in err[0] and err[0].startswith("rastalign stack: error: ")
+
+
+def test_a_stack_without_matplotlib_says_why_it_has_no_plot(vhr_stack, monkeypatch, caplog):
+    d, ref, scenes, truths, res = vhr_stack
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # as if not installed
+    with caplog.at_level("WARNING", logger="rastalign"):
+        again = rastalign.align_stack(scenes[:2], ref, d / "out", skip_existing=True)
+    assert again.plot is None and again.summary()["stack_report_png"] is None
+    said = [r.getMessage() for r in caplog.records if "stack_report.png" in r.getMessage()]
+    assert len(said) == 1 and "matplotlib is not installed" in said[0] and "--no-plot" in said[0]
 
 
 def test_threads_and_a_local_cluster_write_the_same_scenes(vhr_stack, tmp_path):
@@ -272,7 +282,7 @@ def test_ctrl_c_on_a_stack_says_what_it_kept(fits_stack, tmp_path):
     if proc.returncode == 0:
         pytest.skip("the run completed before the signal took effect")
     assert proc.returncode == 130
-    assert err.strip() == ("rastalign: error: interrupted; the scenes finished before it are complete "
+    assert err.strip() == ("rastalign stack: error: interrupted; the scenes finished before it are complete "
                            "(--skip-existing resumes from them); no other output")
     names = os.listdir(out)
     assert not [p for p in names if TMP_TAG in p]

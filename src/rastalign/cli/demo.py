@@ -171,8 +171,8 @@ def main(argv=None) -> int:
             summary, status["exit"] = run_stack(args)
             return summary
         kept = "the scenes finished before it are complete (--skip-existing resumes from them); no other output"
-        return run(PROG, go_stack, args.verbose, kept) or status.get("exit", 0)
-    return run(PROG, lambda: apply_model(args), args.verbose)
+        return run(f"{PROG} stack", go_stack, args.verbose, kept) or status.get("exit", 0)
+    return run(f"{PROG} apply", lambda: apply_model(args), args.verbose)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ def add_parser(sub):
     p.add_argument("--overwrite", action="store_true", help="redo every scene, replacing its outputs")
     p.add_argument("--concurrency", type=int, default=None,
                    help="scenes in flight at once (default: the scheduler's threads, at least 2, at most 16)")
-    p.add_argument("--no-plot", dest="plot", action="store_false", help="do not draw stack_report.png")
+    p.add_argument("--no-plot", dest="plot", action="store_false", default=True,
+                   help="do not draw stack_report.png (drawn by default when matplotlib is installed)")
     p.add_argument("--chunks", type=parse_chunks, default=None, help="output chunk size ROWS[,COLS] in pixels")
     p.add_argument("--split-factor", type=int, default=None, help="2^k output chunks per scene (GeoTIFF scenes)")
     p.add_argument("--scheduler", default="threads",

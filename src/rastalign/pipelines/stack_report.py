@@ -6,10 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from typing import Optional
 
 from rastalign.sinks.atomic import atomic_write_text
 from rastalign.io.paths import read_text
+
+log = logging.getLogger(__name__)
 
 COLUMNS = ("scene", "status", "error", "exit_code", "acquired", "output", "model", "n_tie_points", "n_inliers",
            "rms_residual_px", "dx_px", "dy_px", "dx_crs", "dy_crs", "rotation_deg", "scale", "residual_field",
@@ -41,6 +44,8 @@ def write_stack_report(result):
         try:
             import matplotlib  # noqa: F401
         except ImportError:  # the plot is optional: the JSON and CSV say everything
+            log.warning("no stack_report.png: matplotlib is not installed (pip install 'rastalign[plot]'; "
+                        "--no-plot silences this)")
             result.plot = None
             return
         plot_stack(result.rows, result.plot, result.kind)

@@ -212,7 +212,7 @@ def use_scheduler(scheduler="threads", n_workers=None, threads_per_worker=None):
             cluster = LocalCluster(n_workers=n_workers or 2, threads_per_worker=threads_per_worker or 1,
                                    processes=True, dashboard_address=":0", silence_logs=level)
         client = Client(cluster)
-        log.warning("dask dashboard: %s", client.dashboard_link)
+        log.info("dask dashboard: %s", client.dashboard_link)
         try:
             yield client
         except BaseException as exc:
