@@ -258,3 +258,17 @@ def test_an_array_no_longer_holding_its_files_pixels_is_aligned_from_its_own(pai
     edited = moving.copy()
     edited[:, :64, :64] = 0  # masked by hand: the file no longer says what the array holds
     assert edited.encoding["source"] == str(m) and file_backed(edited, array_info(edited)) is None
+
+
+def test_an_aligned_array_is_chunked_as_its_source_with_no_sliver(tmp_path):
+    """Opened with chunks=256 on a 300 x 530 grid, the moving array has chunks (256, 44) x (256, 256, 18); the
+    aligned array keeps the size and folds the slivers (44 and 18 px, under a quarter of a chunk) into their
+    neighbours. The pixels are those of any other chunking."""
+    m, f, _ = write_pair(tmp_path, shape=(300, 530), shift=(2.5, -1.75), seed=4)
+    moving, reference = rioxarray.open_rasterio(m, chunks=256), rioxarray.open_rasterio(f, chunks=256)
+    model = moving.coreg.estimate(reference)
+    aligned = moving.coreg.apply(model)
+    assert aligned.chunks[1:] == ((300,), (256, 274))
+    other = moving.coreg.apply(model, chunks=(128, 96))
+    assert other.chunks[1:] == ((128, 128, 44), (96,) * 5 + (50,))  # as asked, slivers included
+    np.testing.assert_array_equal(aligned.values, other.values)

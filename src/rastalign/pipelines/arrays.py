@@ -27,6 +27,21 @@ from rastalign.geometry.grids import Grid, output_grid
 from rastalign.model.rebase import rebase, rebase_recorded
 from rastalign.params import WarpParams, split_options
 
+def _following_the_source(warp_p, moving, out_shape):
+    """Unless told otherwise (``chunks``, ``split_factor``), an aligned array is chunked as the moving array
+    was opened (its chunk size), with no sliver chunk at the far edges (see
+    :func:`~rastalign.warp.plan.edges_without_sliver`)."""
+    chunks = getattr(moving, "chunks", None)
+    if warp_p.chunks is not None or warp_p.split_factor is not None or not chunks:
+        return warp_p
+    from rastalign.warp.plan import edges_without_sliver
+
+    ydim, xdim = dims(moving)
+    rows, cols = chunks[moving.dims.index(ydim)], chunks[moving.dims.index(xdim)]
+    edges = [np.diff(edges_without_sliver(n, size[0])) for n, size in zip(out_shape, (rows, cols))]
+    return dataclasses.replace(warp_p, chunks=tuple(tuple(int(v) for v in e) for e in edges))
+
+
 WARP_KEYS = {f.name for f in dataclasses.fields(WarpParams)}
 
 
@@ -141,6 +156,7 @@ def apply(moving, model, grid=None, reference=None, **options):
         nd_out = default_output_nodata(dataclasses.replace(array_info(moving), dtype=str(dtype)), ref,
                                        warp_p.output_nodata)
     from rastalign.warp.graph import lazy_warp
+    warp_p = _following_the_source(warp_p, moving, out.shape)
     data = lazy_warp(as3d(moving), m, out.shape, warp_p, dtype, nd_out, source_nodata=mov.nodata,
                      range_dtype=moving.dtype)
     res = on_grid(moving, data, out, nd_out, like=grid, wcs=wcs)

@@ -30,6 +30,16 @@ def _regular_edges(n, size):
     return tuple(list(range(0, n, size)) + [n])
 
 
+def edges_without_sliver(n, size):
+    """Chunks of ``size`` whose last one takes the remainder when that is under a quarter of ``size`` (2074 px
+    in 2048 px chunks is one chunk of 2074, not 2048 + 26): a sliver chunk costs a task and a source read of
+    its own for almost no pixels."""
+    edges = list(_regular_edges(n, size))
+    if len(edges) > 2 and edges[-1] - edges[-2] < max(1, int(size)) / 4:
+        del edges[-2]
+    return tuple(edges)
+
+
 @dataclass(frozen=True)
 class WarpPlan:
     output_shape: Tuple[int, int]
@@ -83,7 +93,7 @@ def plan_warp(output_shape: Sequence[int], n_bands: int = 1, resampling: str = "
         rows, cols = _regular_edges(ny, cy), _regular_edges(nx, cx)
     else:
         side = auto_chunk_side(n_bands, max_chunk_mb)
-        rows, cols = _regular_edges(ny, side), _regular_edges(nx, side)
+        rows, cols = edges_without_sliver(ny, side), edges_without_sliver(nx, side)
     return WarpPlan((ny, nx), rows, cols, resampling, int(extra))
 
 
