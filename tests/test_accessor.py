@@ -272,3 +272,14 @@ def test_an_aligned_array_is_chunked_as_its_source_with_no_sliver(tmp_path):
     other = moving.coreg.apply(model, chunks=(128, 96))
     assert other.chunks[1:] == ((128, 128, 44), (96,) * 5 + (50,))  # as asked, slivers included
     np.testing.assert_array_equal(aligned.values, other.values)
+
+
+def test_python_errors_name_the_python_keywords_too(pair, tmp_path):
+    folder, m, f = pair
+    aligned = rioxarray.open_rasterio(m, chunks=256).coreg.align(rioxarray.open_rasterio(f, chunks=256))
+    (tmp_path / "exists.tif").write_bytes(b"")
+    with pytest.raises(rastalign.OutputError, match=r"overwrite=True from Python"):
+        aligned.coreg.to_raster(tmp_path / "exists.tif")
+    with pytest.raises(rastalign.InputError, match=r"to_raster's format= from Python"):
+        aligned.coreg.to_raster(tmp_path / "aligned.png")
+    assert (tmp_path / "exists.tif").read_bytes() == b"" and not (tmp_path / "aligned.png").exists()

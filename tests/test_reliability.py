@@ -253,8 +253,8 @@ def test_output_equal_to_an_input(pair, tmp_path, capsys, monkeypatch):
     # the model written beside the output must not replace an input or the output itself
     refuse(capsys, m, f, work / "o.tif", "same file as an input", ("--model-out", "fixed.tif"),
            {"model_out": "fixed.tif"})
-    refuse(capsys, m, f, work / "o.tif", "same file as an input", ("--model-out", "sub/../o.tif"),
-           {"model_out": "sub/../o.tif"})
+    refuse(capsys, m, f, work / "o.tif", "--model-out and --output-image name the same file",
+           ("--model-out", "sub/../o.tif"), {"model_out": "sub/../o.tif"})
 
 
 def test_report_out_equal_to_an_input_is_refused(pair, tmp_path, capsys):
@@ -282,7 +282,7 @@ def test_existing_output_without_overwrite_is_untouched(pair, tmp_path, capsys):
     moving, fixed = pair
     out = tmp_path / "out.tif"
     out.write_bytes(b"precious bytes")
-    refuse(capsys, moving, fixed, out, r"output exists \(use --overwrite")
+    refuse(capsys, moving, fixed, out, r"output exists \(--overwrite, or overwrite=True from Python, replaces it\)")
     assert out.read_bytes() == b"precious bytes"
     out2 = tmp_path / "out2.tif"
     Path(f"{out2}.model.json").write_text("{}")

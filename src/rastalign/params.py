@@ -216,7 +216,8 @@ def output_format_for(path, given=None) -> str:
     check_remote_format(path, fmt)
     if suffix and suffix not in FORMAT_SUFFIXES[fmt]:
         raise InputError(f"output suffix {suffix!r} does not match the {fmt} format (use "
-                         f"{' or '.join(FORMAT_SUFFIXES[fmt])}, or choose another --output-format)")
+                         f"{' or '.join(FORMAT_SUFFIXES[fmt])}, or another format: --output-format; "
+                         f"output_format= or to_raster's format= from Python)")
     return fmt
 
 

@@ -150,7 +150,7 @@ def check_output_path(output, inputs, overwrite):
         # a device, FIFO or socket: replacing it would destroy it (e.g. /dev/full), --overwrite or not
         raise OutputError(f"output path exists and is not a regular file (a device, FIFO or socket): {output}")
     if out.exists() and not overwrite:
-        raise OutputError(f"output exists (use --overwrite to replace it): {output}")
+        raise OutputError(f"output exists (--overwrite, or overwrite=True from Python, replaces it): {output}")
     check_folder(out.parent)
     return out
 
@@ -165,7 +165,7 @@ def _check_url_output(output, inputs, overwrite):
     except Exception as exc:  # noqa: BLE001 - unreachable endpoint, missing bucket, denied...
         raise OutputError(f"cannot write to {output}: {redact(exc)[:200]}") from None
     if exists and not overwrite:
-        raise OutputError(f"output exists (use --overwrite to replace it): {output}")
+        raise OutputError(f"output exists (--overwrite, or overwrite=True from Python, replaces it): {output}")
     return output
 
 
