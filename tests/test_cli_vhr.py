@@ -150,6 +150,7 @@ def test_bad_inputs_are_refused_in_one_line(pair, tmp_path, capsys):
     assert code != 0 and "does not exist" in e
 
 
+@pytest.mark.slow
 def test_console_script_exit_status(pair, tmp_path):
     moving, fixed, _ = pair
     r = subprocess.run([sys.executable, "-m", "rastalign.cli.vhr", "--moving-image", str(moving), "--fixed-image",
@@ -174,6 +175,7 @@ def test_fits_output_equals_geotiff_output(pair, tmp_path, capsys):
     assert np.array_equal(data, ref)  # uint16 widened losslessly to int32, same rounding and clipping
 
 
+@pytest.mark.slow
 def test_every_option_is_documented_with_its_default_once_and_mistakes_are_one_line(tmp_path):
     import subprocess
     import sys
@@ -205,6 +207,7 @@ def test_every_option_is_documented_with_its_default_once_and_mistakes_are_one_l
     assert "align-fits (rastalign)" in r.stdout
 
 
+@pytest.mark.slow
 def test_demo_without_a_folder_leaves_nothing_behind(tmp_path):
     import os
     import subprocess

@@ -41,6 +41,7 @@ def test_notebook_and_benchmark_pages_are_generated():
         assert f"## `{f.stem}`" in bench
 
 
+@pytest.mark.slow
 def test_mkdocs_build_strict(tmp_path):
     pytest.importorskip("mkdocs")
     pytest.importorskip("mkdocstrings_handlers.python")

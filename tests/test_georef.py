@@ -27,6 +27,7 @@ def affine_pair(tmp_path_factory):
     return d, moving, fixed, truth
 
 
+@pytest.mark.slow
 def test_georef_keeps_the_pixels_and_places_every_point_within_a_hundredth_of_a_pixel(affine_pair, tmp_path):
     d, moving, fixed, truth = affine_pair
     out = tmp_path / "g.tif"
@@ -64,6 +65,7 @@ def test_georef_keeps_the_pixels_and_places_every_point_within_a_hundredth_of_a_
             np.array_equal(v.read(), g.read())
 
 
+@pytest.mark.slow
 def test_a_distorted_model_becomes_gcps_that_place_every_point_within_five_hundredths(tmp_path):
     from rasterio.transform import GCPTransformer
 
@@ -100,6 +102,7 @@ def test_a_distorted_model_becomes_gcps_that_place_every_point_within_five_hundr
                 assert np.median(err) < 0.03, (name, np.median(err))
 
 
+@pytest.mark.slow
 def test_a_field_gcps_cannot_hold_and_unsuitable_outputs_are_refused(tmp_path):
     import dataclasses
 

@@ -69,6 +69,7 @@ def test_environment_installs_the_package_itself():
     assert pip and "-e ." in pip[0]["pip"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("order", ["rastalign, xarray", "xarray, rastalign"])
 def test_accessor_is_registered_whatever_the_import_order(order):
     import subprocess
@@ -83,6 +84,7 @@ def test_accessor_is_registered_whatever_the_import_order(order):
     assert run.stdout.strip() == "CoregAccessor"
 
 
+@pytest.mark.slow
 def test_fits_command_line_does_not_import_the_raster_stack():
     import subprocess
     import sys
@@ -94,6 +96,7 @@ def test_fits_command_line_does_not_import_the_raster_stack():
     assert run.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_the_layers_contract_holds():
     """Every module imports only from the layers below its own (pyproject's [tool.importlinter])."""
     import shutil

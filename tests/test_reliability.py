@@ -327,6 +327,7 @@ def _api_in_subprocess(moving, fixed, out, prefix):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_unreadable_input(pair, tmp_path):
     prefix = _unprivileged_prefix()
     moving, fixed = pair
@@ -347,6 +348,7 @@ def test_unreadable_input(pair, tmp_path):
     assert_clean(out, {})
 
 
+@pytest.mark.slow
 def test_read_only_output_folder(pair, tmp_path):
     prefix = _unprivileged_prefix()
     moving, fixed = pair
@@ -365,6 +367,7 @@ def test_read_only_output_folder(pair, tmp_path):
     assert os.listdir(ro) == []
 
 
+@pytest.mark.slow
 def test_read_only_file_system(pair, tmp_path, capsys):
     """A read-only mount refuses even root: the output folder check must not trust os.access alone."""
     if not IS_ROOT:
@@ -403,6 +406,7 @@ def _check_write_failure(r, out, before, match):
     assert os.listdir(out.parent) == []
 
 
+@pytest.mark.slow
 def test_disk_full_mid_write_tmpfs(big_pair, tmp_path):
     if not IS_ROOT:
         pytest.skip("mounting a small tmpfs needs root (see the RLIMIT_FSIZE test)")
@@ -425,6 +429,7 @@ def test_disk_full_mid_write_tmpfs(big_pair, tmp_path):
         subprocess.run(["umount", str(mnt)], check=True)
 
 
+@pytest.mark.slow
 def test_file_size_limit_mid_write(big_pair, tmp_path):
     """RLIMIT_FSIZE makes writes fail with EFBIG part way through (SIGXFSZ ignored)."""
     moving, fixed = big_pair
@@ -442,6 +447,7 @@ def test_file_size_limit_mid_write(big_pair, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ absurd sizes
+@pytest.mark.slow
 def test_absurd_declared_size_refused_before_allocating(pair, tmp_path, capsys):
     """A sparse GeoTIFF declaring 10^6 x 10^6 px (a few MB on disk) is refused from its header."""
     import rasterio
@@ -607,6 +613,7 @@ def test_unreachable_scheduler_fails_fast(address, match, pair, tmp_path, capsys
     assert time.perf_counter() - t0 < 15
 
 
+@pytest.mark.slow
 def test_unreachable_scheduler_subprocess(pair, tmp_path):
     moving, fixed = pair
     t0 = time.perf_counter()
@@ -619,6 +626,7 @@ def test_unreachable_scheduler_subprocess(pair, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ exit status and -v
+@pytest.mark.slow
 def test_subprocess_exit_status_and_traceback_only_with_v(pair, bad, tmp_path):
     moving, fixed = pair
     args = ["--moving-image", bad["truncated"], "--fixed-image", fixed, "--output-image", tmp_path / "o.tif"]

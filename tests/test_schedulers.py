@@ -16,6 +16,8 @@ from rastalign.testing.pairs import write_pair
 
 from conftest import process_cluster, read_tif
 
+pytestmark = pytest.mark.slow  # subprocesses, clusters or notebook kernels: outside the inner loop
+
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):

@@ -12,6 +12,8 @@ import pytest
 from rastalign.sinks.atomic import TMP_TAG
 from rastalign.testing.pairs import write_pair
 
+pytestmark = pytest.mark.slow  # subprocesses, clusters or notebook kernels: outside the inner loop
+
 
 @pytest.fixture(scope="module")
 def large_pair(tmp_path_factory):

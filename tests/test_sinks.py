@@ -115,6 +115,7 @@ def _cli(args):
                           text=True)
 
 
+@pytest.mark.slow
 def test_output_keeps_the_moving_images_metadata(pair, tmp_path):
     d, moving, fixed = pair
     out = tmp_path / "out.tif"
@@ -128,6 +129,7 @@ def test_output_keeps_the_moving_images_metadata(pair, tmp_path):
         assert ds.scales == src.scales and ds.offsets == src.offsets
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,fmt", [("out.png", None), ("out.jpg", None), ("out.tif", "FITS"),
                                       ("out.fits", "GTiff"), ("out.zarr", "COG")])
 def test_output_suffix_must_match_the_format(pair, tmp_path, name, fmt):
@@ -140,6 +142,7 @@ def test_output_suffix_must_match_the_format(pair, tmp_path, name, fmt):
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt,name", [("cog", "out.tif"), ("Cog", "out.cog.tif"), ("fits", "out.fits"),
                                       ("zarr", "out.zarr"), ("gtiff", "out.tiff")])
 def test_format_names_in_any_case(pair, tmp_path, fmt, name):
@@ -150,6 +153,7 @@ def test_format_names_in_any_case(pair, tmp_path, fmt, name):
     assert json.loads(r.stdout)["output_image_path"] == str(out) and out.exists()
 
 
+@pytest.mark.slow
 def test_a_fifo_or_device_at_the_output_path_is_never_replaced(pair, tmp_path):
     d, moving, fixed = pair
     fifo = tmp_path / "fifo.tif"
@@ -199,6 +203,7 @@ def test_cog_overviews_are_valid_pixel_means_made_blockwise(tmp_path, monkeypatc
     assert valid, errors
 
 
+@pytest.mark.slow
 def test_progress_covers_the_whole_run(pair, tmp_path):
     """``--progress`` draws one line through estimation and the warp; without it stderr stays empty."""
     d, moving, fixed = pair
@@ -211,6 +216,7 @@ def test_progress_covers_the_whole_run(pair, tmp_path):
     assert r.returncode == 0 and r.stderr == ""
 
 
+@pytest.mark.slow
 def test_summary_states_the_correction_and_a_failed_check_still_writes_the_diagnosis(pair, tmp_path):
     d, moving, fixed = pair
     r = _cli(["--moving-image", moving, "--fixed-image", fixed, "--output-image", tmp_path / "ok.tif"])
@@ -232,6 +238,7 @@ def test_summary_states_the_correction_and_a_failed_check_still_writes_the_diagn
     assert not out.exists() and not (tmp_path / "fail.tif.model.json").exists()
 
 
+@pytest.mark.slow
 def test_an_unknown_output_crs_is_refused_before_any_work(pair, tmp_path):
     d, moving, fixed = pair
     r = _cli(["--moving-image", moving, "--fixed-image", fixed, "--output-image", tmp_path / "o.tif",
@@ -240,6 +247,7 @@ def test_an_unknown_output_crs_is_refused_before_any_work(pair, tmp_path):
     assert "estimate" not in r.stderr.lower() and not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_png_inputs_align_in_pixel_space_without_warnings(pair, tmp_path):
     from PIL import Image
 
@@ -256,6 +264,7 @@ def test_png_inputs_align_in_pixel_space_without_warnings(pair, tmp_path):
     assert c["frame"].startswith("pixels") and abs(c["shift_px"][0] + 4.2) < 0.05
 
 
+@pytest.mark.slow
 def test_qa_plot_has_the_thumbnail_footprint_and_field_panels(pair, tmp_path):
     from PIL import Image
 

@@ -156,6 +156,7 @@ def test_a_stack_without_matplotlib_says_why_it_has_no_plot(vhr_stack, monkeypat
     assert len(said) == 1 and "matplotlib is not installed" in said[0] and "--no-plot" in said[0]
 
 
+@pytest.mark.slow
 def test_threads_and_a_local_cluster_write_the_same_scenes(vhr_stack, tmp_path):
     d, ref, scenes, truths, res = vhr_stack
     dist = rastalign.align_stack(scenes[:3], ref, tmp_path / "dist", scheduler="distributed", n_workers=2,
@@ -222,6 +223,7 @@ def _stack_in_a_fresh_process(tmpl, scenes, out, prelude=""):
     return p.returncode, p.stderr, report
 
 
+@pytest.mark.slow
 def test_fits_frames_in_worker_processes_equal_frames_in_threads(fits_stack, tmp_path):
     """sep and the star fit hold the GIL: FITS frames go to forked worker processes, byte for byte what the
     thread path writes."""
@@ -238,6 +240,7 @@ def test_fits_frames_in_worker_processes_equal_frames_in_threads(fits_stack, tmp
         assert load_model(a["model"]).to_dict() == load_model(b["model"]).to_dict()
 
 
+@pytest.mark.slow
 def test_the_progress_line_of_frame_workers_is_the_parents_alone(fits_stack, tmp_path):
     """Forked workers drop their copy of --progress: the line counts frames, never a worker's stale counts."""
     import subprocess
@@ -252,6 +255,7 @@ def test_the_progress_line_of_frame_workers_is_the_parents_alone(fits_stack, tmp
     assert not [ln for ln in draws if "frames in workers" not in ln and not ln.startswith("0/6 scenes | reference")]
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_a_stack_says_what_it_kept(fits_stack, tmp_path):
     """Ctrl-C during a FITS stack: one line saying that the frames finished are complete, exit 130, every output
     present whole (image and model, no temporary file), and --skip-existing resumes from them."""
@@ -293,6 +297,7 @@ def test_ctrl_c_on_a_stack_says_what_it_kept(fits_stack, tmp_path):
     assert again.exit_code == 0 and sum(r["reused"] for r in again.rows) == len(images)
 
 
+@pytest.mark.slow
 def test_a_dead_frame_worker_fails_its_frames_in_their_rows(fits_stack, tmp_path):
     """A worker process that dies (killed, out of memory) fails the frames it held and those still queued, each in
     its row, with no traceback and nothing at their final paths; the frames already done stay done."""

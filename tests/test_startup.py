@@ -9,6 +9,8 @@ import pytest
 
 from rastalign.testing.stars import write_star_pair
 
+pytestmark = pytest.mark.slow  # subprocesses, clusters or notebook kernels: outside the inner loop
+
 HEAVY = ("numba", "scipy", "dask", "distributed", "astropy", "rasterio", "xarray", "pandas", "pyproj", "sep",
          "matplotlib", "llvmlite")
 REPORT = f"import json, sys; print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))"

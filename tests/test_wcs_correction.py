@@ -60,6 +60,7 @@ def test_distorted_frame_gets_a_sip_wcs_on_the_template_sky(tmp_path, capsys, ex
     assert np.abs(back - sxy[inside]).max() < 0.02
 
 
+@pytest.mark.slow
 def test_a_template_without_wcs_is_refused_in_one_line(tmp_path):
     src, tmpl, _ = write_star_pair(tmp_path, (384, 384), 200, shift=(3.0, 2.0), seed=3)
     with fits.open(tmpl, mode="update") as h:
