@@ -89,7 +89,7 @@ def run(prog: str, func, verbose: int, kept="no output was written") -> int:
         print(f"{prog}: error: terminated; {kept}", file=sys.stderr)
         return 143
     except MemoryError:
-        print(f"{prog}: error: out of memory: use --split-factor or --chunks to bound chunk size", file=sys.stderr)
+        print(f"{prog}: error: out of memory: use --chunks to bound chunk size", file=sys.stderr)
         return 1
     except OSError as exc:
         if verbose:

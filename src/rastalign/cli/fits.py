@@ -10,14 +10,12 @@ keeps the source header and carries the template WCS; ``--min-sep`` defaults to
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 
-from rastalign.errors import RastalignError
 from rastalign import __version__
 from rastalign.params import STAR_DEFAULTS as D
-from rastalign.cli.common import OneLineParser, parse_chunks, setup_logging
+from rastalign.cli.common import OneLineParser, parse_chunks, run, setup_logging
 
 PROG = "align-fits"
 
@@ -129,66 +127,35 @@ def build_simple_parser():
     return p
 
 
-def _run(prog, args, kwargs):
+# the positional arguments, by the names of :func:`rastalign.pipelines.fits_pair.align_fits`
+POSITIONAL = {"source_fits": "source_path", "output_filename": "output_path", "template_fits": "template_path"}
+SIMPLE_MODE = dict(n_det=0.9, sub_tile=1, patience_quad_cand=1, spline_order=0)  # spalipy's simple mode
+
+
+def _align(prog, args, **fixed):
+    """Every parsed argument (but ``-v``) is an option of ``align_fits``, under its own name; the summary
+    goes to stdout, the fit statistics to the log."""
     from rastalign.pipelines.fits_pair import align_fits
     from rastalign.tiepoints.stars import log_stats
 
     setup_logging(args.verbose)
-    try:
-        summary = align_fits(**kwargs)
-    except RastalignError as exc:
-        if args.verbose:
-            logging.getLogger("rastalign").exception("failed")
-        sys.stderr.write(f"{prog}: error: {str(exc).splitlines()[0]}\n")
-        return exc.exit_code
-    except KeyboardInterrupt:
-        from rastalign.cli.common import quiet_shutdown
+    options = {POSITIONAL.get(k, k): v for k, v in vars(args).items() if k != "verbose"}
 
-        quiet_shutdown(args.verbose)
-        sys.stderr.write(f"{prog}: error: interrupted\n")
-        return 130
-    except Exception as exc:  # noqa: BLE001 - an unexpected bug: still one line unless -v
-        if args.verbose:
-            raise
-        sys.stderr.write(f"{prog}: error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                         f" (run with -v for a traceback)\n")
-        return 1
-    log_stats(summary["stats"], logging.getLogger("rastalign.tiepoints.stars"))
-    summary.pop("model", None)
-    sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-    return 0
-
-
-def _execution(args):
-    return dict(scheduler=args.scheduler, n_workers=args.n_workers, threads_per_worker=args.threads_per_worker,
-                chunks=args.chunks, progress=args.progress, correction=args.correction)
+    def go():
+        summary = align_fits(**options, **fixed)
+        log_stats(summary["stats"], logging.getLogger("rastalign.tiepoints.stars"))
+        summary.pop("model", None)
+        return summary
+    return run(prog, go, args.verbose)
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    kw = dict(source_path=args.source_fits, output_path=args.output_filename, template_path=args.template_fits,
-              source_ext=args.source_ext, template_ext=args.template_ext, source_cat=args.source_cat,
-              template_cat=args.template_cat, output_shape=args.output_shape, n_det=args.n_det,
-              n_quad_det=args.n_quad_det, min_quad_sep=args.min_quad_sep, max_match_dist=args.max_match_dist,
-              min_n_match=args.min_n_match, sub_tile=args.sub_tile, max_quad_cand=args.max_quad_cand,
-              patience_quad_cand=args.patience_quad_cand, quad_edge_buffer=args.quad_edge_buffer,
-              max_quad_hash_dist=args.max_quad_hash_dist, spline_order=args.spline_order,
-              interp_order=args.interp_order, sep_thresh=args.sep_thresh, min_fwhm=args.min_fwhm,
-              bad_flag_bits=args.bad_flag_bits, min_sep=args.min_sep, preserve_footprints=args.preserve_footprints,
-              cval=args.cval, cval_mask=args.cval_mask, overwrite=args.overwrite, model_out=args.model_out,
-              write_mask=args.write_mask, source_mask_ext=args.source_mask_ext, **_execution(args))
-    return _run(PROG, args, kw)
+    return _align(PROG, build_parser().parse_args(argv))
 
 
 def main_simple(argv=None):
     """spalipy's simple mode: sep on both images, n_det=0.9, affine only (spline_order=0)."""
-    args = build_simple_parser().parse_args(argv)
-    kw = dict(source_path=args.source_fits, output_path=args.output_filename, template_path=args.template_fits,
-              source_ext=args.source_ext, template_ext=args.template_ext, min_n_match=args.min_n_match,
-              sep_thresh=args.sep_thresh, preserve_footprints=args.preserve_footprints, n_det=0.9, sub_tile=1,
-              patience_quad_cand=1, spline_order=0, overwrite=args.overwrite, model_out=args.model_out,
-              **_execution(args))
-    return _run("align-fits-simple", args, kw)
+    return _align("align-fits-simple", build_simple_parser().parse_args(argv), **SIMPLE_MODE)
 
 
 if __name__ == "__main__":  # pragma: no cover
