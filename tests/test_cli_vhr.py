@@ -220,6 +220,9 @@ def test_demo_without_a_folder_leaves_nothing_behind(tmp_path):
     assert s["demo"]["model_error_vs_truth_px"]["max"] < 0.1 and s["quality"]["passed"]
     assert s["demo"]["kept"] is False and "removed" in r.stderr
     assert list(tmp_path.iterdir()) == []
+    assert s["output_image_path"] is None and s["model_path"] is None  # no path to a file that is gone
+    # the truth is stated in the correction's own convention, and the estimate matches it
+    np.testing.assert_allclose(s["correction"]["shift_px"], s["demo"]["truth"]["correction_shift_px"], atol=0.02)
 
 
 def test_a_float_image_with_nan_voids_keeps_them_apart_from_its_zeros(tmp_path, capsys):
