@@ -77,7 +77,7 @@ def test_sigterm_with_keep_temp_dir_keeps_only_the_work_folder(large_pair, tmp_p
 
 @pytest.mark.parametrize("after", [0.3, 1.0])
 def test_ctrl_c_on_a_local_cluster_is_one_line(after, large_pair, tmp_path):
-    """--scheduler distributed: Ctrl-C once the LocalCluster is up (``after`` seconds past its dashboard line:
+    """--scheduler distributed --progress: Ctrl-C once the LocalCluster is up (``after`` seconds past its dashboard line:
     estimating, then warping) prints the dashboard line and the one error line; no traceback from the
     event loop, the atexit hook or the workers."""
     import threading
@@ -86,7 +86,8 @@ def test_ctrl_c_on_a_local_cluster_is_one_line(after, large_pair, tmp_path):
     out = tmp_path / "aligned.tif"
     proc = subprocess.Popen([sys.executable, "-m", "rastalign.cli.vhr", "--moving-image", str(moving),
                              "--fixed-image", str(fixed), "--output-image", str(out), "--split-factor", "6",
-                             "--scheduler", "distributed"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--scheduler", "distributed", "--progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
     said, up = [], threading.Event()
 
     def read():
@@ -102,7 +103,7 @@ def test_ctrl_c_on_a_local_cluster_is_one_line(after, large_pair, tmp_path):
         time.sleep(after)
         if proc.poll() is not None:
             pytest.skip("the run finished before the signal")
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group, workers included
         proc.wait(timeout=90)
         reader.join(timeout=30)
     finally:
@@ -112,7 +113,8 @@ def test_ctrl_c_on_a_local_cluster_is_one_line(after, large_pair, tmp_path):
     stderr = "".join(said)
     if proc.returncode == 0 and out.exists():
         pytest.skip("the run completed before the signal took effect")
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    # the progress line's redraws end in an erase-to-end-of-line; every other line is a message
+    lines = [ln for ln in stderr.splitlines() if ln.strip() and not ln.endswith("\033[K")]
     assert proc.returncode == 130 and lines[-1] == "vhr-align-image-pair: error: interrupted; no output was written"
     assert len(lines) <= 2 and "Traceback" not in stderr and "ERROR" not in stderr, stderr
     assert not out.exists()

@@ -4,7 +4,7 @@ Every stage computes through dask (proxy strips, native refinement windows, star
 tiles, the warp and the sinks), so one dask callback sees all of it: the line shows the
 current stage, the tasks done of those submitted so far and the elapsed time. With a
 ``distributed`` client the tasks run on the cluster, where local callbacks cannot see them:
-the line then shows the stage and the sinks' blocks (and the dashboard link is logged).
+the line then shows the stage and the sinks' blocks, below the dashboard's address.
 The library only draws when the command line asks for it.
 """
 from __future__ import annotations
@@ -13,6 +13,8 @@ import contextlib
 import sys
 import threading
 import time
+
+from rastalign.runtime.scheduler import active_client
 
 _active = None  # the RunProgress of the current run, if any
 
@@ -69,6 +71,9 @@ def run_progress(enabled):
     from dask.callbacks import Callback
 
     bar = RunProgress()
+    client = active_client()
+    if client is not None:  # where the tasks can be watched: said once, above the line
+        bar.stream.write(f"dask dashboard: {client.dashboard_link}\n")
 
     class _Tasks(Callback):
         def _start_state(self, dsk, state):

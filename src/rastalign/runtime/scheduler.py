@@ -170,6 +170,23 @@ def _quiet_distributed():
 
 
 @contextlib.contextmanager
+def _sigint_ignored():
+    """SIGINT ignored in this process for the ``with`` block (where it can be: the main thread), so processes
+    started meanwhile inherit the disposition (Python keeps an ignored SIGINT ignored at start-up)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+@contextlib.contextmanager
 def use_scheduler(scheduler="threads", n_workers=None, threads_per_worker=None):
     """Run the ``with`` block's dask computations on ``scheduler``; yields the ``Client`` or ``None``.
 
@@ -208,7 +225,9 @@ def use_scheduler(scheduler="threads", n_workers=None, threads_per_worker=None):
         # the workers' own loggers: a task's error reaches the user as an exception, a worker that loses the
         # scheduler on Ctrl-C has nothing to say; -vv keeps them
         level = logging.ERROR if logging.getLogger().getEffectiveLevel() <= logging.DEBUG else logging.CRITICAL
-        with dask.config.set({"logging.distributed": logging.getLevelName(level).lower()}):
+        with dask.config.set({"logging.distributed": logging.getLevelName(level).lower()}), _sigint_ignored():
+            # the workers start with Ctrl-C ignored: a terminal's Ctrl-C reaches the whole process group, and
+            # this process alone answers it (one line, then the cluster is closed), not every worker's traceback
             cluster = LocalCluster(n_workers=n_workers or 2, threads_per_worker=threads_per_worker or 1,
                                    processes=True, dashboard_address=":0", silence_logs=level)
         client = Client(cluster)
