@@ -95,7 +95,7 @@ def test_in_memory_arrays_and_dataset(pair, capsys):
     moving = rioxarray.open_rasterio(m, chunks=128)
     reference = rioxarray.open_rasterio(f)
     mem = xr.DataArray(moving.values, dims=moving.dims, coords=moving.coords, attrs=dict(moving.attrs))
-    assert not mem.encoding and not isinstance(mem.data, da.Array)  # not file-backed: estimated via temp files
+    assert not mem.encoding and not isinstance(mem.data, da.Array)  # not file-backed: estimated on the array
     out = mem.coreg.align(reference.load(), band_index=1)
     assert isinstance(out.data, da.Array)
     cli = _cli(folder, m, f, "cli_band1.tif", ["--band-index", "1"])
@@ -283,3 +283,46 @@ def test_python_errors_name_the_python_keywords_too(pair, tmp_path):
     with pytest.raises(rastalign.InputError, match=r"to_raster's format= from Python"):
         aligned.coreg.to_raster(tmp_path / "aligned.png")
     assert (tmp_path / "exists.tif").read_bytes() == b"" and not (tmp_path / "aligned.png").exists()
+
+
+def test_a_computed_array_is_estimated_and_aligned_without_writing_any_file(pair, monkeypatch):
+    """A dask-backed array that no file holds (here the moving image's bands recombined) is estimated from its
+    own chunks: no temporary file, no GeoTIFF or FITS is written on the way (the accessor used to write such
+    arrays to temporary GeoTIFFs, on a cluster the client's own disk), and the result is that of the same
+    pixels saved to a file first."""
+    import tempfile
+
+    import rasterio
+    from astropy.io import fits
+
+    folder, m, f = pair
+    moving = rioxarray.open_rasterio(m, chunks=128)
+    reference = rioxarray.open_rasterio(f, chunks=128)
+    computed = (moving.astype("float32") * 0.5 + 10.0).astype("uint16")  # arithmetic: not the file's pixels
+    saved = folder / "computed.tif"
+    if not saved.exists():
+        computed.rio.to_raster(saved)
+    from_file = rioxarray.open_rasterio(saved, chunks=128).coreg.align(reference).values
+
+    made = []
+
+    def refuse(name):
+        def record(*args, **kwargs):
+            made.append((name, args[:1]))
+            raise AssertionError(f"{name} called while aligning an array")
+        return record
+
+    real_open = rasterio.open
+    monkeypatch.setattr(rasterio, "open", lambda fp, mode="r", *a, **k: refuse("rasterio.open(w)")(fp)
+                        if mode != "r" else real_open(fp, mode, *a, **k))
+    for name in ("mkstemp", "mkdtemp", "NamedTemporaryFile", "TemporaryDirectory"):
+        monkeypatch.setattr(tempfile, name, refuse(f"tempfile.{name}"))
+    monkeypatch.setattr(fits.HDUList, "writeto", refuse("fits writeto"))
+    monkeypatch.setattr(fits.PrimaryHDU, "writeto", refuse("fits writeto"))
+    model = computed.coreg.estimate(reference)
+    aligned = computed.coreg.align(reference)
+    assert isinstance(aligned.data, da.Array)
+    values = aligned.values
+    assert made == []
+    assert model.output_shape == SHAPE
+    np.testing.assert_array_equal(values, from_file)

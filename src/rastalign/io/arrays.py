@@ -4,6 +4,8 @@ put back on an output grid with the array's dims, coordinates and attributes.
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,40 @@ def array_info(da, nodata=None) -> RasterInfo:
     nd = None if nd is None else float(nd)
     return RasterInfo(str(source(da) or ""), array_grid(da), count, str(da.dtype), nd, (),
                       "none" if nd is None else "nodata")
+
+
+@dataclass(frozen=True)
+class ArrayRaster(RasterInfo):
+    """An array as a raster source for estimation: its :class:`RasterInfo` plus its pixels ``data``, a dask (or
+    numpy) array ``(bands, rows, cols)``. The proxies and the native windows are slices of ``data``, computed as
+    tasks of the active scheduler: nothing is written anywhere (on a cluster, the client holds no pixels of a
+    dask-backed array)."""
+
+    data: object = dataclasses.field(default=None, compare=False, repr=False)
+
+    def pixels(self, band, box):
+        """Band ``band`` (0-based) over ``box = (y0, y1, x0, x1)``: a lazy slice of ``data``."""
+        y0, y1, x0, x1 = (int(v) for v in box)
+        return self.data[band, y0:y1, x0:x1]
+
+    def nodata_or(self, given):
+        """The nodata a read uses: ``given``, else the array's own (as a file read uses the file's)."""
+        return given if given is not None else self.nodata
+
+    def read(self, box):
+        """``(data, valid)`` of every band over ``box``, as a file source's ``read``: the array's dtype, valid
+        where finite and not nodata. Computed here (a dask array's slice, on the active scheduler)."""
+        from rastalign._kernels.pixels import validity
+
+        y0, y1, x0, x1 = (int(v) for v in box)
+        data = np.asarray(self.data[:, y0:y1, x0:x1])
+        return data, validity(data, self.nodata)
+
+
+def array_raster(da, nodata=None) -> ArrayRaster:
+    """``da`` as a raster source (see :class:`ArrayRaster`)."""
+    info = array_info(da, nodata)
+    return ArrayRaster(**{f.name: getattr(info, f.name) for f in dataclasses.fields(RasterInfo)}, data=as3d(da))
 
 
 def _transform(da, ydim, xdim):
@@ -110,23 +146,6 @@ def as3d(da):
         raise InputError(f"the accessor takes (y, x) or (band, y, x) arrays; got dims {da.dims}")
     arr = da.transpose(*other, ydim, xdim).data
     return arr if arr.ndim == 3 else arr[None]
-
-
-def write_band(da, band, path, nodata):
-    """Write one band of ``da`` as a GeoTIFF (or FITS) file for estimation."""
-    arr = np.asarray(as3d(da)[band])
-    if is_fits_array(da):
-        from astropy.io import fits
-        fits.PrimaryHDU(arr.astype(np.float32)).writeto(path)
-        return path
-    import rasterio
-    from affine import Affine
-    info = array_info(da, nodata)
-    with rasterio.open(path, "w", driver="GTiff", width=arr.shape[1], height=arr.shape[0], count=1,
-                       dtype=arr.dtype, crs=info.crs, transform=Affine(*info.transform), nodata=info.nodata,
-                       tiled=arr.shape[0] >= 256 and arr.shape[1] >= 256) as ds:
-        ds.write(arr, 1)
-    return path
 
 
 def spatial_vars(ds):

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from rastalign._kernels.blocks import block_mean
+from rastalign._kernels.pixels import validity
 from rastalign.io.raster import open_dataset, read_window
 
 STRIP_BYTES = 64 * 2 ** 20
@@ -41,7 +42,7 @@ def read_proxies(*requests):
     rasters share the workers, so one raster's last strips overlap the next one's first."""
     import dask
 
-    task = dask.delayed(proxy_strip, pure=True)
+    task, array_task = dask.delayed(proxy_strip, pure=True), dask.delayed(array_strip, pure=True)
     strips = []
     for info, band, factor, nodata, box in requests:
         by0, by1, bx0, bx1 = box if box is not None else (0, info.shape[0], 0, info.shape[1])
@@ -49,6 +50,10 @@ def read_proxies(*requests):
         overview = None if level is None else (level, tuple(info.shape))
         row_bytes = (bx1 - bx0) * (np.dtype(info.dtype).itemsize + 2)
         rows = strip_rows(by0, by1, factor, info.block_rows, STRIP_BYTES // max(row_bytes, 1))
+        if getattr(info, "data", None) is not None:  # an array: its slices are the tasks' arguments
+            strips.append([array_task(info.pixels(band, (y0, y1, bx0, bx1)), factor, info.nodata_or(nodata))
+                           for y0, y1 in rows])
+            continue
         strips.append([task(str(info.path), band, (y0, y1, bx0, bx1), factor, nodata, overview) for y0, y1 in rows])
     return [(np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts])) for parts in dask.compute(*strips)]
 
@@ -110,9 +115,19 @@ def proxy_strip(path, band, box, factor, nodata, overview=None):
     if overview is not None:
         return _from_overview(path, band, box, factor, *overview)
     data, ok = read_window(path, box, bands=[band + 1], nodata=nodata)
+    return _decimated(data[0], ok, factor)
+
+
+def array_strip(pixels, factor, nodata):
+    """One strip of :func:`read_proxy` from an array's pixels (2-D), invalid where NaN/Inf or ``nodata``."""
+    pixels = np.asarray(pixels)
+    return _decimated(pixels, validity(pixels[None], nodata), factor)
+
+
+def _decimated(data, ok, factor):
     if factor == 1:
-        return data[0].astype(np.float32), ok
-    return block_mean(data[0], ok, factor)
+        return data.astype(np.float32), ok
+    return block_mean(data, ok, factor)
 
 
 def _from_overview(path, band, box, factor, level, shape):

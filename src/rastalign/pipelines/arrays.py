@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 
 import numpy as np
 
-from rastalign.io.arrays import array_grid, array_info, as3d, as_array, dims, file_backed, is_fits_array, on_grid, source, \
-    spatial_vars, write_band
+from rastalign.io.arrays import array_grid, array_info, array_raster, as3d, as_array, dims, file_backed, \
+    is_fits_array, on_grid, source, spatial_vars
 from rastalign.errors import InputError
 from rastalign.geometry.grids import Grid, output_grid
 from rastalign.model.rebase import rebase, rebase_recorded
@@ -78,8 +76,7 @@ def estimate(moving, reference, evidence=False, **options):
     fits = is_fits_array(moving)
     est_o, warp_p, rest = _split(fits, options)
     mov, ref = array_info(moving), array_info(reference)
-    with tempfile.TemporaryDirectory(prefix="rastalign_acc_") as tmp:
-        model, ev = (_estimate_fits if fits else _estimate_raster)(moving, reference, est_o, tmp)
+    model, ev = (_estimate_fits if fits else _estimate_raster)(moving, reference, est_o)
     solve, extra = ref.grid, {}
     if fits:
         on_moving = warp_p.output_on_moving_grid
@@ -102,36 +99,28 @@ def estimate(moving, reference, evidence=False, **options):
     return (model, ev) if evidence else model
 
 
-def _estimate_raster(moving, reference, est_p, tmp):
+def _estimate_raster(moving, reference, est_p):
+    """The pair's estimation on each array's file when it still holds that file's pixels (its overviews and
+    tiles serve the proxies), else on the array itself (no file is written)."""
     from rastalign.pipelines.pair import estimate as _estimate
-    paths, bands = [], {}
-    for role, da, band, nd in (("moving", moving, est_p.moving_band, est_p.moving_nodata),
-                               ("fixed", reference, est_p.fixed_band, est_p.fixed_nodata)):
-        info = array_info(da)
-        path = file_backed(da, info)
-        if path is None:
-            if not 0 <= band < info.count:
-                raise InputError(f"{role} band index {band} is out of range (indexes are 0-based)")
-            path = write_band(da, band, os.path.join(tmp, f"{role}.tif"), nd)
-            bands[f"{role}_band_index"] = 0
-        paths.append(path)
-    est = _estimate(paths[0], paths[1], dataclasses.replace(est_p, **bands))
+
+    inputs = [file_backed(da, array_info(da)) or array_raster(da) for da in (moving, reference)]
+    est = _estimate(inputs[0], inputs[1], est_p)
     return est.model, est
 
 
-def _estimate_fits(moving, reference, o, tmp):
+def _estimate_fits(moving, reference, o):
+    """The star fit on each array's file (and HDU) when it still holds that file's pixels, else on the array
+    itself (no file is written)."""
     from rastalign.pipelines.fits_pair import estimate_fits
-    o, paths = dict(o), []
+
+    o, frames = dict(o), []
     for role, da in (("source", moving), ("template", reference)):
         path = file_backed(da, array_info(da))
-        if path is None:
-            path = write_band(da, 0, os.path.join(tmp, f"{role}.fits"), None)
-            o[f"{role}_ext"] = 0
-        else:
+        if path is not None:
             o.setdefault(f"{role}_ext", da.attrs.get("rastalign_ext"))
-        paths.append(path)
-    return estimate_fits(paths[0], paths[1], **o)
-
+        frames.append(path or array_raster(da))
+    return estimate_fits(frames[0], frames[1], **o)
 
 def apply(moving, model, grid=None, reference=None, **options):
     """Warp ``moving`` (DataArray) with ``model`` onto ``grid`` (a DataArray on the output grid, or None:

@@ -30,6 +30,23 @@ def _detections_from_file(path, info, o, name):
                   sep_thresh=float(o["sep_thresh"]), name=f"{name} {path}", processes=not is_url(path))
 
 
+def _frame_stars(frame, ext, o, name):
+    """``(info, detections)`` of a FITS file's image HDU, or of an array source (its first band, read as a
+    FITS frame is: float32, NaN where invalid; nothing written)."""
+    from rastalign.io.fits import inspect_fits
+
+    if getattr(frame, "data", None) is None:
+        info = inspect_fits(frame, ext)
+        return info, _detections_from_file(frame, info, o, name)
+
+    def read(box):
+        data, valid = frame.read(box)
+        data = data[:1].astype(np.float32)
+        data[0][~valid] = np.nan
+        return data, valid
+    return frame, detect(read, frame.shape, sep_thresh=float(o["sep_thresh"]), name=f"{name} array")
+
+
 def catalogue(path):
     """The detections of a SExtractor catalogue file, in the normal form (0-based pixels)."""
     return as_detections(read_sextractor(path), name=f"catalogue {path}")
@@ -41,17 +58,17 @@ def template_stars(template_path=None, template_ext=None, template_cat=None, **o
     from rastalign.io.fits import inspect_fits
 
     o = star_options({k: v for k, v in opts.items() if k in DEFAULTS})
-    tinfo = None if template_path is None else inspect_fits(template_path, template_ext)
     if template_cat is not None:
-        return tinfo, catalogue(template_cat)
+        return None if template_path is None else inspect_fits(template_path, template_ext), catalogue(template_cat)
     if template_path is None:
         raise InputError("a template is needed: a template FITS (-tf) or a template catalogue (-tc)")
-    return tinfo, _detections_from_file(template_path, tinfo, o, "template")
+    return _frame_stars(template_path, template_ext, o, "template")
 
 
 def estimate_fits(source_path, template_path=None, source_ext=None, template_ext=None, source_cat=None,
                   template_cat=None, template=None, **opts):
-    """Fit the model that aligns a FITS source onto a FITS template (or a template catalogue).
+    """Fit the model that aligns a FITS source onto a FITS template (or a template catalogue). The source and
+    the template may be array sources (:func:`rastalign.io.arrays.array_raster`) instead of files.
 
     ``template``: the template's ``(info, detections)`` from :func:`template_stars`, found once for a stack.
     Returns ``(AlignmentModel, evidence)``; ``evidence["stats"]`` holds the fit statistics and
@@ -60,11 +77,10 @@ def estimate_fits(source_path, template_path=None, source_ext=None, template_ext
     from rastalign.io.fits import inspect_fits
 
     o = star_options({k: v for k, v in opts.items() if k in DEFAULTS})
-    sinfo = inspect_fits(source_path, source_ext)
     if source_cat is not None:
-        sdet = catalogue(source_cat)
+        sinfo, sdet = inspect_fits(source_path, source_ext), catalogue(source_cat)
     else:
-        sdet = _detections_from_file(source_path, sinfo, o, "source")
+        sinfo, sdet = _frame_stars(source_path, source_ext, o, "source")
     tinfo, tdet = template or template_stars(template_path, template_ext, template_cat, **opts)
     tshape = tinfo.shape if tinfo is not None else sinfo.shape
     model, ev = fit_detections(sdet, tdet, sinfo.shape, tshape, **o)

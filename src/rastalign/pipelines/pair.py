@@ -87,6 +87,9 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
              fixed_proxy=None, **options) -> Estimate:
     """Estimate the model mapping fixed pixels to moving pixels.
 
+    Each input is a raster's path or URL, or an array source (:func:`rastalign.io.arrays.array_raster`), whose
+    proxies and native windows are slices computed by the scheduler's workers.
+
     ``fixed_info`` (the fixed image's :class:`RasterInfo`) and ``fixed_proxy`` (a
     :class:`~rastalign.io.proxy.SharedProxy` of it) let a stack inspect and decimate its reference once.
     Raises :class:`InputError`, :class:`OverlapError` or :class:`AlignmentError` (with a
@@ -100,16 +103,13 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
 
 
 def _estimate(moving_image_path, fixed_image_path, params, fixed_info, fixed_proxy):
-    from rastalign.io.paths import absolute_path
     from rastalign.io.proxy import decimation_factor, read_proxies
     from rastalign.pipelines.refine import refine_native
     from rastalign.tiepoints.pyramid import build_levels, fit_model, solve
 
     t0 = time.perf_counter()
-    # the proxies and the native windows are read by tasks, which may run in other folders
-    moving_image_path, fixed_image_path = absolute_path(moving_image_path), absolute_path(fixed_image_path)
-    mov = inspect_raster(moving_image_path)
-    fix = fixed_info or inspect_raster(fixed_image_path)
+    mov, moving_image_path = _source(moving_image_path)
+    fix, fixed_image_path = _source(fixed_image_path, fixed_info)
     check_crs(mov, fix)
     check_band(mov, params.moving_band, "moving")
     check_band(fix, params.fixed_band, "fixed")
@@ -184,7 +184,7 @@ def _estimate(moving_image_path, fixed_image_path, params, fixed_info, fixed_pro
             "resolutions": {"fixed": fix.resolution, "moving": mov.resolution,
                             "solve": max(ff * fix.resolution, fm * mov.resolution), "moving_px_per_fixed_px": ratio},
             "crs_relation_fit_error_px": crs_fit_err,
-            "inputs": {"fixed": str(fixed_image_path), "fixed_band": params.fixed_band,
+            "inputs": {"fixed": str(fix.path or "an array"), "fixed_band": params.fixed_band,
                        "fixed_shape": list(fix.shape), "moving_shape": list(mov.shape)},
             "levels": result.levels, "field": field_info, "native_refinement": bool(refine),
             "timings_s": {"proxies": t1 - t0, "solve": t2 - t1}}
@@ -196,6 +196,18 @@ def _estimate(moving_image_path, fixed_image_path, params, fixed_info, fixed_pro
         err.estimate = Estimate(model, tp, quality, info)  # the evidence, for the report the user asked for
         raise err
     return Estimate(model, tp, quality, info)
+
+
+def _source(path_or_array, info=None):
+    """``(info, source)`` of an input: an array source is both; a path is inspected (unless ``info`` is given),
+    and made absolute since the proxies and the native windows are read by tasks, which may run in other
+    folders."""
+    if getattr(path_or_array, "data", None) is not None:
+        return path_or_array, path_or_array
+    from rastalign.io.paths import absolute_path
+
+    path = absolute_path(path_or_array)
+    return info or inspect_raster(path), path
 
 
 def _grid_relation(mov, fix, fbox):

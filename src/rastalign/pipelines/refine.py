@@ -8,6 +8,7 @@ import logging
 import dask
 import numpy as np
 
+from rastalign._kernels.pixels import validity
 from rastalign.io.raster import open_dataset, read_window
 from rastalign.runtime.scheduler import parallelism
 from rastalign.tiepoints.pyramid import TiePoints
@@ -16,33 +17,52 @@ from rastalign.tiepoints.refine import measure_window, pick_tiles, tile_windows,
 log = logging.getLogger(__name__)
 
 
-def _read_union(datasets, path, boxes, band, nodata):
-    """One read of the box covering ``boxes`` (through the task's open dataset of ``path``):
-    ``crop(box) -> (data, valid)`` of any of them."""
-    if path not in datasets:
-        datasets[path] = open_dataset(path)
-    y0, x0 = min(b[0] for b in boxes), min(b[2] for b in boxes)
-    y1, x1 = max(b[1] for b in boxes), max(b[3] for b in boxes)
-    data, valid = read_window(path, (y0, y1, x0, x1), bands=[band + 1], nodata=nodata, dataset=datasets[path])
+def _union(boxes):
+    return (min(b[0] for b in boxes), max(b[1] for b in boxes), min(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def _piece(source, band, nodata, box):
+    """What a task needs for the pixels of ``box``: a file's window, read in the task (``(path, band, nodata,
+    box)``), or an array's slice, which dask computes into the task's argument (``(pixels, nodata, box)``)."""
+    if getattr(source, "data", None) is not None:
+        return source.pixels(band, box), source.nodata_or(nodata), box
+    return str(source), band, nodata, box
+
+
+def _crop(piece, datasets):
+    """``crop(box) -> (data, valid)`` over the piece's box, for any box inside it (the files stay open in
+    ``datasets`` for the task's other tiles)."""
+    if isinstance(piece[0], str):
+        path, band, nodata, box = piece
+        if path not in datasets:
+            datasets[path] = open_dataset(path)
+        data, valid = read_window(path, box, bands=[band + 1], nodata=nodata, dataset=datasets[path])
+        data = data[0]
+    else:
+        pixels, nodata, box = piece
+        data = np.asarray(pixels)
+        valid = validity(data[None], nodata)
+    y0, _, x0, _ = box
 
     def crop(b):
         rows, cols = slice(b[0] - y0, b[1] - y0), slice(b[2] - x0, b[3] - x0)
-        return data[0, rows, cols], valid[rows, cols]
+        return data[rows, cols], valid[rows, cols]
     return crop
 
 
-def _tiles(tiles, model, fixed_path, moving_path, fband, mband, fnodata, mnodata, fshape, mshape, window,
-           use_edges):
-    """Refine the windows of each tile in ``tiles`` (a list of centre arrays, one per file tile): one task of
-    the active scheduler. Each input is read once per tile, over the box all its windows need."""
+def _split(items, n):
+    """``items`` in at most ``n`` consecutive groups of near-equal size."""
+    n = max(1, min(len(items), n))
+    return [items[len(items) * i // n:len(items) * (i + 1) // n] for i in range(n)] if items else []
+
+
+def _tiles(tiles, model, window, use_edges):
+    """Refine the windows of each tile of ``tiles`` (``(boxes, fixed piece, moving piece)`` each: one file
+    tile's windows and the pixels that cover them, see :func:`_piece`): one task of the active scheduler."""
     out, datasets = [], {}
     try:
-        for points in tiles:
-            boxes = [b for b in (window_boxes(p, model, window, fshape, mshape) for p in points) if b is not None]
-            if not boxes:
-                continue
-            fixed = _read_union(datasets, fixed_path, [b[1] for b in boxes], fband, fnodata)
-            moving = _read_union(datasets, moving_path, [b[2] for b in boxes], mband, mnodata)
+        for boxes, fixed_piece, moving_piece in tiles:
+            fixed, moving = _crop(fixed_piece, datasets), _crop(moving_piece, datasets)
             out += [measure_window(b, fixed, moving, model, window, use_edges) for b in boxes]
     finally:
         for ds in datasets.values():
@@ -50,21 +70,25 @@ def _tiles(tiles, model, fixed_path, moving_path, fband, mband, fnodata, mnodata
     return out
 
 
-def refine_native(model, tp: TiePoints, fixed_path, moving_path, fband, mband, fnodata, mnodata, fshape, mshape,
+def refine_native(model, tp: TiePoints, fixed, moving, fband, mband, fnodata, mnodata, fshape, mshape,
                   use_edges=True, window=64, n_max=256) -> TiePoints:
     """Tie points measured at native resolution in about ``n_max`` windows, a few in each of the well-spread
-    file tiles that hold the best inlier tie points (:func:`pick_tiles`, :func:`tile_windows`)."""
+    file tiles that hold the best inlier tie points (:func:`pick_tiles`, :func:`tile_windows`). ``fixed`` and
+    ``moving``: file paths, or :class:`~rastalign.io.arrays.ArrayRaster` sources."""
     inl = tp.inlier if tp.inlier is not None else np.ones(len(tp), bool)
     idx = np.nonzero(inl)[0]
     if len(idx) == 0:
         return tp
     chosen = tile_windows(pick_tiles(tp.fixed[idx], tp.weight[idx], window, fshape), n_max, window)
-    args = (model, str(fixed_path), str(moving_path), fband, mband, fnodata, mnodata, fshape, mshape, window,
-            use_edges)
-    # tiles in pick_tiles' order, a few per task
-    groups = [list(g) for g in np.array_split(chosen, min(len(chosen), 4 * parallelism())) if len(g)]
+    tiles = []
+    for points in chosen:  # in pick_tiles' order; each input is read once per tile, over all its windows
+        boxes = [b for b in (window_boxes(p, model, window, fshape, mshape) for p in points) if b is not None]
+        if boxes:
+            tiles.append((boxes, _piece(fixed, fband, fnodata, _union([b[1] for b in boxes])),
+                          _piece(moving, mband, mnodata, _union([b[2] for b in boxes]))))
+    groups = [list(g) for g in _split(tiles, 4 * parallelism())]  # a few tiles per task
     task = dask.delayed(_tiles, pure=True)
-    done = dask.compute(*[task(g, *args) for g in groups])
+    done = dask.compute(*[task(g, model, window, use_edges) for g in groups])
     res = [r for part in done for r in part if r is not None]
     if not res:
         return tp
