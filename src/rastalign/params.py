@@ -229,7 +229,7 @@ def split_options(options: dict) -> Tuple[EstimateParams, WarpParams, dict]:
     est_names = {f.name for f in dataclasses.fields(EstimateParams)}
     warp_names = {f.name for f in dataclasses.fields(WarpParams)}
     rest_names = {"temp_dir", "keep_temp_dir", "model_out", "report_out", "plot", "log_to_console", "like",
-                  "output_crs", "output_resolution", "fixed_info", "fixed_proxy"}
+                  "output_crs", "output_resolution"}
     options = dict(options)
     if "solve_resolution" in options:  # coregix 0.1's singular spelling
         options["solve_resolutions"] = options.pop("solve_resolution")

@@ -12,6 +12,7 @@ clouds masked as nodata and swath edges never look like structure.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -107,6 +108,20 @@ class SharedProxy:
         y0, y1, x0, x1 = box
         rows, cols = slice(y0 // f, -(-y1 // f)), slice(x0 // f, -(-x1 // f))
         return self.img[rows, cols], self.valid[rows, cols]
+
+
+@dataclass(frozen=True)
+class PreparedRaster:
+    """A raster inspected and decimated once, for many estimations against it (a stack's reference): its
+    :class:`~rastalign.io.raster.RasterInfo` and its :class:`SharedProxy`. Given in place of the fixed image's
+    path, every scene's estimation crops the shared proxy instead of reading the reference again."""
+
+    info: object
+    proxy: SharedProxy
+
+    @property
+    def path(self) -> str:
+        return str(self.info.path)
 
 
 def proxy_strip(path, band, box, factor, nodata, overview=None):

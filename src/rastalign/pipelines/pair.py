@@ -83,33 +83,32 @@ def _quality(tp: TiePoints, model, params: EstimateParams, solve_px: float, movi
     return q
 
 
-def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParams] = None, fixed_info=None,
-             fixed_proxy=None, **options) -> Estimate:
+def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParams] = None, **options) -> Estimate:
     """Estimate the model mapping fixed pixels to moving pixels.
 
     Each input is a raster's path or URL, or an array source (:func:`rastalign.io.arrays.array_raster`), whose
     proxies and native windows are slices computed by the scheduler's workers.
 
-    ``fixed_info`` (the fixed image's :class:`RasterInfo`) and ``fixed_proxy`` (a
-    :class:`~rastalign.io.proxy.SharedProxy` of it) let a stack inspect and decimate its reference once.
+    The fixed image may also be a :class:`~rastalign.io.proxy.PreparedRaster`: a stack's reference,
+    inspected and decimated once.
     Raises :class:`InputError`, :class:`OverlapError` or :class:`AlignmentError` (with a
     one-line message) when the pair cannot be aligned trustworthily.
     """
     from rastalign.runtime.scheduler import single_threaded_blas
 
     with single_threaded_blas():
-        return _estimate(moving_image_path, fixed_image_path, params or EstimateParams(**options), fixed_info,
-                         fixed_proxy)
+        return _estimate(moving_image_path, fixed_image_path, params or EstimateParams(**options))
 
 
-def _estimate(moving_image_path, fixed_image_path, params, fixed_info, fixed_proxy):
+def _estimate(moving_image_path, fixed_image_path, params):
     from rastalign.io.proxy import decimation_factor, read_proxies
     from rastalign.pipelines.refine import refine_native
     from rastalign.tiepoints.pyramid import build_levels, fit_model, solve
 
     t0 = time.perf_counter()
     mov, moving_image_path = _source(moving_image_path)
-    fix, fixed_image_path = _source(fixed_image_path, fixed_info)
+    fixed_proxy = getattr(fixed_image_path, "proxy", None)
+    fix, fixed_image_path = _source(fixed_image_path)
     check_crs(mov, fix)
     check_band(mov, params.moving_band, "moving")
     check_band(fix, params.fixed_band, "fixed")
@@ -198,16 +197,21 @@ def _estimate(moving_image_path, fixed_image_path, params, fixed_info, fixed_pro
     return Estimate(model, tp, quality, info)
 
 
-def _source(path_or_array, info=None):
-    """``(info, source)`` of an input: an array source is both; a path is inspected (unless ``info`` is given),
-    and made absolute since the proxies and the native windows are read by tasks, which may run in other
-    folders."""
-    if getattr(path_or_array, "data", None) is not None:
-        return path_or_array, path_or_array
+def _source(source):
+    """``(info, source)`` of an input: an array source is both; a prepared raster holds its info, an inspected
+    one is its info, a path is inspected; a file is read by tasks, which may run in other folders, through its
+    absolute path."""
+    if getattr(source, "data", None) is not None:
+        return source, source
     from rastalign.io.paths import absolute_path
 
-    path = absolute_path(path_or_array)
-    return info or inspect_raster(path), path
+    if getattr(source, "proxy", None) is not None:
+        info = source.info
+    elif getattr(source, "grid", None) is not None:
+        info = source
+    else:
+        info = inspect_raster(absolute_path(source))
+    return info, absolute_path(info.path)
 
 
 def _grid_relation(mov, fix, fbox):
@@ -319,14 +323,16 @@ def fits_dtype(dtype):
 def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **options) -> AlignmentResult:
     """Estimate the model, warp every band of the moving image and write it; see :mod:`rastalign.params`.
 
-    Extra options: ``temp_dir``, ``keep_temp_dir``, ``model_out``, ``report_out``, ``plot``; and a stack's
-    shared reference, ``fixed_info`` and ``fixed_proxy`` (see :func:`estimate`).
+    Extra options: ``temp_dir``, ``keep_temp_dir``, ``model_out``, ``report_out``, ``plot``. The fixed image may
+    be a :class:`~rastalign.io.proxy.PreparedRaster` (a stack's reference, inspected and decimated once).
     """
     from rastalign.runtime.progress import run_progress
     from rastalign.runtime.scheduler import use_scheduler
 
     t0 = time.perf_counter()
     est_p, warp_p, rest = split_options(options)
+    prepared = fixed_image_path if getattr(fixed_image_path, "proxy", None) is not None else None
+    fixed_image_path = prepared.path if prepared is not None else fixed_image_path
     if warp_p.correction == "georef":
         from rastalign.sinks.georef import check_georef_output
 
@@ -349,16 +355,18 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
     check_crs_option(rest.get("output_crs"))
     # the headers too are read where the tasks run: a remote cluster's workers may see files this process cannot
     with use_scheduler(warp_p.scheduler, warp_p.n_workers, warp_p.threads_per_worker), run_progress(warp_p.progress):
-        return _align(moving_image_path, fixed_image_path, output_image_path, out, model_out, est_p, warp_p, rest, t0)
+        return _align(moving_image_path, prepared or fixed_image_path, output_image_path, out, model_out, est_p,
+                      warp_p, rest, t0)
 
 
-def _align(moving_image_path, fixed_image_path, output_image_path, out, model_out, est_p, warp_p, rest, t0):
+def _align(moving_image_path, fixed, output_image_path, out, model_out, est_p, warp_p, rest, t0):
     """The body of :func:`align_image_pair`, on its scheduler; ``out`` is the checked output path."""
     from rastalign.runtime.progress import stage
     from rastalign.pipelines.report import build_report, write_report
 
     mov = inspect_raster(moving_image_path)
-    fix = rest.get("fixed_info") or inspect_raster(fixed_image_path)
+    prepared = getattr(fixed, "proxy", None) is not None
+    fix = fixed.info if prepared else inspect_raster(fixed)
     check_crs(mov, fix)  # before the output grid relates them
     like = inspect_raster(rest["like"]) if rest.get("like") else None
     grid = output_grid(mov, fix, warp_p.output_on_moving_grid, est_p.clip_fixed_to_moving, like,
@@ -368,7 +376,7 @@ def _align(moving_image_path, fixed_image_path, output_image_path, out, model_ou
     try:
         stage("estimate")
         try:
-            est = estimate(moving_image_path, fixed_image_path, est_p, fix, rest.get("fixed_proxy"))
+            est = estimate(moving_image_path, fixed if prepared else fix, est_p)
         except QualityError as exc:
             raise _failed(exc, mov, fix, grid, work, keep, rest) from None
         model, rebase_err = rebase(est.model, grid, fix)

@@ -312,7 +312,7 @@ def _share_reference(kind, reference_path, options):
         return {"template": template_stars(reference_path, options.get("template_ext"), **options)}
     from rastalign.io.raster import inspect_raster
     from rastalign.params import split_options
-    from rastalign.io.proxy import SharedProxy, decimation_factor
+    from rastalign.io.proxy import PreparedRaster, SharedProxy, decimation_factor
 
     est, _, _ = split_options(options)
     info = inspect_raster(absolute_path(reference_path))
@@ -322,8 +322,7 @@ def _share_reference(kind, reference_path, options):
     from rastalign.geometry.grids import check_band
 
     check_band(info, est.fixed_band, "reference")
-    proxy = SharedProxy(info, est.fixed_band, factor, est.fixed_nodata)
-    return {"fixed_info": info, "fixed_proxy": proxy}
+    return {"reference": PreparedRaster(info, SharedProxy(info, est.fixed_band, factor, est.fixed_nodata))}
 
 
 def _row(moving, out, status="ok", error="", exit_code=0) -> dict:
@@ -362,8 +361,8 @@ def _one_scene(kind, moving, reference, out, shared, options, replace) -> dict:
         else:
             from rastalign.pipelines.pair import align_image_pair
 
-            res = align_image_pair(moving, reference, out, overwrite=replace, scheduler="current", progress=False,
-                                   model_out=out + ".model.json", **shared, **options)
+            res = align_image_pair(moving, shared["reference"], out, overwrite=replace, scheduler="current",
+                                   progress=False, model_out=out + ".model.json", **options)
             row.update(raster_row(res))
     except Exception as exc:  # noqa: BLE001 - every failure is the scene's row
         row = _failure(moving, out, exc)
