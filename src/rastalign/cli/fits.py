@@ -142,9 +142,8 @@ def _align(prog, args, **fixed):
     options = {POSITIONAL.get(k, k): v for k, v in vars(args).items() if k != "verbose"}
 
     def go():
-        summary = align_fits(**options, **fixed)
+        summary = align_fits(**options, **fixed).summary()
         log_stats(summary["stats"], logging.getLogger("rastalign.tiepoints.stars"))
-        summary.pop("model", None)
         return summary
     return run(prog, go, args.verbose)
 

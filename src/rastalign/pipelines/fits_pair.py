@@ -13,6 +13,7 @@ import numpy as np
 
 from rastalign.errors import InputError
 from rastalign.io.catalogs import read_sextractor
+from rastalign.pipelines.result import AlignmentResult
 from rastalign.sinks.models import save_model
 from rastalign.tiepoints.detections import as_detections
 from rastalign.tiepoints.detect import detect
@@ -96,7 +97,8 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
     sky instead (:mod:`rastalign.sinks.wcs`).
 
     Options are spalipy's (``n_det``, ``n_quad_det``, ... ``cval``) plus ``source_ext``,
-    ``template_ext``, ``source_cat``, ``template_cat``. Returns a JSON-able summary.
+    ``template_ext``, ``source_cat``, ``template_cat``. Returns the :class:`AlignmentResult` (its
+    ``summary()`` is what ``align-fits`` prints; ``wcs`` there describes a WCS correction).
     """
     from rastalign.sinks.atomic import check_distinct_outputs, check_output_path
     from rastalign.io.fits import resolve_ext
@@ -151,14 +153,26 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
                             mask=write_mask or source_mask_ext is not None)
     if model_out:
         save_model(model, model_out)
-    st = ev["stats"]
-    return {"output_image_path": str(output_path), "model_path": str(model_out) if model_out else None,
-            "output_shape": list(model.output_shape), "source_shape": list(sinfo.shape),
-            "quality": {"n_tie_points": st["n_matched"], "n_inliers": st["n_inliers"], "rms_residual_px": st["rms_px"],
-                        "median_residual_px": st["median_residual_px"]},
-            "stats": st, "model": model.to_dict(), "valid_pixels": wstats["valid_pixels"],
-            "timings_s": {"estimate": round(t_est, 3), "warp_write": round(wstats["warp_write_s"], 3),
-                          "total": round(time.perf_counter() - t0, 3)}}
+    return _result(output_path, model_out, model, ev, t0, t_est, wstats["warp_write_s"],
+                   {"output_shape": list(model.output_shape), "valid_pixels": wstats["valid_pixels"]})
+
+
+def _result(output_path, model_out, model, ev, t0, t_est, t_write, extra) -> AlignmentResult:
+    """The FITS pair's :class:`AlignmentResult`: the matched stars as its tie points, the plain correction in
+    template pixels; the summary adds the fit statistics and the source's shape."""
+    from rastalign.geometry.grids import Grid
+    from rastalign.pipelines.report import plain_correction
+
+    st, source_shape = ev["stats"], tuple(ev["source_info"].shape)
+    quality = {"n_tie_points": st["n_matched"], "n_inliers": st["n_inliers"], "rms_residual_px": st["rms_px"],
+               "median_residual_px": st["median_residual_px"]}
+    timings = {"estimate_s": round(t_est, 3), "warp_write_s": round(t_write, 3),
+               "total_s": round(time.perf_counter() - t0, 3)}
+    report = {"correction": plain_correction(model, Grid.pixel_frame(source_shape),
+                                             Grid.pixel_frame(model.output_shape)), "timings_s": timings}
+    extra = {"source_shape": list(source_shape), **extra, "stats": st, "timings_s": timings}
+    return AlignmentResult(str(output_path), None, str(model_out) if model_out else None, model, quality, report,
+                           extra)
 
 
 def _write_wcs_correction(source_path, output_path, template_path, model, ev, model_out, t0, t_est):
@@ -170,12 +184,6 @@ def _write_wcs_correction(source_path, output_path, template_path, model, ev, mo
     stats = write_wcs(source_path, int(sinfo.ext), output_path, wcs, info, template_path)
     if model_out:
         save_model(model, model_out)
-    st = ev["stats"]
-    return {"output_image_path": str(output_path), "model_path": str(model_out) if model_out else None,
-            "correction": "wcs", "output_shape": list(sinfo.shape), "source_shape": list(sinfo.shape),
-            "quality": {"n_tie_points": st["n_matched"], "n_inliers": st["n_inliers"], "rms_residual_px": st["rms_px"],
-                        "median_residual_px": st["median_residual_px"]},
-            "wcs": {k: stats[k] for k in ("sip_order", "max_error_px", "sky_max_error_px", "inverse_max_error_px")},
-            "stats": st, "model": model.to_dict(),
-            "timings_s": {"estimate": round(t_est, 3), "warp_write": round(time.perf_counter() - t1, 3),
-                          "total": round(time.perf_counter() - t0, 3)}}
+    wcs_block = {k: stats[k] for k in ("sip_order", "max_error_px", "sky_max_error_px", "inverse_max_error_px")}
+    return _result(output_path, model_out, model, ev, t0, t_est, time.perf_counter() - t1,
+                   {"output_shape": list(sinfo.shape), "wcs": wcs_block})

@@ -25,6 +25,7 @@ from rastalign.sinks.atomic import check_distinct_outputs, check_output_path
 from rastalign.io.raster import RasterInfo, inspect_raster
 from rastalign.geometry.affine import invert_affine
 from rastalign.model.model import AlignmentModel
+from rastalign.pipelines.result import AlignmentResult
 from rastalign.sinks.models import save_model
 from rastalign.params import EstimateParams, WarpParams, output_format_for, split_options
 
@@ -42,23 +43,6 @@ class Estimate:
     tiepoints: TiePoints
     quality: dict
     info: dict = field(default_factory=dict)
-
-
-@dataclass
-class AlignmentResult:
-    output_image_path: Optional[str]
-    temp_dir: Optional[str]
-    model_path: Optional[str]
-    model: AlignmentModel
-    quality: dict
-    report: dict = field(default_factory=dict)
-
-    def summary(self) -> dict:
-        out = {"output_image_path": self.output_image_path, "temp_dir": self.temp_dir,
-               "model_path": self.model_path, "correction": self.report.get("correction"), "quality": self.quality}
-        if (self.report.get("output") or {}).get("georeference"):  # --correction georef: what holds the model
-            out["georeference"] = self.report["output"]["georeference"]
-        return out
 
 
 def _quality(tp: TiePoints, model, params: EstimateParams, solve_px: float, moving_px: float) -> dict:
@@ -396,8 +380,9 @@ def _align(moving_image_path, fixed, output_image_path, out, model_out, est_p, w
                                "total_s": time.perf_counter() - t0})
         save_model(model, model_out)
         write_report(report, est, work, rest.get("report_out"), rest.get("plot"))
+        georef = (report.get("output") or {}).get("georeference")  # --correction georef: what holds the model
         return AlignmentResult(str(output_image_path), str(work) if keep else None, str(model_out), model,
-                               est.quality, report)
+                               est.quality, report, {"georeference": georef} if georef else {})
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -347,7 +347,7 @@ def _failure(moving, out, exc) -> dict:
 
 def _one_scene(kind, moving, reference, out, shared, options, replace) -> dict:
     """Align one scene; a failure becomes its row (status, one-line error, exit status), never an exception."""
-    from rastalign.pipelines.stack_report import fits_row, raster_row
+    from rastalign.pipelines.stack_report import arcsec_shift, scene_row
 
     t0 = time.perf_counter()
     row = _row(moving, out)
@@ -355,15 +355,15 @@ def _one_scene(kind, moving, reference, out, shared, options, replace) -> dict:
         if kind == "fits":
             from rastalign.pipelines.fits_pair import align_fits
 
-            s = align_fits(moving, out, template_path=reference, overwrite=replace, scheduler="current",
-                           model_out=out + ".model.json", **shared, **options)
-            row.update(fits_row(s, shared["template"][0]))
+            res = align_fits(moving, out, template_path=reference, overwrite=replace, scheduler="current",
+                             model_out=out + ".model.json", **shared, **options)
+            row.update(scene_row(res, arcsec_shift(res, shared["template"][0])))
         else:
             from rastalign.pipelines.pair import align_image_pair
 
             res = align_image_pair(moving, shared["reference"], out, overwrite=replace, scheduler="current",
                                    progress=False, model_out=out + ".model.json", **options)
-            row.update(raster_row(res))
+            row.update(scene_row(res))
     except Exception as exc:  # noqa: BLE001 - every failure is the scene's row
         row = _failure(moving, out, exc)
     if row["status"] == "failed":

@@ -1,4 +1,4 @@
-"""A stack's report: the row of each scene (:func:`raster_row`, :func:`fits_row`, :func:`acquired`),
+"""A stack's report: the row of each scene (:func:`scene_row`, :func:`acquired`),
 ``stack_report.json`` and ``.csv`` (a row per scene) and ``stack_report.png`` (shift and RMS per
 scene, in acquisition order when every scene's date is known, failures marked)."""
 from __future__ import annotations
@@ -101,34 +101,27 @@ def plot_stack(rows, path, kind):
 
 # --- the rows ---------------------------------------------------------------------------------
 
-def raster_row(res) -> dict:
+def scene_row(res, shift_crs=None) -> dict:
+    """A scene's figures from its :class:`~rastalign.pipelines.result.AlignmentResult`; ``shift_crs`` replaces
+    the correction's CRS shift (a FITS frame's, in arcsec; None where the template has no WCS)."""
     c, q, t = res.report["correction"], res.quality, res.report["timings_s"]
+    (dx, dy), (sx, sy) = c["shift_px"], c["shift_crs"] if shift_crs is None else shift_crs
     return {"n_tie_points": q["n_tie_points"], "n_inliers": q["n_inliers"], "rms_residual_px": q["rms_residual_px"],
-            "dx_px": c["shift_px"][0], "dy_px": c["shift_px"][1], "dx_crs": c["shift_crs"][0],
-            "dy_crs": c["shift_crs"][1], "rotation_deg": c["rotation_deg"], "scale": c["scale"],
-            "residual_field": q["residual_field"], "residual_field_max_px": c["residual_field_max_px"],
-            "estimate_s": round(t["estimate_s"], 3), "warp_write_s": round(t["warp_write_s"], 3)}
+            "dx_px": dx, "dy_px": dy, "dx_crs": sx, "dy_crs": sy, "rotation_deg": c["rotation_deg"],
+            "scale": c["scale"], "residual_field": res.model.field is not None,
+            "residual_field_max_px": c["residual_field_max_px"], "estimate_s": round(t["estimate_s"], 3),
+            "warp_write_s": round(t["warp_write_s"], 3)}
 
 
-def fits_row(summary, template_info) -> dict:
-    """The plain correction of a FITS frame in template pixels, and in arcsec when the template has a WCS."""
-    from rastalign.geometry.grids import Grid
+def arcsec_shift(res, template_info):
+    """A FITS frame's shift on the sky, arcsec (from the template's CD or PC/CDELT cards), or (None, None)."""
     from rastalign.io.fits_cards import pixel_scale_deg  # from the cards: astropy.wcs costs 0.8 s to load per process
-    from rastalign.model.model import AlignmentModel
-    from rastalign.pipelines.report import plain_correction
 
-    model = AlignmentModel.from_dict(summary["model"])
-    c = plain_correction(model, Grid.pixel_frame(summary["source_shape"]), Grid.pixel_frame(summary["output_shape"]))
     scale = None if template_info is None else pixel_scale_deg(template_info.header)
-    arcsec = None if scale is None else scale * 3600.0
-    q, t = summary["quality"], summary["timings_s"]
-    dx, dy = c["shift_px"]
-    return {"n_tie_points": q["n_tie_points"], "n_inliers": q["n_inliers"], "rms_residual_px": q["rms_residual_px"],
-            "dx_px": dx, "dy_px": dy, "dx_crs": None if arcsec is None else round(dx * arcsec, 4),
-            "dy_crs": None if arcsec is None else round(dy * arcsec, 4), "rotation_deg": c["rotation_deg"],
-            "scale": c["scale"], "residual_field": model.field is not None,
-            "residual_field_max_px": c["residual_field_max_px"], "estimate_s": t["estimate"],
-            "warp_write_s": t["warp_write"]}
+    if scale is None:
+        return None, None
+    dx, dy = res.report["correction"]["shift_px"]
+    return round(dx * scale * 3600.0, 4), round(dy * scale * 3600.0, 4)
 
 
 def acquired(path, kind) -> Optional[str]:
