@@ -221,17 +221,35 @@ def output_format_for(path, given=None) -> str:
     return fmt
 
 
-def split_options(options: dict) -> Tuple[EstimateParams, WarpParams, dict]:
-    """Split a flat ``**options`` dict into (EstimateParams, WarpParams, rest).
+INTERP = {0: "nearest", 1: "bilinear", 2: "bspline", 3: "bspline", 4: "bspline", 5: "bspline"}
+# what each kind takes beside its estimation and warp settings: outputs and where the inputs are
+EXTRA = {"raster": {"temp_dir", "keep_temp_dir", "model_out", "report_out", "plot", "log_to_console", "like",
+                    "output_crs", "output_resolution"},
+         "fits": {"source_ext", "template_ext", "source_cat", "template_cat", "write_mask", "source_mask_ext",
+                  "model_out"}}
 
-    Unknown names raise :class:`InputError` so that a typo never passes silently.
+
+def resampling_for(interp_order):
+    """spalipy's ``interp_order`` (0-5) -> warp kernel name (0 nearest, 1 bilinear, 2-5 prefiltered cubic B-spline)."""
+    try:
+        return INTERP[int(interp_order)]
+    except (KeyError, ValueError, TypeError):
+        raise InputError(f"--interp-order must be an integer 0..5; got {interp_order!r}") from None
+
+
+def split_options(options: dict, kind: str = "raster") -> Tuple[object, WarpParams, dict]:
+    """The one validator of flat ``**options``: ``(estimation settings, WarpParams, rest)``.
+
+    ``kind`` ``"raster"`` gives :class:`EstimateParams`, ``"fits"`` :class:`StarParams` (and the warp's
+    resampling follows ``interp_order`` unless given; ``correction``, resample or wcs, is in the rest).
+    ``rest`` holds the kind's outputs and input extras (:data:`EXTRA`). An unknown name, or one of the other kind, raises :class:`InputError`: a typo never
+    passes silently.
     """
-    est_names = {f.name for f in dataclasses.fields(EstimateParams)}
+    est_cls = StarParams if kind == "fits" else EstimateParams
+    est_names = {f.name for f in dataclasses.fields(est_cls)}
     warp_names = {f.name for f in dataclasses.fields(WarpParams)}
-    rest_names = {"temp_dir", "keep_temp_dir", "model_out", "report_out", "plot", "log_to_console", "like",
-                  "output_crs", "output_resolution"}
     options = dict(options)
-    if "solve_resolution" in options:  # coregix 0.1's singular spelling
+    if "solve_resolution" in options and kind == "raster":  # coregix 0.1's singular spelling
         options["solve_resolutions"] = options.pop("solve_resolution")
     est, warp, rest = {}, {}, {}
     for k, v in options.items():
@@ -239,11 +257,18 @@ def split_options(options: dict) -> Tuple[EstimateParams, WarpParams, dict]:
             est[k] = v
         elif k in warp_names:
             warp[k] = v
-        elif k in rest_names:
+        elif k in EXTRA[kind]:
             rest[k] = v
         else:
-            raise InputError(f"unknown option {k!r}")
-    return EstimateParams(**est), WarpParams(**warp), rest
+            other = "FITS frames" if kind == "fits" else "rasters"
+            raise InputError(f"unknown option {k!r} (for {other})")
+    est_p = est_cls(**est)
+    if kind == "fits":
+        warp.setdefault("resampling", resampling_for(est_p.interp_order))
+        rest["correction"] = warp.pop("correction", "resample")  # FITS frames: resample or wcs (in the rest)
+        if rest["correction"] not in ("resample", "wcs"):
+            raise InputError(f"correction must be resample or wcs for FITS frames; got {rest['correction']!r}")
+    return est_p, WarpParams(**warp), rest
 
 
 def chunk_shape_from_split_factor(shape: Sequence[int], k: int) -> Tuple[int, int]:

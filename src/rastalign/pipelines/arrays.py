@@ -44,21 +44,12 @@ WARP_KEYS = {f.name for f in dataclasses.fields(WarpParams)}
 
 
 def _split(fits, options):
-    """(estimation options, WarpParams, extra) for the kind of array."""
+    """(estimation settings, WarpParams, rest) for the kind of array: the one validator, given the array's own
+    kind (FITS arrays have no nodata: their invalid pixels are NaN)."""
     options = dict(options)
-    if not fits:
-        return split_options(options)
-    from rastalign.tiepoints.stars import DEFAULTS, resampling_for
-    options.pop("moving_nodata", None)  # FITS invalid pixels are NaN
-    if options.pop("correction", "resample") not in ("resample", "wcs"):
-        raise InputError("FITS arrays take correction='resample' or 'wcs'")
-    est = {k: options.pop(k) for k in list(options) if k in DEFAULTS or k in ("source_ext", "template_ext")}
-    warp = {k: options.pop(k) for k in list(options) if k in WARP_KEYS}
-    if "resampling" not in warp:
-        warp["resampling"] = resampling_for(est.get("interp_order", DEFAULTS["interp_order"]))
-    if options:
-        raise InputError(f"unknown option(s) for FITS arrays: {', '.join(sorted(options))}")
-    return est, WarpParams(**warp), {}
+    if fits:
+        options.pop("moving_nodata", None)
+    return split_options(options, "fits" if fits else "raster")
 
 
 def warp_options(options):
@@ -76,7 +67,7 @@ def estimate(moving, reference, evidence=False, **options):
     fits = is_fits_array(moving)
     est_o, warp_p, rest = _split(fits, options)
     mov, ref = array_info(moving), array_info(reference)
-    model, ev = (_estimate_fits if fits else _estimate_raster)(moving, reference, est_o)
+    model, ev = _estimate_fits(moving, reference, est_o, rest) if fits else _estimate_raster(moving, reference, est_o)
     solve, extra = ref.grid, {}
     if fits:
         on_moving = warp_p.output_on_moving_grid
@@ -109,12 +100,13 @@ def _estimate_raster(moving, reference, est_p):
     return est.model, est
 
 
-def _estimate_fits(moving, reference, o):
+def _estimate_fits(moving, reference, star, rest):
     """The star fit on each array's file (and HDU) when it still holds that file's pixels, else on the array
     itself (no file is written)."""
     from rastalign.pipelines.fits_pair import estimate_fits
 
-    o, frames = dict(o), []
+    o = {**dataclasses.asdict(star), **{k: rest[k] for k in ("source_ext", "template_ext") if k in rest}}
+    frames = []
     for role, da in (("source", moving), ("template", reference)):
         path = file_backed(da, array_info(da))
         if path is not None:

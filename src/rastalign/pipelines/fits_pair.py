@@ -17,7 +17,8 @@ from rastalign.pipelines.result import AlignmentResult
 from rastalign.sinks.models import save_model
 from rastalign.tiepoints.detections import as_detections
 from rastalign.tiepoints.detect import detect
-from rastalign.tiepoints.stars import DEFAULTS, star_options, fit_detections, resampling_for
+from rastalign.tiepoints.stars import DEFAULTS, star_options, fit_detections
+from rastalign.params import resampling_for
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from typing import Optional
 
 from rastalign.errors import InputError, OutputError, RastalignError
 from rastalign.io.fits import FITS_SUFFIXES, is_fits_file
+from rastalign.params import split_options
 from rastalign.runtime.pools import BrokenExecutor, as_completed, process_pool, thread_pool
 
 log = logging.getLogger(__name__)
@@ -167,21 +168,6 @@ def _output_shape(out):
     return inspect_raster(out).shape
 
 
-def _check_options(kind, options):
-    """Refuse an option of the other kind (or an unknown one) before any work, in one line."""
-    from rastalign.params import StarParams, split_options
-
-    if kind == "raster":
-        split_options(options)
-        return
-    star = {f for f in StarParams.__dataclass_fields__}
-    extra = {"source_ext", "template_ext", "write_mask", "source_mask_ext", "chunks", "split_factor", "correction"}
-    unknown = sorted(set(options) - star - extra)
-    if unknown:
-        raise InputError(f"option(s) {', '.join(unknown)} do not apply to FITS frames (the reference is FITS)")
-    StarParams.from_options({k: v for k, v in options.items() if k in star})
-
-
 def align_stack(moving_paths, reference_path, output_dir, *, overwrite=False, skip_existing=False,
                 scheduler="threads", n_workers=None, threads_per_worker=None, progress=False, concurrency=None,
                 plot=True, **options) -> StackResult:
@@ -204,7 +190,7 @@ def align_stack(moving_paths, reference_path, output_dir, *, overwrite=False, sk
     reference_path = str(reference_path)
     _check_scenes(paths)
     kind = "fits" if is_fits_file(reference_path) else "raster"
-    _check_options(kind, options)
+    split_options(options, kind)  # an option of the other kind, or unknown, is refused before any work
     wp = WarpParams(scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
                     output_format=options.get("output_format") if kind == "raster" else None)
     output_dir = _prepare_dir(output_dir)
@@ -311,7 +297,6 @@ def _share_reference(kind, reference_path, options):
 
         return {"template": template_stars(reference_path, options.get("template_ext"), **options)}
     from rastalign.io.raster import inspect_raster
-    from rastalign.params import split_options
     from rastalign.io.proxy import PreparedRaster, SharedProxy, decimation_factor
 
     est, _, _ = split_options(options)

@@ -18,7 +18,8 @@ from rastalign.errors import AlignmentError, InputError
 from rastalign.geometry.affine import invert_affine
 from rastalign.tiepoints.detect import detect_array, filter_detections
 from rastalign.tiepoints.quads import quad_hash, subtile_groups
-from rastalign.tiepoints.stars import min_matches, fit_detections, resampling_for
+from rastalign.tiepoints.stars import min_matches, fit_detections
+from rastalign.params import resampling_for
 from rastalign.spalipy.transform import AffineTransform
 
 log = logging.getLogger(__name__)

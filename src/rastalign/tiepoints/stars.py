@@ -28,19 +28,10 @@ MIN_INLIERS = 6  # the quality gate's floor, as the VHR path's --min-inliers def
 FIELD_MIN_MATCHES = 30  # fewer matched stars fit the affine only (6 parameters), never a residual field
 # scipy spline orders, as spalipy uses them: 2-5 all take the prefiltered cubic B-spline, which
 # interpolates star images better than Keys cubic or Lanczos-3 (window-shift 0.0015 vs 0.016 / 0.004 px)
-INTERP = {0: "nearest", 1: "bilinear", 2: "bspline", 3: "bspline", 4: "bspline", 5: "bspline"}
 MATCH_KEYS = ("n_quad_det", "min_quad_sep", "max_match_dist", "min_n_match", "sub_tile", "max_quad_cand",
               "patience_quad_cand", "max_quad_hash_dist", "quad_edge_buffer")
 DEFAULTS = {f.name: getattr(STAR_DEFAULTS, f.name) for f in dataclasses.fields(StarParams)}
 DEFAULTS["min_sep"] = None  # resolved to 2 * max_match_dist by StarParams
-
-
-def resampling_for(interp_order):
-    """spalipy's ``interp_order`` (0-5) -> warp kernel name (0 nearest, 1 bilinear, 2-5 prefiltered cubic B-spline)."""
-    try:
-        return INTERP[int(interp_order)]
-    except (KeyError, ValueError, TypeError):
-        raise InputError(f"--interp-order must be an integer 0..5; got {interp_order!r}") from None
 
 
 def star_options(opts):
