@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                         ".zarr Zarr written by the workers)")
     w.add_argument("--correction", choices=("resample", "georef"), default="resample",
                    help="resample the moving image onto the output grid, or georef: keep its pixels byte for byte "
-                        "and write the corrected geotransform (affine models only)")
+                        "and write the correction as their georeference (a corrected geotransform, or GCPs for a "
+                        "residual field; .tif or .vrt)")
     w.add_argument("--trim-edge-invalid", action=b, default=False,
                    help="set output pixels within --edge-trim-depth of invalid pixels to nodata")
     w.add_argument("--edge-trim-depth", type=int, default=8, help="pixels trimmed by --trim-edge-invalid")

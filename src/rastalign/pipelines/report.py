@@ -30,10 +30,18 @@ def build_report(est, model, stats, mov, fix, grid, est_p, warp_p, timings) -> d
 def plain_correction(model, mov, grid) -> dict:
     """What the alignment does to the moving image, stated plainly (what coregix and AROSICS users read first).
 
-    ``shift_px`` / ``shift_crs``: how far the moving image content moves at the centre of the output grid,
-    ``(dx, dy)`` in moving pixels (x right, y down) and in CRS units; ``rotation_deg`` (counter-clockwise on
-    the map, i.e. with y up) and ``scale`` of the affine part applied to the moving image; and the largest
-    displacement of the residual field (moving pixels) over the output grid, 0 when the model is affine.
+    ``shift_px``: how far the correction moves the moving image's content at the centre ``c`` of the output
+    grid, ``own(c) - model(c)`` (``own(c)``: the moving pixel at the same place as ``c``, through the two
+    georeferences; ``model(c)``: the moving pixel the model samples there), ``(dx, dy)`` in moving pixels,
+    x right, y down. It is the correction, the opposite of the misregistration: ``(+2, 0)`` moves the content
+    2 px to the right. ``shift_crs``: the same displacement in CRS units along the CRS's axes (the moving
+    geotransform's linear part applied to ``shift_px``; east and north on a north-up grid).
+    ``rotation_deg`` (from +x towards +y of the frame: counter-clockwise on a north-up map) and ``scale``
+    of the affine part applied to the moving image; ``residual_field_max_px``: the largest displacement of
+    the residual field (moving pixels) over the output grid, 0 when the model is affine. ``frame`` is
+    ``"CRS"``, or ``"pixels (neither image is georeferenced)"``: then the CRS units are pixels and y points
+    down. Because the shift is taken at one point, rotation included, it can differ from a tool's global
+    (mean or one-window) shift with the same sign convention (see the documentation's Concepts page).
     """
     from rastalign.geometry.grids import pixel_mapping
 
