@@ -64,7 +64,8 @@ def add_parser(sub):
     corr = p._option_string_actions["--correction"]
     corr.choices = ("resample", "georef", "wcs")
     corr.help = ("resample onto the output grid (default), or write the correction without resampling: georef "
-                 "for GeoTIFF scenes (corrected geotransform), wcs for FITS frames (WCS + SIP)")
+                 "for GeoTIFF scenes (a corrected geotransform, or GCPs for a residual field), wcs for FITS frames "
+                 "(WCS + SIP)")
     return p
 
 

@@ -25,7 +25,7 @@ def rebase(model, grid: OutputGrid, fixed, max_err=0.002):
 
 def recorded_grids(model) -> dict:
     """The grids an accessor estimate records in ``model.meta["grids"]``, as ``{"solve", "output", "moving"}
-    -> Grid`` (None where not recorded: a model of the command line records none). Reads the flat layout
+    -> Grid`` (None where not recorded: a model saved before rastalign recorded its grids). Reads the flat layout
     of rastalign 0.1.0 too (``solve_transform``, ``output_transform``, ``moving_transform`` and the solve
     grid's ``crs``; the shapes are the model's own)."""
     g = model.meta.get("grids") or {}

@@ -170,7 +170,8 @@ def _result(output_path, model_out, model, ev, t0, t_est, t_write, extra) -> Ali
     timings = {"estimate_s": round(t_est, 3), "warp_write_s": round(t_write, 3),
                "total_s": round(time.perf_counter() - t0, 3)}
     report = {"correction": plain_correction(model, Grid.pixel_frame(source_shape),
-                                             Grid.pixel_frame(model.output_shape)), "timings_s": timings}
+                                             Grid.pixel_frame(model.output_shape), frame="template pixels"),
+              "timings_s": timings}
     extra = {"source_shape": list(source_shape), **extra, "stats": st, "timings_s": timings}
     return AlignmentResult(str(output_path), None, str(model_out) if model_out else None, model, quality, report,
                            extra)

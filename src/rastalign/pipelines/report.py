@@ -27,7 +27,7 @@ def build_report(est, model, stats, mov, fix, grid, est_p, warp_p, timings) -> d
     }
 
 
-def plain_correction(model, mov, grid) -> dict:
+def plain_correction(model, mov, grid, frame=None) -> dict:
     """What the alignment does to the moving image, stated plainly (what coregix and AROSICS users read first).
 
     ``shift_px``: how far the correction moves the moving image's content at the centre ``c`` of the output
@@ -39,8 +39,8 @@ def plain_correction(model, mov, grid) -> dict:
     ``rotation_deg`` (from +x towards +y of the frame: counter-clockwise on a north-up map) and ``scale``
     of the affine part applied to the moving image; ``residual_field_max_px``: the largest displacement of
     the residual field (moving pixels) over the output grid, 0 when the model is affine. ``frame`` is
-    ``"CRS"``, or ``"pixels (neither image is georeferenced)"``: then the CRS units are pixels and y points
-    down. Because the shift is taken at one point, rotation included, it can differ from a tool's global
+    ``"CRS"``, ``"pixels (neither image is georeferenced)"``, or what the caller names (FITS frames:
+    ``"template pixels"``): then the CRS units are pixels and y points down. Because the shift is taken at one point, rotation included, it can differ from a tool's global
     (mean or one-window) shift with the same sign convention (see the documentation's Concepts page).
     """
     from rastalign.geometry.grids import pixel_mapping
@@ -56,7 +56,8 @@ def plain_correction(model, mov, grid) -> dict:
     a = np.asarray(model.linear)[:, :2]
     m2w = np.asarray(grid.pixel_to_world)[:, :2] @ np.linalg.inv(a) @ np.linalg.inv(lin)
     field_max = model.field_max_px(grid.shape)
-    frame = "pixels (neither image is georeferenced)" if mov.crs is None and grid.crs is None else "CRS"
+    if frame is None:
+        frame = "pixels (neither image is georeferenced)" if mov.crs is None and grid.crs is None else "CRS"
     return {"frame": frame, "shift_px": [round(dx, 4), round(dy, 4)],
             "shift_crs": [round(float(sx), 4), round(float(sy), 4)],
             "rotation_deg": round(float(np.degrees(np.arctan2(m2w[1, 0], m2w[0, 0]))), 5),
