@@ -33,7 +33,7 @@ from rastalign import load_model, save_model
 from rastalign.model.model import AlignmentModel
 from rastalign.testing.pairs import make_pair, write_pair
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "rastalign"
+SRC = Path(__file__).resolve().parents[2] / "src" / "rastalign"
 SETPRIV = shutil.which("setpriv")
 IS_ROOT = os.geteuid() == 0
 

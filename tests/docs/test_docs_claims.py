@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
@@ -178,9 +178,9 @@ def test_the_option_finder_finds_options_and_nothing_else(known):
 
 REFUSAL = re.compile(r"\bnot\s+(?:yet\s+)?supported\b|\bunsupported\b|\brefused\b|\brefuses\b", re.I)
 
-GEOREF_FIELD = "tests/test_georef.py::test_a_field_gcps_cannot_hold_and_unsuitable_outputs_are_refused"
-WCS_NO_TEMPLATE_WCS = "tests/test_wcs_correction.py::test_a_template_without_wcs_is_refused_in_one_line"
-WCS_NO_SIP = "tests/test_docs_claims.py::test_a_model_no_sip_polynomial_reproduces_is_refused"
+GEOREF_FIELD = "tests/sinks/test_georef.py::test_a_field_gcps_cannot_hold_and_unsuitable_outputs_are_refused"
+WCS_NO_TEMPLATE_WCS = "tests/sinks/test_wcs_correction.py::test_a_template_without_wcs_is_refused_in_one_line"
+WCS_NO_SIP = "tests/docs/test_docs_claims.py::test_a_model_no_sip_polynomial_reproduces_is_refused"
 
 # (file, an excerpt of the sentence) -> the tests that prove the refusal it states
 REFUSALS = {
@@ -188,14 +188,14 @@ REFUSALS = {
     ("README.md", "a template without a celestial WCS, or a model no SIP of order <= 5 reproduces to 0.05 px, "
                   "is refused"): [WCS_NO_TEMPLATE_WCS, WCS_NO_SIP],
     ("concepts.md", "`out.png` is refused rather than written as a GeoTIFF"):
-        ["tests/test_sinks.py::test_output_suffix_must_match_the_format[out.png-None]"],
+        ["tests/sinks/test_sinks.py::test_output_suffix_must_match_the_format[out.png-None]"],
     ("concepts.md", "a field the GCPs cannot hold is refused"): [GEOREF_FIELD],
     ("concepts.md", "a template without a celestial WCS, or a model that no SIP polynomial of order <= 5 "
                     "reproduces to 0.05 px, is refused"): [WCS_NO_TEMPLATE_WCS, WCS_NO_SIP],
     ("model-format.md", "anything else is refused as not a model"):
-        ["tests/test_reliability.py::test_malformed_model_json[wrong_format]"],
+        ["tests/pipelines/test_reliability.py::test_malformed_model_json[wrong_format]"],
     ("model-format.md", "a file newer than the reader is refused"):
-        ["tests/test_reliability.py::test_malformed_model_json[future_version]"],
+        ["tests/pipelines/test_reliability.py::test_malformed_model_json[future_version]"],
 }
 
 UNIT_START = re.compile(r"^\s*(?:[-*+] |\d+\. |\||#|!!!)")

@@ -5,7 +5,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # subprocesses, clusters or notebook kernels: outside the inner loop
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
 nbformat = pytest.importorskip("nbformat")
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from rastalign.testing.pairs import scene
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from astropy.wcs import WCS
 from rastalign.cli.fits import main as align_fits_main
 from rastalign.testing.stars import write_star_pair
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 JWST = [DATA / f"jwst_nircam_f200w_a2744_epoch{k}.fits" for k in (1, 2)]
 PIXEL_DEG = 1e-5  # write_star_pair's template pixel size
 

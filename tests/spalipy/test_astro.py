@@ -11,7 +11,7 @@ from rastalign.io.fits import read_fits
 from rastalign.testing.pairs import Truth
 from rastalign.testing.stars import make_star_pair
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 JWST = [DATA / f"jwst_nircam_f200w_a2744_epoch{k}.fits" for k in (1, 2)]
 
 

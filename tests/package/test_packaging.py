@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # PyPI name -> conda-forge name, where they differ (extras become separate packages there)
 CONDA_NAME = {"mkdocstrings": "mkdocstrings-python"}
 IMPLIED = {"dask[distributed]": ["dask", "distributed"]}
