@@ -195,7 +195,7 @@ def test_sextractor_catalogue_is_zero_based(tmp_path):
     p = tmp_path / "c.cat"
     write_sextractor(t, p)
     assert " 11.00000 " in p.read_text()  # 1-based on disk
-    back = as_detections(read_sextractor(p))
+    back = as_detections(read_sextractor(p), origin=1)
     assert np.allclose(back["x"], t["x"]) and np.allclose(back["y"], t["y"]) and list(back["flag"]) == [0, 4]
 
 

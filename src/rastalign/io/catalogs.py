@@ -1,5 +1,6 @@
 """SExtractor catalogues (ASCII_HEAD, FITS, FITS_LDAC) read as columns. SExtractor's ``X_IMAGE/Y_IMAGE``
-are 1-based and are converted here to 0-based pixels (pixel centres at integers)."""
+are 1-based: :func:`rastalign.tiepoints.detections.as_detections` with ``origin=1`` makes them 0-based pixels
+(pixel centres at integers) as it checks the columns."""
 from __future__ import annotations
 
 import logging
@@ -26,9 +27,9 @@ def _first(colnames, choices):
 
 
 def read_sextractor(path):
-    """Read a SExtractor catalogue (ASCII_HEAD, or FITS / FITS_LDAC) as a dict of 0-based columns ``x, y,
-    flux`` and, when present, ``fwhm, flag`` (:func:`rastalign.tiepoints.detections.as_detections` makes it
-    a detection table).
+    """Read a SExtractor catalogue (ASCII_HEAD, or FITS / FITS_LDAC) as a dict of its columns ``x, y``
+    (1-based), ``flux`` and, when present, ``fwhm, flag``, unchecked
+    (:func:`rastalign.tiepoints.detections.as_detections` with ``origin=1`` makes it a detection table).
 
     Uses ``X_IMAGE``/``Y_IMAGE`` (else ``XWIN_IMAGE``/``YWIN_IMAGE``) minus 1, the first
     present of ``FLUX, FLUX_AUTO, FLUX_BEST, FLUX_ISO, ...`` (first aperture of a vector
@@ -63,24 +64,10 @@ def read_sextractor(path):
     if missing:
         raise InputError(f"catalogue {path} lacks column(s) {', '.join(missing)} "
                          f"(has: {', '.join(t.colnames) or 'none'})")
-    where = f"catalogue {path}"
-    flux = _numeric(t, fc, where)
-    if flux.ndim > 1:
-        flux = flux[:, 0]
-    d = {"x": _numeric(t, xc, where) - 1.0, "y": _numeric(t, yc, where) - 1.0, "flux": flux}
-    fw = _first(t.colnames, ("FWHM_IMAGE",))
-    if fw is not None:
-        d["fwhm"] = _numeric(t, fw, where)
-    fl = _first(t.colnames, ("FLAGS",))
-    if fl is not None:
-        d["flag"] = _numeric(t, fl, where).astype(np.int64)
-    log.info("catalogue %s: %d rows, x/y from %s/%s (1-based -> 0-based), flux from %s", path, len(t), xc, yc, fc)
+    flux = np.asarray(t[fc])
+    d = {"x": np.asarray(t[xc]), "y": np.asarray(t[yc]), "flux": flux[:, 0] if flux.ndim > 1 else flux}
+    for key, col in (("fwhm", _first(t.colnames, ("FWHM_IMAGE",))), ("flag", _first(t.colnames, ("FLAGS",)))):
+        if col is not None:
+            d[key] = np.asarray(t[col])
+    log.info("catalogue %s: %d rows, x/y from %s/%s (1-based), flux from %s", path, len(t), xc, yc, fc)
     return d
-
-
-def _numeric(table, column, where):
-    """A column as floats, or a one-line :class:`InputError` naming it."""
-    try:
-        return np.asarray(table[column], dtype=float)
-    except (ValueError, TypeError):
-        raise InputError(f"{where}: column {column} is not numeric") from None

@@ -51,7 +51,7 @@ def _frame_stars(frame, ext, o, name):
 
 def catalogue(path):
     """The detections of a SExtractor catalogue file, in the normal form (0-based pixels)."""
-    return as_detections(read_sextractor(path), name=f"catalogue {path}")
+    return as_detections(read_sextractor(path), name=f"catalogue {path}", origin=1)
 
 
 def template_stars(template_path=None, template_ext=None, template_cat=None, **opts):

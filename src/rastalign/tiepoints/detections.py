@@ -48,11 +48,12 @@ def _colnames(table):
     return list(names)
 
 
-def as_detections(table, name="detection table"):
+def as_detections(table, name="detection table", origin=0):
     """Normalise a table (astropy Table, structured array, dict of columns) to ``x, y, flux, fwhm, flag``.
 
     ``x, y, flux`` are required; a missing ``fwhm`` becomes NaN (never filtered by
-    ``min_fwhm``) and a missing ``flag`` 0. Rows with non-finite x, y or flux are dropped.
+    ``min_fwhm``) and a missing ``flag`` 0. Rows with non-finite x, y or flux are dropped. ``origin``: the
+    table's pixel origin (1 for SExtractor's ``X_IMAGE/Y_IMAGE``), subtracted from x and y.
     """
     try:
         names = _colnames(table)
@@ -63,7 +64,7 @@ def as_detections(table, name="detection table"):
     if missing:
         raise InputError(f"{name} lacks column(s) {', '.join(missing)} (has: {', '.join(map(str, names)) or 'none'}); "
                          f"needed: x, y, flux (fwhm, flag optional)")
-    x = _numeric(table, cols["x"], name)
+    x = _numeric(table, cols["x"], name) - origin
     n = len(x)
 
     def col(c, default):
@@ -76,7 +77,7 @@ def as_detections(table, name="detection table"):
     elif flag.dtype.kind not in "iub":
         raise InputError(f"{name}: column flag must hold integers, not {flag.dtype}")
     try:
-        out = detection_table(x, col("y", 0), col("flux", 0), col("fwhm", np.nan), flag.astype(np.int64))
+        out = detection_table(x, col("y", 0) - origin, col("flux", 0), col("fwhm", np.nan), flag.astype(np.int64))
     except ValueError as exc:
         raise InputError(f"{name}: columns of unequal length or shape ({exc})") from None
     ok = np.isfinite(out["x"]) & np.isfinite(out["y"]) & np.isfinite(out["flux"])
