@@ -14,6 +14,7 @@ import signal
 import sys
 
 from rastalign.errors import RastalignError
+from rastalign.io.paths import StoreTimeoutError
 
 
 class _Terminated(BaseException):
@@ -97,7 +98,7 @@ def run(prog: str, func, verbose: int, kept="no output was written") -> int:
         msg = exc.strerror or str(exc)
         where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
         print(f"{prog}: error: {msg}{where}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, StoreTimeoutError) else 1  # a store that stopped answering: the environment
     except Exception as exc:  # a bug: still one line, but say so
         if verbose:
             logging.getLogger(prog).exception("internal error")

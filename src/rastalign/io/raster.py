@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
@@ -71,37 +73,54 @@ def open_dataset(path, overview_level=None):
     remote = is_url(path)
     p = gdal_path(path) if remote else check_input_file(path, "raster")
     kw = {} if overview_level is None else {"overview_level": int(overview_level)}
+    t0 = time.monotonic()
     try:
         if not remote:
             return rasterio.open(p, **kw)
         with gdal_warnings() as said:  # GDAL names a 403 in a warning, then says the file does not exist
             return rasterio.open(p, **kw)
     except RasterioIOError as exc:
-        if remote:
-            raise InputError(network_error(path, " ".join(said + [gdal_cause(exc)]))) from None
+        if remote:  # how long it took tells a store that stopped answering from one that refused
+            raise InputError(network_error(path, " ".join(said + [gdal_cause(exc)]),
+                                           seconds=time.monotonic() - t0)) from None
         raise InputError(f"not a readable raster: {path} ({str(exc).splitlines()[0][:160]})") from None
 
 
+_SAID = threading.local()  # the list collecting GDAL's warnings in this thread, if any
+
+
+class _Collect(logging.Filter):
+    """On rasterio's GDAL loggers: a warning raised in a thread inside :class:`gdal_warnings` goes to its
+    list instead of stderr (other threads' warnings pass)."""
+
+    def filter(self, record):
+        said = getattr(_SAID, "said", None)
+        if said is None or record.levelno < logging.WARNING:
+            return True
+        said.append(record.getMessage())
+        return False
+
+
+_COLLECT = _Collect()
+GDAL_LOGGERS = ("rasterio._env", "rasterio._err")  # GDAL's messages when opening, and when reading
+
+
 class gdal_warnings:
-    """Collect (and keep off stderr) what GDAL warns while a remote file is opened: the cause of a failure
-    is often there, and it belongs in the one error line, not before it."""
+    """Collect (and keep off stderr) what GDAL warns in this thread while a remote file is opened or read:
+    the cause of a failure is often there (a 403, ``response_code=0`` when the store does not answer), and
+    it belongs in the one error line, not before it. Other threads' warnings are left alone."""
 
     def __enter__(self):
-        self.logger, self.said = logging.getLogger("rasterio._env"), []
-        said = self.said
-
-        class _Keep(logging.Handler):
-            def emit(self, record):
-                said.append(record.getMessage())
-
-        self.handler, self.propagate = _Keep(logging.WARNING), self.logger.propagate
-        self.logger.addHandler(self.handler)
-        self.logger.propagate = False
+        for name in GDAL_LOGGERS:
+            logger = logging.getLogger(name)
+            if _COLLECT not in logger.filters:
+                logger.addFilter(_COLLECT)
+        self.outer, self.said = getattr(_SAID, "said", None), []
+        _SAID.said = self.said
         return self.said
 
     def __exit__(self, *exc):
-        self.logger.removeHandler(self.handler)
-        self.logger.propagate = self.propagate
+        _SAID.said = self.outer
         return False
 
 
@@ -157,6 +176,9 @@ def read_window(path, box, bands=None, nodata=None, use_file_mask=True, out_shap
 
     from rasterio.errors import RasterioError
 
+    from rastalign.io.paths import is_url, network_error
+
+    remote = is_url(path)
     y0, y1, x0, x1 = (int(v) for v in box)
     win = Window(x0, y0, x1 - x0, y1 - y0)
     with (contextlib.nullcontext(dataset) if dataset is not None else open_dataset(path)) as ds:
@@ -166,19 +188,20 @@ def read_window(path, box, bands=None, nodata=None, use_file_mask=True, out_shap
         kw = {}
         if out_shape is not None:
             kw = {"out_shape": (len(idx),) + tuple(out_shape), "resampling": Resampling.average}
+        t0 = time.monotonic()
         try:
-            data = ds.read(idx, window=win, **kw)
-            nd = nodata if nodata is not None else ds.nodata
-            ok = validity(data, nd)
-            flags = ds.mask_flag_enums[0]
-            if use_file_mask and (MaskFlags.per_dataset in flags or MaskFlags.alpha in flags):
-                mkw = {} if out_shape is None else {"out_shape": tuple(out_shape)}
-                ok &= ds.read_masks(idx[0], window=win, **mkw) > 0
+            with (gdal_warnings() if remote else contextlib.nullcontext([])) as said:
+                data = ds.read(idx, window=win, **kw)
+                nd = nodata if nodata is not None else ds.nodata
+                ok = validity(data, nd)
+                flags = ds.mask_flag_enums[0]
+                if use_file_mask and (MaskFlags.per_dataset in flags or MaskFlags.alpha in flags):
+                    mkw = {} if out_shape is None else {"out_shape": tuple(out_shape)}
+                    ok &= ds.read_masks(idx[0], window=win, **mkw) > 0
         except RasterioError as exc:
-            from rastalign.io.paths import is_url, network_error
-
-            if is_url(path):
-                raise InputError(f"cannot read {path}: {network_error(path, gdal_cause(exc))}") from None
+            if remote:  # GDAL's warnings say "response_code=0" when the store did not answer
+                msg = network_error(path, " ".join(said + [gdal_cause(exc)]), seconds=time.monotonic() - t0)
+                raise InputError(msg if msg.startswith("cannot read ") else f"cannot read {path}: {msg}") from None
             raise InputError(f"cannot read {path} (truncated or corrupt?): {gdal_cause(exc)}") from None
     return data, ok
 

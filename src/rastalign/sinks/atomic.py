@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from rastalign.errors import OutputError
-from rastalign.io.paths import filesystem, is_url, is_zarr_store, redact
+from rastalign.io.paths import filesystem, is_url, is_zarr_store, store_cause
 
 TMP_TAG = ".rastalign-tmp-"
 
@@ -60,16 +60,16 @@ def local_temp(final, suffix=None):
 
 
 def publish(tmp, final):
-    """Move the complete file ``tmp`` to ``final``: a rename, or an upload whose object appears only once
-    complete (a single PUT, or a multipart upload completed at the end and aborted on failure)."""
+    """Move the complete file ``tmp`` to ``final``: a rename, or a multipart upload that is completed only once
+    every part is in and aborted on failure (:func:`rastalign.sinks.multipart.upload_file`): the object
+    appears whole or not at all, also when the store stops answering (``RASTALIGN_STORE_TIMEOUT``)."""
     if not is_url(final):
         os.replace(tmp, final)
         return
+    from rastalign.sinks import multipart
+
     try:
-        fs, key = filesystem(final)
-        fs.put_file(str(tmp), key)
-    except Exception as exc:  # noqa: BLE001 - botocore/aiohttp raise many kinds
-        raise OutputError(f"cannot write output {final}: {redact(exc)[:200]}") from None
+        multipart.upload_file(str(tmp), str(final))
     finally:
         discard(tmp)
 
@@ -89,11 +89,11 @@ def atomic_write_bytes(path, data: bytes):
     """Publish ``data`` whole at ``path``: a local file under a temporary name then renamed, or an object in
     one PUT (it appears complete or not at all)."""
     if is_url(path):
-        fs, key = filesystem(path)
         try:
+            fs, key = filesystem(path)
             fs.pipe_file(key, data)
         except Exception as exc:  # noqa: BLE001 - botocore/aiohttp raise many kinds
-            raise OutputError(f"cannot write {path}: {redact(exc)[:200]}") from None
+            raise OutputError(f"cannot write {path}: {store_cause(exc)}") from None
         return
     tmp = temp_path_beside(path, ".tmp")
     try:
@@ -162,8 +162,8 @@ def _check_url_output(output, inputs, overwrite):
     try:
         fs, key = filesystem(output)
         exists = fs.exists(key)
-    except Exception as exc:  # noqa: BLE001 - unreachable endpoint, missing bucket, denied...
-        raise OutputError(f"cannot write to {output}: {redact(exc)[:200]}") from None
+    except Exception as exc:  # noqa: BLE001 - unreachable endpoint, missing bucket, denied, no answer...
+        raise OutputError(f"cannot write to {output}: {store_cause(exc)}") from None
     if exists and not overwrite:
         raise OutputError(f"output exists (--overwrite, or overwrite=True from Python, replaces it): {output}")
     return output

@@ -306,14 +306,16 @@ def _send_part(url, upload_id, number, head, tile_lists, picks):
 
 def _upload(url, entries, shapes, level_blocks, store, tile, nb, big):
     """The file as a multipart upload whose parts the workers build from the tiles they hold; the client
-    sends only the header bytes (in part 1's task) and completes the upload. Aborted on any failure."""
+    sends only the header bytes (in part 1's task) and completes the upload. Aborted on any failure, with
+    one line saying so (:func:`rastalign.sinks.multipart.failure`); a store that stops answering fails the
+    part or call that waits for it after ``RASTALIGN_STORE_TIMEOUT``."""
     from rastalign.sinks import multipart
-    from rastalign.io.paths import redact
 
     head, records, total = _layout(entries, shapes, level_blocks, store, tile, nb, big)
     client = store.client
-    upload_id = multipart.create(url)
+    upload_id, completing = None, False
     try:
+        upload_id = multipart.create(url)
         futures = []
         for n, (a, z) in enumerate(multipart.cut([r[3] + 8 for r in records], len(head)), start=1):
             keys = list(dict.fromkeys((k, b) for k, b, _, _ in records[a:z]))
@@ -321,11 +323,14 @@ def _upload(url, entries, shapes, level_blocks, store, tile, nb, big):
             picks = [(where[(k, b)], p) for k, b, p, _ in records[a:z]]
             futures.append(client.submit(_send_part, url, upload_id, n, head if n == 1 else b"",
                                          [store.futures[key] for key in keys], picks, pure=False))
-        size = multipart.complete(url, upload_id, client.gather(futures))
-    except BaseException as exc:
-        multipart.abort(url, upload_id)
-        if isinstance(exc, Exception) and not isinstance(exc, OutputError):
-            raise OutputError(f"cannot write output {url}: {redact(exc)[:200]}") from None
+        parts = client.gather(futures)
+        completing = True
+        size = multipart.complete(url, upload_id, parts)
+    except Exception as exc:  # noqa: BLE001 - botocore/aiohttp/distributed raise many kinds
+        raise multipart.failure(url, upload_id, exc, completing) from None
+    except BaseException:
+        if upload_id is not None:
+            multipart.abort(url, upload_id)
         raise
     if size != total:
         from rastalign.io.paths import filesystem

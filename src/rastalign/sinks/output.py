@@ -107,11 +107,13 @@ def write_zarr(arr, path, grid, nodata, tags=None, descriptions=None) -> dict:
     ds, encoding = _zarr_dataset(arr, grid, nodata, tags, descriptions)
     remote = is_url(path)
     tmp = _zarr_temp(path, remote)
+    removed = False
     try:
-        job = ds.to_zarr(str(tmp), mode="w", compute=False, encoding={"aligned": encoding}, consolidated=True,
+        store = _zarr_store(tmp) if remote else str(tmp)
+        job = ds.to_zarr(store, mode="w", compute=False, encoding={"aligned": encoding}, consolidated=True,
                          zarr_format=2)  # v2 + consolidated: read by GDAL, zarr 2 and 3, no warnings
         dask.compute(job)
-        back = xr.open_zarr(str(tmp), consolidated=True)
+        back = xr.open_zarr(store, consolidated=True)
         if back["aligned"].shape != (nb, ny, nx):
             raise OutputError(f"cannot write output {path}: the store reads back as {back['aligned'].shape}")
         if remote:
@@ -121,13 +123,31 @@ def write_zarr(arr, path, grid, nodata, tags=None, descriptions=None) -> dict:
     except OutputError:
         raise
     except Exception as exc:  # noqa: BLE001 - OSError locally, botocore/aiohttp errors remotely
-        from rastalign.io.paths import redact
+        from rastalign.io.paths import is_store_timeout, store_cause
 
-        cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else redact(exc)[:200]
-        raise OutputError(f"cannot write output {path}: {cause}") from None
+        cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else store_cause(exc)
+        left = ""
+        if remote:  # said in the one line, not logged: a store that stopped answering is given a short wait
+            removed = True
+            if not _remove_store(tmp, remote, quick=is_store_timeout(exc), quiet=True):
+                left = f"; the temporary store {tmp} may remain (remove it once the store answers)"
+        raise OutputError(f"cannot write output {path}: {cause}{left}") from None
     finally:
-        _remove_store(tmp, remote)
+        if not removed:
+            _remove_store(tmp, remote)
     return {"format": "Zarr", "warp_write_s": time.perf_counter() - t0}
+
+
+def _zarr_store(url):
+    """The Zarr store at an object-store ``url``, read and written through :func:`~rastalign.io.paths.filesystem`
+    (every request bounded by ``RASTALIGN_STORE_TIMEOUT``): the store's file system travels to the workers
+    with the graph."""
+    from zarr.storage import FsspecStore
+
+    from rastalign.io.paths import filesystem
+
+    fs, key = filesystem(url, asynchronous=True)
+    return FsspecStore(fs, path=key.rstrip("/"))
 
 
 def _zarr_dataset(arr, grid, nodata, tags, descriptions):
@@ -173,18 +193,25 @@ def _zarr_temp(path, remote):
     return Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_TAG}", suffix=".zarr", dir=folder)).resolve()
 
 
-def _remove_store(tmp, remote):
+def _remove_store(tmp, remote, quick=False, quiet=False) -> bool:
+    """Remove the temporary store ``tmp``; ``True`` when it is gone, else a warning unless ``quiet`` (the
+    caller says what remains). ``quick``: after the store stopped answering, wait for it only a third of
+    ``RASTALIGN_STORE_TIMEOUT`` more."""
     if not remote:
         shutil.rmtree(tmp, ignore_errors=True)
-        return
-    from rastalign.io.paths import filesystem
+        return True
+    from rastalign.io.paths import filesystem, store_timeout
 
     try:
         fs, key = filesystem(tmp)
-        if fs.exists(key):
-            fs.rm(key, recursive=True)
+        wait = {"timeout": max(1.0, store_timeout() / 3)} if quick else {}
+        if fs.exists(key, **wait):
+            fs.rm(key, recursive=True, **wait)
+        return True
     except Exception:  # noqa: BLE001 - best effort: the temporary prefix is hidden and named as such
-        log.warning("could not remove the temporary store %s", tmp)
+        if not quiet:
+            log.warning("could not remove the temporary store %s", tmp)
+        return False
 
 
 METADATA = (".zarray", ".zattrs", ".zgroup", "zarr.json")

@@ -15,6 +15,8 @@ import xarray as xr
 
 from conftest import process_cluster, read_tif
 
+pytestmark = pytest.mark.slow  # a real S3 server in its own process: outside the inner loop
+
 SECRET = "rastalign-test-secret-Zq7xK2"
 BUCKET = "rastalign-cloud-test"
 
