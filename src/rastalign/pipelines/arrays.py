@@ -132,7 +132,7 @@ def apply(moving, model, grid=None, reference=None, **options):
         nd_out = np.nan
         wcs = grid.attrs.get("wcs") if grid is not None else shifted_wcs(m.meta.get("grids", {}).get("wcs"), m.pre)
     else:  # as the CLI: given, else the file's, else the reference's, else 0
-        from rastalign.pipelines.pair import default_output_nodata
+        from rastalign.sinks.output import default_output_nodata
         ref = None if reference is None else array_info(reference)
         nd_out = default_output_nodata(dataclasses.replace(array_info(moving), dtype=str(dtype)), ref,
                                        warp_p.output_nodata)

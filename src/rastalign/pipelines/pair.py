@@ -22,7 +22,7 @@ from rastalign.errors import InputError, OverlapError, QualityError
 from rastalign.geometry.grids import check_band, check_crs, check_crs_option, moving_to_fixed, output_grid, overlap_box
 from rastalign.model.rebase import rebase, with_grids
 from rastalign.sinks.atomic import check_distinct_outputs, check_output_path
-from rastalign.io.raster import RasterInfo, inspect_raster
+from rastalign.io.raster import inspect_raster
 from rastalign.geometry.affine import invert_affine
 from rastalign.model.model import AlignmentModel
 from rastalign.pipelines.result import AlignmentResult
@@ -261,26 +261,12 @@ def _moving_validity_on_fixed(initial, fshape, ff, mval, fm, rows=256):
     return inside, mv
 
 
-def default_output_nodata(mov: RasterInfo, fix: Optional[RasterInfo], given):
-    """Output nodata: given, else the moving image's; then, for a float output, NaN (a float image's voids stay
-    apart from its real zeros); for an integer output, the fixed image's, else 0 (as coregix)."""
-    floating = np.dtype(mov.dtype).kind == "f"
-    for v in (given, mov.nodata, np.nan if floating else None, fix.nodata if fix is not None else None):
-        if v is not None:
-            nd = float(v)
-            if not floating:
-                info = np.iinfo(mov.dtype)
-                if not (info.min <= nd <= info.max) or nd != int(nd):
-                    raise InputError(f"--output-nodata {v:g} does not fit the output data type {mov.dtype}")
-            return nd
-    return 0.0
-
-
 def apply(moving_image_path, model: AlignmentModel, output_image_path, grid, params: WarpParams,
           moving_nodata=None, output_nodata=None, fixed_info=None) -> dict:
     """Warp every band of the moving image onto ``grid`` with ``model`` (output px -> moving px) and
     write it in ``params.output_format`` (else from the suffix) under the active dask scheduler."""
-    from rastalign.sinks.output import write_output
+    from rastalign.sinks.fits import fits_dtype
+    from rastalign.sinks.output import default_output_nodata, write_output
     from rastalign.io.sources import RasterSource
     from rastalign.warp.graph import lazy_warp, prefilter_size
 
@@ -297,11 +283,6 @@ def apply(moving_image_path, model: AlignmentModel, output_image_path, grid, par
     stats.update({"prefilter_box_px": prefilter_size(model), "n_chunks": int(np.prod(arr.numblocks)),
                   "chunks": [list(c) for c in arr.chunks[1:]], "output_nodata": nodata})
     return stats
-
-
-def fits_dtype(dtype):
-    """FITS has no unsigned 16/32-bit pixels: widen them losslessly (uint16 -> int32, uint32 -> int64)."""
-    return {"uint16": "int32", "uint32": "int64", "int8": "int16"}.get(np.dtype(dtype).name, np.dtype(dtype).name)
 
 
 def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **options) -> AlignmentResult:

@@ -15,6 +15,11 @@ from rastalign.sinks.atomic import TempFileWriter, discard, temp_path_beside
 BITPIX = {"float32": -32, "float64": -64, "uint8": 8, "int16": 16, "int32": 32, "int64": 64}
 
 
+def fits_dtype(dtype):
+    """FITS has no unsigned 16/32-bit pixels: widen them losslessly (uint16 -> int32, uint32 -> int64)."""
+    return {"uint16": "int32", "uint32": "int64", "int8": "int16"}.get(np.dtype(dtype).name, np.dtype(dtype).name)
+
+
 class FitsWriter(TempFileWriter):
     """Streamed FITS writer with the interface of :class:`rastalign.io.raster.RasterWriter`.
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rastalign.errors import OutputError
+from rastalign.errors import InputError, OutputError
 from rastalign.sinks.stream import consume
 from rastalign.sinks.atomic import TMP_TAG, check_folder
 from rastalign.io.paths import is_zarr_store
@@ -245,3 +245,18 @@ def _publish_dir(tmp, final):
     os.rename(final, old / "store")
     os.rename(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def default_output_nodata(mov, fix, given):
+    """Output nodata: given, else the moving image's; then, for a float output, NaN (a float image's voids stay
+    apart from its real zeros); for an integer output, the fixed image's, else 0 (as coregix)."""
+    floating = np.dtype(mov.dtype).kind == "f"
+    for v in (given, mov.nodata, np.nan if floating else None, fix.nodata if fix is not None else None):
+        if v is not None:
+            nd = float(v)
+            if not floating:
+                info = np.iinfo(mov.dtype)
+                if not (info.min <= nd <= info.max) or nd != int(nd):
+                    raise InputError(f"--output-nodata {v:g} does not fit the output data type {mov.dtype}")
+            return nd
+    return 0.0
