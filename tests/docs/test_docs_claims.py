@@ -38,6 +38,7 @@ OTHER_TOOLS = {
     "-tps": ("gdalwarp",),  # gdalwarp's thin-plate-spline transformer, to warp a GCP georeference
     "-et": ("gdalwarp",),  # gdalwarp's error threshold (-et 0: the exact transformer)
     "--strict": ("mkdocs build",),  # mkdocs' strict build of the documentation
+    "-m": ("pytest -m",),  # pytest's marker expression, in the development commands
     "--output-transform-json": ("coregix",),  # coregix's transform file, compared with ours in concepts.md
 }
 BENCHMARK = re.compile(r"benchmarks/[\w/]+\.py")
