@@ -241,6 +241,11 @@ def align_stack(moving_paths, reference_path, output_dir, *, overwrite=False, sk
                         rows[i] = fut.result()  # completions arrive here, in this thread alone
                     except Exception as exc:  # noqa: BLE001 - a worker died, or a frame could not reach it
                         rows[i] = _failure(paths[i], outs[i], exc)
+                        if isinstance(exc, BrokenExecutor) and _verified(outs[i], outs[i] + ".model.json"):
+                            # done before another worker's death broke the pool: its outputs are whole (published
+                            # atomically, the model last), only its figures were lost with the pool
+                            log.info("scene %s was finished when a worker died; its figures are lost", paths[i])
+                            rows[i] = _row(paths[i], outs[i])
                     n_done, n_failed = n_done + 1, n_failed + (rows[i]["status"] == "failed")
                     scenes(n_done, len(paths), n_failed)
             except BaseException:
