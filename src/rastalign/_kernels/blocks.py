@@ -3,6 +3,10 @@ arrays out: no I/O, no dask."""
 import numpy as np
 from numba import njit
 
+from rastalign._kernels.jit import announce
+
+announce(__file__)
+
 
 @njit(nogil=True, cache=True)
 def _block_sums(data, valid, f, s, n, m):

@@ -10,6 +10,10 @@ import math
 import numpy as np
 from numba import njit
 
+from rastalign._kernels.jit import announce
+
+announce(__file__)
+
 
 @njit(nogil=True, cache=True)
 def sample_bspline3(coef, mask, lx, ly, out, ok):

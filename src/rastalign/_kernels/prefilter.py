@@ -31,6 +31,9 @@ from numba import njit
 
 from rastalign._kernels.methods import FILL_PASSES, FILL_R, K, MARGIN
 from rastalign.runtime.pools import split_rows
+from rastalign._kernels.jit import announce
+
+announce(__file__)
 
 Z1 = math.sqrt(3.0) - 2.0
 _H = math.sqrt(3.0) * Z1 ** np.arange(K + 1, dtype=np.float64)

@@ -30,6 +30,9 @@ from numba import njit
 from rastalign._kernels import rows as _rows
 from rastalign._kernels.rows import weights
 from rastalign._kernels.methods import BILINEAR, LANCZOS, NEAREST, PENDING
+from rastalign._kernels.jit import announce
+
+announce(__file__)
 
 __all__ = ["window_valid", "warp_rows"]
 
