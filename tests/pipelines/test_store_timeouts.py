@@ -264,3 +264,28 @@ def test_the_store_timeout_setting(monkeypatch):
         monkeypatch.setenv("RASTALIGN_STORE_TIMEOUT", bad)
         with pytest.raises(InputError, match=r"RASTALIGN_STORE_TIMEOUT must be a number of seconds greater than 0"):
             paths.store_timeout()
+
+
+@pytest.mark.slow  # the command line against a paused server: 7-15 s
+def test_fits_frames_from_a_paused_store_time_out_in_one_line(tmp_path):
+    """s3:// FITS frames (read through astropy and fsspec, not GDAL), the server paused before the command:
+    the same one line, after about the setting."""
+    from rastalign.testing.stars import write_star_pair
+
+    src, tmpl, _ = write_star_pair(tmp_path / "in", (256, 256), 120, shift=(2.5, -1.5), seed=3)
+    with moto_process() as (proc, env, client):
+        for p in (src, tmpl):
+            client.upload_file(str(p), BUCKET, f"stars/{p.name}")
+        proc.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "rastalign.cli.fits", f"s3://{BUCKET}/stars/{src.name}",
+                            str(tmp_path / "out.fits"), "-tf", f"s3://{BUCKET}/stars/{tmpl.name}"],
+                           capture_output=True, text=True, env=env, timeout=90)
+        took = time.monotonic() - t0
+        assert _state(proc.pid) == "T"
+    line = _one_line(r)
+    assert r.returncode == 2, r.stderr
+    assert line.startswith(f"align-fits: error: cannot read s3://{BUCKET}/stars/{src.name}: the object store "
+                           f"timed out after "), line
+    assert TIMEOUT <= _waited(line) < TIMEOUT + 8 and took < 60, (line, took)
+    assert not (tmp_path / "out.fits").exists()

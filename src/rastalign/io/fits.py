@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,12 +61,18 @@ def open_hdul(path):
     which fetches only the headers and the sections read."""
     from astropy.io import fits
 
-    from rastalign.io.paths import is_url, network_error
+    from rastalign.io.paths import filesystem, is_store_timeout, is_url, network_error, timeout_text
 
     if is_url(path):
+        t0 = time.monotonic()
         try:
+            if str(path).lower().startswith(("s3://", "s3a://")):  # through the file system whose every request
+                fs, key = filesystem(path)  # is bounded by RASTALIGN_STORE_TIMEOUT; it fetches what is read
+                return fits.open(fs.open(key, "rb"), lazy_load_hdus=True, do_not_scale_image_data=True)
             return fits.open(str(path), use_fsspec=True, lazy_load_hdus=True, do_not_scale_image_data=True)
         except Exception as exc:  # noqa: BLE001 - fsspec/botocore/aiohttp/astropy raise many kinds
+            if is_store_timeout(exc):
+                raise InputError(f"cannot read {path}: {timeout_text(time.monotonic() - t0)}") from None
             cause = "404 not found" if isinstance(exc, FileNotFoundError) else \
                 "403 access denied" if isinstance(exc, PermissionError) else f"{type(exc).__name__}: {exc}"
             raise InputError(network_error(path, cause, "FITS file")) from None
