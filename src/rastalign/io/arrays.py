@@ -125,7 +125,7 @@ def holds_file_pixels(da) -> bool:
 
 def file_backed(da, info):
     """The file behind ``da`` when the array still has that file's grid and pixels (:func:`holds_file_pixels`),
-    else None: then the array's own pixels are written out for estimation."""
+    else None: then estimation reads the array itself (:func:`array_raster`)."""
     path = source(da)
     if not path or not Path(path).is_file() or not holds_file_pixels(da):
         return None

@@ -15,7 +15,7 @@ import numpy as np
 from rastalign.errors import InputError, RastalignError
 from rastalign.io.arrays import as_array
 from rastalign.pipelines.arrays import apply, estimate, warp_options
-from rastalign.runtime.scheduler import each_index, parallelism
+from rastalign.runtime.scheduler import each_in_threads, parallelism
 
 
 def align_along(moving, reference, dim, **options):
@@ -35,7 +35,7 @@ def align_along(moving, reference, dim, **options):
         except RastalignError as exc:
             return None, " ".join(str(exc).split())[:300]
 
-    fitted = each_index(lambda k: one(slices[k]), len(slices), min(len(slices), parallelism(), 8))
+    fitted = each_in_threads(lambda k: one(slices[k]), len(slices), min(len(slices), parallelism(), 8))
     warp = warp_options(options)
     parts, status, rms, shift, models = [], [], [], [], []
     for s, (ev, err) in zip(slices, fitted):

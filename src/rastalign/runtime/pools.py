@@ -2,9 +2,11 @@
 
 Stages run as dask tasks on the scheduler the caller chose. Three kinds of work do not fit that
 and come here: a compiled kernel that releases the GIL splitting one chunk over row ranges
-(:func:`split_rows`), work on data only this process holds (:func:`thread_pool`), and work that holds
-the GIL (``sep`` detection, a stack's FITS frames) in forked worker processes (:func:`process_pool`,
-Linux only, from a single-threaded process, see :func:`~rastalign.runtime.scheduler.fork_context`).
+(:func:`split_rows`), a stack's scenes, each driving its own tasks (:func:`thread_pool`), and work
+that holds the GIL (``sep`` detection, a stack's FITS frames) in forked worker processes
+(:func:`process_pool`, Linux only, from a single-threaded process, see
+:func:`~rastalign.runtime.scheduler.fork_context`). Work on data this process holds runs as dask's
+threaded tasks (:func:`~rastalign.runtime.scheduler.each_in_threads`).
 """
 from __future__ import annotations
 

@@ -104,40 +104,28 @@ def local_scheduler(name):
     return named_schedulers.get(str(name).lower(), name)
 
 
-def each_in_threads(func, n):
-    """``func(k)`` for ``k < n`` as tasks of dask's threaded scheduler in this process, for work on data this
-    process holds (``num_workers`` of ``dask.config`` sets the threads), or one after another when the
-    active scheduler is ``synchronous``. Never on a process pool a ``processes`` run set in ``dask.config``,
-    which would copy the data into another process for every task."""
+def each_in_threads(func, n, n_threads=None):
+    """``[func(k) for k in range(n)]`` as tasks of dask's threaded scheduler in this process, for work on data
+    this process holds: at most ``n_threads`` at a time (default: ``num_workers`` of ``dask.config``), in a
+    few tasks of consecutive ``k`` each; one after another when ``n_threads`` < 2 or the active scheduler is
+    ``synchronous``. Never on a process pool a ``processes`` run set in ``dask.config``, which would copy the
+    data into another process for every task. Returns the results in order."""
     import dask
     from dask.base import get_scheduler
     from dask.local import get_sync
 
-    if n < 2 or get_scheduler() is get_sync:
-        for k in range(n):
-            func(k)
-        return
+    if n < 2 or (n_threads is not None and n_threads < 2) or get_scheduler() is get_sync:
+        return [func(k) for k in range(n)]
 
     def part(ks):
-        for k in ks:
-            func(k)
+        return [func(k) for k in ks]
 
     n_parts = min(n, 4 * (os.cpu_count() or 1))
     parts = [range(n * i // n_parts, n * (i + 1) // n_parts) for i in range(n_parts)]
+    workers = {} if n_threads is None else {"num_workers": int(n_threads)}
     with dask.config.set(pool=None):
-        dask.compute(*[dask.delayed(part, pure=False)(ks) for ks in parts], scheduler="threads")
-
-
-def each_index(func, n, n_threads):
-    """``[func(k) for k in range(n)]``, at most ``n_threads`` at a time on dask's threaded scheduler in this
-    process (in order, one after another, when ``n_threads`` < 2)."""
-    if n_threads < 2 or n < 2:
-        return [func(k) for k in range(n)]
-    import dask
-
-    with dask.config.set(pool=None):
-        return list(dask.compute(*[dask.delayed(func, pure=False)(k) for k in range(n)], scheduler="threads",
-                                 num_workers=int(n_threads)))
+        done = dask.compute(*[dask.delayed(part, pure=False)(ks) for ks in parts], scheduler="threads", **workers)
+    return [r for results in done for r in results]
 
 
 def parallelism() -> int:

@@ -16,7 +16,7 @@ import numpy as np
 from rastalign.errors import AlignmentError
 from rastalign.tiepoints.detections import as_detections, as_table
 from rastalign.params import STAR_DEFAULTS as D
-from rastalign.runtime.scheduler import each_index
+from rastalign.runtime.scheduler import each_in_threads
 from rastalign.spalipy import steps as steps
 from rastalign.tiepoints.stars import star_options, log_stats
 from rastalign.spalipy.transform import AffineTransform, FieldComponent, SplineTransform
@@ -257,7 +257,8 @@ class Spalipy:
         if all(f.model is None for f in self._frames):
             raise steps.SpalipyAlignmentError("no fit yet: call fit_affine_transform() (or align()) first")
         self._place_on_output_grids()
-        results = each_index(lambda k: self._resample(self._frames[k]), len(self._frames), self.thread_pool_max or 1)
+        results = each_in_threads(lambda k: self._resample(self._frames[k]), len(self._frames),
+                                  self.thread_pool_max or 1)
         for f, (out, mask) in zip(self._frames, results):
             f.aligned, f.aligned_mask, f.warped = out, mask, True
 

@@ -15,7 +15,8 @@ import logging
 import numpy as np
 
 from rastalign.errors import AlignmentError, InputError
-from rastalign.runtime.pools import process_pool, thread_pool
+from rastalign.runtime.pools import process_pool
+from rastalign.runtime.scheduler import active_client, each_in_threads
 from rastalign.tiepoints.detections import detection_table
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,6 @@ def _run_tiles(read, shape, cores, overlap, sep_thresh, workers, processes):
     holds the GIL, so threads do not run extraction in parallel), else in threads; serially for
     one worker or few tiles. Same tiles, same results."""
     jobs = [(read, shape, c, overlap, sep_thresh) for c in cores]
-    from rastalign.runtime.scheduler import active_client
-
     if processes and active_client() is not None:  # a dask cluster: every tile is a task of its workers
         import dask
 
@@ -125,8 +124,7 @@ def _run_tiles(read, shape, cores, overlap, sep_thresh, workers, processes):
             if pool is not None:
                 log.debug("detection: %d tiles in %d worker processes", len(cores), min(workers, len(cores)))
                 return list(pool.map(_tile_job, *zip(*jobs)))
-    with thread_pool(workers) as pool:
-        return list(pool.map(lambda a: _tile_job(*a), jobs))
+    return each_in_threads(lambda k: _tile_job(*jobs[k]), len(jobs), workers)
 
 
 def detect(read, shape, sep_thresh=5.0, chunk=2048, overlap=48, threads=2, name="image", processes=False):
