@@ -263,23 +263,25 @@ def _moving_validity_on_fixed(initial, fshape, ff, mval, fm, rows=256):
 
 def apply(moving_image_path, model: AlignmentModel, output_image_path, grid, params: WarpParams,
           moving_nodata=None, output_nodata=None, fixed_info=None) -> dict:
-    """Warp every band of the moving image onto ``grid`` with ``model`` (output px -> moving px) and
-    write it in ``params.output_format`` (else from the suffix) under the active dask scheduler."""
+    """Warp every band of the moving image (a path, or its inspected :class:`~rastalign.io.raster.RasterInfo`)
+    onto ``grid`` with ``model`` (output px -> moving px) and write it in ``params.output_format`` (else from
+    the suffix) under the active dask scheduler."""
     from rastalign.sinks.fits import fits_dtype
     from rastalign.sinks.output import default_output_nodata, write_output
     from rastalign.io.sources import RasterSource
     from rastalign.warp.graph import lazy_warp, prefilter_size
 
-    mov = inspect_raster(moving_image_path)
+    mov = moving_image_path if getattr(moving_image_path, "grid", None) is not None else \
+        inspect_raster(moving_image_path)
     fmt = output_format_for(output_image_path, params.output_format)
     nodata = default_output_nodata(mov, fixed_info, output_nodata)
     dtype = fits_dtype(mov.dtype) if fmt == "FITS" else mov.dtype
-    src = RasterSource(str(moving_image_path), tuple(mov.shape), mov.count, mov.dtype, moving_nodata)
+    src = RasterSource(str(mov.path), tuple(mov.shape), mov.count, mov.dtype, moving_nodata)
     arr = lazy_warp(src, model, grid.shape, params, dtype, nodata, range_dtype=mov.dtype)
     cards = {f"GT_{k}": float(v) for k, v in zip("ABCDEF", grid.transform)}
     cards["RA_MODEL"] = "rastalign model: see the JSON written beside the output"
     stats = write_output(arr, output_image_path, fmt, grid, nodata, tags={"RASTALIGN_MODEL": model.to_json(indent=None)[:30000]},
-                         metadata_from=moving_image_path, descriptions=mov.descriptions, fits_cards=cards)
+                         metadata_from=mov.path, descriptions=mov.descriptions, fits_cards=cards)
     stats.update({"prefilter_box_px": prefilter_size(model), "n_chunks": int(np.prod(arr.numblocks)),
                   "chunks": [list(c) for c in arr.chunks[1:]], "output_nodata": nodata})
     return stats
@@ -341,7 +343,7 @@ def _align(moving_image_path, fixed, output_image_path, out, model_out, est_p, w
     try:
         stage("estimate")
         try:
-            est = estimate(moving_image_path, fixed if prepared else fix, est_p)
+            est = estimate(mov, fixed if prepared else fix, est_p)  # each input inspected once
         except QualityError as exc:
             raise _failed(exc, mov, fix, grid, work, keep, rest) from None
         model, rebase_err = rebase(est.model, grid, fix)
@@ -354,7 +356,7 @@ def _align(moving_image_path, fixed, output_image_path, out, model_out, est_p, w
 
             stats = write_georef(moving_image_path, model, mov, out)
         else:
-            stats = apply(moving_image_path, model, out, grid, warp_p, est_p.moving_nodata,
+            stats = apply(mov, model, out, grid, warp_p, est_p.moving_nodata,
                           warp_p.output_nodata, fix)
         report = build_report(est, model, stats, mov, fix, grid, est_p, warp_p,
                               {"estimate_s": t1 - t0, "warp_write_s": stats["warp_write_s"],
