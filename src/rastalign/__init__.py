@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 from rastalign.errors import AlignmentError, InputError, OutputError, OverlapError, QualityError, RastalignError  # noqa: E402
 
 _LAZY = {"AlignmentModel": "model.model", "AlignmentResult": "pipelines.result", "Estimate": "pipelines.pair",
-         "align_image_pair": "pipelines.pair", "apply": "pipelines.pair", "estimate": "pipelines.pair",
+         "align_image_pair": "pipelines.pair", "apply": "pipelines.apply", "estimate": "pipelines.pair",
          "align_stack": "pipelines.stack", "StackResult": "pipelines.stack", "open_fits": "io.fits",
          "Spalipy": "spalipy.aligner", "align_fits": "pipelines.fits_pair", "estimate_fits": "pipelines.fits_pair",
          "load_model": "io.models", "save_model": "sinks.models"}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 from rastalign.errors import InputError
 
@@ -77,22 +77,14 @@ class EstimateParams:
 
 @dataclass(frozen=True)
 class WarpParams:
-    """How the moving image is resampled onto the output grid and written."""
+    """How the moving image's pixels are resampled onto the output grid, chunk by chunk."""
 
     resampling: str = "cubic"
     split_factor: Optional[int] = None
     chunks: Optional[Tuple[int, int]] = None
     output_nodata: Optional[float] = None
-    output_on_moving_grid: bool = True
     trim_edge_invalid: bool = False
     edge_trim_depth: int = 8
-    output_format: Optional[str] = None
-    correction: str = "resample"  # "georef": keep the moving pixels, write the corrected georeference
-    scheduler: str = "threads"
-    n_workers: Optional[int] = None
-    threads_per_worker: Optional[int] = None
-    progress: bool = False
-    overwrite: bool = False
     max_chunk_mb: float = 64.0
 
     def __post_init__(self):
@@ -113,20 +105,60 @@ class WarpParams:
             if len(ch) != 2 or min(ch) < 16:
                 raise InputError(f"--chunks takes one or two sizes of at least 16 px; got {self.chunks}")
             object.__setattr__(self, "chunks", ch)
+        if self.edge_trim_depth < 1:
+            raise InputError(f"--edge-trim-depth is a positive number of pixels; got {self.edge_trim_depth}")
+
+
+CORRECTIONS = {"raster": ("resample", "georef"), "fits": ("resample", "wcs")}
+
+
+@dataclass(frozen=True)
+class OutputParams:
+    """What is written: the format (else from the suffix), the correction (``resample`` the pixels, or keep
+    them and correct the georeference: ``georef`` for rasters, ``wcs`` for FITS frames), the grid it is on,
+    and whether an existing output is replaced."""
+
+    output_format: Optional[str] = None
+    correction: str = "resample"
+    output_on_moving_grid: bool = True
+    overwrite: bool = False
+
+    def __post_init__(self):
         if self.output_format is not None:
             canon = {f.lower(): f for f in OUTPUT_FORMATS}.get(str(self.output_format).lower())
             if canon is None:
                 raise InputError(f"--output-format must be one of {', '.join(OUTPUT_FORMATS)} (any case); "
                                  f"got {self.output_format!r}")
             object.__setattr__(self, "output_format", canon)
-        if self.correction not in ("resample", "georef"):
-            raise InputError(f"--correction must be resample or georef; got {self.correction!r}")
-        if self.edge_trim_depth < 1:
-            raise InputError(f"--edge-trim-depth is a positive number of pixels; got {self.edge_trim_depth}")
+        if self.correction not in {c for cs in CORRECTIONS.values() for c in cs}:
+            raise InputError(f"--correction must be resample, georef (rasters) or wcs (FITS); got {self.correction!r}")
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """Where the work runs: a dask scheduler by name or a cluster's address (``tcp://host:8786``), the workers
+    of a local cluster, and whether a progress bar is drawn."""
+
+    scheduler: str = "threads"
+    n_workers: Optional[int] = None
+    threads_per_worker: Optional[int] = None
+    progress: bool = False
+
+    def __post_init__(self):
         sched = self.scheduler
         if sched not in SCHEDULERS and "://" not in sched:
             raise InputError(
                 f"--scheduler must be one of {', '.join(SCHEDULERS)} or an address like tcp://host:8786; got {sched!r}")
+
+
+class Settings(NamedTuple):
+    """Flat options sorted by :func:`split_options`: what each layer reads, and the kind's extras."""
+
+    estimate: object  # EstimateParams (rasters) or StarParams (FITS frames)
+    warp: WarpParams
+    output: OutputParams
+    run: RunParams
+    extra: dict
 
 
 @dataclass(frozen=True)
@@ -208,7 +240,7 @@ def output_format_for(path, given=None) -> str:
     name = str(path).rstrip("/").lower()
     suffix = "." + name.rsplit(".", 1)[1] if "." in name.rsplit("/", 1)[-1] else ""
     if given is not None:
-        fmt = WarpParams(output_format=given).output_format
+        fmt = OutputParams(output_format=given).output_format
     elif name.endswith((".cog.tif", ".cog.tiff")):
         fmt = "COG"
     else:
@@ -237,38 +269,38 @@ def resampling_for(interp_order):
         raise InputError(f"--interp-order must be an integer 0..5; got {interp_order!r}") from None
 
 
-def split_options(options: dict, kind: str = "raster") -> Tuple[object, WarpParams, dict]:
-    """The one validator of flat ``**options``: ``(estimation settings, WarpParams, rest)``.
+def split_options(options: dict, kind: str = "raster") -> Settings:
+    """The one validator of flat ``**options``: the :class:`Settings` each layer reads.
 
     ``kind`` ``"raster"`` gives :class:`EstimateParams`, ``"fits"`` :class:`StarParams` (and the warp's
-    resampling follows ``interp_order`` unless given; ``correction``, resample or wcs, is in the rest).
-    ``rest`` holds the kind's outputs and input extras (:data:`EXTRA`). An unknown name, or one of the other kind, raises :class:`InputError`: a typo never
+    resampling follows ``interp_order`` unless given). ``extra`` holds the kind's outputs and input extras
+    (:data:`EXTRA`). An unknown name, or one of the other kind, raises :class:`InputError`: a typo never
     passes silently.
     """
     est_cls = StarParams if kind == "fits" else EstimateParams
-    est_names = {f.name for f in dataclasses.fields(est_cls)}
-    warp_names = {f.name for f in dataclasses.fields(WarpParams)}
+    classes = (est_cls, WarpParams, OutputParams, RunParams)
+    names = [{f.name for f in dataclasses.fields(c)} for c in classes]
     options = dict(options)
     if "solve_resolution" in options and kind == "raster":  # coregix 0.1's singular spelling
         options["solve_resolutions"] = options.pop("solve_resolution")
-    est, warp, rest = {}, {}, {}
+    parts, extra = [{} for _ in classes], {}
     for k, v in options.items():
-        if k in est_names:
-            est[k] = v
-        elif k in warp_names:
-            warp[k] = v
+        i = next((i for i, n in enumerate(names) if k in n), None)
+        if i is not None:
+            parts[i][k] = v
         elif k in EXTRA[kind]:
-            rest[k] = v
+            extra[k] = v
         else:
             other = "FITS frames" if kind == "fits" else "rasters"
             raise InputError(f"unknown option {k!r} (for {other})")
-    est_p = est_cls(**est)
+    est = est_cls(**parts[0])
     if kind == "fits":
-        warp.setdefault("resampling", resampling_for(est_p.interp_order))
-        rest["correction"] = warp.pop("correction", "resample")  # FITS frames: resample or wcs (in the rest)
-        if rest["correction"] not in ("resample", "wcs"):
-            raise InputError(f"correction must be resample or wcs for FITS frames; got {rest['correction']!r}")
-    return est_p, WarpParams(**warp), rest
+        parts[1].setdefault("resampling", resampling_for(est.interp_order))
+    out = OutputParams(**parts[2])
+    if out.correction not in CORRECTIONS[kind]:
+        what = "FITS frames" if kind == "fits" else "rasters"
+        raise InputError(f"--correction must be {' or '.join(CORRECTIONS[kind])} for {what}; got {out.correction!r}")
+    return Settings(est, WarpParams(**parts[1]), out, RunParams(**parts[3]), extra)
 
 
 def chunk_shape_from_split_factor(shape: Sequence[int], k: int) -> Tuple[int, int]:

@@ -10,7 +10,7 @@ import rastalign
 from rastalign.geometry.grids import output_grid
 from rastalign.io.raster import inspect_raster
 from rastalign.params import WarpParams
-from rastalign.pipelines.pair import apply
+from rastalign.pipelines.apply import apply
 from rastalign.runtime.scheduler import use_scheduler
 from rastalign.testing.pairs import write_pair
 
@@ -29,7 +29,7 @@ def setup(tmp_path_factory):
     grid = output_grid(mov, fix)
     model = est.model.with_output_grid(grid.pre, grid.shape)
     ref = d / "ref.tif"
-    apply(moving, model, ref, grid, WarpParams(scheduler="synchronous", split_factor=0))
+    apply(moving, model, ref, grid, WarpParams(split_factor=0))
     return d, moving, model, grid, read_tif(ref)[0]
 
 
@@ -144,7 +144,7 @@ def test_killed_worker_does_not_corrupt_output(setup):
         tiff.tile_index = index_and_kill
         try:
             try:
-                apply(moving, model, out, grid, WarpParams(scheduler="distributed", chunks=(64, 64)))
+                apply(moving, model, out, grid, WarpParams(chunks=(64, 64)))
             except Exception as exc:  # a clear failure is acceptable, a partial file is not
                 assert not out.exists(), exc
                 return

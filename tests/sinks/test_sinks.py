@@ -12,7 +12,8 @@ import pytest
 import rasterio
 
 from rastalign.sinks.geotiff import write_geotiff
-from rastalign.sinks.output import write_zarr
+from rastalign.sinks.carried import Carried
+from rastalign.sinks.zarr import write_zarr
 from rastalign.io.raster import verify_complete
 
 from conftest import read_tif, write_tif
@@ -78,7 +79,7 @@ def test_zarr_is_georeferenced_and_replaces_only_a_store(tmp_path):
 
     data = _data("uint16", (2, 300, 260))
     out = tmp_path / "o.zarr"
-    write_zarr(da.from_array(data, chunks=(2, 100, 64)), out, Grid((300, 260)), 0.0, tags={"K": "v"})
+    write_zarr(da.from_array(data, chunks=(2, 100, 64)), out, Grid((300, 260)), 0.0, Carried(summary={"K": "v"}))
     back = xr.open_zarr(out)["aligned"]
     assert np.array_equal(back.values, data)
     assert back.rio.crs.to_epsg() == 32633 and back.rio.nodata == 0
@@ -279,3 +280,39 @@ def test_qa_plot_has_the_thumbnail_footprint_and_field_panels(pair, tmp_path):
     assert w >= 1600 and h >= 500  # three panels: tie points on the thumbnail, field magnitude, histogram
     fx, fy = _footprint(AlignmentModel.identity((30, 40)), {"moving_shape": [30, 40]})
     assert (fx.min(), fx.max(), fy.min(), fy.max()) == (-0.5, 39.5, -0.5, 29.5)
+
+
+@pytest.mark.parametrize("fmt,name", [("GTiff", "o.tif"), ("Zarr", "o.zarr"), ("FITS", "o.fits")])
+def test_every_format_carries_the_model_and_summary_in_its_own_place(tmp_path, fmt, name):
+    """One description of what an output carries; each sink puts it where its format keeps metadata."""
+    import dask.array as da
+    from astropy.io import fits
+
+    from rastalign.sinks.output import write_output, written_shape
+
+    data = _data("float32", (2, 70, 90))
+    grid = Grid((70, 90))
+    carried = Carried(model='{"affine": [[1, 0, 0], [0, 1, 0]]}', summary={"RANMATCH": 41},
+                      descriptions=("green", "red"))
+    out = tmp_path / name
+    write_output(da.from_array(data, chunks=(2, 32, 32)), out, fmt, grid, np.nan, carried)
+    assert written_shape(out) == (70, 90)
+    if fmt == "FITS":
+        hdr = fits.getheader(out)
+        assert hdr["RAMODEL"] == "rastalign" and hdr["RANMATCH"] == 41
+        assert [hdr[f"GT_{k}"] for k in "ABCDEF"] == list(grid.transform[:6])  # the geotransform of a raster grid
+        assert (hdr["BANDNM1"], hdr["BANDNM2"]) == ("green", "red")
+        back = fits.getdata(out)
+    elif fmt == "Zarr":
+        import xarray as xr
+
+        ds = xr.open_zarr(out)
+        assert ds.attrs["RASTALIGN_MODEL"] == carried.model and ds.attrs["RANMATCH"] == "41"
+        assert ds["aligned"].attrs["long_name"] == ["green", "red"]
+        back = ds["aligned"].values
+    else:
+        with rasterio.open(out) as ds:
+            assert ds.tags()["RASTALIGN_MODEL"] == carried.model and ds.tags()["RANMATCH"] == "41"
+            back = ds.read()
+    ok = np.isfinite(data)
+    assert np.array_equal(np.asarray(back).reshape(data.shape)[ok], data[ok])

@@ -61,59 +61,12 @@ def demo(folder=None, overwrite=True, progress=False):
 
 
 def apply_model(args):
-    from rastalign.io.raster import inspect_raster
-    from rastalign.io.fits import is_fits_file
-    from rastalign.io.models import load_model
-    from rastalign.model.rebase import rebase_recorded, recorded_grids
-    from rastalign.params import WarpParams, output_format_for
-    from rastalign.pipelines.pair import apply
-    from rastalign.runtime.progress import run_progress, stage
-    from rastalign.runtime.scheduler import use_scheduler
-    from rastalign.errors import InputError
-    from rastalign.sinks.atomic import check_output_path
+    from rastalign.pipelines.apply import apply_saved
 
-    model = load_model(args.model)
-    if is_fits_file(args.moving_image):
-        raise InputError("rastalign apply warps rasters (GeoTIFF, COG, any GDAL raster); a FITS frame is aligned "
-                         "by align-fits, or from Python with its model through the accessor (.coreg.apply)")
-    mov = inspect_raster(args.moving_image)
-    check_output_path(args.output_image, [args.moving_image, args.model, args.like], args.overwrite)
-    if model.output_shape is None:
-        raise InputError("the model has no output grid shape: estimate it with rastalign >= 0.1")
-    if model.moving_shape is not None and tuple(model.moving_shape) != tuple(mov.shape) and \
-            not recorded_grids(model)["moving"]:
-        raise InputError(f"the model was estimated for a moving image of shape {tuple(model.moving_shape)}; "
-                         f"{args.moving_image} is {tuple(mov.shape)}")
-    like = inspect_raster(args.like) if args.like else None
-    if any(recorded_grids(model).values()):  # any grid of the fixed image's frame: --like, else the model's own
-        model, grid = rebase_recorded(model, mov.grid, None if like is None else like.grid)
-        # the raster's own Grid where it is that grid: it carries the raster's AREA_OR_POINT
-        grid = next((g for g in (like.grid if like else None, mov.grid) if g == grid), grid)
-    elif like is not None:
-        if tuple(like.shape) != tuple(model.output_shape):
-            raise InputError(f"--like grid {like.shape} differs from the model's output grid {model.output_shape} "
-                             f"(a model saved before rastalign recorded its grids applies to its own grid only)")
-        grid = like.grid
-    else:
-        grid = mov.grid
-        if tuple(mov.shape) != tuple(model.output_shape):
-            raise InputError(f"the model's output grid {tuple(model.output_shape)} is not the moving grid: give "
-                             f"--like with a raster on the grid the model was estimated on (its fixed image)")
-    wp = WarpParams(resampling=args.resampling, split_factor=args.split_factor, chunks=args.chunks,
-                    output_format=args.output_format, overwrite=args.overwrite, scheduler=args.scheduler,
-                    n_workers=args.n_workers, threads_per_worker=args.threads_per_worker, progress=args.progress)
-    if args.correction == "georef":  # the moving file (or a .vrt of it) with the model as its georeference
-        from rastalign.sinks.georef import check_georef_output, write_georef
-
-        check_georef_output(args.output_image, wp)
-        if args.like:
-            raise InputError("--correction georef writes on the moving grid: drop --like")
-        return {"output_image_path": args.output_image, **write_georef(args.moving_image, model, mov,
-                                                                        args.output_image)}
-    output_format_for(args.output_image, wp.output_format)
-    with use_scheduler(wp.scheduler, wp.n_workers, wp.threads_per_worker), run_progress(wp.progress):
-        stage("warp + write")
-        stats = apply(args.moving_image, model, args.output_image, grid, wp, args.moving_nodata, args.output_nodata)
+    names = ("resampling", "split_factor", "chunks", "output_format", "overwrite", "scheduler", "n_workers",
+             "threads_per_worker", "progress", "correction", "moving_nodata", "output_nodata")
+    stats = apply_saved(args.model, args.moving_image, args.output_image, args.like,
+                        **{k: getattr(args, k) for k in names})
     return {"output_image_path": args.output_image, **stats}
 
 

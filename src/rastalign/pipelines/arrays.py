@@ -40,11 +40,11 @@ def _following_the_source(warp_p, moving, out_shape):
     return dataclasses.replace(warp_p, chunks=tuple(tuple(int(v) for v in e) for e in edges))
 
 
-WARP_KEYS = {f.name for f in dataclasses.fields(WarpParams)}
+WARP_KEYS = {f.name for f in dataclasses.fields(WarpParams)} | {"correction", "moving_nodata"}
 
 
 def _split(fits, options):
-    """(estimation settings, WarpParams, rest) for the kind of array: the one validator, given the array's own
+    """The :class:`~rastalign.params.Settings` for the kind of array: the one validator, given the array's own
     kind (FITS arrays have no nodata: their invalid pixels are NaN)."""
     options = dict(options)
     if fits:
@@ -54,7 +54,7 @@ def _split(fits, options):
 
 def warp_options(options):
     """The options of ``options`` that :func:`apply` takes."""
-    return {k: v for k, v in options.items() if k in WARP_KEYS or k == "moving_nodata"}
+    return {k: v for k, v in options.items() if k in WARP_KEYS}
 
 
 def estimate(moving, reference, evidence=False, **options):
@@ -65,19 +65,20 @@ def estimate(moving, reference, evidence=False, **options):
     """
     reference = as_array(reference, moving.name)
     fits = is_fits_array(moving)
-    est_o, warp_p, rest = _split(fits, options)
+    s = _split(fits, options)
+    est_o, rest = s.estimate, s.extra
     mov, ref = array_info(moving), array_info(reference)
     model, ev = _estimate_fits(moving, reference, est_o, rest) if fits else _estimate_raster(moving, reference, est_o)
     solve, extra = ref.grid, {}
     if fits:
-        on_moving = warp_p.output_on_moving_grid
+        on_moving = s.output.output_on_moving_grid
         if on_moving:
             model = model.with_output_grid(output_grid(mov, ref, True, False).pre, mov.shape)
         out = mov.grid if on_moving else Grid.pixel_frame(model.output_shape)
         wcs = reference.attrs.get("wcs")
         extra = {"wcs": wcs.to_header_string(relax=True) if wcs is not None else None}
     else:
-        out = output_grid(mov, ref, warp_p.output_on_moving_grid, est_o.clip_fixed_to_moving)
+        out = output_grid(mov, ref, s.output.output_on_moving_grid, est_o.clip_fixed_to_moving)
         model, _ = rebase(model, out, ref)  # exact in one CRS, fitted through PROJ across CRS
         if out.pre is None:  # fitted: the model's solve frame is the output grid
             solve = out
@@ -120,7 +121,7 @@ def apply(moving, model, grid=None, reference=None, **options):
     with its georeference corrected instead (:func:`corrected`)."""
     fits = is_fits_array(moving)
     correction = options.pop("correction", "resample")
-    _, warp_p, _ = _split(fits, options)
+    warp_p = _split(fits, options).warp
     if correction != "resample":  # the moving array itself, its georeference corrected
         return corrected(moving, model, correction, fits, reference)
     mov = array_info(moving, options.get("moving_nodata"))
@@ -218,6 +219,7 @@ def to_raster(aligned, path, format=None, overwrite=False, progress=False):
     the model tag, FITS, or Zarr (``format`` any case, else from the suffix); computed by the active
     dask scheduler, published only when complete. Returns the sink's statistics."""
     from rastalign.sinks.atomic import check_output_path
+    from rastalign.sinks.carried import Carried
     from rastalign.sinks.output import write_output
     from rastalign.params import output_format_for
     from rastalign.runtime.progress import run_progress
@@ -229,11 +231,8 @@ def to_raster(aligned, path, format=None, overwrite=False, progress=False):
     if not hasattr(arr, "dask"):
         import dask.array as da
         arr = da.from_array(np.asarray(arr), chunks=(-1, 2048, 2048))
-    model = aligned.attrs.get("rastalign_model")
     wcs = aligned.attrs.get("wcs")
+    carried = Carried(model=aligned.attrs.get("rastalign_model"), header=aligned.attrs.get("fits_header"),
+                      wcs_header=None if wcs is None else wcs.to_header(relax=True))
     with run_progress(progress):
-        return write_output(arr, path, fmt, info.grid, info.nodata,
-                            tags={"RASTALIGN_MODEL": model[:30000]} if model else None,
-                            fits_header=aligned.attrs.get("fits_header"),
-                            wcs_header=None if wcs is None else wcs.to_header(relax=True),
-                            fits_cards={"RAMODEL": "rastalign"} if model else None)
+        return write_output(arr, path, fmt, info.grid, info.nodata, carried)

@@ -18,7 +18,6 @@ from rastalign.sinks.models import save_model
 from rastalign.tiepoints.detections import as_detections
 from rastalign.tiepoints.detect import detect
 from rastalign.tiepoints.stars import DEFAULTS, star_options, fit_detections
-from rastalign.params import resampling_for
 
 log = logging.getLogger(__name__)
 
@@ -90,30 +89,38 @@ def estimate_fits(source_path, template_path=None, source_ext=None, template_ext
     return model, ev
 
 
-def align_fits(source_path, output_path, template_path=None, overwrite=False, scheduler="threads", chunks=None,
-               split_factor=None, model_out=None, write_mask=False, source_mask_ext=None, n_workers=None,
-               threads_per_worker=None, progress=False, correction="resample", **opts):
+def align_fits(source_path, output_path, template_path=None, template=None, **options):
     """Align ``source_path`` onto the template grid and write ``output_path`` (FITS, float32); with
     ``correction="wcs"`` write the source's own pixels and cards with a WCS (+ SIP) onto the template's
     sky instead (:mod:`rastalign.sinks.wcs`).
 
-    Options are spalipy's (``n_det``, ``n_quad_det``, ... ``cval``) plus ``source_ext``,
-    ``template_ext``, ``source_cat``, ``template_cat``. Returns the :class:`AlignmentResult` (its
-    ``summary()`` is what ``align-fits`` prints; ``wcs`` there describes a WCS correction).
+    Options (one validator, :func:`rastalign.params.split_options`; an unknown name raises
+    :class:`InputError`): spalipy's (``n_det``, ``n_quad_det``, ... ``cval``), the warp's (``chunks``,
+    ``split_factor``), the output's (``overwrite``, ``correction``), the run's (``scheduler``, ``n_workers``,
+    ``threads_per_worker``, ``progress``), and ``source_ext``, ``template_ext``, ``source_cat``,
+    ``template_cat``, ``model_out``, ``write_mask``, ``source_mask_ext``. ``template``: the template's
+    ``(info, detections)`` from :func:`template_stars`, found once for a stack. Returns the
+    :class:`AlignmentResult` (its ``summary()`` is what ``align-fits`` prints; ``wcs`` there describes a WCS
+    correction).
     """
+    import dataclasses
+
     from rastalign.sinks.atomic import check_distinct_outputs, check_output_path
     from rastalign.io.fits import resolve_ext
     from rastalign.io.fits_cards import drop_wcs, has_wcs, shifted_header
-    from rastalign.sinks.output import write_fits
+    from rastalign.geometry.grids import Grid
+    from rastalign.sinks.carried import Carried
+    from rastalign.sinks.fits import write_fits
     from rastalign.io.sources import FitsSource
-    from rastalign.params import FORMAT_SUFFIXES, WarpParams, check_remote_format
-    from rastalign.runtime.progress import run_progress, stage
-    from rastalign.runtime.scheduler import use_scheduler
+    from rastalign.params import FORMAT_SUFFIXES, check_remote_format, split_options
+    from rastalign.runtime import running
+    from rastalign.runtime.progress import stage
     from rastalign.warp.graph import warp_graph
 
     t0 = time.perf_counter()
-    if correction not in ("resample", "wcs"):
-        raise InputError(f"--correction must be resample or wcs for FITS frames; got {correction!r}")
+    s = split_options(options, "fits")
+    x, o, correction, overwrite = s.extra, s.estimate, s.output.correction, s.output.overwrite
+    model_out = x.get("model_out")
     if correction == "resample":
         check_remote_format(output_path, "FITS", instead="a local file, or --correction wcs")
     suffix = Path(str(output_path)).suffix.lower()
@@ -121,17 +128,15 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
         raise InputError(f"the output is a FITS file: give it a FITS suffix ({', '.join(FORMAT_SUFFIXES['FITS'])}), "
                          f"not {suffix!r}: {output_path}")
     check_distinct_outputs({"output_filename": output_path, "--model-out": model_out})
-    inputs = [source_path, template_path, opts.get("source_cat"), opts.get("template_cat")]
+    inputs = [source_path, template_path, x.get("source_cat"), x.get("template_cat")]
     check_output_path(output_path, inputs, overwrite)
     if model_out:  # every output is checked before any work: a missing folder must not cost the image
         check_output_path(model_out, inputs + [output_path], overwrite)
-    o = star_options({k: v for k, v in opts.items() if k in DEFAULTS})
-    wp = WarpParams(resampling=resampling_for(o["interp_order"]), split_factor=split_factor, chunks=chunks,
-                    scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
-                    progress=progress)
-    with use_scheduler(wp.scheduler, wp.n_workers, wp.threads_per_worker), run_progress(wp.progress):
+    frames = {k: x.get(k) for k in ("source_ext", "template_ext", "source_cat", "template_cat")}
+    with running(s.run):
         stage("detect + fit")
-        model, ev = estimate_fits(source_path, template_path, **opts)
+        model, ev = estimate_fits(source_path, template_path, template=template, **frames,
+                                  **dataclasses.asdict(o))
         t_est = time.perf_counter() - t0
         sinfo, tinfo = ev["source_info"], ev["template_info"]
         if correction == "wcs":
@@ -143,15 +148,15 @@ def align_fits(source_path, output_path, template_path=None, overwrite=False, sc
             log.warning("the template has no WCS: the output carries none (the source's WCS would be wrong on "
                         "the template grid; --correction wcs keeps the source's pixels and corrects its WCS)")
             header = drop_wcs(header.copy())
-        mask_ext = None if source_mask_ext is None else resolve_ext(source_path, source_mask_ext)
+        mask_ext = None if x.get("source_mask_ext") is None else resolve_ext(source_path, x["source_mask_ext"])
         stage("warp + write")
         src = FitsSource(str(source_path), int(sinfo.ext), tuple(sinfo.shape), mask_ext)
-        arr = warp_graph(src, model, model.output_shape, wp, "float32", np.nan)
-        extra = {"RAMODEL": "rastalign FITS stars", "RANMATCH": ev["stats"]["n_matched"],
-                 "RARMS": round(ev["stats"]["rms_px"], 5)}
-        wstats = write_fits(arr, output_path, header=header, wcs_header=wcs_header, tags=extra,
-                            cval=float(o["cval"]), cval_mask=int(o["cval_mask"]),
-                            mask=write_mask or source_mask_ext is not None)
+        arr = warp_graph(src, model, model.output_shape, s.warp, "float32", np.nan)
+        carried = Carried(model=model.to_json(indent=None), header=header, wcs_header=wcs_header,
+                          summary={"RANMATCH": ev["stats"]["n_matched"], "RARMS": round(ev["stats"]["rms_px"], 5)})
+        wstats = write_fits(arr, output_path, Grid.pixel_frame(model.output_shape), None, carried,
+                            cval=float(o.cval), cval_mask=int(o.cval_mask),
+                            mask=bool(x.get("write_mask")) or mask_ext is not None)
     if model_out:
         save_model(model, model_out)
     return _result(output_path, model_out, model, ev, t0, t_est, wstats["warp_write_s"],

@@ -28,6 +28,8 @@ from rastalign.model.model import AlignmentModel
 from rastalign.pipelines.result import AlignmentResult
 from rastalign.sinks.models import save_model
 from rastalign.params import EstimateParams, WarpParams, output_format_for, split_options
+from rastalign.pipelines.apply import apply
+from rastalign.runtime import running
 
 if TYPE_CHECKING:  # annotations only: the solver loads numba and scipy, imported where it runs
     from rastalign.tiepoints.pyramid import TiePoints
@@ -261,56 +263,28 @@ def _moving_validity_on_fixed(initial, fshape, ff, mval, fm, rows=256):
     return inside, mv
 
 
-def apply(moving_image_path, model: AlignmentModel, output_image_path, grid, params: WarpParams,
-          moving_nodata=None, output_nodata=None, fixed_info=None) -> dict:
-    """Warp every band of the moving image (a path, or its inspected :class:`~rastalign.io.raster.RasterInfo`)
-    onto ``grid`` with ``model`` (output px -> moving px) and write it in ``params.output_format`` (else from
-    the suffix) under the active dask scheduler."""
-    from rastalign.sinks.fits import fits_dtype
-    from rastalign.sinks.output import default_output_nodata, write_output
-    from rastalign.io.sources import RasterSource
-    from rastalign.warp.graph import lazy_warp, prefilter_size
-
-    mov = moving_image_path if getattr(moving_image_path, "grid", None) is not None else \
-        inspect_raster(moving_image_path)
-    fmt = output_format_for(output_image_path, params.output_format)
-    nodata = default_output_nodata(mov, fixed_info, output_nodata)
-    dtype = fits_dtype(mov.dtype) if fmt == "FITS" else mov.dtype
-    src = RasterSource(str(mov.path), tuple(mov.shape), mov.count, mov.dtype, moving_nodata)
-    arr = lazy_warp(src, model, grid.shape, params, dtype, nodata, range_dtype=mov.dtype)
-    cards = {f"GT_{k}": float(v) for k, v in zip("ABCDEF", grid.transform)}
-    cards["RA_MODEL"] = "rastalign model: see the JSON written beside the output"
-    stats = write_output(arr, output_image_path, fmt, grid, nodata, tags={"RASTALIGN_MODEL": model.to_json(indent=None)[:30000]},
-                         metadata_from=mov.path, descriptions=mov.descriptions, fits_cards=cards)
-    stats.update({"prefilter_box_px": prefilter_size(model), "n_chunks": int(np.prod(arr.numblocks)),
-                  "chunks": [list(c) for c in arr.chunks[1:]], "output_nodata": nodata})
-    return stats
-
-
 def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **options) -> AlignmentResult:
     """Estimate the model, warp every band of the moving image and write it; see :mod:`rastalign.params`.
 
     Extra options: ``temp_dir``, ``keep_temp_dir``, ``model_out``, ``report_out``, ``plot``. The fixed image may
     be a :class:`~rastalign.io.proxy.PreparedRaster` (a stack's reference, inspected and decimated once).
     """
-    from rastalign.runtime.progress import run_progress
-    from rastalign.runtime.scheduler import use_scheduler
-
     t0 = time.perf_counter()
-    est_p, warp_p, rest = split_options(options)
+    s = split_options(options)
+    rest, output = s.extra, s.output
     prepared = fixed_image_path if getattr(fixed_image_path, "proxy", None) is not None else None
     fixed_image_path = prepared.path if prepared is not None else fixed_image_path
-    if warp_p.correction == "georef":
+    if output.correction == "georef":
         from rastalign.sinks.georef import check_georef_output
 
-        check_georef_output(output_image_path, warp_p, rest)
+        check_georef_output(output_image_path, output, rest)
     else:
-        output_format_for(output_image_path, warp_p.output_format)  # a wrong suffix is refused before any work
+        output_format_for(output_image_path, output.output_format)  # a wrong suffix is refused before any work
     model_out = rest.get("model_out") or f"{output_image_path}.model.json"
     check_distinct_outputs({"--output-image": output_image_path, "--model-out": model_out,
                             "--report-out": rest.get("report_out"), "--plot": rest.get("plot")})
-    out = check_output_path(output_image_path, [moving_image_path, fixed_image_path], warp_p.overwrite)
-    check_output_path(model_out, [moving_image_path, fixed_image_path, output_image_path], warp_p.overwrite)
+    out = check_output_path(output_image_path, [moving_image_path, fixed_image_path], output.overwrite)
+    check_output_path(model_out, [moving_image_path, fixed_image_path, output_image_path], output.overwrite)
     for extra in (rest.get("report_out"), rest.get("plot")):
         if extra:
             check_output_path(extra, [moving_image_path, fixed_image_path, output_image_path, model_out], True)
@@ -321,22 +295,23 @@ def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **o
             raise InputError("--plot needs matplotlib: pip install 'rastalign[plot]'") from None
     check_crs_option(rest.get("output_crs"))
     # the headers too are read where the tasks run: a remote cluster's workers may see files this process cannot
-    with use_scheduler(warp_p.scheduler, warp_p.n_workers, warp_p.threads_per_worker), run_progress(warp_p.progress):
-        return _align(moving_image_path, prepared or fixed_image_path, output_image_path, out, model_out, est_p,
-                      warp_p, rest, t0)
+    with running(s.run):
+        return _align(moving_image_path, prepared or fixed_image_path, output_image_path, out, model_out, s, t0)
 
 
-def _align(moving_image_path, fixed, output_image_path, out, model_out, est_p, warp_p, rest, t0):
-    """The body of :func:`align_image_pair`, on its scheduler; ``out`` is the checked output path."""
+def _align(moving_image_path, fixed, output_image_path, out, model_out, s, t0):
+    """The body of :func:`align_image_pair`, on its scheduler; ``out`` is the checked output path, ``s`` the
+    :class:`~rastalign.params.Settings`."""
     from rastalign.runtime.progress import stage
     from rastalign.pipelines.report import build_report, write_report
 
+    est_p, rest = s.estimate, s.extra
     mov = inspect_raster(moving_image_path)
     prepared = getattr(fixed, "proxy", None) is not None
     fix = fixed.info if prepared else inspect_raster(fixed)
     check_crs(mov, fix)  # before the output grid relates them
     like = inspect_raster(rest["like"]) if rest.get("like") else None
-    grid = output_grid(mov, fix, warp_p.output_on_moving_grid, est_p.clip_fixed_to_moving, like,
+    grid = output_grid(mov, fix, s.output.output_on_moving_grid, est_p.clip_fixed_to_moving, like,
                        rest.get("output_crs"), rest.get("output_resolution"))  # every grid checked before any work
     work = Path(tempfile.mkdtemp(prefix="rastalign_", dir=rest.get("temp_dir")))
     keep = bool(rest.get("keep_temp_dir"))
@@ -351,14 +326,14 @@ def _align(moving_image_path, fixed, output_image_path, out, model_out, est_p, w
         est.info["output_grid_fit_error_px"] = rebase_err
         t1 = time.perf_counter()
         stage("warp + write")
-        if warp_p.correction == "georef":
+        if s.output.correction == "georef":
             from rastalign.sinks.georef import write_georef
 
             stats = write_georef(moving_image_path, model, mov, out)
         else:
-            stats = apply(mov, model, out, grid, warp_p, est_p.moving_nodata,
-                          warp_p.output_nodata, fix)
-        report = build_report(est, model, stats, mov, fix, grid, est_p, warp_p,
+            stats = apply(mov, model, out, grid, s.warp, est_p.moving_nodata, s.warp.output_nodata, fix,
+                          s.output.output_format)
+        report = build_report(est, model, stats, mov, fix, grid, s.output.output_on_moving_grid,
                               {"estimate_s": t1 - t0, "warp_write_s": stats["warp_write_s"],
                                "total_s": time.perf_counter() - t0})
         save_model(model, model_out)

@@ -9,7 +9,7 @@ import numpy as np
 from rastalign.sinks.atomic import atomic_write_bytes, atomic_write_text
 
 
-def build_report(est, model, stats, mov, fix, grid, est_p, warp_p, timings) -> dict:
+def build_report(est, model, stats, mov, fix, grid, on_moving_grid, timings) -> dict:
     from rastalign import __version__
 
     return {
@@ -18,7 +18,7 @@ def build_report(est, model, stats, mov, fix, grid, est_p, warp_p, timings) -> d
                    "pixel_size": mov.resolution},
         "fixed": {"path": fix.path, "shape": list(fix.shape), "bands": fix.count, "pixel_size": fix.resolution},
         "output": {"shape": list(grid.shape), "transform": list(grid.transform),
-                   "on_moving_grid": warp_p.output_on_moving_grid, **{k: v for k, v in stats.items()}},
+                   "on_moving_grid": on_moving_grid, **{k: v for k, v in stats.items()}},
         "correction": plain_correction(model, mov, grid),
         "quality": est.quality,
         "estimation": est.info,

@@ -24,6 +24,7 @@ from rastalign.errors import InputError, OutputError, RastalignError
 from rastalign.io.fits import FITS_SUFFIXES, is_fits_file
 from rastalign.params import split_options
 from rastalign.runtime.pools import BrokenExecutor, as_completed, process_pool, thread_pool
+from rastalign.sinks.output import written_shape
 
 log = logging.getLogger(__name__)
 
@@ -148,24 +149,9 @@ def _verified(out, model_path) -> bool:
     try:
         model = load_model(model_path)
         # resampled: the model's output grid; a corrected WCS or georeference: the moving frame itself
-        return tuple(_output_shape(out)) in (tuple(model.output_shape), tuple(model.moving_shape or ()))
+        return written_shape(out) in (tuple(model.output_shape), tuple(model.moving_shape or ()))
     except Exception:  # noqa: BLE001 - anything unreadable means: redo the scene
         return False
-
-
-def _output_shape(out):
-    low = str(out).lower()
-    if low.endswith(".zarr"):
-        import xarray as xr
-
-        return xr.open_zarr(str(out), consolidated=True)["aligned"].shape[-2:]
-    if low.endswith(FITS_SUFFIXES):
-        from rastalign.io.fits import inspect_fits
-
-        return inspect_fits(out).shape
-    from rastalign.io.raster import inspect_raster
-
-    return inspect_raster(out).shape
 
 
 def align_stack(moving_paths, reference_path, output_dir, *, overwrite=False, skip_existing=False,
@@ -180,9 +166,10 @@ def align_stack(moving_paths, reference_path, output_dir, *, overwrite=False, sk
     rows with ``status="failed"``; see :attr:`StackResult.exit_code`.
     """
     from rastalign.sinks.atomic import check_output_path
-    from rastalign.params import WarpParams, check_remote_format, output_format_for
-    from rastalign.runtime.progress import run_progress, scenes, stage
-    from rastalign.runtime.scheduler import on_cluster, parallelism, use_scheduler
+    from rastalign.params import check_remote_format, output_format_for
+    from rastalign.runtime import running
+    from rastalign.runtime.progress import scenes, stage
+    from rastalign.runtime.scheduler import on_cluster, parallelism
     from rastalign.pipelines.stack_report import acquired, load_rows, write_stack_report
 
     t0 = time.perf_counter()
@@ -190,12 +177,12 @@ def align_stack(moving_paths, reference_path, output_dir, *, overwrite=False, sk
     reference_path = str(reference_path)
     _check_scenes(paths)
     kind = "fits" if is_fits_file(reference_path) else "raster"
-    split_options(options, kind)  # an option of the other kind, or unknown, is refused before any work
-    wp = WarpParams(scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
-                    output_format=options.get("output_format") if kind == "raster" else None)
+    # an option of the other kind, or unknown, is refused before any work
+    s = split_options(dict(options, scheduler=scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker,
+                           progress=progress), kind)
     output_dir = _prepare_dir(output_dir)
     if kind == "raster":
-        fmt = wp.output_format or "GTiff"
+        fmt = s.output.output_format or "GTiff"
         suffix = RASTER_SUFFIXES[fmt]
         check_remote_format(f"{output_dir}/x{suffix}", fmt)
     else:
@@ -203,7 +190,7 @@ def align_stack(moving_paths, reference_path, output_dir, *, overwrite=False, sk
         check_remote_format(f"{output_dir}/x{suffix}", "FITS", instead="a local --output-dir")
     outs = output_names(paths, output_dir, suffix)
     if kind == "raster":
-        output_format_for(outs[0], wp.output_format)
+        output_format_for(outs[0], s.output.output_format)
     report_json, report_csv = f"{output_dir}/stack_report.json", f"{output_dir}/stack_report.csv"
     plot_path = f"{output_dir}/stack_report.png" if plot else None
     for p in (report_json, report_csv, plot_path):
@@ -217,7 +204,7 @@ def align_stack(moving_paths, reference_path, output_dir, *, overwrite=False, sk
                               f"use --skip-existing to resume or --overwrite to redo")
     previous = load_rows(report_json) if done else {}
     rows = [None] * len(paths)
-    with use_scheduler(wp.scheduler, wp.n_workers, wp.threads_per_worker), run_progress(progress):
+    with running(s.run):
         stage("reference")
         shared = _share_reference(kind, reference_path, options)
         todo = [i for i, o in enumerate(outs) if o not in done]
@@ -228,7 +215,7 @@ def align_stack(moving_paths, reference_path, output_dir, *, overwrite=False, sk
         n_workers_here = concurrency or min(MAX_CONCURRENT, max(2, parallelism()))
         n_done, n_failed = len(done), 0
         scenes(n_done, len(paths), 0)
-        with _scene_pool(kind, wp.scheduler, max(1, min(int(n_workers_here), len(todo) or 1)), len(todo)) \
+        with _scene_pool(kind, s.run.scheduler, max(1, min(int(n_workers_here), len(todo) or 1)), len(todo)) \
                 as (pool, workers):
             if workers == "processes":
                 stage("frames in workers")  # their own stages are theirs: the line counts frames
@@ -304,7 +291,7 @@ def _share_reference(kind, reference_path, options):
     from rastalign.io.raster import inspect_raster
     from rastalign.io.proxy import PreparedRaster, SharedProxy, decimation_factor
 
-    est, _, _ = split_options(options)
+    est = split_options(options).estimate
     info = inspect_raster(absolute_path(reference_path))
     res = est.solve_resolutions
     finest = None if not res or res[-1] == 0 else res[-1]

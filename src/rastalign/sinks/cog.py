@@ -21,7 +21,8 @@ import numpy as np
 from rastalign.errors import OutputError
 from rastalign.sinks import tiff
 from rastalign.sinks.atomic import discard, temp_path_beside
-from rastalign.sinks.stream import aligned_to, fill_value, valid_mask
+from rastalign._kernels.pixels import validity
+from rastalign.sinks.stream import aligned_to, fill_value
 
 # GDAL's COG layout: each tile preceded by its size (uint32) and followed by its last 4 bytes repeated
 GHOST = (b"LAYOUT=IFDS_BEFORE_DATA\nBLOCK_ORDER=ROW_MAJOR\nBLOCK_LEADER=SIZE_AS_UINT4\n"
@@ -44,7 +45,7 @@ def reduce2(block, nodata):
     from rastalign.warp.graph import to_output_dtype
 
     nb, h, w = block.shape
-    valid = valid_mask(block, nodata)
+    valid = validity(block, nodata)
     ftype = np.float64 if block.dtype.itemsize > 4 or block.dtype.kind in "iu" and block.dtype.itemsize == 4 \
         else np.float32
     vals = np.zeros((nb, h + h % 2, w + w % 2), ftype)
@@ -60,7 +61,7 @@ def _pyramid(block, box, tile, m, nodata):
     """Levels 0..m of one ``tile * 2**m`` block: ``(tiles per level, level-m pixels, valid count)``."""
     cur = np.asarray(block)
     fill = fill_value(cur.dtype, nodata)
-    n_valid = int(valid_mask(cur, nodata).sum())
+    n_valid = int(validity(cur, nodata).sum())
     levels = []
     for k in range(m + 1):
         levels.append(tiff.encode_tiles(cur, tile, fill))

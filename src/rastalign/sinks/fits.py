@@ -4,13 +4,17 @@ blocks, in any order, from the chunked warp."""
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from rastalign._kernels.pixels import validity
 from rastalign.errors import OutputError
 from rastalign.io.fits_cards import output_header
 from rastalign.sinks.atomic import TempFileWriter, discard, temp_path_beside
+from rastalign.sinks.carried import Carried, cards
+from rastalign.sinks.stream import consume
 
 BITPIX = {"float32": -32, "float64": -64, "uint8": 8, "int16": 16, "int32": 32, "int64": 64}
 
@@ -123,3 +127,36 @@ class FitsWriter(TempFileWriter):
             self._close()
         finally:
             discard(self.tmp)
+
+
+def _fits_block(block, box, cval, cval_mask, with_mask):
+    block = np.asarray(block)
+    bad = ~validity(block, None)
+    if block.dtype.kind == "f" and not np.isnan(cval):
+        block = block.copy()
+        block[:, bad] = cval
+    mask = np.where(bad, cval_mask, 0).astype(np.uint8) if with_mask else None
+    return block, mask, int((~bad).sum())
+
+
+def write_fits(arr, path, grid, nodata=None, carried: Carried = Carried(), cval=np.nan, cval_mask=1,
+               mask=False) -> dict:
+    """Stream the lazy ``arr`` into a FITS file (primary HDU; a cube for several bands) with ``carried``'s
+    header (its WCS cards giving way to ``carried.wcs_header``'s) and cards; NaN becomes ``cval``; with
+    ``mask`` a ``MASK`` extension (``cval_mask`` where no valid source pixel)."""
+    nb, ny, nx = (int(v) for v in arr.shape)
+    n_valid = 0
+    with FitsWriter(path, (ny, nx), nb, arr.dtype.name, header=carried.header, wcs_header=carried.wcs_header,
+                    nodata=nodata, descriptions=carried.descriptions, tags=cards(carried, grid), mask=mask) as w:
+        def put(box, res):
+            nonlocal n_valid
+            data, m, nv = res
+            w.write(box, data)
+            if m is not None:
+                w.write_mask(box, m)
+            n_valid += nv
+
+        t = consume(arr, partial(_fits_block, cval=float(cval), cval_mask=int(cval_mask), with_mask=bool(mask)),
+                    put)
+        w.commit()
+    return {"format": "FITS", "warp_write_s": t, "valid_pixels": n_valid}

@@ -19,6 +19,7 @@ import numpy as np
 
 from rastalign.errors import InputError, OutputError
 from rastalign.sinks.atomic import discard, temp_path_beside
+from rastalign.sinks.carried import Carried, tags
 from rastalign.geometry.affine import compose_affine, geotransform, invert_affine
 from rastalign.io.raster import gdal_warnings
 
@@ -107,7 +108,7 @@ def write_georef(moving_path, model, mov, output_path) -> dict:
                     ds.gcps = (gcps, ds.crs)
             else:
                 ds.transform = Affine(*transform)
-            ds.update_tags(RASTALIGN_CORRECTION="georef", RASTALIGN_MODEL=model.to_json(indent=None)[:30000],
+            ds.update_tags(RASTALIGN_CORRECTION="georef", **tags(Carried(model=model.to_json(indent=None))),
                            **({"RASTALIGN_GCP_TRANSFORMER": "TPS (gdalwarp -tps -et 0)"} if gcps is not None else {}))
         with rasterio.open(tmp) as ds:
             took = len(ds.gcps[0]) == len(gcps) if gcps is not None else np.allclose(
@@ -125,14 +126,14 @@ def write_georef(moving_path, model, mov, output_path) -> dict:
             "gcp_max_error_px": gcp_err, "warp_write_s": 0.0}
 
 
-def check_georef_output(path, warp_p, rest=None):
+def check_georef_output(path, output, rest=None):
     """``--correction georef`` keeps the moving pixels on the moving grid: a GeoTIFF or a ``.vrt``."""
     from rastalign.params import output_format_for
 
     rest = rest or {}
     vrt = str(path).lower().endswith(".vrt")
-    fmt = None if vrt and warp_p.output_format is None else output_format_for(path, warp_p.output_format)
-    if (fmt not in (None, "GTiff")) or "://" in str(path) or not warp_p.output_on_moving_grid or \
+    fmt = None if vrt and output.output_format is None else output_format_for(path, output.output_format)
+    if (fmt not in (None, "GTiff")) or "://" in str(path) or not output.output_on_moving_grid or \
             any(rest.get(k) for k in ("like", "output_crs", "output_resolution")):
         raise InputError("--correction georef keeps the moving pixels on the moving grid and writes a local GeoTIFF "
                          "or .vrt: drop --like/--output-crs/--output-resolution/--no-output-on-moving-grid and "

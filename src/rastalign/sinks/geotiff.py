@@ -16,10 +16,12 @@ import numpy as np
 from rastalign.errors import OutputError
 from rastalign.sinks import tiff
 from rastalign.sinks.atomic import discard, local_temp, publish
-from rastalign.sinks.stream import aligned_to, fill_value, tile_size, valid_mask
+from rastalign._kernels.pixels import validity
+from rastalign.sinks.carried import Carried, tags
+from rastalign.sinks.stream import aligned_to, fill_value, tile_size
 
 
-def _describe(final, arr, grid, nodata, tile, big, metadata_from, tags):
+def _describe(final, arr, grid, nodata, tile, big, carried):
     """The tag entries of the output's first directory, as GDAL writes them (sparse file, then read)."""
     import rasterio
     from affine import Affine
@@ -34,11 +36,11 @@ def _describe(final, arr, grid, nodata, tile, big, metadata_from, tags):
                            blockxsize=tile, blockysize=tile, compress="deflate", predictor=tiff.predictor_for(arr.dtype),
                            interleave="band", SPARSE_OK="TRUE", BIGTIFF="YES" if big else "NO",
                            ENDIANNESS="LITTLE") as ds:
-            if metadata_from is not None:
-                copy_metadata(metadata_from, ds)
+            if carried.like is not None:
+                copy_metadata(carried.like, ds)
             # the grid's AREA_OR_POINT, not the copied raster's: it goes with the georeference (GDAL writes a
             # PixelIsPoint tiepoint half a pixel on)
-            ds.update_tags(**(tags or {}), AREA_OR_POINT=grid.area_or_point)
+            ds.update_tags(**tags(carried), AREA_OR_POINT=grid.area_or_point)
         return tiff.read_directory(desc)[1]
     except Exception as exc:  # noqa: BLE001 - GDAL create errors come in several classes
         raise OutputError(f"cannot create output {final}: {gdal_cause(exc)}") from None
@@ -46,10 +48,10 @@ def _describe(final, arr, grid, nodata, tile, big, metadata_from, tags):
         discard(desc)
 
 
-def write_geotiff(arr, path, grid, nodata, fmt="GTiff", metadata_from=None, tags=None) -> dict:
+def write_geotiff(arr, path, grid, nodata, fmt="GTiff", carried: Carried = Carried()) -> dict:
     """Write the lazy ``arr`` (bands, rows, cols) as a tiled, deflated GeoTIFF (or COG with overviews)
-    on ``grid`` (``shape``, ``transform``, ``crs``), with the metadata of the raster ``metadata_from``
-    (tags, descriptions, units, scales/offsets, colours) and ``tags``; atomic and verified."""
+    on ``grid`` (``shape``, ``transform``, ``crs``), with the metadata of the raster ``carried.like``
+    (tags, descriptions, units, scales/offsets, colours) and ``carried``'s tags; atomic and verified."""
     from rastalign.io.raster import verify_complete
     from rastalign.sinks.stream import check_written
 
@@ -60,7 +62,7 @@ def write_geotiff(arr, path, grid, nodata, fmt="GTiff", metadata_from=None, tags
     nb, ny, nx = (int(v) for v in arr.shape)
     tile = tile_size((ny, nx))
     big = nb * ny * nx * arr.dtype.itemsize * 4 // 3 > 2 ** 32 - 2 ** 27
-    entries = _describe(final, arr, grid, nodata, tile, big, metadata_from, tags)
+    entries = _describe(final, arr, grid, nodata, tile, big, carried)
     if fmt == "COG" and is_url(path) and active_client() is not None:
         from rastalign.sinks.cog import write_cog  # the workers upload the parts: no byte of pixels reaches this process
 
@@ -87,7 +89,7 @@ def write_geotiff(arr, path, grid, nodata, fmt="GTiff", metadata_from=None, tags
 
 def _encode(block, box, tile, nodata):
     block = np.asarray(block)
-    return tiff.encode_tiles(block, tile, fill_value(block.dtype, nodata)), int(valid_mask(block, nodata).sum())
+    return tiff.encode_tiles(block, tile, fill_value(block.dtype, nodata)), int(validity(block, nodata).sum())
 
 
 def _write_tiled(arr, tmp, entries, tile, big, nodata):

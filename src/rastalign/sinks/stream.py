@@ -24,13 +24,6 @@ def fill_value(dtype, nodata):
     return 0 if nodata is None or (np.isnan(nodata) and np.dtype(dtype).kind != "f") else nodata
 
 
-def valid_mask(block, nodata):
-    """Valid pixels of an output block: a valid pixel never equals nodata (``to_output_dtype``)."""
-    if nodata is None or np.isnan(nodata):
-        return np.isfinite(block[0]) if block.dtype.kind == "f" else np.ones(block.shape[1:], bool)
-    return block[0] != block.dtype.type(nodata)
-
-
 def aligned_to(arr, step):
     """``arr`` rechunked so that every block starts on a multiple of ``step`` (a no-op when it does)."""
     def sizes(n):
