@@ -101,9 +101,7 @@ def robust_affine(src, dst, weights=None, threshold=1.0, seed=0, n_trials=400, c
         sigma = 1.4826 * np.median(r[inl]) if inl.sum() else threshold
         lim = min(threshold, max(clip_sigma * sigma, 1e-3))
         new = r < lim
-        if new.sum() < 3:
-            break
-        if np.array_equal(new, inl):
+        if new.sum() < 3 or np.array_equal(new, inl):
             break
         inl = new
         m = fit_affine(src[inl], dst[inl], w[inl])

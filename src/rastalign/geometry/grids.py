@@ -108,12 +108,10 @@ def pixel_mapping(src, dst):
 def check_crs(moving, fixed):
     """Refuse a pair where only one image has a CRS (different CRS are reprojected)."""
     if (moving.crs is None) != (fixed.crs is None):
+        from rasterio.crs import CRS
+
         def name(info):
-            if info.crs is None:
-                return "none"
-            from rasterio.crs import CRS
-            c = CRS.from_wkt(info.crs)
-            return c.to_string() or "custom"
+            return "none" if info.crs is None else CRS.from_wkt(info.crs).to_string() or "custom"
         raise InputError(f"only one image has a CRS (moving {name(moving)}, fixed {name(fixed)}): "
                          f"cannot relate their grids")
 
@@ -185,10 +183,7 @@ def output_grid(moving, fixed, on_moving_grid=True, clip_fixed_to_moving=True, l
         return _output(Grid((h, w), (t.a, t.b, t.c, t.d, t.e, t.f), dst.to_wkt()), fixed)
     if on_moving_grid:
         return _output(moving.grid, fixed)
-    if clip_fixed_to_moving:
-        y0, y1, x0, x1 = overlap_box(moving, fixed)
-    else:
-        y0, y1, x0, x1 = 0, fixed.shape[0], 0, fixed.shape[1]
+    y0, y1, x0, x1 = overlap_box(moving, fixed) if clip_fixed_to_moving else (0, fixed.shape[0], 0, fixed.shape[1])
     a, b, c, d, e, f = fixed.transform
     t = (a, b, c + a * x0 + b * y0, d, e, f + d * x0 + e * y0)
     return OutputGrid((y1 - y0, x1 - x0), t, fixed.crs, fixed.grid.area_or_point,

@@ -101,34 +101,22 @@ def fit_mapping(func, shape, max_err=0.002, samples=65, node_counts=(5, 9, 17, 3
     xs = np.linspace(-0.5, nx - 0.5, samples)
     ys = np.linspace(-0.5, ny - 0.5, samples)
     gx, gy = np.meshgrid(xs, ys)
-    tx, ty = func(gx.ravel(), gy.ravel())
     src = np.column_stack([gx.ravel(), gy.ravel()])
-    dst = np.column_stack([tx, ty])
+    dst = np.column_stack(func(gx.ravel(), gy.ravel()))
     if not np.all(np.isfinite(dst)):
         raise ValueError("the grid mapping is not finite over the output grid")
     aff = fit_affine(src, dst)
-    vx = (xs[:-1] + xs[1:]) / 2
-    vy = (ys[:-1] + ys[1:]) / 2
-    hx, hy = np.meshgrid(vx, vy)
-    ex, ey = func(hx.ravel(), hy.ravel())
-    truth = np.column_stack([ex, ey])
-
-    def error(model):
-        mx, my = model(hx.ravel(), hy.ravel())
-        return float(np.max(np.hypot(mx - truth[:, 0], my - truth[:, 1])))
-
-    model = AlignmentModel(aff, None, output_shape=(ny, nx))
-    err = error(model)
-    if err <= max_err:
-        return model, err
     resid = dst - np.column_stack(apply_affine(aff, src[:, 0], src[:, 1]))
-    domain = (-0.5, -0.5, nx - 0.5, ny - 0.5)
-    best = (model, err)
-    for n in node_counts:
-        fld, _ = fit_residual_field(src, resid, None, domain, choice={"nodes": n, "lambda": 1e-9})
+    hx, hy = (h.ravel() for h in np.meshgrid((xs[:-1] + xs[1:]) / 2, (ys[:-1] + ys[1:]) / 2))
+    ex, ey = func(hx, hy)  # the validation lattice: the cell midpoints
+    best, domain = None, (-0.5, -0.5, nx - 0.5, ny - 0.5)
+    for n in (None, *node_counts):  # the affine alone, then fields of more and more nodes
+        fld = None if n is None else \
+            fit_residual_field(src, resid, None, domain, choice={"nodes": n, "lambda": 1e-9})[0]
         model = AlignmentModel(aff, fld, output_shape=(ny, nx))
-        err = error(model)
-        if err < best[1]:
+        mx, my = model(hx, hy)
+        err = float(np.max(np.hypot(mx - ex, my - ey)))
+        if best is None or err < best[1]:
             best = (model, err)
         if err <= max_err:
             break

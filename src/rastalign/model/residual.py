@@ -40,13 +40,6 @@ class SplineField:
     coef_x: np.ndarray
     coef_y: np.ndarray
 
-    def _locate(self, x, y):
-        ux = np.clip((np.asarray(x, float) - self.origin[0]) / self.spacing[0], 0, self.nodes[0] - 1)
-        uy = np.clip((np.asarray(y, float) - self.origin[1]) / self.spacing[1], 0, self.nodes[1] - 1)
-        ix = np.minimum(np.floor(ux).astype(np.int64), self.nodes[0] - 2)
-        iy = np.minimum(np.floor(uy).astype(np.int64), self.nodes[1] - 2)
-        return ix, iy, _basis(ux - ix), _basis(uy - iy)
-
     def __call__(self, x, y):
         from rastalign._kernels.bspline import eval_field
 
@@ -74,42 +67,29 @@ class SplineField:
         return cls(tuple(map(float, d["origin"])), tuple(map(float, d["spacing"])), nodes, cx, cy)
 
 
-def _design(x, y, origin, spacing, nodes):
-    """Dense design matrix (n, (ny+2)*(nx+2)) of the tensor B-spline basis."""
-    empty = SplineField(origin, spacing, nodes, np.zeros((nodes[1] + 2, nodes[0] + 2)),
-                        np.zeros((nodes[1] + 2, nodes[0] + 2)))
-    ix, iy, bx, by = empty._locate(x, y)
-    ncx = nodes[0] + 2
-    a = np.zeros((len(x), (nodes[1] + 2) * ncx))
+def _design(x, y, grid):
+    """Dense design matrix (n, (ny+2)*(nx+2)) of the tensor B-spline basis on ``grid`` (:func:`_grid`'s)."""
+    (x0, y0), (sx, sy), (nx, ny) = grid
+    ux = np.clip((np.asarray(x, float) - x0) / sx, 0, nx - 1)
+    uy = np.clip((np.asarray(y, float) - y0) / sy, 0, ny - 1)
+    ix = np.minimum(np.floor(ux).astype(np.int64), nx - 2)
+    iy = np.minimum(np.floor(uy).astype(np.int64), ny - 2)
+    bx, by = _basis(ux - ix), _basis(uy - iy)
+    a = np.zeros((len(x), (ny + 2) * (nx + 2)))
     rows = np.arange(len(x))
     for j in range(4):
         for i in range(4):
-            a[rows, (iy + j) * ncx + ix + i] += by[:, j] * bx[:, i]
+            a[rows, (iy + j) * (nx + 2) + ix + i] += by[:, j] * bx[:, i]
     return a
 
 
 @functools.lru_cache(maxsize=16)
 def _penalty(nodes):
-    """Discrete thin-plate bending energy of the coefficient grid."""
-    ncx, ncy = nodes[0] + 2, nodes[1] + 2
-    n = ncx * ncy
-    rows = []
-
-    def idx(j, i):
-        return j * ncx + i
-
-    for j in range(ncy):
-        for i in range(1, ncx - 1):
-            r = np.zeros(n); r[idx(j, i - 1)] = 1; r[idx(j, i)] = -2; r[idx(j, i + 1)] = 1; rows.append(r)
-    for j in range(1, ncy - 1):
-        for i in range(ncx):
-            r = np.zeros(n); r[idx(j - 1, i)] = 1; r[idx(j, i)] = -2; r[idx(j + 1, i)] = 1; rows.append(r)
-    for j in range(ncy - 1):
-        for i in range(ncx - 1):
-            r = np.zeros(n)
-            r[idx(j, i)] = 1; r[idx(j + 1, i + 1)] = 1; r[idx(j, i + 1)] = -1; r[idx(j + 1, i)] = -1
-            rows.append(np.sqrt(2) * r)
-    d = np.array(rows)
+    """Discrete thin-plate bending energy of the coefficient grid: second differences along the rows and
+    the columns, and the mixed difference (weighted by sqrt 2), of the ``(ny+2, nx+2)`` coefficients."""
+    ix, iy = np.eye(nodes[0] + 2), np.eye(nodes[1] + 2)
+    d = np.vstack([np.kron(iy, np.diff(ix, 2, axis=0)), np.kron(np.diff(iy, 2, axis=0), ix),
+                   np.sqrt(2) * np.kron(np.diff(iy, axis=0), np.diff(ix, axis=0))])
     return d.T @ d
 
 
@@ -132,6 +112,7 @@ def _solve(ata, atb, pen, lam):
 
 
 def _grid(domain, n_nodes):
+    """``(origin, spacing, nodes)`` of ``n_nodes`` x ``n_nodes`` spline nodes spanning ``domain``."""
     x0, y0, x1, y1 = domain
     sx = max((x1 - x0) / (n_nodes - 1), 1e-9)
     sy = max((y1 - y0) / (n_nodes - 1), 1e-9)
@@ -155,20 +136,11 @@ def _poly_projection(domain, degree, n_nodes):
     grid: exact for degree <= 3; for degree 5 on 9+ nodes the error is ~1e-5 of the term)."""
     import scipy.linalg
 
-    origin, spacing, nodes = _grid(domain, n_nodes)
     k = 3 * (n_nodes + 2)
     x0, y0, x1, y1 = domain
     gx, gy = np.meshgrid(np.linspace(x0, x1, k), np.linspace(y0, y1, k))
-    a = _design(gx.ravel(), gy.ravel(), origin, spacing, nodes)
+    a = _design(gx.ravel(), gy.ravel(), _grid(domain, n_nodes))
     return scipy.linalg.lstsq(a, _monomials(gx.ravel(), gy.ravel(), domain, degree))[0]
-
-
-def _poly_to_spline(coef, domain, degree, n_nodes=POLY_NODES):
-    """The polynomial field stored as a cubic B-spline on ``n_nodes`` nodes."""
-    origin, spacing, nodes = _grid(domain, n_nodes)
-    c = _poly_projection(tuple(float(v) for v in domain), int(degree), int(n_nodes)) @ coef
-    shape = (nodes[1] + 2, nodes[0] + 2)
-    return SplineField(origin, spacing, nodes, c[:, 0].reshape(shape), c[:, 1].reshape(shape))
 
 
 def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambdas=(0.01, 0.1, 1.0),
@@ -201,9 +173,7 @@ def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambda
         info["reason"] = f"too few tie points for a residual field ({len(xy)} < {min_points})"
         return None, info
     if choice is not None:
-        if "poly" in choice:
-            return _fit_poly(xy, resid, w, domain, choice["poly"]), dict(info, chosen=choice)
-        return _fit(xy, resid, w, domain, choice["nodes"], choice["lambda"]), dict(info, chosen=choice)
+        return _fit(xy, resid, w, domain, choice), dict(info, chosen=choice)
     rng = np.random.default_rng(seed)
     cx, cr, cw = xy, resid, w  # the selection is scored on at most max_cv_points of them
     if len(xy) > max_cv_points:
@@ -241,9 +211,9 @@ def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambda
     for n_nodes in node_counts:
         if len(xy) < min_points_per_coef * (n_nodes + 2) ** 2 and n_nodes > node_counts[0]:
             continue
-        origin, spacing, nodes = _grid(domain, n_nodes)
-        design = _design(cx[:, 0], cx[:, 1], origin, spacing, nodes)
-        pen, normals = _penalty(nodes), training_normals(design)
+        grid = _grid(domain, n_nodes)
+        design = _design(cx[:, 0], cx[:, 1], grid)
+        pen, normals = _penalty(grid[2]), training_normals(design)
         for lam in lambdas:
             score = cv_rms(design, normals, pen, lam)
             info["candidates"].append({"nodes": n_nodes, "lambda": lam, "cv_rms": score})
@@ -253,21 +223,19 @@ def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambda
     if best[1] is None or best[0] > (1.0 - min_gain) * flat or flat - best[0] < min_abs_gain:
         info["reason"] = "no candidate beats the flat field by the required margin"
         return None, info
-    if best[1] == "poly":
-        info["chosen"] = {"poly": best[2]}
-        return _fit_poly(xy, resid, w, domain, best[2]), info
-    info["chosen"] = {"nodes": best[1], "lambda": best[2]}
-    return _fit(xy, resid, w, domain, best[1], best[2]), info
+    info["chosen"] = {"poly": best[2]} if best[1] == "poly" else {"nodes": best[1], "lambda": best[2]}
+    return _fit(xy, resid, w, domain, info["chosen"]), info
 
 
-def _fit_poly(xy, resid, w, domain, degree):
-    coef = _solve(*_normal(_monomials(xy[:, 0], xy[:, 1], domain, degree), w, resid), None, None)
-    return _poly_to_spline(coef, domain, degree)
-
-
-def _fit(xy, resid, w, domain, n_nodes, lam):
-    origin, spacing, nodes = _grid(domain, n_nodes)
-    design = _design(xy[:, 0], xy[:, 1], origin, spacing, nodes)
-    c = _solve(*_normal(design, w, resid), _penalty(nodes), lam)
-    shape = (nodes[1] + 2, nodes[0] + 2)
-    return SplineField(origin, spacing, nodes, c[:, 0].reshape(shape), c[:, 1].reshape(shape))
+def _fit(xy, resid, w, domain, choice):
+    """The field of ``choice`` fitted to every point; a polynomial is stored as a cubic B-spline on
+    :data:`POLY_NODES` nodes."""
+    if "poly" in choice:
+        coef = _solve(*_normal(_monomials(xy[:, 0], xy[:, 1], domain, choice["poly"]), w, resid), None, None)
+        grid = _grid(domain, POLY_NODES)
+        c = _poly_projection(tuple(float(v) for v in domain), int(choice["poly"]), POLY_NODES) @ coef
+    else:
+        grid = _grid(domain, choice["nodes"])
+        c = _solve(*_normal(_design(xy[:, 0], xy[:, 1], grid), w, resid), _penalty(grid[2]), choice["lambda"])
+    origin, spacing, (nx, ny) = grid
+    return SplineField(origin, spacing, (nx, ny), c[:, 0].reshape(ny + 2, nx + 2), c[:, 1].reshape(ny + 2, nx + 2))
