@@ -12,7 +12,8 @@ import numpy as np
 
 from rastalign.errors import InputError
 from rastalign.geometry.grids import Grid
-from rastalign.io.raster import RasterInfo
+from rastalign.io.fits import inspect_fits
+from rastalign.io.raster import RasterInfo, inspect_raster
 
 
 def is_fits_array(da) -> bool:
@@ -78,8 +79,7 @@ class ArrayRaster(RasterInfo):
 
 def array_raster(da, nodata=None) -> ArrayRaster:
     """``da`` as a raster source (see :class:`ArrayRaster`)."""
-    info = array_info(da, nodata)
-    return ArrayRaster(**{f.name: getattr(info, f.name) for f in dataclasses.fields(RasterInfo)}, data=as3d(da))
+    return ArrayRaster(**vars(array_info(da, nodata)), data=as3d(da))
 
 
 def _transform(da, ydim, xdim):
@@ -129,8 +129,6 @@ def file_backed(da, info):
     path = source(da)
     if not path or not Path(path).is_file() or not holds_file_pixels(da):
         return None
-    from rastalign.io.fits import inspect_fits
-    from rastalign.io.raster import inspect_raster
     if is_fits_array(da):
         return path if tuple(inspect_fits(path, da.attrs.get("rastalign_ext")).shape) == info.shape else None
     f = inspect_raster(path)

@@ -20,10 +20,7 @@ SEX_FLUX = ("FLUX", "FLUX_AUTO", "FLUX_BEST", "FLUX_ISO", "FLUX_PSF", "FLUX_MODE
 
 def _first(colnames, choices):
     upper = {c.upper(): c for c in colnames}
-    for c in choices:
-        if c in upper:
-            return upper[c]
-    return None
+    return next((upper[c] for c in choices if c in upper), None)
 
 
 def read_sextractor(path):

@@ -18,7 +18,8 @@ from typing import Tuple
 import numpy as np
 
 from rastalign.errors import InputError
-from rastalign.io.paths import check_input_file
+from rastalign.io.fits_cards import wcs_of
+from rastalign.io.paths import check_input_file, filesystem, is_store_timeout, is_url, network_error, timeout_text
 
 log = logging.getLogger(__name__)
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz")
@@ -51,8 +52,6 @@ class FitsInfo:
 
     @property
     def wcs(self):
-        from rastalign.io.fits_cards import wcs_of
-
         return wcs_of(self.header)
 
 
@@ -60,8 +59,6 @@ def open_hdul(path):
     """Open a FITS file: a local path (memory-mapped), or an ``s3://`` / ``https://`` URL through fsspec,
     which fetches only the headers and the sections read."""
     from astropy.io import fits
-
-    from rastalign.io.paths import filesystem, is_store_timeout, is_url, network_error, timeout_text
 
     if is_url(path):
         t0 = time.monotonic()
@@ -115,7 +112,7 @@ def _check_complete(hdul, i, path):
     from astropy.io import fits
 
     hdu = hdul[i]
-    if isinstance(hdu, fits.CompImageHDU) or str(path).startswith(("/vsi",)) or "://" in str(path):
+    if isinstance(hdu, fits.CompImageHDU) or is_url(path):
         return
     hdr = hdu.header
     nbytes = abs(int(hdr["BITPIX"])) // 8 * int(np.prod([int(hdr.get(f"NAXIS{k}", 0)) for k in
@@ -141,35 +138,31 @@ def inspect_fits(path, ext=None) -> FitsInfo:
 
 
 def _inspect_fits(path, ext=None) -> FitsInfo:
-    # astropy warns of a short file (twice, as it reads on); the check below says it once, as an error
+    # astropy warns of a short file (twice, as it reads on); _check_complete says it once, as an error
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="File may have been truncated")
-        return _inspect_hdul(path, ext)
-
-
-def _inspect_hdul(path, ext):
-    with open_hdul(path) as hdul:
-        i = _resolve(hdul, ext, path)
-        hdu = hdul[i]
-        _check_complete(hdul, i, path)
-        if not _is_image(hdu):
-            kind = type(hdu).__name__
-            raise InputError(f"HDU {i} ({hdu.name}) of {path} holds no image data ({kind}, NAXIS=0)")
-        hdr = hdu.header  # a tile-compressed HDU's is its image's (astropy hides the Z cards)
-        naxis = int(hdr["NAXIS"])
-        dims = [int(hdr.get(f"NAXIS{k}", 1)) for k in range(naxis, 0, -1)]
-        if naxis < 2:
-            raise InputError(f"HDU {i} of {path} is {naxis}-D; a 2-D image is needed")
-        if any(d != 1 for d in dims[:-2]):
-            raise InputError(f"HDU {i} of {path} is a {naxis}-D cube of shape {tuple(dims)}; "
-                             f"a 2-D image is needed (extract one plane first)")
-        shape = (dims[-2], dims[-1])
-        if min(shape) < 1:
-            raise InputError(f"HDU {i} of {path} has no pixels (shape {shape})")
-        bitpix = int(hdr["BITPIX"])
-        scaled = "BSCALE" in hdr or "BZERO" in hdr
-        dtype = {-32: "float32", -64: "float64"}.get(bitpix, "float64" if scaled and bitpix > 16 else "float32")
-        out_hdr = hdu.header.copy()
+        with open_hdul(path) as hdul:
+            i = _resolve(hdul, ext, path)
+            hdu = hdul[i]
+            _check_complete(hdul, i, path)
+            if not _is_image(hdu):
+                kind = type(hdu).__name__
+                raise InputError(f"HDU {i} ({hdu.name}) of {path} holds no image data ({kind}, NAXIS=0)")
+            hdr = hdu.header  # a tile-compressed HDU's is its image's (astropy hides the Z cards)
+            naxis = int(hdr["NAXIS"])
+            dims = [int(hdr.get(f"NAXIS{k}", 1)) for k in range(naxis, 0, -1)]
+            if naxis < 2:
+                raise InputError(f"HDU {i} of {path} is {naxis}-D; a 2-D image is needed")
+            if any(d != 1 for d in dims[:-2]):
+                raise InputError(f"HDU {i} of {path} is a {naxis}-D cube of shape {tuple(dims)}; "
+                                 f"a 2-D image is needed (extract one plane first)")
+            shape = (dims[-2], dims[-1])
+            if min(shape) < 1:
+                raise InputError(f"HDU {i} of {path} has no pixels (shape {shape})")
+            bitpix = int(hdr["BITPIX"])
+            scaled = "BSCALE" in hdr or "BZERO" in hdr
+            dtype = {-32: "float32", -64: "float64"}.get(bitpix, "float64" if scaled and bitpix > 16 else "float32")
+            out_hdr = hdu.header.copy()
     return FitsInfo(str(path), i, hdu.name, shape, dtype, out_hdr)
 
 
@@ -235,12 +228,6 @@ class _LazyHDU:
         return data[:, ::ys.step, ::xs.step][key[0]]
 
 
-def _stamp(path):
-    from rastalign.io.paths import is_url
-
-    return "remote" if is_url(path) else os.path.getmtime(path)
-
-
 def open_fits(path, ext=None, chunks=2048):
     """Open a FITS image lazily as an ``xarray.DataArray`` (dims ``band, y, x``, dask-backed).
 
@@ -253,8 +240,9 @@ def open_fits(path, ext=None, chunks=2048):
     info = inspect_fits(path, ext)
     if isinstance(chunks, int):
         chunks = (1, chunks, chunks)
+    stamp = "remote" if is_url(path) else os.path.getmtime(path)
     arr = da.from_array(_LazyHDU(path, info.ext, info.shape), chunks=chunks, asarray=False, fancy=False,
-                        name=f"fits-{Path(path).name}-{info.ext}-{_stamp(path)}")
+                        name=f"fits-{Path(path).name}-{info.ext}-{stamp}")
     return xr.DataArray(arr, dims=("band", "y", "x"),
                         coords={"band": [1], "y": np.arange(info.shape[0]), "x": np.arange(info.shape[1])},
                         attrs={"fits_header": info.header, "wcs": info.wcs, "rastalign_path": str(path),

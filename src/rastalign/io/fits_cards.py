@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 
 import numpy as np
 
@@ -83,7 +84,6 @@ def wcs_of(header):
     if not has_wcs(header):
         return None
     from astropy.wcs import WCS
-    import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -102,7 +102,7 @@ def output_header(source_header=None, wcs_header=None, extra=None):
     hdr = fits.Header()
     for card in (source_header if source_header is not None else fits.Header()).cards:
         k = card.keyword
-        if k in STRUCTURAL or k.startswith("NAXIS") or k.startswith("ZNAXIS") or k.startswith("ZTILE"):
+        if k in STRUCTURAL or k.startswith(("NAXIS", "ZNAXIS", "ZTILE")):
             continue
         if wcs_header is None or not is_wcs_key(k):
             hdr.append(card, end=True)

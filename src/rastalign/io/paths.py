@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -21,8 +22,7 @@ from rastalign.errors import InputError
 def absolute_path(path) -> str:
     """Local paths made absolute (a worker's working folder is not the client's); URLs and GDAL's
     ``/vsi...`` paths unchanged."""
-    p = str(path)
-    return p if "://" in p or p.startswith("/vsi") else os.path.abspath(p)
+    return str(path) if is_url(path) else os.path.abspath(str(path))
 
 
 SCHEMES = {"s3": "/vsis3/", "gs": "/vsigs/", "az": "/vsiaz/", "http": "/vsicurl/", "https": "/vsicurl/"}
@@ -158,8 +158,6 @@ def store_cause(exc, seconds=None) -> str:
 def redact(text) -> str:
     """``text`` without credentials: the secret and access keys of the environment, and the query
     strings of URLs (presigned signatures)."""
-    import re
-
     out = re.sub(r"(https?://[^\s'\"?]+)\?[^\s'\"]*", r"\1?<redacted>", str(text))
     for key in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID"):
         secret = os.environ.get(key)
@@ -171,8 +169,6 @@ def redact(text) -> str:
 def network_error(path, message, kind="raster", seconds=None) -> str:
     """A one-line cause for a failed remote open or read of a ``kind`` file (never a credential);
     ``seconds``: how long the failed open or read took, to tell a store that stopped answering."""
-    import re
-
     text = redact(" ".join(str(message).split()))
     low = text.lower()
     # GDAL reports a refused request as a file that "does not exist", after a warning naming the 403
@@ -212,8 +208,7 @@ def filesystem(url, asynchronous=False):
     if scheme in ("s3", "s3a"):
         fs = s3_filesystem(asynchronous=asynchronous)
         return fs, fs._strip_protocol(str(url))
-    fs, path = fsspec.core.url_to_fs(str(url), **({"asynchronous": True} if asynchronous else {}))
-    return fs, path
+    return fsspec.core.url_to_fs(str(url), **({"asynchronous": True} if asynchronous else {}))
 
 
 def s3_filesystem(timeout=None, asynchronous=False):

@@ -5,6 +5,8 @@ tasks stay small and picklable (a path and a box) under any dask scheduler.
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import os
 import threading
@@ -18,7 +20,7 @@ import numpy as np
 from rastalign._kernels.pixels import validity
 from rastalign.errors import InputError, ResourceError
 from rastalign.geometry.grids import Grid
-from rastalign.io.paths import check_input_file
+from rastalign.io.paths import check_input_file, gdal_path, is_url, network_error
 
 # Refuse absurd declared sizes (bands x rows x cols) before allocating anything: 2**38
 # samples is e.g. 4 bands of 260,000 x 260,000 px. RASTALIGN_MAX_PIXELS overrides it.
@@ -68,16 +70,12 @@ def open_dataset(path, overview_level=None):
     import rasterio
     from rasterio.errors import RasterioIOError
 
-    from rastalign.io.paths import gdal_path, is_url, network_error
-
     remote = is_url(path)
     p = gdal_path(path) if remote else check_input_file(path, "raster")
     kw = {} if overview_level is None else {"overview_level": int(overview_level)}
     t0 = time.monotonic()
-    try:
-        if not remote:
-            return rasterio.open(p, **kw)
-        with gdal_warnings() as said:  # GDAL names a 403 in a warning, then says the file does not exist
+    try:  # GDAL names a 403 in a warning, then says the file does not exist
+        with (gdal_warnings() if remote else contextlib.nullcontext([])) as said:
             return rasterio.open(p, **kw)
     except RasterioIOError as exc:
         if remote:  # how long it took tells a store that stopped answering from one that refused
@@ -143,14 +141,8 @@ def _inspect_raster(path) -> RasterInfo:
             raise InputError(f"raster declares an absurd size ({ds.count} band(s) of {ds.height} x {ds.width} px, "
                              f"more than {MAX_PIXELS:.3g} samples; set RASTALIGN_MAX_PIXELS to allow it): {path}")
         flags = ds.mask_flag_enums[0]
-        if MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags:
-            kind = "per_dataset"
-        elif MaskFlags.alpha in flags:
-            kind = "alpha"
-        elif ds.nodata is not None:
-            kind = "nodata"
-        else:
-            kind = "none"
+        kind = ("alpha" if MaskFlags.alpha in flags else "per_dataset" if MaskFlags.per_dataset in flags
+                else "nodata" if ds.nodata is not None else "none")
         if len(set(ds.dtypes)) != 1:
             raise InputError(f"bands of different data types are not supported: {path}")
         t = ds.transform
@@ -169,14 +161,9 @@ def read_window(path, box, bands=None, nodata=None, use_file_mask=True, out_shap
     overviews when present). ``dataset``: an already open rasterio dataset of ``path``
     to read through (kept open by the caller, e.g. for many small windows).
     """
-    import contextlib
-
     from rasterio.enums import MaskFlags, Resampling
-    from rasterio.windows import Window
-
     from rasterio.errors import RasterioError
-
-    from rastalign.io.paths import is_url, network_error
+    from rasterio.windows import Window
 
     remote = is_url(path)
     y0, y1, x0, x1 = (int(v) for v in box)
@@ -185,9 +172,7 @@ def read_window(path, box, bands=None, nodata=None, use_file_mask=True, out_shap
         idx = list(bands) if bands is not None else list(range(1, ds.count + 1))
         shape = tuple(out_shape) if out_shape is not None else (y1 - y0, x1 - x0)
         check_memory(len(idx) * shape[0] * shape[1] * np.dtype(ds.dtypes[0]).itemsize, f"reading {path}")
-        kw = {}
-        if out_shape is not None:
-            kw = {"out_shape": (len(idx),) + tuple(out_shape), "resampling": Resampling.average}
+        kw = {} if out_shape is None else {"out_shape": (len(idx), *out_shape), "resampling": Resampling.average}
         t0 = time.monotonic()
         try:
             with (gdal_warnings() if remote else contextlib.nullcontext([])) as said:
@@ -282,13 +267,11 @@ def verify_complete(path, shape, count):
                 raise IncompleteWrite(f"file reads back as {ds.count}x{ds.height}x{ds.width}")
             bh, bw = ds.block_shapes[0]
             nby, nbx = -(-ds.height // bh), -(-ds.width // bw)
-            for b in range(1, ds.count + 1):
-                for j in range(nby):
-                    for i in range(nbx):
-                        size = ds.get_tag_item(f"BLOCK_SIZE_{i}_{j}", "TIFF", bidx=b)
-                        offset = ds.get_tag_item(f"BLOCK_OFFSET_{i}_{j}", "TIFF", bidx=b)
-                        if not size or not offset or int(size) <= 0 or int(offset) + int(size) > nbytes:
-                            raise IncompleteWrite(f"block ({j}, {i}) of band {b} is missing or truncated")
+            for b, j, i in itertools.product(range(1, ds.count + 1), range(nby), range(nbx)):
+                size = ds.get_tag_item(f"BLOCK_SIZE_{i}_{j}", "TIFF", bidx=b)
+                offset = ds.get_tag_item(f"BLOCK_OFFSET_{i}_{j}", "TIFF", bidx=b)
+                if not size or not offset or int(size) <= 0 or int(offset) + int(size) > nbytes:
+                    raise IncompleteWrite(f"block ({j}, {i}) of band {b} is missing or truncated")
     except IncompleteWrite:
         raise
     except Exception as exc:  # noqa: BLE001 - unreadable header: the write failed
