@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 from scipy import ndimage
+
+from rastalign.geometry.affine import apply_affine, invert_affine
 
 PERIOD = 2048
 UTM_TRANSFORM = (0.5, 0.0, 500000.0, 0.0, -0.5, 5800000.0)
@@ -75,22 +78,15 @@ class Truth:
 
     def generate(self, qx, qy):
         """Moving pixel -> fixed pixel (the inverse of the pull map)."""
-        m = np.vstack([self.matrix, [0, 0, 1]])
-        inv = np.linalg.inv(m)[:2]
         cx, cy = self.centre
         k = self._k()
         dx, dy = np.asarray(qx, float) - cx, np.asarray(qy, float) - cy
         r2 = dx * dx + dy * dy
-        ux, uy = qx + k * dx * r2, qy + k * dy * r2
-        return inv[0, 0] * ux + inv[0, 1] * uy + inv[0, 2], inv[1, 0] * ux + inv[1, 1] * uy + inv[1, 2]
+        return apply_affine(invert_affine(self.matrix), qx + k * dx * r2, qy + k * dy * r2)
 
     def __call__(self, px, py, iterations=30):
         """Fixed pixel -> moving pixel (exact up to the fixed-point tolerance)."""
-        m = self.matrix
-        px = np.asarray(px, float)
-        py = np.asarray(py, float)
-        ux = m[0, 0] * px + m[0, 1] * py + m[0, 2]
-        uy = m[1, 0] * px + m[1, 1] * py + m[1, 2]
+        ux, uy = apply_affine(self.matrix, px, py)
         if self.distortion_px == 0:
             return ux, uy
         k = self._k()
@@ -170,7 +166,6 @@ def write_pair(folder, shape=(1024, 1024), rotation_deg=0.0, shift=(0.0, 0.0), s
     import rasterio
     from affine import Affine
     from rasterio.windows import Window
-    from pathlib import Path
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -315,7 +310,6 @@ def write_grid_pair(folder, truth: Truth, moving_grid, fixed_grid, seed=0, dtype
     """
     import rasterio
     from affine import Affine
-    from pathlib import Path
     from pyproj import CRS, Transformer
 
     folder = Path(folder)

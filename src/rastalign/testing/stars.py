@@ -165,7 +165,12 @@ def write_star_pair(folder, shape=(1024, 1024), n_stars=600, names=("source.fits
             paths.append(None)
             continue
         ny, nx = f.source_shape if role == "source" else f.template_shape
-        hdr = fits.Header()
+        path = folder / name
+        hdr = fits.Header([("XTENSION", "IMAGE")] if ext_name else [("SIMPLE", True)])
+        hdr.update(BITPIX=-32, NAXIS=2, NAXIS1=nx, NAXIS2=ny)
+        if ext_name:  # an image extension after an empty primary HDU
+            hdr.update(PCOUNT=0, GCOUNT=1, EXTNAME=ext_name)
+            fits.PrimaryHDU().writeto(path, overwrite=True)
         hdr["OBJECT"] = f"synthetic {role}"
         if role == "template":
             hdr.update({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRPIX1": nx / 2.0, "CRPIX2": ny / 2.0,
@@ -173,47 +178,14 @@ def write_star_pair(folder, shape=(1024, 1024), n_stars=600, names=("source.fits
                         "CUNIT1": "deg", "CUNIT2": "deg"})
         for k, v in (header_extra or {}).items():
             hdr[k] = v
-        path = folder / name
-        shdr = fits.Header()
-        if ext_name:
-            fits.PrimaryHDU().writeto(path, overwrite=True)
-            shdr["XTENSION"] = "IMAGE"
-        else:
-            shdr["SIMPLE"] = True
-        shdr["BITPIX"] = -32
-        shdr["NAXIS"] = 2
-        shdr["NAXIS1"] = nx
-        shdr["NAXIS2"] = ny
-        if ext_name:
-            shdr["PCOUNT"] = 0
-            shdr["GCOUNT"] = 1
-            shdr["EXTNAME"] = ext_name
-        shdr.extend(hdr)
-        if ext_name:
-            with open(path, "ab") as fh:
-                fh.write(shdr.tostring().encode("ascii"))
-            stream = None
-        else:
-            stream = fits.StreamingHDU(path, shdr)
-        rkw = dict(render_kw)
-        if role == "source" and src_fwhm:
-            rkw["fwhm"] = src_fwhm
+        stream = fits.StreamingHDU(str(path), hdr)  # a str: astropy checks a Path's bare name for an existing file
+        rkw = dict(render_kw, fwhm=src_fwhm) if role == "source" and src_fwhm else render_kw
         for y0 in range(0, ny, tile):
             y1 = min(y0 + tile, ny)
-            rows = np.concatenate([render_frame(f, role, (y0, y1, x0, min(x0 + tile, nx)), seed=seed,
-                                                nan_block=nan_block if role == "source" else None, **rkw)
-                                   for x0 in range(0, nx, tile)], axis=1)
-            if stream is not None:
-                stream.write(rows.astype(np.float32))
-            else:
-                with open(path, "ab") as fh:
-                    fh.write(rows.astype(">f4").tobytes())
-        if stream is not None:
-            stream.close()
-        else:
-            pad = (-(ny * nx * 4)) % 2880
-            with open(path, "ab") as fh:
-                fh.write(b"\0" * pad)
+            stream.write(np.concatenate([render_frame(f, role, (y0, y1, x0, min(x0 + tile, nx)), seed=seed,
+                                                      nan_block=nan_block if role == "source" else None, **rkw)
+                                         for x0 in range(0, nx, tile)], axis=1).astype(np.float32))
+        stream.close()
         paths.append(path)
     return paths[0], paths[1], f
 
