@@ -19,7 +19,7 @@ from rastalign.params import STAR_DEFAULTS as D
 from rastalign.runtime.scheduler import each_in_threads
 from rastalign.spalipy import steps as steps
 from rastalign.tiepoints.stars import star_options, log_stats
-from rastalign.spalipy.transform import AffineTransform, FieldComponent, SplineTransform
+from rastalign.spalipy.transform import AffineTransform, FieldComponent, SplineTransform, on_points
 
 log = logging.getLogger(__name__)
 
@@ -147,13 +147,11 @@ class Spalipy:
         """:class:`SplineTransform` over the residual field (output px -> source px offsets), None when flat."""
         return self._fitted(lambda f: None if f.model.field is None else SplineTransform(f.model))
 
-    @property
-    def sbs_x(self):
-        return self._fitted(lambda f: None if f.model.field is None else FieldComponent(SplineTransform(f.model), 0))
+    def _field_axis(self, axis):
+        return self._fitted(lambda f: None if f.model.field is None else FieldComponent(SplineTransform(f.model), axis))
 
-    @property
-    def sbs_y(self):
-        return self._fitted(lambda f: None if f.model.field is None else FieldComponent(SplineTransform(f.model), 1))
+    sbs_x = property(lambda self: self._field_axis(0))
+    sbs_y = property(lambda self: self._field_axis(1))
 
     @property
     def source_det_matched(self):
@@ -268,11 +266,7 @@ class Spalipy:
         model = self._frames[entry].model
         if model is None:
             raise steps.SpalipyAlignmentError(f"no model for entry {entry}: not fitted or alignment failed")
-        xy = np.asarray(coo, float)
-        points = xy.ndim == 2
-        x, y = (xy[:, 0], xy[:, 1]) if points else (xy[0], xy[1])
-        fx, fy = model(x, y) if inverse else model.inverse_points(x, y)
-        return np.stack([fx, fy], axis=1 if points else 0)
+        return on_points(model if inverse else model.inverse_points, coo)
 
     def transform_stats(self):
         """Fit statistics (matched count, inliers, mean/median/std/RMS of the x and y residuals, px) as a

@@ -9,9 +9,11 @@ is exact for the full affine. Coordinates are ``(x, y)``, 0-based, pixel centres
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
-from rastalign.geometry.affine import invert_affine
+from rastalign.geometry.affine import apply_affine, invert_affine
 
 
 def _similarity_matrix(v):
@@ -34,12 +36,13 @@ def nearest_similarity(matrix, anchor=(0.0, 0.0)):
     return np.array([a, b, fx - (a * p[0] - b * p[1]), fy - (b * p[0] + a * p[1])])
 
 
-def _apply(m, xy):
-    """The 2x3 matrix ``m`` applied to ``(N, 2)`` points, or to a ``(2, ...)`` pair of x and y planes."""
+def on_points(func, xy):
+    """``func(x, y) -> (x', y')`` over spalipy's layouts: ``(N, 2)`` points, or a ``(2, ...)`` stack of x and y
+    arrays; the result in the same layout."""
     xy = np.asarray(xy, float)
-    planes = xy.T if xy.ndim == 2 else xy  # (2, ...) either way
-    moved = np.einsum("ij,j...->i...", m[:, :2], planes) + m[:, 2].reshape((2,) + (1,) * (planes.ndim - 1))
-    return moved.T if xy.ndim == 2 else moved
+    points = xy.ndim == 2
+    x, y = (xy[:, 0], xy[:, 1]) if points else (xy[0], xy[1])
+    return np.stack(func(x, y), axis=1 if points else 0)
 
 
 class AffineTransform:
@@ -87,7 +90,7 @@ class AffineTransform:
 
     def inverse(self):
         """The inverse transform (template px -> source px), exact; its anchor is the image of this one's."""
-        return AffineTransform.from_matrix(invert_affine(self.matrix), _apply(self.matrix, self.anchor))
+        return AffineTransform.from_matrix(invert_affine(self.matrix), apply_affine(self.matrix, *self.anchor))
 
     def matrix_form(self):
         """``(2x2 linear part, offset)`` of the full affine, in ``(x, y)`` order (spalipy's layout)."""
@@ -95,7 +98,7 @@ class AffineTransform:
 
     def apply_transform(self, xy):
         """Transform ``(N, 2)`` points, or a ``(2, ...)`` stack of x and y arrays (spalipy's layouts)."""
-        return _apply(self.matrix, xy)
+        return on_points(partial(apply_affine, self.matrix), xy)
 
     def __array__(self, dtype=None, copy=None):
         return np.array(self.matrix, dtype=dtype)
@@ -123,12 +126,11 @@ class SplineTransform:
         return self.model.field_at_output(np.asarray(x, float), np.asarray(y, float))
 
     def __call__(self, xy, relative=False):
-        xy = np.asarray(xy, float)
-        x, y = (xy[:, 0], xy[:, 1]) if xy.ndim == 2 else (xy[0], xy[1])
-        dx, dy = self.offsets(x, y)
-        if not relative:
-            dx, dy = x + dx, y + dy
-        return np.stack([dx, dy], axis=1 if xy.ndim == 2 else 0)
+        def moved(x, y):
+            dx, dy = self.offsets(x, y)
+            return (dx, dy) if relative else (x + dx, y + dy)
+
+        return on_points(moved, xy)
 
 
 class FieldComponent:
