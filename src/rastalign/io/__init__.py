@@ -1,2 +1,2 @@
-"""Readers and writers: GeoTIFF/COG (:mod:`.raster`), FITS (:mod:`.fits`),
-detection catalogues (:mod:`.catalogs`), atomic file helpers (:mod:`.atomic`)."""
+"""Sources and readers: GeoTIFF/COG (:mod:`.raster`), FITS (:mod:`.fits`), paths and URLs (:mod:`.paths`),
+arrays (:mod:`.arrays`), proxies (:mod:`.proxy`), detection catalogues (:mod:`.catalogs`), model files."""

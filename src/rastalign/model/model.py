@@ -96,8 +96,7 @@ class AlignmentModel:
         if self.field is None:
             z = np.zeros(np.shape(x))
             return z, z.copy()
-        sx, sy = self.solve_coords(x, y)
-        return self.field(sx, sy)
+        return self.field(*self.solve_coords(x, y))
 
     def __call__(self, x, y):
         """Moving-pixel coordinates ``(xm, ym)`` of output pixels ``(x, y)``."""

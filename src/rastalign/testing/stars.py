@@ -111,12 +111,9 @@ def render_frame(fieldobj: StarField, role, box=None, fwhm=3.0, psf="gaussian", 
         rng = np.random.default_rng([seed, box[0], box[2], 0 if role == "template" else 1])
         img += rng.normal(0.0, noise, img.shape)
     img = img.astype(dtype)
-    if nan_block is not None:
-        by0, by1, bx0, bx1 = nan_block
-        a0, a1 = max(by0, box[0]), min(by1, box[1])
-        b0, b1 = max(bx0, box[2]), min(bx1, box[3])
-        if a1 > a0 and b1 > b0:
-            img[a0 - box[0]:a1 - box[0], b0 - box[2]:b1 - box[2]] = np.nan
+    if nan_block is not None:  # its part inside ``box``, in ``img``'s rows and columns
+        y0, y1, x0, x1 = (max(v - o, 0) for v, o in zip(nan_block, (box[0], box[0], box[2], box[2])))
+        img[y0:y1, x0:x1] = np.nan
     return img
 
 
@@ -156,9 +153,8 @@ def write_star_pair(folder, shape=(1024, 1024), n_stars=600, names=("source.fits
     render_kw = {k: kw.pop(k) for k in ("fwhm", "psf", "noise", "sky") if k in kw}
     nan_block = kw.pop("nan_block", None)
     src_fwhm = kw.pop("source_fwhm", None)
-    f = stars or make_field(shape, kw.pop("source_shape", None), n_stars, seed=kw.get("seed", 0),
-                            **{k: v for k, v in kw.items() if k != "seed"})
-    seed = kw.get("seed", 0)
+    seed = kw.pop("seed", 0)
+    f = stars or make_field(shape, kw.pop("source_shape", None), n_stars, seed=seed, **kw)
     paths = []
     for role, name in (("source", names[0]), ("template", names[1])):
         if name is None:  # not written: the template depends only on the shape, stars and seed
