@@ -88,7 +88,7 @@ _SAID = threading.local()  # the list collecting GDAL's warnings in this thread,
 
 
 class _Collect(logging.Filter):
-    """On rasterio's GDAL loggers: a warning raised in a thread inside :class:`gdal_warnings` goes to its
+    """On rasterio's GDAL loggers: a warning raised in a thread inside :func:`gdal_warnings` goes to its
     list instead of stderr (other threads' warnings pass)."""
 
     def filter(self, record):
@@ -103,24 +103,21 @@ _COLLECT = _Collect()
 GDAL_LOGGERS = ("rasterio._env", "rasterio._err")  # GDAL's messages when opening, and when reading
 
 
-class gdal_warnings:
+@contextlib.contextmanager
+def gdal_warnings():
     """Collect (and keep off stderr) what GDAL warns in this thread while a remote file is opened or read:
     the cause of a failure is often there (a 403, ``response_code=0`` when the store does not answer), and
     it belongs in the one error line, not before it. Other threads' warnings are left alone."""
-
-    def __enter__(self):
-        for name in GDAL_LOGGERS:
-            logger = logging.getLogger(name)
-            if _COLLECT not in logger.filters:
-                logger.addFilter(_COLLECT)
-        self.outer, self.said = getattr(_SAID, "said", None), []
-        _SAID.said = self.said
-        return self.said
-
-    def __exit__(self, *exc):
-        _SAID.said = self.outer
-        return False
-
+    for name in GDAL_LOGGERS:
+        logger = logging.getLogger(name)
+        if _COLLECT not in logger.filters:
+            logger.addFilter(_COLLECT)
+    outer = getattr(_SAID, "said", None)
+    _SAID.said = said = []
+    try:
+        yield said
+    finally:
+        _SAID.said = outer
 
 
 def inspect_raster(path) -> RasterInfo:

@@ -316,8 +316,7 @@ def write_grid_pair(folder, truth: Truth, moving_grid, fixed_grid, seed=0, dtype
     folder.mkdir(parents=True, exist_ok=True)
     mshape, mt, mcrs = moving_grid
     fshape, ft, fcrs = fixed_grid
-    m_aff = Affine(*mt)
-    inv_m = ~m_aff
+    inv_m = ~Affine(*mt)
     tr = Transformer.from_crs(CRS.from_user_input(fcrs), CRS.from_user_input(mcrs), always_xy=True)
 
     def fixed_to_scene(cx, cy):
