@@ -122,13 +122,13 @@ def moving_to_fixed(moving, fixed):
 
 
 def footprint_box(shape, m):
-    """Bounding box (x0, y0, x1, y1) in target pixels of a ``shape`` grid mapped by ``m``
-    (a 2x3 affine or a mapping callable; the border is sampled densely for the latter)."""
+    """Bounding box (x0, y0, x1, y1) in target pixels of a ``shape`` grid mapped by the callable ``m`` (a
+    :func:`pixel_mapping`), its border sampled densely."""
     ny, nx = shape
-    t = np.linspace(0.0, 1.0, 2 if not callable(m) else 33)
+    t = np.linspace(0.0, 1.0, 33)
     xs = np.concatenate([-0.5 + t * nx, np.full(t.size, nx - 0.5), -0.5 + t * nx, np.full(t.size, -0.5)])
     ys = np.concatenate([np.full(t.size, -0.5), -0.5 + t * ny, np.full(t.size, ny - 0.5), -0.5 + t * ny])
-    tx, ty = m(xs, ys) if callable(m) else apply_affine(m, xs, ys)
+    tx, ty = m(xs, ys)
     return np.min(tx), np.min(ty), np.max(tx), np.max(ty)
 
 

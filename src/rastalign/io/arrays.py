@@ -45,8 +45,7 @@ def array_info(da, nodata=None) -> RasterInfo:
     count = int(np.prod([n for d, n in da.sizes.items() if d not in (ydim, xdim)] or [1]))
     nd = nodata if nodata is not None else None if is_fits_array(da) else da.rio.nodata
     nd = None if nd is None else float(nd)
-    return RasterInfo(str(source(da) or ""), array_grid(da), count, str(da.dtype), nd, (),
-                      "none" if nd is None else "nodata")
+    return RasterInfo(str(source(da) or ""), array_grid(da), count, str(da.dtype), nd, ())
 
 
 @dataclass(frozen=True)

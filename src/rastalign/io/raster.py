@@ -38,7 +38,6 @@ class RasterInfo:
     dtype: str
     nodata: Optional[float]
     descriptions: tuple
-    mask_kind: str  # "none", "nodata", "per_dataset", "alpha"
     overviews: tuple = ()
     block_rows: int = 0  # rows of the file's blocks (tiles or strips); 0 when unknown
 
@@ -129,36 +128,30 @@ def inspect_raster(path) -> RasterInfo:
 
 
 def _inspect_raster(path) -> RasterInfo:
-    from rasterio.enums import MaskFlags
-
     with open_dataset(path) as ds:
         if ds.count < 1 or ds.width < 1 or ds.height < 1:
             raise InputError(f"raster has no pixels: {path}")
         if ds.width * ds.height * ds.count > MAX_PIXELS:
             raise InputError(f"raster declares an absurd size ({ds.count} band(s) of {ds.height} x {ds.width} px, "
                              f"more than {MAX_PIXELS:.3g} samples; set RASTALIGN_MAX_PIXELS to allow it): {path}")
-        flags = ds.mask_flag_enums[0]
-        kind = ("alpha" if MaskFlags.alpha in flags else "per_dataset" if MaskFlags.per_dataset in flags
-                else "nodata" if ds.nodata is not None else "none")
         if len(set(ds.dtypes)) != 1:
             raise InputError(f"bands of different data types are not supported: {path}")
         t = ds.transform
         grid = Grid((ds.height, ds.width), (t.a, t.b, t.c, t.d, t.e, t.f), ds.crs.to_wkt() if ds.crs else None,
                     "Point" if ds.tags().get("AREA_OR_POINT", "").lower() == "point" else "Area")
-        return RasterInfo(str(path), grid, ds.count, ds.dtypes[0], ds.nodata, tuple(ds.descriptions), kind,
+        return RasterInfo(str(path), grid, ds.count, ds.dtypes[0], ds.nodata, tuple(ds.descriptions),
                           tuple(ds.overviews(1)), int(ds.block_shapes[0][0]))
 
 
-def read_window(path, box, bands=None, nodata=None, use_file_mask=True, out_shape=None, dataset=None):
+def read_window(path, box, bands=None, nodata=None, dataset=None):
     """Read ``box = (y0, y1, x0, x1)`` of ``bands`` (1-based list; all when None).
 
     Returns ``(data, valid)``: data (bands, rows, cols) in the file's dtype and the
     validity mask combining ``nodata`` (the given value, else the file's), NaN/Inf and
-    the file's internal mask. With ``out_shape`` GDAL decimates (averaging, using
-    overviews when present). ``dataset``: an already open rasterio dataset of ``path``
+    the file's internal mask. ``dataset``: an already open rasterio dataset of ``path``
     to read through (kept open by the caller, e.g. for many small windows).
     """
-    from rasterio.enums import MaskFlags, Resampling
+    from rasterio.enums import MaskFlags
     from rasterio.errors import RasterioError
     from rasterio.windows import Window
 
@@ -167,19 +160,15 @@ def read_window(path, box, bands=None, nodata=None, use_file_mask=True, out_shap
     win = Window(x0, y0, x1 - x0, y1 - y0)
     with (contextlib.nullcontext(dataset) if dataset is not None else open_dataset(path)) as ds:
         idx = list(bands) if bands is not None else list(range(1, ds.count + 1))
-        shape = tuple(out_shape) if out_shape is not None else (y1 - y0, x1 - x0)
-        check_memory(len(idx) * shape[0] * shape[1] * np.dtype(ds.dtypes[0]).itemsize, f"reading {path}")
-        kw = {} if out_shape is None else {"out_shape": (len(idx), *out_shape), "resampling": Resampling.average}
+        check_memory(len(idx) * (y1 - y0) * (x1 - x0) * np.dtype(ds.dtypes[0]).itemsize, f"reading {path}")
         t0 = time.monotonic()
         try:
             with (gdal_warnings() if remote else contextlib.nullcontext([])) as said:
-                data = ds.read(idx, window=win, **kw)
-                nd = nodata if nodata is not None else ds.nodata
-                ok = validity(data, nd)
+                data = ds.read(idx, window=win)
+                ok = validity(data, nodata if nodata is not None else ds.nodata)
                 flags = ds.mask_flag_enums[0]
-                if use_file_mask and (MaskFlags.per_dataset in flags or MaskFlags.alpha in flags):
-                    mkw = {} if out_shape is None else {"out_shape": tuple(out_shape)}
-                    ok &= ds.read_masks(idx[0], window=win, **mkw) > 0
+                if MaskFlags.per_dataset in flags or MaskFlags.alpha in flags:
+                    ok &= ds.read_masks(idx[0], window=win) > 0
         except RasterioError as exc:
             if remote:  # GDAL's warnings say "response_code=0" when the store did not answer
                 msg = network_error(path, " ".join(said + [gdal_cause(exc)]), seconds=time.monotonic() - t0)
