@@ -96,13 +96,7 @@ def pixel_mapping(src, dst):
     from pyproj import CRS, Transformer
 
     tr = Transformer.from_crs(CRS.from_user_input(src.crs), CRS.from_user_input(dst.crs), always_xy=True)
-
-    def f(x, y):
-        wx, wy = apply_affine(to_world, x, y)
-        ux, uy = tr.transform(np.asarray(wx, float), np.asarray(wy, float))
-        return apply_affine(from_world, np.asarray(ux), np.asarray(uy))
-
-    return f
+    return lambda x, y: apply_affine(from_world, *tr.transform(*apply_affine(to_world, x, y)))
 
 
 def check_crs(moving, fixed):
