@@ -19,7 +19,8 @@ from rastalign.geometry.affine import invert_affine
 from rastalign.tiepoints.detect import detect_array, filter_detections
 from rastalign.tiepoints.quads import quad_hash, subtile_groups
 from rastalign.tiepoints.stars import min_matches, fit_detections
-from rastalign.params import resampling_for
+from rastalign.params import WarpParams, resampling_for
+from rastalign.runtime.scheduler import local_scheduler
 from rastalign.spalipy.transform import AffineTransform
 
 log = logging.getLogger(__name__)
@@ -226,9 +227,7 @@ def pad_template(template, anchor, shape, cval):
 
 # ---------------------------------------------------------------------------------- warp
 def _warp(data, model, shape, resampling, dtype):
-    from rastalign.params import WarpParams
-    from rastalign.runtime.scheduler import local_scheduler
-    from rastalign.warp.graph import warp_graph
+    from rastalign.warp.graph import warp_graph  # dask's graph: only when a frame is warped
 
     wp = WarpParams(resampling=resampling)
     return warp_graph(data[None], model, shape, wp, dtype, np.nan).compute(scheduler=local_scheduler("synchronous"))[0]
