@@ -198,13 +198,9 @@ def write_stack(folder, truths, shape=(1024, 1024), seed=0, dtype="uint16", band
     Returns ``(reference_path, [moving_path, ...], [Truth, ...])``.
     """
     _, ref, _ = write_pair(folder, shape, seed=seed, dtype=dtype, bands=bands, names=(None, "reference.tif"))
-    moving, out_truths = [], []
-    for i, t in enumerate(truths):
-        m, _, tr = write_pair(folder, shape, seed=seed, dtype=dtype, bands=bands,
-                              names=(f"{prefix}_{i:02d}.tif", None), **t)
-        moving.append(m)
-        out_truths.append(tr)
-    return ref, moving, out_truths
+    scenes = [write_pair(folder, shape, seed=seed, dtype=dtype, bands=bands, names=(f"{prefix}_{i:02d}.tif", None), **t)
+              for i, t in enumerate(truths)]
+    return ref, [m for m, _, _ in scenes], [tr for _, _, tr in scenes]
 
 
 # ---------------------------------------------------------------------------------- yardsticks
