@@ -171,15 +171,13 @@ def fit_entry(source_det, template_det, source_shape, template_shape, o, spline_
     """rastalign's match and fit (:func:`~rastalign.tiepoints.stars.fit_detections`) of prepared detections, on
     the template grid; ``spline_order=0`` fits the affine only. Returns ``(model, evidence)``."""
     opts = dict(o, spline_order=int(spline_order), **FIT_OVERRIDES)
-    fit_log = logging.getLogger("rastalign.tiepoints.stars")
-    hint = _NoDistortionHint() if int(spline_order) == 0 and int(o["spline_order"]) > 0 else None
-    if hint is not None:
+    fit_log, hint = logging.getLogger("rastalign.tiepoints.stars"), _NoDistortionHint()
+    if int(spline_order) == 0 and int(o["spline_order"]) > 0:
         fit_log.addFilter(hint)
     try:
         return fit_detections(source_det, template_det, tuple(source_shape), tuple(template_shape), **opts)
     finally:
-        if hint is not None:
-            fit_log.removeFilter(hint)
+        fit_log.removeFilter(hint)  # nothing to remove when it was not added
 
 
 def forward_affine(model, evidence):
