@@ -19,6 +19,11 @@ FORMAT_SUFFIXES = {"GTiff": (".tif", ".tiff"), "COG": (".tif", ".tiff"), "FITS":
                    "Zarr": (".zarr",)}
 
 
+def _check_max_error(v):
+    if v is not None and not float(v) > 0:
+        raise InputError(f"--max-error-px is a positive number of pixels; got {v}")
+
+
 @dataclass(frozen=True)
 class EstimateParams:
     """How tie points are measured and the model is fitted.
@@ -48,8 +53,10 @@ class EstimateParams:
     seed: int = 0
     min_inliers: int = 6
     max_rms_px: float = 1.0
+    max_error_px: Optional[float] = None  # the accuracy gate: predicted model error p95 (moving px)
 
     def __post_init__(self):
+        _check_max_error(self.max_error_px)
         for name in ("band_index", "moving_band_index", "fixed_band_index"):
             v = getattr(self, name)
             if v is not None and int(v) < 0:
@@ -195,8 +202,10 @@ class StarParams:
     cval_mask: int = 1
     seed: int = 0
     max_rms: float = 1.0
+    max_error_px: Optional[float] = None  # the accuracy gate: predicted model error p95 (source px)
 
     def __post_init__(self):
+        _check_max_error(self.max_error_px)
         if self.min_sep is None:
             object.__setattr__(self, "min_sep", 2.0 * float(self.max_match_dist))
         for k in ("max_match_dist", "max_quad_hash_dist"):

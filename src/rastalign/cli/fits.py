@@ -55,6 +55,9 @@ def _common(p):
                    help="minimum number of matched detections (default: auto, half the smaller detection list, "
                         "at least 8 and at most 100; spalipy's meaning when given)")
     p.add_argument("--sep-thresh", type=float, default=D.sep_thresh, help="sep.extract threshold, in background RMS")
+    p.add_argument("--max-error-px", type=float, default=None,
+                   help="accuracy check: fail when the predicted model error (95th percentile over the overlap, "
+                        "source px; quality.predicted_error_px) exceeds this")
     p.add_argument("--preserve-footprints", action="store_true",
                    help="pad the template grid so that the whole source footprint is kept")
     p.add_argument("--correction", choices=("resample", "wcs"), default="resample",

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-rms", type=float, default=1.0, dest="max_rms_px",
                    help="quality check: fail when the inlier residual RMS exceeds this (px)")
     e.add_argument("--min-inliers", type=int, default=6, help="quality check: minimum inlier tie points")
+    e.add_argument("--max-error-px", type=float, default=None,
+                   help="accuracy check: fail when the predicted model error (95th percentile over the valid "
+                        "overlap, moving px; quality.predicted_error_px) exceeds this; the report is still written")
     w = p.add_argument_group("warp and output")
     w.add_argument("--output-on-moving-grid", action=b, default=True,
                    help="write on the moving grid (default) or on the fixed grid cropped to the moving footprint")

@@ -171,7 +171,8 @@ def _result(output_path, model_out, model, ev, t0, t_est, t_write, extra) -> Ali
 
     st, source_shape = ev["stats"], tuple(ev["source_info"].shape)
     quality = {"n_tie_points": st["n_matched"], "n_inliers": st["n_inliers"], "rms_residual_px": st["rms_px"],
-               "median_residual_px": st["median_residual_px"]}
+               "median_residual_px": st["median_residual_px"],
+               "predicted_error_px": _on_the_sky(st["predicted_error_px"], model, ev["template_info"])}
     timings = {"estimate_s": round(t_est, 3), "warp_write_s": round(t_write, 3),
                "total_s": round(time.perf_counter() - t0, 3)}
     report = {"correction": plain_correction(model, Grid.pixel_frame(source_shape),
@@ -180,6 +181,17 @@ def _result(output_path, model_out, model, ev, t0, t_est, t_write, extra) -> Ali
     extra = {"source_shape": list(source_shape), **extra, "stats": st, "timings_s": timings}
     return AlignmentResult(str(output_path), None, str(model_out) if model_out else None, model, quality, report,
                            extra)
+
+
+def _on_the_sky(predicted, model, template_info):
+    """``predicted`` (source px) with ``ce90_arcsec`` when the template's cards give its pixel scale."""
+    from rastalign.io.fits_cards import pixel_scale_deg
+
+    scale = None if template_info is None or predicted is None else pixel_scale_deg(template_info.header)
+    if scale is None:
+        return predicted
+    source_px = float(np.sqrt(abs(np.linalg.det(np.asarray(model.linear)[:, :2]))))  # source px per template px
+    return dict(predicted, ce90_arcsec=predicted["p90"] / source_px * scale * 3600.0)
 
 
 def _write_wcs_correction(source_path, output_path, template_path, model, ev, model_out, t0, t_est):

@@ -165,6 +165,8 @@ def _estimate(moving_image_path, fixed_image_path, params):
     keep = tp.reliability >= params.min_reliability
     tp.inlier = tp.inlier & keep
     quality = _quality(tp, model, params, max(ff * fix.resolution, fm * mov.resolution), mov.resolution)
+    quality["predicted_error_px"] = _predicted(tp, field_info, domain, _overlap_points(mutual, ff, fbox),
+                                               mov.resolution, params.seed)
     info = {"proxy_factor": {"fixed": ff, "moving": fm}, "valid_overlap_fraction": float(frac),
             "resolutions": {"fixed": fix.resolution, "moving": mov.resolution,
                             "solve": max(ff * fix.resolution, fm * mov.resolution), "moving_px_per_fixed_px": ratio},
@@ -173,14 +175,41 @@ def _estimate(moving_image_path, fixed_image_path, params):
                        "fixed_shape": list(fix.shape), "moving_shape": list(mov.shape)},
             "levels": result.levels, "field": field_info, "native_refinement": bool(refine),
             "timings_s": {"proxies": t1 - t0, "solve": t2 - t1}}
+    from rastalign.model.uncertainty import accuracy_failure
+
+    err = accuracy_failure(quality["predicted_error_px"], params.max_error_px)
     if not quality["passed"]:
         from rastalign.model.fit import quality_failure
 
         err = quality_failure(quality["n_inliers"], quality["n_tie_points"], "tie points", quality["rms_residual_px"],
                               params.min_inliers, params.max_rms_px, "--max-rms")
+    if err is not None:
+        quality["passed"] = False
         err.estimate = Estimate(model, tp, quality, info)  # the evidence, for the report the user asked for
         raise err
     return Estimate(model, tp, quality, info)
+
+
+def _overlap_points(mutual, f, fbox, most=4096):
+    """Full-resolution fixed pixels ``(x, y)`` of the valid overlap (the proxy's ``mutual`` pixels, at most
+    about ``most`` of them, evenly thinned)."""
+    ys, xs = np.nonzero(mutual)
+    step = max(1, int(np.ceil(np.sqrt(len(xs) / most))))
+    keep = (ys % step == 0) & (xs % step == 0)
+    return np.column_stack([fbox[2] + f * xs[keep] + (f - 1) / 2.0, fbox[0] + f * ys[keep] + (f - 1) / 2.0])
+
+
+def _predicted(tp, field_info, domain, points, pixel_size, seed):
+    """The quality block's ``predicted_error_px`` (:mod:`rastalign.model.uncertainty`) over ``points``."""
+    from rastalign.model.uncertainty import MIN_POINTS, predicted_error, summarise
+
+    inl = tp.inlier
+    if inl.sum() < MIN_POINTS or not len(points):
+        return None
+    err, info = predicted_error(tp.fixed[inl], tp.moving[inl], tp.weight[inl], domain,
+                                (field_info or {}).get("chosen"), points, (tp.fixed, tp.moving, tp.weight),
+                                seed=seed)
+    return dict(summarise(err, points, domain, pixel_size), **info)
 
 
 def _source(source):

@@ -104,7 +104,8 @@ def _jsonable(o):
 def plot_residuals(est, path):
     """The QA figure: the tie points over a thumbnail of the fixed image, coloured by residual, outliers
     marked, the footprint of the moving image; beside it the residual field's magnitude (the non-rigid
-    part of the correction) with the inlier residual vectors; and the residual histogram."""
+    part of the correction) with the inlier residual vectors; the map of the predicted model error (where
+    the result can be trusted); and the residual histogram."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,7 +114,7 @@ def plot_residuals(est, path):
     tp, q, inputs = est.tiepoints, est.quality, est.info.get("inputs", {})
     inl = tp.inlier
     mag = np.hypot(*tp.residual.T)
-    fig, (ax, fx, bx) = plt.subplots(1, 3, figsize=(17, 5.6))
+    fig, (ax, fx, ex, bx) = plt.subplots(1, 4, figsize=(22, 5.6))
     shape = inputs.get("fixed_shape") or [int(tp.fixed[:, 1].max()) + 1, int(tp.fixed[:, 0].max()) + 1]
     extent = (-0.5, shape[1] - 0.5, shape[0] - 0.5, -0.5)
     thumb = _thumbnail(inputs, shape)
@@ -134,6 +135,7 @@ def plot_residuals(est, path):
     ax.legend(loc="lower right", fontsize=8)
     fig.colorbar(sc, ax=ax, shrink=0.8)
     _field_panel(fx, est.model, tp, inl, shape, extent)
+    _error_panel(ex, q.get("predicted_error_px"), extent)
     bx.hist(mag[inl], bins=40, color="tab:blue")
     bx.set_xlabel("residual (moving px)")
     bx.set_title(f"{q['n_inliers']}/{q['n_tie_points']} inliers, rms {q['rms_residual_px']:.3f} px, "
@@ -182,6 +184,22 @@ def _footprint(model, inputs):
     by = np.concatenate([np.full(50, -0.5), -0.5 + t * ny, np.full(50, ny - 0.5), ny - 0.5 - t * ny])
     x, y = model.inverse_points(bx, by)
     return np.asarray(x), np.asarray(y)
+
+
+def _error_panel(ax, predicted, extent):
+    """The predicted model error's map (moving px) over the overlap, with its p95 and max."""
+    if not predicted:
+        ax.set_axis_off()
+        return
+    x0, y0, x1, y1 = predicted["map_box"]
+    cells = np.array([[np.nan if v is None else v for v in row] for row in predicted["map"]], float)
+    im = ax.imshow(cells, cmap="inferno", extent=(x0 - 0.5, x1 + 0.5, y1 + 0.5, y0 - 0.5), interpolation="nearest",
+                   vmin=0.0)
+    ax.figure.colorbar(im, ax=ax, shrink=0.8).set_label("predicted model error (moving px)")
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
+    ax.set_aspect("equal")
+    ax.set_title(f"predicted error: p95 {predicted['p95']:.3f} px, max {predicted['max']:.3f} px", fontsize=10)
 
 
 def _field_panel(ax, model, tp, inl, shape, extent):

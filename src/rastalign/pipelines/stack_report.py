@@ -15,7 +15,7 @@ from rastalign.io.paths import read_text
 log = logging.getLogger(__name__)
 
 COLUMNS = ("scene", "status", "error", "exit_code", "acquired", "output", "model", "n_tie_points", "n_inliers",
-           "rms_residual_px", "dx_px", "dy_px", "dx_crs", "dy_crs", "rotation_deg", "scale", "residual_field",
+           "rms_residual_px", "predicted_error_p95_px", "predicted_error_max_px", "dx_px", "dy_px", "dx_crs", "dy_crs", "rotation_deg", "scale", "residual_field",
            "residual_field_max_px", "estimate_s", "warp_write_s", "total_s", "reused")
 
 
@@ -81,8 +81,10 @@ def plot_stack(rows, path, kind):
     sx.plot(x[ok], col("dx_px")[ok], "o-", ms=4, label="dx")
     sx.plot(x[ok], col("dy_px")[ok], "s-", ms=4, label="dy")
     sx.set_ylabel(f"shift at the centre ({unit})")
-    rx.bar(x[ok], col("rms_residual_px")[ok], color="tab:green", label="inlier RMS")
-    rx.set_ylabel(f"residual RMS ({unit})")
+    rx.bar(x[ok] - 0.2, col("rms_residual_px")[ok], width=0.4, color="tab:green", label="inlier RMS")
+    rx.bar(x[ok] + 0.2, col("predicted_error_p95_px")[ok], width=0.4, color="tab:orange",
+           label="predicted model error p95")
+    rx.set_ylabel(f"px ({unit})")
     failed = np.array([rows[i]["status"] == "failed" for i in idx], bool)
     for ax in (sx, rx):
         if failed.any():
@@ -106,8 +108,9 @@ def scene_row(res, shift_crs=None) -> dict:
     the correction's CRS shift (a FITS frame's, in arcsec; None where the template has no WCS)."""
     c, q, t = res.report["correction"], res.quality, res.report["timings_s"]
     (dx, dy), (sx, sy) = c["shift_px"], c["shift_crs"] if shift_crs is None else shift_crs
+    pe = q.get("predicted_error_px") or {}
     return {"n_tie_points": q["n_tie_points"], "n_inliers": q["n_inliers"], "rms_residual_px": q["rms_residual_px"],
-            "dx_px": dx, "dy_px": dy, "dx_crs": sx, "dy_crs": sy, "rotation_deg": c["rotation_deg"],
+            "predicted_error_p95_px": pe.get("p95"), "predicted_error_max_px": pe.get("max"), "dx_px": dx, "dy_px": dy, "dx_crs": sx, "dy_crs": sy, "rotation_deg": c["rotation_deg"],
             "scale": c["scale"], "residual_field": res.model.field is not None,
             "residual_field_max_px": c["residual_field_max_px"], "estimate_s": round(t["estimate_s"], 3),
             "warp_write_s": round(t["warp_write_s"], 3)}

@@ -84,12 +84,15 @@ def _nearest_of_the_highest(cc, cy, cx, near_peak):
 
 
 def window_centres(valid, window, step, min_valid_fraction):
-    """Centres ``(x, y)`` of windows on a regular grid whose valid fraction is high enough."""
+    """Centres ``(x, y)`` of windows on a grid of about ``step`` whose valid fraction is high enough. The
+    grid reaches the image's edges on every side (the first and last windows touch them), so the model is
+    measured up to its corners instead of extrapolated over a strip of up to ``step`` px."""
     ny, nx = valid.shape
     h = window // 2
-    cy, cx = np.arange(h, ny - h + 1, step), np.arange(h, nx - h + 1, step)
-    if not len(cy) or not len(cx):
+    if ny - window < 0 or nx - window < 0:
         return np.zeros((0, 2))
+    cy, cx = (np.rint(np.linspace(h, n - window + h, int(np.ceil((n - window) / step)) + 1)).astype(int)
+              for n in (ny, nx))
     # valid pixels per window: band matrices summing each window's rows and columns (exact in float32 below 2**24)
     rows = ((np.arange(ny)[None, :] >= (cy - h)[:, None]) & (np.arange(ny)[None, :] < (cy - h + window)[:, None]))
     cols = ((np.arange(nx)[:, None] >= (cx - h)[None, :]) & (np.arange(nx)[:, None] < (cx - h + window)[None, :]))

@@ -99,6 +99,8 @@ def fit_detections(src_det, tmp_det, source_shape, template_shape, **opts):
     model = AlignmentModel(m, field, IDENTITY.copy(), tuple(template_shape), tuple(source_shape),
                            meta={"kind": "fits-stars", "spline": finfo.get("chosen")})
     ev = _evidence(model, sd[i], td[j], use, qinfo, finfo)
+    ev["stats"]["predicted_error_px"] = _predicted(model, txy[j], sxy[i], _weights(sd[i], td[j]), use, finfo,
+                                                   domain, source_shape, int(o["seed"]))
     ev["fit_s"] = time.perf_counter() - t0
     st = ev["stats"]
     from rastalign.model.fit import passes, quality_failure
@@ -106,8 +108,29 @@ def fit_detections(src_det, tmp_det, source_shape, template_shape, **opts):
     if not passes(st["n_inliers"], st["rms_px"], MIN_INLIERS, float(o["max_rms"])):
         raise quality_failure(st["n_inliers"], st["n_matched"], "matched stars", st["rms_px"], MIN_INLIERS,
                               float(o["max_rms"]))
+    from rastalign.model.uncertainty import accuracy_failure
+
+    err = accuracy_failure(st["predicted_error_px"], o["max_error_px"])
+    if err is not None:
+        raise err
     model = _output_grid(model, o, source_shape, template_shape)
     return model, ev
+
+
+def _predicted(model, t, s, w, use, finfo, domain, source_shape, seed, side=64):
+    """The predicted model error (:mod:`rastalign.model.uncertainty`, source px) over the template pixels whose
+    source place is inside the source frame (a ``side`` x ``side`` lattice)."""
+    from rastalign.model.uncertainty import MIN_POINTS, predicted_error, summarise
+
+    if use.sum() < MIN_POINTS:
+        return None
+
+    gx, gy = np.meshgrid(np.linspace(domain[0], domain[2], side), np.linspace(domain[1], domain[3], side))
+    px, py = model(gx.ravel(), gy.ravel())
+    inside = (px >= 0) & (py >= 0) & (px <= source_shape[1] - 1) & (py <= source_shape[0] - 1)
+    at = np.column_stack([gx.ravel(), gy.ravel()])[inside] if inside.any() else np.column_stack([gx.ravel(), gy.ravel()])
+    err, info = predicted_error(t[use], s[use], w[use], domain, finfo.get("chosen"), at, (t, s, w), seed=seed)
+    return dict(summarise(err, at, domain), **info)
 
 
 def _evidence(model, sm, tm, use, qinfo, finfo):

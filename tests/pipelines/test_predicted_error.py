@@ -1,0 +1,73 @@
+"""Every alignment states its predicted model error, right about the truth, and --max-error-px refuses one
+whose error is predicted too large, in one line, the report written, no image."""
+import json
+
+import numpy as np
+import pytest
+
+import rastalign
+
+
+@pytest.fixture(scope="module")
+def radial(tmp_path_factory):
+    """The issue's case: rotation, shift and 1 px of radial distortion at the corners."""
+    from rastalign.testing.pairs import write_pair
+
+    d = tmp_path_factory.mktemp("radial")
+    moving, fixed, truth = write_pair(d, (1024, 1024), rotation_deg=0.3, shift=(3.4, -2.6), distortion_px=1.0,
+                                      seed=2)
+    return d, moving, fixed, truth
+
+
+def _true_error(model, truth, n=1024, step=8):
+    g = np.arange(4, n - 4, step, dtype=float)
+    gx, gy = np.meshgrid(g, g)
+    tx, ty = truth(gx.ravel(), gy.ravel())
+    inside = (tx >= 0) & (ty >= 0) & (tx <= n - 1) & (ty <= n - 1)
+    mx, my = model(gx.ravel()[inside], gy.ravel()[inside])
+    return np.hypot(mx - tx[inside], my - ty[inside])
+
+
+def test_the_raster_pair_states_its_error_and_is_right(radial):
+    _, moving, fixed, truth = radial
+    est = rastalign.estimate(str(moving), str(fixed))
+    pe = est.quality["predicted_error_px"]
+    err = _true_error(est.model, truth)
+    # better edges: measured up to the corners, the model holds there (it was 0.54 px off at one corner)
+    assert np.percentile(err, 95) <= 0.06 and err.max() <= 0.15
+    assert 0.5 <= np.percentile(err, 95) / pe["p95"] <= 2.0, (np.percentile(err, 95), pe["p95"])
+    assert pe["p50"] <= pe["p90"] <= pe["p95"] <= pe["max"]
+    assert pe["ce90_crs"] == pytest.approx(pe["p90"] * 0.5)  # 0.5 m pixels
+    assert len(pe["map"]) == 16 and all(len(row) == 16 for row in pe["map"])
+
+
+def test_max_error_px_refuses_with_the_report_written(radial, tmp_path):
+    _, moving, fixed, _ = radial
+    out, report = tmp_path / "out.tif", tmp_path / "report.json"
+    with pytest.raises(rastalign.QualityError, match=r"accuracy check: predicted model error p95 .* exceeds "
+                                                     r"--max-error-px 1e-05"):
+        rastalign.align_image_pair(str(moving), str(fixed), str(out), max_error_px=1e-5, report_out=str(report))
+    assert not out.exists()
+    rep = json.loads(report.read_text())
+    assert rep["status"] == "failed" and rep["quality"]["passed"] is False
+    assert rep["quality"]["predicted_error_px"]["p95"] > 1e-5
+    plot = tmp_path / "qa.png"
+    res = rastalign.align_image_pair(str(moving), str(fixed), str(out), max_error_px=0.5, plot=str(plot))
+    assert res.quality["passed"] and out.exists()  # a limit it meets
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the QA figure, its panel of the predicted error
+
+
+def test_a_fits_pair_states_its_error_on_the_sky(tmp_path):
+    from rastalign.testing.stars import write_star_pair
+
+    src, tmpl, field = write_star_pair(tmp_path, (512, 512), 300, rotation_deg=1.0, shift=(5.5, -3.25),
+                                       distortion_px=1.0, seed=5)
+    res = rastalign.align_fits(str(src), str(tmp_path / "out.fits"), template_path=str(tmpl))
+    pe = res.quality["predicted_error_px"]
+    err = _true_error(res.model, field.truth, 512, 4)
+    assert 1 / 3 <= np.percentile(err, 95) / pe["p95"] <= 3.0, (np.percentile(err, 95), pe)
+    assert pe["ce90_arcsec"] == pytest.approx(pe["p90"] / np.sqrt(abs(np.linalg.det(res.model.linear[:, :2])))
+                                              * 1e-5 * 3600, rel=1e-6)  # the template's 1e-5 deg pixels
+    with pytest.raises(rastalign.QualityError, match="--max-error-px 1e-06"):
+        rastalign.align_fits(str(src), str(tmp_path / "o2.fits"), template_path=str(tmpl), max_error_px=1e-6)
+    assert not (tmp_path / "o2.fits").exists()
