@@ -41,6 +41,23 @@ def edge_proxy(img, valid):
     return e, near
 
 
+def equalised(img, valid, bins=4096):
+    """``img`` through its own cumulative histogram over the valid pixels (values in [0, 1]): two images of
+    one scene that differ by any monotonic radiometric transform (another band, inverted, bent) become the
+    same image or its negative, so their edges match without a bias from the transform's slope."""
+    v = np.asarray(img, np.float64)[valid]
+    if not v.size:
+        return np.zeros(img.shape, np.float32)
+    lo, hi = float(v.min()), float(v.max())
+    if hi <= lo:
+        return np.zeros(img.shape, np.float32)
+    counts, edges = np.histogram(v, bins=bins, range=(lo, hi))
+    cdf = np.concatenate([[0.0], np.cumsum(counts) / v.size])
+    out = np.interp(np.asarray(img, np.float64), edges, cdf).astype(np.float32)
+    out[~valid] = 0.0
+    return out
+
+
 def normalised(img, valid):
     """Zero-mean, unit-variance image over its valid pixels (0 where invalid)."""
     if not valid.any():

@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nodata value written to the output; without it the moving image's is kept, or else the "
                         "reference's, or else 0")
     e = p.add_argument_group("estimation")
-    e.add_argument("--use-edge-proxies", action=b, default=True, help="estimate on gradient-magnitude proxies")
+    e.add_argument("--use-edge-proxies", action=b, default=True, help="estimate on gradient-magnitude proxies of each image's histogram-equalised "
+                        "values (another band, inverted or nonlinear, matches as the same band would)")
     e.add_argument("--min-valid-fraction", type=float, default=0.01,
                    help="minimum fraction of the overlap valid in both images (0 < F <= 1)")
     e.add_argument("--solve-resolutions", "--solve-resolution", type=_resolutions, default=None,

@@ -19,7 +19,7 @@ from rastalign.errors import AlignmentError
 from rastalign.geometry.affine import apply_affine, compose_affine
 from rastalign.model.model import AlignmentModel
 from rastalign._kernels.bspline import lk_bspline3, sample as sample_bspline3
-from rastalign._kernels.pixels import edge_proxy, erode3, normalised
+from rastalign._kernels.pixels import edge_proxy, equalised, erode3, normalised
 from rastalign._kernels.blocks import downsample2
 from rastalign.tiepoints.correlation import match_windows, phase_shift, window_centres
 
@@ -87,8 +87,8 @@ def build_levels(fixed, fvalid, moving, mvalid, f_fixed, f_moving, use_edges, mi
     fi, fv, mi, mv, ff, fm = fixed, fvalid, moving, mvalid, float(f_fixed), float(f_moving)
     while True:
         if use_edges:
-            fe, fev = edge_proxy(fi, fv)
-            me, mev = edge_proxy(mi, mv)
+            fe, fev = edge_proxy(equalised(fi, fv), fv)
+            me, mev = edge_proxy(equalised(mi, mv), mv)
         else:
             fe, fev = normalised(fi, fv), fv
             me, mev = normalised(mi, mv), mv
@@ -165,7 +165,7 @@ def measure(level: Level, model: AlignmentModel, window, step, min_valid, search
     centres = level.centres(window, step, min_valid)
     sample = _Sampler(level, model)
     res = match_windows(level.fixed, valid, sample, centres, window, search, start=start, tol=tol)
-    ok = res["ok"]
+    ok = res["ok"] & (res["ncc"] > 0)  # an anticorrelated window (an inverted band without edge proxies) says nothing
     c = res["centre"][ok]
     s = res["shift"][ok]
     pf = apply_affine(_scale(level.f_fixed), c[:, 0], c[:, 1])

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from rastalign._kernels.bspline import lk_bspline3
-from rastalign._kernels.pixels import edge_proxy, erode3, normalised
+from rastalign._kernels.pixels import edge_proxy, equalised, erode3, normalised
 
 TILE = 512  # the tile side of COGs and of our own GeoTIFFs: what a range request fetches at least
 N_TILES = 64  # tiles the native windows may touch: a small fraction of a large scene
@@ -38,7 +38,7 @@ def pick_spread(points, weights, n_max, cell):
 
 def _proxy(img, valid, use_edges):
     img = img.astype(np.float32)
-    return edge_proxy(img, valid) if use_edges else (normalised(img, valid), valid)
+    return edge_proxy(equalised(img, valid), valid) if use_edges else (normalised(img, valid), valid)
 
 
 def window_boxes(p, model, window, fshape, mshape):
