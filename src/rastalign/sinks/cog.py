@@ -254,7 +254,7 @@ def _layout(entries, shapes, level_blocks, store, tile, nb, big):
     dir_at = []
     for d, n in zip(dirs, n_tiles):
         dir_at.append(pos)
-        pos += tiff.directory_size(tiff.with_tiles(d, np.zeros(n), np.zeros(n), big), big)
+        pos += len(tiff.directory_bytes(tiff.with_tiles(d, np.zeros(n), np.zeros(n), big), 0, 0, big))
     offsets = [np.zeros(n, np.uint64) for n in n_tiles]
     counts = [np.zeros(n, np.uint64) for n in n_tiles]
     records = []

@@ -30,20 +30,18 @@ def predictor_for(dtype) -> int:
 
 
 def _predict(tile, predictor):
-    """The bytes of one tile (rows, cols) after ``predictor``, little-endian."""
+    """The bytes of one tile (rows, cols) after ``predictor``, little-endian: horizontal differences of the
+    values (2, wrapping in the integer type, as libtiff's do) or, per row, of the big-endian bytes laid out as
+    planes, most significant first (3, floating point)."""
     tile = np.ascontiguousarray(tile)
     if predictor == 2:
-        le = tile.astype(tile.dtype.newbyteorder("<"), copy=False)
-        out = le.copy()
-        out[:, 1:] = le[:, 1:] - le[:, :-1]  # wraps in the integer type, as libtiff's does
-        return out.tobytes()
-    # floating point: per row, the big-endian bytes as planes (most significant first), then byte differences
-    rows, cols = tile.shape
-    size = tile.dtype.itemsize
-    be = tile.astype(tile.dtype.newbyteorder(">"), copy=False).view(np.uint8).reshape(rows, cols, size)
-    planes = np.ascontiguousarray(be.transpose(0, 2, 1)).reshape(rows, cols * size)
-    out = planes.copy()
-    out[:, 1:] = planes[:, 1:] - planes[:, :-1]
+        rows = tile.astype(tile.dtype.newbyteorder("<"), copy=False)
+    else:
+        n, cols = tile.shape
+        be = tile.astype(tile.dtype.newbyteorder(">"), copy=False).view(np.uint8).reshape(n, cols, -1)
+        rows = np.ascontiguousarray(be.transpose(0, 2, 1)).reshape(n, -1)
+    out = rows.copy()
+    out[:, 1:] = rows[:, 1:] - rows[:, :-1]
     return out.tobytes()
 
 
@@ -53,16 +51,12 @@ def encode_tiles(block, tile, fill=0):
     block = np.asarray(block)
     nb, h, w = block.shape
     pred = predictor_for(block.dtype)
-    nty, ntx = -(-h // tile), -(-w // tile)
     out = []
-    for j in range(nty):
-        for i in range(ntx):
+    for j in range(0, h, tile):
+        for i in range(0, w, tile):
             for b in range(nb):
-                t = block[b, j * tile:(j + 1) * tile, i * tile:(i + 1) * tile]
-                if t.shape != (tile, tile):
-                    pad = np.full((tile, tile), fill, block.dtype)
-                    pad[:t.shape[0], :t.shape[1]] = t
-                    t = pad
+                t = block[b, j:j + tile, i:i + tile]
+                t = np.pad(t, ((0, tile - t.shape[0]), (0, tile - t.shape[1])), constant_values=fill)
                 out.append(deflate.zlib_compress(_predict(t, pred), LEVEL))
     return out
 
@@ -83,22 +77,19 @@ def read_directory(path):
         if head[:2] != b"II":
             raise ValueError("not a little-endian TIFF")
         big = struct.unpack("<H", head[2:4])[0] == 43
-        ifd = struct.unpack("<Q", head[8:16])[0] if big else struct.unpack("<I", head[4:8])[0]
-        fh.seek(ifd)
-        n = struct.unpack("<Q" if big else "<H", fh.read(8 if big else 2))[0]
-        esize, inline = (20, 8) if big else (12, 4)
+        word, count_fmt, esize, inline = ("<Q", "<Q", 20, 8) if big else ("<I", "<H", 12, 4)
+        fh.seek(struct.unpack(word, head[8:16] if big else head[4:8])[0])
+        n = struct.unpack(count_fmt, fh.read(8 if big else 2))[0]
         raw = fh.read(n * esize)
         entries = {}
-        for k in range(n):
-            e = raw[k * esize:(k + 1) * esize]
+        for e in (raw[k * esize:(k + 1) * esize] for k in range(n)):
             tag, typ = struct.unpack("<HH", e[:4])
-            count = struct.unpack("<Q" if big else "<I", e[4:4 + (8 if big else 4)])[0]
+            count, field = struct.unpack(word, e[4:4 + inline])[0], e[4 + inline:]
             size = TYPE_SIZE.get(typ, 1) * count
-            field = e[4 + (8 if big else 4):]
             if size <= inline:
                 value = field[:size]
             else:
-                fh.seek(struct.unpack("<Q" if big else "<I", field)[0])
+                fh.seek(struct.unpack(word, field)[0])
                 value = fh.read(size)
             entries[tag] = (typ, count, value)
     return big, entries
@@ -118,34 +109,21 @@ def overview_entries(main, shape, big):
     return entries
 
 
-def directory_size(entries, big) -> int:
-    """Bytes a directory of ``entries`` (with its out-of-line values) occupies."""
-    esize, inline = (20, 8) if big else (12, 4)
-    n = len(entries)
-    size = (8 if big else 2) + n * esize + (8 if big else 4)
-    for typ, count, value in entries.values():
-        if len(value) > inline:
-            size += len(value) + len(value) % 2
-    return size
-
-
 def directory_bytes(entries, at, next_at, big) -> bytes:
     """A directory placed at file offset ``at`` whose next-directory pointer is ``next_at``."""
-    esize, inline = (20, 8) if big else (12, 4)
+    word, esize, inline = ("<Q", 20, 8) if big else ("<I", 12, 4)
     tags = sorted(entries)
-    head = struct.pack("<Q" if big else "<H", len(tags))
-    extra_at = at + (8 if big else 2) + len(tags) * esize + (8 if big else 4)
-    body, extra = b"", b""
+    extra_at = at + (8 if big else 2) + len(tags) * esize + inline
+    body, extra = struct.pack("<Q" if big else "<H", len(tags)), b""
     for tag in tags:
         typ, count, value = entries[tag]
-        cfmt = "<Q" if big else "<I"
         if len(value) <= inline:
             field = value.ljust(inline, b"\0")
         else:
-            field = struct.pack(cfmt, extra_at + len(extra))
+            field = struct.pack(word, extra_at + len(extra))
             extra += value + b"\0" * (len(value) % 2)
-        body += struct.pack("<HH", tag, typ) + struct.pack(cfmt, count) + field
-    return head + body + struct.pack("<Q" if big else "<I", next_at) + extra
+        body += struct.pack("<HH", tag, typ) + struct.pack(word, count) + field
+    return body + struct.pack(word, next_at) + extra
 
 
 def header_bytes(first_ifd, big) -> bytes:
