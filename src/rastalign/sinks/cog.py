@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 from functools import partial
+from operator import getitem
 
 import numpy as np
 
@@ -167,10 +168,6 @@ def _lengths(tiles):
     return [len(t) for t in tiles]
 
 
-def _item(res, k):
-    return res[k]
-
-
 def _level_tiles(res, k):
     return res[0][k]
 
@@ -211,12 +208,12 @@ def write_cog(arr, tmp, entries, tile, big, nodata, url=None):
             for b, f in enumerate(futs):
                 for k in range(m + 1):
                     store.add((k, b), client.submit(_level_tiles, f, k, pure=False))
-            n_valid = sum(client.gather([client.submit(_item, f, 2, pure=False) for f in futs]))
+            n_valid = sum(client.gather([client.submit(getitem, f, 2, pure=False) for f in futs]))
             if n_ov > m:
-                pieces = [client.submit(_item, f, 1, pure=False) for f in futs]
+                pieces = [client.submit(getitem, f, 1, pure=False) for f in futs]
                 rest = client.submit(_rest, pieces, boxes_m, shapes[m], tile, n_ov - m, nodata, pure=False)
                 for j in range(n_ov - m):
-                    store.add((m + 1 + j, 0), client.submit(_item, rest, j, pure=False))
+                    store.add((m + 1 + j, 0), client.submit(getitem, rest, j, pure=False))
             del futs
             store.load_sizes()
         else:
@@ -306,36 +303,19 @@ def _send_part(url, upload_id, number, head, tile_lists, picks):
 
 
 def _upload(url, entries, shapes, level_blocks, store, tile, nb, big):
-    """The file as a multipart upload whose parts the workers build from the tiles they hold; the client
-    sends only the header bytes (in part 1's task) and completes the upload. Aborted on any failure, with
-    one line saying so (:func:`rastalign.sinks.multipart.failure`); a store that stops answering fails the
-    part or call that waits for it after ``RASTALIGN_STORE_TIMEOUT``."""
+    """The file as a multipart upload (:func:`rastalign.sinks.multipart.upload`) whose parts the workers build
+    from the tiles they hold; the client sends only the header bytes (in part 1's task)."""
     from rastalign.sinks import multipart
 
     head, records, total = _layout(entries, shapes, level_blocks, store, tile, nb, big)
-    client = store.client
-    upload_id, completing = None, False
-    try:
-        upload_id = multipart.create(url)
+
+    def send(upload_id):
         futures = []
         for n, (a, z) in enumerate(multipart.cut([r[3] + 8 for r in records], len(head)), start=1):
             keys = list(dict.fromkeys((k, b) for k, b, _, _ in records[a:z]))
             where = {key: j for j, key in enumerate(keys)}
             picks = [(where[(k, b)], p) for k, b, p, _ in records[a:z]]
-            futures.append(client.submit(_send_part, url, upload_id, n, head if n == 1 else b"",
-                                         [store.futures[key] for key in keys], picks, pure=False))
-        parts = client.gather(futures)
-        completing = True
-        size = multipart.complete(url, upload_id, parts)
-    except Exception as exc:  # noqa: BLE001 - botocore/aiohttp/distributed raise many kinds
-        raise multipart.failure(url, upload_id, exc, completing) from None
-    except BaseException:
-        if upload_id is not None:
-            multipart.abort(url, upload_id)
-        raise
-    if size != total:
-        from rastalign.io.paths import filesystem
-
-        fs, key = filesystem(url)
-        fs.rm_file(key)
-        raise OutputError(f"cannot write output {url}: the object holds {size} bytes, {total} were sent")
+            futures.append(store.client.submit(_send_part, url, upload_id, n, head if n == 1 else b"",
+                                               [store.futures[key] for key in keys], picks, pure=False))
+        return store.client.gather(futures)
+    multipart.upload(url, send, total)

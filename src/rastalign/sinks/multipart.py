@@ -86,20 +86,17 @@ def failure(url, upload_id, exc, completing=False) -> OutputError:
     return OutputError(f"cannot write output {url}: {cause}; {aborted}, nothing was written at {url}")
 
 
-def upload_file(path, url) -> int:
-    """Upload the local file ``path`` to ``url`` as one multipart upload (parts of :data:`PART_BYTES`),
-    completed once every part is in, aborted on any failure (:func:`failure`); returns its size."""
-    size = os.path.getsize(path)
+def upload(url, send, size) -> int:
+    """One multipart upload to ``url`` of ``size`` bytes whose parts ``send(upload_id)`` sends and returns:
+    completed once every part is in, aborted on any failure (:func:`failure`), and an object of another
+    size removed and refused. Returns its size."""
     upload_id, completing = None, False
     try:
         upload_id = create(url)
-        parts = []
-        with open(path, "rb") as fh:
-            for number, (start, stop) in enumerate(byte_ranges(size), start=1):
-                parts.append(upload_part(url, upload_id, number, fh.read(stop - start)))
+        parts = send(upload_id)
         completing = True
         got = complete(url, upload_id, parts)
-    except Exception as exc:  # noqa: BLE001 - botocore/aiohttp raise many kinds
+    except Exception as exc:  # noqa: BLE001 - botocore/aiohttp/distributed raise many kinds
         raise failure(url, upload_id, exc, completing) from None
     except BaseException:  # interrupted: no object, and the parts dropped
         if upload_id is not None:
@@ -114,25 +111,35 @@ def upload_file(path, url) -> int:
     return got
 
 
-def byte_ranges(size, target=None):
+def upload_file(path, url) -> int:
+    """Upload the local file ``path`` to ``url`` as one multipart upload (:func:`upload`) of parts of
+    :data:`PART_BYTES`; returns its size."""
+    size = os.path.getsize(path)
+
+    def send(upload_id):
+        with open(path, "rb") as fh:
+            return [upload_part(url, upload_id, number, fh.read(stop - start))
+                    for number, (start, stop) in enumerate(byte_ranges(size), start=1)]
+    return upload(url, send, size)
+
+
+def byte_ranges(size):
     """``[(start, stop)]`` of the parts of a ``size``-byte file: :data:`PART_BYTES` each, the last one
     taking any remainder smaller than :data:`MIN_PART`; one (maybe empty) part for a small file."""
-    target = target or PART_BYTES
-    cuts = list(range(0, size, target)) + [size]
+    cuts = list(range(0, size, PART_BYTES)) + [size]
     if len(cuts) > 2 and cuts[-1] - cuts[-2] < MIN_PART:
         del cuts[-2]
     return list(zip(cuts[:-1], cuts[1:])) or [(0, 0)]
 
 
-def cut(sizes, first=0, target=None):
+def cut(sizes, first=0):
     """Split records of ``sizes`` bytes (in file order) into parts: ``[(start, stop)]`` record ranges of
-    about ``target`` bytes, the first also holding ``first`` bytes of header; the last part takes any
+    about :data:`PART_BYTES` bytes, the first also holding ``first`` bytes of header; the last part takes any
     remainder smaller than :data:`MIN_PART`."""
-    target = target or PART_BYTES
     parts, start, acc = [], 0, first
     for i, n in enumerate(sizes):
         acc += n
-        if acc >= target:
+        if acc >= PART_BYTES:
             parts.append((start, i + 1))
             start, acc = i + 1, 0
     if start < len(sizes):
