@@ -220,26 +220,20 @@ def use_scheduler(scheduler="threads", n_workers=None, threads_per_worker=None):
                                    processes=True, dashboard_address=":0", silence_logs=level)
         client = Client(cluster)
         log.info("dask dashboard: %s", client.dashboard_link)
+        closing = (client, cluster)
+    else:
+        _probe(sched)
         try:
-            yield client
-        except BaseException as exc:
-            if not isinstance(exc, Exception):  # Ctrl-C, SIGTERM: the closing below must not speak
-                quiet_teardown()
-            raise
-        finally:
-            client.close()
-            cluster.close()
-        return
-    _probe(sched)
-    try:
-        client = Client(sched, timeout=f"{CONNECT_TIMEOUT_S}s")
-    except Exception as exc:  # noqa: BLE001 - refused, timed out, bad address, or not a dask scheduler at all
-        raise InputError(f"cannot reach the dask scheduler at {sched}: {_reason(exc)}") from None
+            client = Client(sched, timeout=f"{CONNECT_TIMEOUT_S}s")
+        except Exception as exc:  # noqa: BLE001 - refused, timed out, bad address, or not a dask scheduler at all
+            raise InputError(f"cannot reach the dask scheduler at {sched}: {_reason(exc)}") from None
+        closing = (client,)
     try:
         yield client
     except BaseException as exc:
-        if not isinstance(exc, Exception):
+        if not isinstance(exc, Exception):  # Ctrl-C, SIGTERM: the closing below must not speak
             quiet_teardown()
         raise
     finally:
-        client.close()
+        for c in closing:
+            c.close()
