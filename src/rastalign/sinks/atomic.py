@@ -35,7 +35,7 @@ def check_folder(folder: Path):
 def temp_path_beside(final, suffix=None):
     """A fresh, private temporary path in the folder of ``final`` (same file system)."""
     final = Path(final)
-    folder = final.parent if str(final.parent) else Path(".")
+    folder = final.parent
     check_folder(folder)
     try:
         fd, name = tempfile.mkstemp(prefix=f".{final.name}{TMP_TAG}", suffix=suffix or final.suffix, dir=folder)
@@ -97,15 +97,13 @@ def atomic_write_bytes(path, data: bytes):
         return
     tmp = temp_path_beside(path, ".tmp")
     try:
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
         discard(tmp)
-        raise
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -168,18 +166,3 @@ def _check_url_output(output, inputs, overwrite):
         raise OutputError(f"output exists (--overwrite, or overwrite=True from Python, replaces it): {output}")
     return output
 
-
-class TempFileWriter:
-    """Context-manager protocol of the streamed writers: an exception inside ``with``
-    calls ``abort()`` (which removes the temporary file); ``commit()`` is explicit."""
-
-    def abort(self):  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            self.abort()
-        return False

@@ -12,7 +12,7 @@ import numpy as np
 from rastalign._kernels.pixels import validity
 from rastalign.errors import OutputError
 from rastalign.io.fits_cards import output_header
-from rastalign.sinks.atomic import TempFileWriter, discard, temp_path_beside
+from rastalign.sinks.atomic import discard, temp_path_beside
 from rastalign.sinks.carried import Carried, cards
 from rastalign.sinks.stream import consume
 
@@ -24,8 +24,8 @@ def fits_dtype(dtype):
     return {"uint16": "int32", "uint32": "int64", "int8": "int16"}.get(np.dtype(dtype).name, np.dtype(dtype).name)
 
 
-class FitsWriter(TempFileWriter):
-    """Streamed FITS writer with the interface of :class:`rastalign.io.raster.RasterWriter`.
+class FitsWriter:
+    """Streamed FITS writer.
 
     The file is laid out in full (header, then the padded data block) under a temporary
     name beside ``path`` and memory-mapped; ``write(box, data)`` stores one chunk
@@ -36,7 +36,7 @@ class FitsWriter(TempFileWriter):
     """
 
     def __init__(self, path, shape, count=1, dtype="float32", header=None, wcs_header=None, nodata=None,
-                 descriptions=None, tags=None, mask=False, **_ignored):
+                 descriptions=None, tags=None, mask=False):
         from astropy.io import fits
 
         self.final = Path(path)
@@ -46,15 +46,9 @@ class FitsWriter(TempFileWriter):
         ny, nx = int(shape[0]), int(shape[1])
         self.count = int(count)
         self.shape = (ny, nx)
-        hdr = fits.Header()
-        hdr["SIMPLE"] = True
-        hdr["BITPIX"] = BITPIX[self.dtype.name]
-        hdr["NAXIS"] = 2 if self.count == 1 else 3
-        hdr["NAXIS1"] = nx
-        hdr["NAXIS2"] = ny
-        if self.count > 1:
-            hdr["NAXIS3"] = self.count
-        hdr["EXTEND"] = True
+        dims = (ny, nx) if self.count == 1 else (self.count, ny, nx)
+        hdr = fits.Header([("SIMPLE", True), ("BITPIX", BITPIX[self.dtype.name]), ("NAXIS", len(dims))]
+                          + [(f"NAXIS{i}", n) for i, n in enumerate(reversed(dims), start=1)] + [("EXTEND", True)])
         if nodata is not None and self.dtype.kind in "iu":
             hdr["BLANK"] = int(nodata)
 
@@ -84,7 +78,6 @@ class FitsWriter(TempFileWriter):
                 if mask:
                     fh.seek(self.mask_offset - len(mhead))
                     fh.write(mhead)
-            dims = (ny, nx) if self.count == 1 else (self.count, ny, nx)
             self.mm = np.memmap(self.tmp, dtype=self.dtype.newbyteorder(">"), mode="r+", offset=self.offset,
                                 shape=dims)
             self.mmask = None if not mask else np.memmap(self.tmp, dtype=np.uint8, mode="r+",
@@ -127,6 +120,13 @@ class FitsWriter(TempFileWriter):
             self._close()
         finally:
             discard(self.tmp)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()
 
 
 def _fits_block(block, box, cval, cval_mask, with_mask):

@@ -99,9 +99,8 @@ def _zarr_dataset(arr, grid, nodata, carried):
         out = out.rio.write_crs(grid.crs)
     out = out.rio.write_transform(Affine(*grid.transform[:6]))
     # spatial_ref listed as a coordinate: plain ``open_zarr`` (no ``decode_coords="all"``) finds the CRS
-    out.encoding["coordinates"] = "spatial_ref"
     encoding = dict(out.encoding)
-    encoding.pop("coordinates")
+    out.encoding["coordinates"] = "spatial_ref"
     if nodata is not None and arr.dtype.kind == "f":
         encoding["_FillValue"] = float(nodata)
     elif nodata is not None:
@@ -122,9 +121,8 @@ def _zarr_temp(path, remote):
         base, _, name = str(path).rstrip("/").rpartition("/")
         return f"{base}/.{name}{TMP_TAG}{uuid.uuid4().hex[:12]}.zarr"
     final = Path(path)
-    folder = final.parent if str(final.parent) else Path(".")
-    check_folder(folder)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_TAG}", suffix=".zarr", dir=folder)).resolve()
+    check_folder(final.parent)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_TAG}", suffix=".zarr", dir=final.parent)).resolve()
 
 
 def _remove_store(tmp, remote, quick=False, quiet=False) -> bool:
