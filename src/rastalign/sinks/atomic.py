@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rastalign.errors import OutputError
 from rastalign.io.paths import filesystem, is_url, is_zarr_store, store_cause
+from rastalign.sinks import multipart
 
 TMP_TAG = ".rastalign-tmp-"
 
@@ -66,8 +67,6 @@ def publish(tmp, final):
     if not is_url(final):
         os.replace(tmp, final)
         return
-    from rastalign.sinks import multipart
-
     try:
         multipart.upload_file(str(tmp), str(final))
     finally:

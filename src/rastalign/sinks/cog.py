@@ -14,16 +14,20 @@ last; the client completes it, and the object appears whole or not at all.
 from __future__ import annotations
 
 import struct
+import time
 from functools import partial
 from operator import getitem
 
 import numpy as np
 
-from rastalign.errors import OutputError
-from rastalign.sinks import tiff
-from rastalign.sinks.atomic import discard, temp_path_beside
 from rastalign._kernels.pixels import validity
-from rastalign.sinks.stream import aligned_to, fill_value
+from rastalign.errors import OutputError
+from rastalign.runtime import progress
+from rastalign.runtime.scheduler import active_client
+from rastalign.sinks import multipart, tiff
+from rastalign.sinks.atomic import discard, temp_path_beside
+from rastalign.sinks.stream import aligned_to, consume, fill_value
+from rastalign.warp.plan import blocks
 
 # GDAL's COG layout: each tile preceded by its size (uint32) and followed by its last 4 bytes repeated
 GHOST = (b"LAYOUT=IFDS_BEFORE_DATA\nBLOCK_ORDER=ROW_MAJOR\nBLOCK_LEADER=SIZE_AS_UINT4\n"
@@ -175,13 +179,6 @@ def _level_tiles(res, k):
 def write_cog(arr, tmp, entries, tile, big, nodata, url=None):
     """COG: the pyramid on the workers, then header, structural metadata, directories and data, written to
     ``tmp``, or with a ``distributed`` client uploaded to ``url`` by the workers (:func:`_upload`)."""
-    import time
-
-    from rastalign.runtime import progress
-    from rastalign.runtime.scheduler import active_client
-    from rastalign.sinks.stream import consume
-    from rastalign.warp.plan import blocks
-
     t0 = time.perf_counter()
     nb, ny, nx = (int(v) for v in arr.shape)
     shapes = [(ny, nx)] + overview_shapes((ny, nx), tile)
@@ -296,8 +293,6 @@ def _assemble(tmp, entries, shapes, level_blocks, store, tile, nb, big):
 
 def _send_part(url, upload_id, number, head, tile_lists, picks):
     """On a worker: one part of the file (``head`` then the framed tiles ``picks`` of ``tile_lists``)."""
-    from rastalign.sinks import multipart
-
     data = head + b"".join(_framed(tile_lists[j][p]) for j, p in picks)
     return multipart.upload_part(url, upload_id, number, data)
 
@@ -305,8 +300,6 @@ def _send_part(url, upload_id, number, head, tile_lists, picks):
 def _upload(url, entries, shapes, level_blocks, store, tile, nb, big):
     """The file as a multipart upload (:func:`rastalign.sinks.multipart.upload`) whose parts the workers build
     from the tiles they hold; the client sends only the header bytes (in part 1's task)."""
-    from rastalign.sinks import multipart
-
     head, records, total = _layout(entries, shapes, level_blocks, store, tile, nb, big)
 
     def send(upload_id):

@@ -20,7 +20,7 @@ import numpy as np
 from rastalign.errors import InputError, OutputError
 from rastalign.sinks.atomic import discard, temp_path_beside
 from rastalign.sinks.carried import Carried, tags
-from rastalign.geometry.affine import compose_affine, geotransform, invert_affine
+from rastalign.geometry.affine import apply_affine, compose_affine, geotransform, invert_affine
 from rastalign.io.raster import gdal_warnings
 
 TOLERANCE_PX = 0.01  # a geotransform holds the model when its field departs from the affine by less
@@ -41,16 +41,10 @@ def model_gcps(model, mov, n=33):
     ny, nx = mov.shape
     gx, gy = np.meshgrid(np.linspace(0, nx - 1, n), np.linspace(0, ny - 1, n))
     ox, oy = model.inverse_points(gx.ravel(), gy.ravel())
-    wx, wy = _world(mov, ox, oy)
+    wx, wy = apply_affine(mov.pixel_to_world, ox, oy)
     # GDAL's GCP pixel/line count from the image corner: a pixel centre is at +0.5
     return [GroundControlPoint(row=float(r) + 0.5, col=float(c) + 0.5, x=float(x), y=float(y), id=str(i))
             for i, (c, r, x, y) in enumerate(zip(gx.ravel(), gy.ravel(), wx, wy))]
-
-
-def _world(mov, x, y):
-    m = np.asarray(mov.pixel_to_world)
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    return m[0, 0] * x + m[0, 1] * y + m[0, 2], m[1, 0] * x + m[1, 1] * y + m[1, 2]
 
 
 def gcp_error_px(gcps, model, mov, n=24):
@@ -61,7 +55,7 @@ def gcp_error_px(gcps, model, mov, n=24):
     ny, nx = mov.shape
     gx, gy = np.meshgrid(np.linspace(7.3, nx - 8.1, n), np.linspace(5.9, ny - 6.7, n))  # off the GCP grid
     ox, oy = model.inverse_points(gx.ravel(), gy.ravel())
-    want = np.column_stack(_world(mov, ox, oy))
+    want = np.column_stack(apply_affine(mov.pixel_to_world, ox, oy))
     with GCPTransformer(gcps, tps=True) as t:
         got = np.column_stack(t.xy(gy.ravel(), gx.ravel(), offset="center"))
     return float(np.hypot(*(got - want).T).max() / mov.resolution)

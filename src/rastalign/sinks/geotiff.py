@@ -13,20 +13,22 @@ from pathlib import Path
 
 import numpy as np
 
+from rastalign._kernels.pixels import validity
 from rastalign.errors import OutputError
+from rastalign.io.paths import is_url
+from rastalign.io.raster import IncompleteWrite, copy_metadata, gdal_cause, verify_complete, write_failure_reason
+from rastalign.runtime.scheduler import active_client
 from rastalign.sinks import tiff
 from rastalign.sinks.atomic import discard, local_temp, publish
-from rastalign._kernels.pixels import validity
 from rastalign.sinks.carried import Carried, tags
-from rastalign.sinks.stream import aligned_to, fill_value, tile_size
+from rastalign.sinks.cog import write_cog
+from rastalign.sinks.stream import aligned_to, consume, fill_value, tile_size
 
 
 def _describe(final, arr, grid, nodata, tile, big, carried):
     """The tag entries of the output's first directory, as GDAL writes them (sparse file, then read)."""
     import rasterio
     from affine import Affine
-
-    from rastalign.io.raster import copy_metadata, gdal_cause
 
     desc = local_temp(final, ".tif")
     nb, ny, nx = (int(v) for v in arr.shape)
@@ -52,34 +54,25 @@ def write_geotiff(arr, path, grid, nodata, fmt="GTiff", carried: Carried = Carri
     """Write the lazy ``arr`` (bands, rows, cols) as a tiled, deflated GeoTIFF (or COG with overviews)
     on ``grid`` (``shape``, ``transform``, ``crs``), with the metadata of the raster ``carried.like``
     (tags, descriptions, units, scales/offsets, colours) and ``carried``'s tags; atomic and verified."""
-    from rastalign.io.raster import verify_complete
-    from rastalign.sinks.stream import check_written
-
-    from rastalign.runtime.scheduler import active_client
-    from rastalign.io.paths import is_url
-
     final = str(path) if is_url(path) else Path(path)
     nb, ny, nx = (int(v) for v in arr.shape)
     tile = tile_size((ny, nx))
     big = nb * ny * nx * arr.dtype.itemsize * 4 // 3 > 2 ** 32 - 2 ** 27
     entries = _describe(final, arr, grid, nodata, tile, big, carried)
     if fmt == "COG" and is_url(path) and active_client() is not None:
-        from rastalign.sinks.cog import write_cog  # the workers upload the parts: no byte of pixels reaches this process
-
+        # the workers upload the parts: no byte of pixels reaches this process
         return dict(write_cog(arr, None, entries, tile, big, nodata, url=str(path)), format=fmt)
     tmp = local_temp(final, ".tif")
     try:
         if fmt == "COG":
-            from rastalign.sinks.cog import write_cog
-
             stats = write_cog(arr, tmp, entries, tile, big, nodata)
         else:
             stats = _write_tiled(arr, tmp, entries, tile, big, nodata)
-        check_written(verify_complete, tmp, (ny, nx), nb, path)
+        verify_complete(tmp, (ny, nx), nb)
         publish(tmp, final)
+    except IncompleteWrite as exc:
+        raise OutputError(f"cannot write output {path}: {exc}") from None
     except OSError as exc:
-        from rastalign.io.raster import write_failure_reason
-
         raise OutputError(f"cannot write output {path}: {write_failure_reason(tmp, exc)}") from None
     finally:
         discard(tmp)
@@ -94,8 +87,6 @@ def _encode(block, box, tile, nodata):
 
 def _write_tiled(arr, tmp, entries, tile, big, nodata):
     """GTiff: tiles appended in block order as they complete; the directory last."""
-    from rastalign.sinks.stream import consume
-
     nb, ny, nx = (int(v) for v in arr.shape)
     grid_tiles = (-(-ny // tile), -(-nx // tile))
     n = nb * grid_tiles[0] * grid_tiles[1]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from rastalign.errors import OutputError
+from rastalign.io.paths import filesystem, is_store_timeout, store_cause, store_timeout
 
 MIN_PART = 5 * 2 ** 20
 PART_BYTES = 16 * 2 ** 20  # the size parts are cut to
@@ -19,8 +20,6 @@ ABORT_WAIT = 10.0  # at most this long (or a third of the store timeout) for the
 
 
 def _where(url):
-    from rastalign.io.paths import filesystem
-
     fs, path = filesystem(url)
     bucket, key, _ = fs.split_path(path)
     return fs, bucket, key
@@ -53,8 +52,6 @@ def abort(url, upload_id) -> bool:
     """Abort the upload (its parts are dropped, nothing appears at its key); ``True`` once the store
     confirmed it. A store that does not answer is given only a short wait (a third of the store timeout,
     at most :data:`ABORT_WAIT`): the request is sent, and a store that comes back acts on it."""
-    from rastalign.io.paths import store_timeout
-
     try:
         fs, bucket, key = _where(url)
         wait = max(1.0, min(ABORT_WAIT, store_timeout() / 3))
@@ -69,8 +66,6 @@ def failure(url, upload_id, exc, completing=False) -> OutputError:
     the cause (``the object store timed out after N s`` for a store that stopped answering), the abort, and
     what is at ``url``: nothing, unless the completion itself went unanswered (the store may then still
     publish the object)."""
-    from rastalign.io.paths import is_store_timeout, store_cause
-
     if isinstance(exc, OutputError):  # already one line
         if upload_id is not None:
             abort(url, upload_id)
@@ -103,8 +98,6 @@ def upload(url, send, size) -> int:
             abort(url, upload_id)
         raise
     if got != size:
-        from rastalign.io.paths import filesystem
-
         fs, key = filesystem(url)
         fs.rm_file(key)
         raise OutputError(f"cannot write output {url}: the object holds {got} bytes, {size} were sent")

@@ -1,14 +1,11 @@
 """Streaming blocks into a file: the blocks of the lazy warp encoded on the workers and written here in
-order, with bounded memory (:func:`consume`), the tile layout of tiled outputs, and the check that a file
-was written whole."""
+order, with bounded memory (:func:`consume`), and the tile layout of tiled outputs."""
 from __future__ import annotations
 
 import time
 
 import numpy as np
 
-from rastalign.errors import OutputError
-from rastalign.io.raster import IncompleteWrite
 from rastalign.runtime import progress
 from rastalign.runtime.scheduler import parallelism
 from rastalign.warp.plan import blocks
@@ -51,10 +48,3 @@ def consume(arr, encode, write):
         progress.blocks(k + len(part), len(items))
     return time.perf_counter() - t0
 
-
-def check_written(verify, tmp, shape, count, path):
-    """Run ``verify(tmp, shape, count)``; an incomplete file becomes a one-line :class:`OutputError`."""
-    try:
-        verify(tmp, shape, count)
-    except IncompleteWrite as exc:
-        raise OutputError(f"cannot write output {path}: {exc}") from None
