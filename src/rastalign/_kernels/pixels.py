@@ -42,20 +42,25 @@ def edge_proxy(img, valid):
 
 
 def equalised(img, valid, bins=4096):
-    """``img`` through its own cumulative histogram over the valid pixels (values in [0, 1]): two images of
-    one scene that differ by any monotonic radiometric transform (another band, inverted, bent) become the
-    same image or its negative, so their edges match without a bias from the transform's slope."""
-    v = np.asarray(img, np.float64)[valid]
-    if not v.size:
-        return np.zeros(img.shape, np.float32)
+    """``img`` through its own cumulative histogram over the valid pixels (values in [0, 1], linear within each
+    of ``bins`` equal bins; 0 where invalid): two images of one scene that differ by any monotonic radiometric
+    transform (another band, inverted, bent) become the same image or its negative, so their edges match
+    without a bias from the transform's slope. float32, a few passes over the image."""
+    x = np.asarray(img, np.float32)
+    v = x[valid]
+    if not v.size or float(v.max()) <= float(v.min()):
+        return np.zeros(x.shape, np.float32)
     lo, hi = float(v.min()), float(v.max())
-    if hi <= lo:
-        return np.zeros(img.shape, np.float32)
-    counts, edges = np.histogram(v, bins=bins, range=(lo, hi))
-    cdf = np.concatenate([[0.0], np.cumsum(counts) / v.size])
-    out = np.interp(np.asarray(img, np.float64), edges, cdf).astype(np.float32)
-    out[~valid] = 0.0
-    return out
+    t = (x - np.float32(lo)) * np.float32(bins / (hi - lo))
+    np.clip(t, 0.0, np.float32(bins - 1e-3), out=t)  # invalid pixels hold anything
+    i = t.astype(np.int32)
+    cdf = np.concatenate([[0.0], np.cumsum(np.bincount(i[valid], minlength=bins)) / v.size]).astype(np.float32)
+    below = cdf[i]
+    t -= i  # the fraction within the bin, in place (float32)
+    t *= cdf[i + 1] - below
+    t += below
+    t[~valid] = 0.0
+    return t
 
 
 def normalised(img, valid):

@@ -82,13 +82,17 @@ def _unscale(f):
 
 
 def build_levels(fixed, fvalid, moving, mvalid, f_fixed, f_moving, use_edges, min_side=256) -> List[Level]:
-    """Finest first. Each level halves both proxies until the short side reaches ``min_side``."""
+    """Finest first. Each level halves both proxies until the short side reaches ``min_side``. Edge proxies
+    are taken of the images equalised once, at the finest level (:func:`equalised`): the coarser levels are
+    means of images already alike, whatever radiometric transform separated them."""
     levels = []
+    if use_edges:
+        fixed, moving = equalised(fixed, fvalid), equalised(moving, mvalid)
     fi, fv, mi, mv, ff, fm = fixed, fvalid, moving, mvalid, float(f_fixed), float(f_moving)
     while True:
         if use_edges:
-            fe, fev = edge_proxy(equalised(fi, fv), fv)
-            me, mev = edge_proxy(equalised(mi, mv), mv)
+            fe, fev = edge_proxy(fi, fv)
+            me, mev = edge_proxy(mi, mv)
         else:
             fe, fev = normalised(fi, fv), fv
             me, mev = normalised(mi, mv), mv
