@@ -28,13 +28,20 @@ def _design(u, v, terms):
     return np.column_stack([u ** p * v ** q for p, q in terms]) if terms else np.zeros((len(u), 0))
 
 
+def _sip(coef, terms, order, scale):
+    """SIP matrix ``[p, q]`` of order ``order`` from the coefficients ``coef`` of ``terms`` in normalised units."""
+    out = np.zeros((order + 1, order + 1))
+    for c, (p, q) in zip(coef, terms):
+        out[p, q] = c / scale ** (p + q)
+    return out
+
+
 def _template_intermediate(tw, tx, ty):
     """The template's pixel offsets from CRPIX after its own SIP (before CD): ``(x, y)`` template px."""
     u, v = tx - (tw.wcs.crpix[0] - 1.0), ty - (tw.wcs.crpix[1] - 1.0)
     if tw.sip is None:
         return u, v
-    fu, fv = tw.sip_pix2foc(np.column_stack([tx, ty]), 0).T  # u + A(u, v): relative to CRPIX already
-    return fu, fv
+    return tw.sip_pix2foc(np.column_stack([tx, ty]), 0).T  # u + A(u, v): relative to CRPIX already
 
 
 def _fit(u, v, hx, hy, order, use):
@@ -98,21 +105,14 @@ def fit_wcs(model, source_shape, template_wcs, n=48):
     info = {"sip_order": order, "cv_rms_px": cv, "max_error_px": float(err.max()),
             "rms_error_px": float(np.sqrt(np.mean(err ** 2))), "inverse_max_error_px": 0.0}
     if order:
-        m = order + 1
-        A, B = np.zeros((m, m)), np.zeros((m, m))
         poly = Kinv @ coef[2:].T  # u-space coefficients of K^-1 P, per term (normalised units)
-        for j, (p, q) in enumerate(terms):
-            A[p, q] = poly[0, j] / scale ** (p + q)
-            B[p, q] = poly[1, j] / scale ** (p + q)
-        fu = u + _design(u, v, terms) @ np.array([A[p, q] for p, q in terms])
-        fv = v + _design(u, v, terms) @ np.array([B[p, q] for p, q in terms])
+        A, B = (_sip(c, terms, order, scale) for c in poly)
+        pq = tuple(np.transpose(terms))
+        fu, fv = u + _design(u, v, terms) @ A[pq], v + _design(u, v, terms) @ B[pq]
         inv_terms = _terms(order, lowest=1)
         X = _design(fu / scale, fv / scale, inv_terms)
         ic, *_ = np.linalg.lstsq(X, np.column_stack([u - fu, v - fv]), rcond=None)
-        AP, BP = np.zeros((m, m)), np.zeros((m, m))
-        for j, (p, q) in enumerate(inv_terms):
-            AP[p, q] = ic[j, 0] / scale ** (p + q)
-            BP[p, q] = ic[j, 1] / scale ** (p + q)
+        AP, BP = (_sip(c, inv_terms, order, scale) for c in ic.T)
         back = np.hypot(*(X @ ic - np.column_stack([u - fu, v - fv])).T)
         info["inverse_max_error_px"] = float(back.max())
         w.sip = Sip(A, B, AP, BP, w.wcs.crpix)
