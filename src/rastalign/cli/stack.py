@@ -76,9 +76,7 @@ def run_stack(args) -> tuple:
             if k not in ("command", "moving", "reference", "output_dir", "from_list", "skip_existing", "overwrite",
                          "concurrency", "plot", "scheduler", "n_workers", "threads_per_worker", "progress",
                          "verbose", "chunks", "split_factor")}
-    for k in ("chunks", "split_factor"):
-        if getattr(args, k) is not None:
-            opts[k] = getattr(args, k)
+    opts.update((k, getattr(args, k)) for k in ("chunks", "split_factor") if getattr(args, k) is not None)
     scenes = list(args.moving) + (read_list(args.from_list) if args.from_list else [])
     res = align_stack(scenes, args.reference, args.output_dir, overwrite=args.overwrite,
                       skip_existing=args.skip_existing, scheduler=args.scheduler, n_workers=args.n_workers,

@@ -105,15 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.log_to_console)
-    opts = vars(args).copy()
-    for k in ("moving_image", "fixed_image", "output_image", "verbose"):
-        opts.pop(k)
+    opts = {k: v for k, v in vars(args).items() if k not in ("moving_image", "fixed_image", "output_image", "verbose")}
 
     def go():
         from rastalign.pipelines.pair import align_image_pair
 
-        res = align_image_pair(args.moving_image, args.fixed_image, args.output_image, **opts)
-        return res.summary()
+        return align_image_pair(args.moving_image, args.fixed_image, args.output_image, **opts).summary()
 
     return run(PROG, go, args.verbose)
 
