@@ -30,20 +30,15 @@ def split_rows(fn, n, threads):
         return list(pool.map(fn, edges[:-1], edges[1:]))
 
 
-@contextlib.contextmanager
 def thread_pool(n):
     """An executor of ``n`` threads of this process."""
-    with ThreadPoolExecutor(max(1, int(n))) as pool:
-        yield pool
+    return ThreadPoolExecutor(max(1, int(n)))
 
 
-@contextlib.contextmanager
 def process_pool(n, initializer=None):
     """An executor of ``n`` forked worker processes, or ``None`` where forking is not safe (then the caller
-    runs the work in threads or serially)."""
+    runs the work in threads or serially); for a ``with`` block."""
     ctx = fork_context()
     if ctx is None:
-        yield None
-        return
-    with ProcessPoolExecutor(max(1, int(n)), mp_context=ctx, initializer=initializer) as pool:
-        yield pool
+        return contextlib.nullcontext()
+    return ProcessPoolExecutor(max(1, int(n)), mp_context=ctx, initializer=initializer)
