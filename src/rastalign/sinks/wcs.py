@@ -56,7 +56,7 @@ def _fit(u, v, hx, hy, order, use):
 def fit_wcs(model, source_shape, template_wcs, n=48):
     """The source frame's corrected celestial WCS (``astropy.wcs.WCS`` with SIP when needed) and what
     was measured: the SIP order, its held-out and overall errors (template px) and the inverse's error."""
-    from astropy.wcs import Sip
+    from astropy.wcs import WCS, Sip
 
     tw = template_wcs
     if tw is None or not tw.has_celestial:
@@ -91,8 +91,6 @@ def fit_wcs(model, source_shape, template_wcs, n=48):
                           f"to {err.max():.3f} px (limit {MAX_ERROR_PX} px); use --correction resample")
     K = coef[:2].T / scale  # h = K (u, v) + P(u, v)
     Kinv = np.linalg.inv(K)
-    from astropy.wcs import WCS
-
     tc = tw.celestial
     w = WCS(naxis=2)  # fresh: the template's observation cards (dates, site) must not come along
     w.wcs.crval, w.wcs.cunit = tc.wcs.crval, tc.wcs.cunit

@@ -159,9 +159,7 @@ def _publish_prefix(tmp, final):
     _, fkey = filesystem(final)
     if fs.exists(fkey):
         fs.rm(fkey, recursive=True)
-    keys = sorted(fs.find(tkey))
-    order = sorted(keys, key=lambda k: (k.endswith(".zmetadata"), k.endswith(METADATA)))
-    for k in order:
+    for k in sorted(fs.find(tkey), key=lambda k: (k.endswith(".zmetadata"), k.endswith(METADATA), k)):
         fs.copy(k, fkey + k[len(tkey):])
 
 
