@@ -79,7 +79,7 @@ class FitsWriter:
                     fh.seek(self.mask_offset - len(mhead))
                     fh.write(mhead)
             self.mm = np.memmap(self.tmp, dtype=self.dtype.newbyteorder(">"), mode="r+", offset=self.offset,
-                                shape=dims)
+                                shape=(self.count, ny, nx))
             self.mmask = None if not mask else np.memmap(self.tmp, dtype=np.uint8, mode="r+",
                                                           offset=self.mask_offset, shape=(ny, nx))
         except OSError as exc:
@@ -88,11 +88,7 @@ class FitsWriter:
 
     def write(self, box, data):
         y0, y1, x0, x1 = (int(v) for v in box)
-        data = np.asarray(data)
-        if self.count == 1:
-            self.mm[y0:y1, x0:x1] = data.reshape(y1 - y0, x1 - x0)
-        else:
-            self.mm[:, y0:y1, x0:x1] = data
+        self.mm[:, y0:y1, x0:x1] = np.asarray(data).reshape(self.count, y1 - y0, x1 - x0)
 
     def write_mask(self, box, mask):
         y0, y1, x0, x1 = (int(v) for v in box)
