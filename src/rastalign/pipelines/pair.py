@@ -29,7 +29,7 @@ from rastalign.pipelines.result import AlignmentResult
 from rastalign.sinks.models import save_model
 from rastalign.params import EstimateParams, WarpParams, output_format_for, split_options
 
-if TYPE_CHECKING:  # annotations only: the solver loads numba and scipy, imported where it runs
+if TYPE_CHECKING:  # annotations only: the solver loads scipy, imported where it runs
     from rastalign.tiepoints.pyramid import TiePoints
 
 log = logging.getLogger(__name__)
