@@ -24,5 +24,7 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
-extensions = [Extension(f"rastalign._kernels.{name}", [f"src/rastalign/_kernels/{name}.pyx"]) for name in KERNELS]
+extensions = [Extension(f"rastalign._kernels.{name}", [f"src/rastalign/_kernels/{name}.pyx"],
+                        depends=["src/rastalign/_kernels/_weights.h", "src/rastalign/_kernels/_rows.h"])
+              for name in KERNELS]
 setup(ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES), cmdclass={"build_ext": BuildExt})

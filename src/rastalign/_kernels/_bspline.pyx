@@ -50,8 +50,8 @@ def sample(const double[:, ::1] coef, const uint8_t[:, ::1] mask, const double[:
             rx = <Py_ssize_t>floor(x + 0.5)
             ry = <Py_ssize_t>floor(y + 0.5)
             ok[i] = 0 <= rx < nx and 0 <= ry < ny and mask[_clip(ry, 0, ny - 1), _clip(rx, 0, nx - 1)] != 0
-            bspline3(x - ix, wx)
-            bspline3(y - iy, wy)
+            bspline3(x - ix, wx, 1)
+            bspline3(y - iy, wy, 1)
             acc = 0.0
             for jj in range(4):
                 yy = iy - 1 + jj
@@ -95,9 +95,9 @@ cdef void _sample_grad(const double[:, ::1] coef, const uint8_t[:, ::1] mask, co
         ok[i] = 1
         ix = <Py_ssize_t>floor(x)
         iy = <Py_ssize_t>floor(y)
-        bspline3(x - ix, wx)
+        bspline3(x - ix, wx, 1)
         bspline3_d(x - ix, dwx)
-        bspline3(y - iy, wy)
+        bspline3(y - iy, wy, 1)
         bspline3_d(y - iy, dwy)
         v = dvx = dvy = 0.0
         for jj in range(4):
@@ -232,8 +232,8 @@ def eval_field(const double[:, ::1] coef_x, const double[:, ::1] coef_y, double 
             iy = <Py_ssize_t>floor(uy)
             ix = nx_nodes - 2 if nx_nodes - 2 < ix else ix
             iy = ny_nodes - 2 if ny_nodes - 2 < iy else iy
-            bspline3(ux - ix, wx)
-            bspline3(uy - iy, wy)
+            bspline3(ux - ix, wx, 1)
+            bspline3(uy - iy, wy, 1)
             ax = ay = 0.0
             for jj in range(4):
                 rx = ry = 0.0

@@ -3,9 +3,9 @@
 
 See :mod:`rastalign._kernels.resample` for the maths and the contract. A row is done in passes: its
 moving coordinates (:func:`_row_coords`), then one pass computing each pixel's top-left tap, its tap
-weights and whether its whole support lies in the block (:func:`_prep`), then with a mask one look-up
-in the window mask of :func:`window_valid`, then a branch-free pass of fixed-tap sums per band
-(``_sum1/2/4/6``), and last the pixels left over (frame and block edges, invalid neighbourhoods,
+weights and whether its whole support lies in the block (``ra_prep`` of ``_rows.h``), then with a mask one
+look-up in the window mask of :func:`window_valid`, then a branch-free pass of fixed-tap sums per band
+(``ra_sum``), and last the pixels left over (frame and block edges, invalid neighbourhoods,
 non-finite coordinates) by :func:`_generic`. Every path sums in float64, columns of taps first (weighted
 by the y weights, top to bottom), then the row of column sums (by the x weights, left to right), with a
 zero-weight tap's value taken as 0 on the generic path: a pixel gets the same bits whichever path and
@@ -16,6 +16,13 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, int16_t
 from libc.stdlib cimport malloc, free
 
 from rastalign._kernels._weights cimport bspline3, keys3, lanczos3
+
+cdef extern from "_rows.h" nogil:
+    void _prep "ra_prep"(int method, const double* xs, const double* ys, Py_ssize_t sx0, Py_ssize_t sy0,
+                         Py_ssize_t bw, Py_ssize_t bh, int32_t* ixs, int32_t* iys, double* w, uint8_t* ov,
+                         Py_ssize_t ow)
+    void _sum "ra_sum"(int n, int kind, const void* p, size_t bw, const int32_t* ixs, const int32_t* iys,
+                       const double* w, Py_ssize_t ow, void* o)
 
 cdef enum:
     NEAREST = 0
@@ -49,11 +56,11 @@ cdef inline int _weights(int method, double x, double* w, Py_ssize_t* first) noe
         first[0] = <Py_ssize_t>x0
         return 2
     if method == CUBIC:
-        keys3(t, w)
+        keys3(t, w, 1)
         first[0] = <Py_ssize_t>x0 - 1
         return 4
     if method == BSPLINE:
-        bspline3(t, w)
+        bspline3(t, w, 1)
         first[0] = <Py_ssize_t>x0 - 1
         return 4
     lanczos3(t, w, 1)
@@ -87,10 +94,6 @@ def window_valid(const uint8_t[:, ::1] valid, int ntap, Py_ssize_t row0, Py_ssiz
             for x in range(nx, bw):
                 win[y, x] = 0
         free(colmin)
-
-
-cdef inline void _put4(double* w, Py_ssize_t stride, double* v) noexcept nogil:
-    w[0], w[stride], w[2 * stride], w[3 * stride] = v[0], v[1], v[2], v[3]
 
 
 cdef inline void _lattice_row(const double[:, ::1] lat, Py_ssize_t lj, int64_t* colli, double* colt, double* f,
@@ -150,123 +153,6 @@ cdef void _row_coords(const double[:, ::1] lin, Py_ssize_t gy, const double* gxs
     for c in range(ow):
         xs[c] = (a00 * gxs[c] + cx) + (uy * fx0[c] + ty * fx1[c])
         ys[c] = (a10 * gxs[c] + cy) + (uy * fy0[c] + ty * fy1[c])
-
-
-cdef inline bint _inside(double x, double y, int first, int n, Py_ssize_t sx0, Py_ssize_t sy0, Py_ssize_t bw,
-                         Py_ssize_t bh, double* tx, double* ty, int32_t* ix, int32_t* iy) noexcept nogil:
-    """Whether the taps ``floor - first .. floor - first + n - 1`` of ``(x, y)`` lie in the block (false for
-    NaN); the block column and row of the top-left tap and the fractions, from the coordinates clamped into
-    the block where they do not (then non-negative: truncation is ``floor``; int32 so it vectorises)."""
-    cdef double xlo = <double>(sx0 + first)
-    cdef double ylo = <double>(sy0 + first)
-    cdef bint ok = (x >= xlo) & (x < xlo + <double>(bw - n + 1)) & (y >= ylo) & (y < ylo + <double>(bh - n + 1))
-    cdef double xc = x if ok else xlo
-    cdef double yc = y if ok else ylo
-    cdef int32_t jx = <int32_t>xc
-    cdef int32_t jy = <int32_t>yc
-    tx[0] = xc - jx
-    ty[0] = yc - jy
-    ix[0] = jx - <int32_t>(first + sx0)
-    iy[0] = jy - <int32_t>(first + sy0)
-    return ok
-
-
-cdef void _prep(int method, const double* xs, const double* ys, Py_ssize_t sx0, Py_ssize_t sy0, Py_ssize_t bw,
-                Py_ssize_t bh, int32_t* ixs, int32_t* iys, double* w, uint8_t* ov, Py_ssize_t ow) noexcept nogil:
-    """Pass one over a row: ``ov`` is 1 where the support is inside the block, ``PENDING`` elsewhere; ``w``
-    is ``(2 n, ow)``: the x weights, then the y weights."""
-    cdef Py_ssize_t c
-    cdef double tx, ty
-    cdef double wx[4]
-    cdef double wy[4]
-    cdef bint good
-    if method == NEAREST:
-        for c in range(ow):
-            good = _inside(xs[c] + 0.5, ys[c] + 0.5, 0, 1, sx0, sy0, bw, bh, &tx, &ty, &ixs[c], &iys[c])
-            ov[c] = 1 if good else PENDING
-    elif method == BILINEAR:
-        for c in range(ow):
-            good = _inside(xs[c], ys[c], 0, 2, sx0, sy0, bw, bh, &tx, &ty, &ixs[c], &iys[c])
-            ov[c] = 1 if good else PENDING
-            w[c] = 1.0 - tx
-            w[ow + c] = tx
-            w[2 * ow + c] = 1.0 - ty
-            w[3 * ow + c] = ty
-    elif method == CUBIC or method == BSPLINE:
-        for c in range(ow):
-            good = _inside(xs[c], ys[c], 1, 4, sx0, sy0, bw, bh, &tx, &ty, &ixs[c], &iys[c])
-            ov[c] = 1 if good else PENDING
-            if method == CUBIC:
-                keys3(tx, wx)
-                keys3(ty, wy)
-            else:
-                bspline3(tx, wx)
-                bspline3(ty, wy)
-            _put4(w + c, ow, wx)
-            _put4(w + 4 * ow + c, ow, wy)
-    else:
-        for c in range(ow):
-            good = _inside(xs[c], ys[c], 2, 6, sx0, sy0, bw, bh, &tx, &ty, &ixs[c], &iys[c])
-            ov[c] = 1 if good else PENDING
-            if good:
-                lanczos3(tx, w + c, ow)
-                lanczos3(ty, w + 6 * ow + c, ow)
-
-
-# pass two: the sums of one band over a row (unsigned flat indices: prep's indices are never negative)
-cdef inline void _sum1(const srct* p, size_t bw, const int32_t* ixs, const int32_t* iys, const double* w,
-                       Py_ssize_t ow, outt* o) noexcept nogil:
-    cdef Py_ssize_t c
-    for c in range(ow):
-        o[c] = <outt>p[<size_t>iys[c] * bw + <size_t>ixs[c]]
-
-
-cdef inline void _sum2(const srct* p, size_t bw, const int32_t* ixs, const int32_t* iys, const double* w,
-                       Py_ssize_t ow, outt* o) noexcept nogil:
-    cdef Py_ssize_t c
-    cdef const srct* q
-    cdef double v0, v1, c0, c1
-    for c in range(ow):
-        q = p + (<size_t>iys[c] * bw + <size_t>ixs[c])
-        v0 = w[2 * ow + c]
-        v1 = w[3 * ow + c]
-        c0 = v0 * <double>q[0] + v1 * <double>q[bw]
-        c1 = v0 * <double>q[1] + v1 * <double>q[bw + 1]
-        o[c] = <outt>(w[c] * c0 + w[ow + c] * c1)
-
-
-cdef inline void _sum4(const srct* p, size_t bw, const int32_t* ixs, const int32_t* iys, const double* w,
-                       Py_ssize_t ow, outt* o) noexcept nogil:
-    cdef Py_ssize_t c, ii
-    cdef const srct* q
-    cdef double v0, v1, v2, v3
-    cdef double cs[4]
-    for c in range(ow):
-        q = p + (<size_t>iys[c] * bw + <size_t>ixs[c])
-        v0 = w[4 * ow + c]
-        v1 = w[5 * ow + c]
-        v2 = w[6 * ow + c]
-        v3 = w[7 * ow + c]
-        for ii in range(4):  # the columns, four at a time
-            cs[ii] = ((v0 * <double>q[ii] + v1 * <double>q[bw + ii]) + v2 * <double>q[2 * bw + ii]) \
-                + v3 * <double>q[3 * bw + ii]
-        o[c] = <outt>(((w[c] * cs[0] + w[ow + c] * cs[1]) + w[2 * ow + c] * cs[2]) + w[3 * ow + c] * cs[3])
-
-
-cdef inline void _sum6(const srct* p, size_t bw, const int32_t* ixs, const int32_t* iys, const double* w,
-                       Py_ssize_t ow, outt* o) noexcept nogil:
-    cdef Py_ssize_t c, ii, jj
-    cdef const srct* q
-    cdef double s, cs
-    for c in range(ow):
-        q = p + (<size_t>iys[c] * bw + <size_t>ixs[c])
-        s = 0.0
-        for ii in range(6):
-            cs = w[6 * ow + c] * <double>q[ii]
-            for jj in range(1, 6):
-                cs = cs + w[(6 + jj) * ow + c] * <double>q[jj * bw + ii]
-            s = w[c] * cs if ii == 0 else s + w[ii * ow + c] * cs
-        o[c] = <outt>s
 
 
 cdef int _generic(const srct[:, :, ::1] src, const uint8_t[:, ::1] valid, bint check_valid, double x, double y,
@@ -340,15 +226,30 @@ def warp_rows(const srct[:, :, ::1] src, const uint8_t[:, ::1] valid, const uint
     cdef Py_ssize_t nb = src.shape[0], bh = src.shape[1], bw = src.shape[2], ow = out.shape[2]
     cdef int n = 1 if method == NEAREST else (2 if method == BILINEAR else (6 if method == LANCZOS else 4))
     cdef Py_ssize_t nviol = 0, fj = -2, r, c, b, i
-    cdef int status
+    cdef int status, kind = 1 if outt is double else 0
     cdef bint fast = bh > 0 and bw > 0
     cdef uint8_t k
     cdef uint8_t* ov
-    cdef double *buf, *w, *xs, *ys, *colt, *gxs, *fcache, *acc
+    cdef double* buf
+    cdef double* w
+    cdef double* xs
+    cdef double* ys
+    cdef double* colt
+    cdef double* gxs
+    cdef double* fcache
+    cdef double* acc
     cdef int32_t* ibuf
     cdef int64_t* colli
     if ow == 0 or row1 <= row0:
         return 0
+    if srct is uint16_t:  # the source type's index in _rows.h's table
+        kind += 2
+    elif srct is int16_t:
+        kind += 4
+    elif srct is float:
+        kind += 6
+    elif srct is double:
+        kind += 8
     buf = <double*>malloc((2 * n + 9) * ow * sizeof(double) + nb * sizeof(double))
     ibuf = <int32_t*>malloc(2 * ow * sizeof(int32_t))
     colli = <int64_t*>malloc(ow * sizeof(int64_t))  # each column's lattice cell and fraction
@@ -376,14 +277,7 @@ def warp_rows(const srct[:, :, ::1] src, const uint8_t[:, ::1] valid, const uint
                         k = PENDING - win[ibuf[ow + c], ibuf[c]]
                         ov[c] = k if k > ov[c] else ov[c]
                 for b in range(nb):
-                    if n == 1:
-                        _sum1(&src[b, 0, 0], bw, ibuf, ibuf + ow, w, ow, &out[b, r, 0])
-                    elif n == 2:
-                        _sum2(&src[b, 0, 0], bw, ibuf, ibuf + ow, w, ow, &out[b, r, 0])
-                    elif n == 4:
-                        _sum4(&src[b, 0, 0], bw, ibuf, ibuf + ow, w, ow, &out[b, r, 0])
-                    else:
-                        _sum6(&src[b, 0, 0], bw, ibuf, ibuf + ow, w, ow, &out[b, r, 0])
+                    _sum(n, kind, &src[b, 0, 0], bw, ibuf, ibuf + ow, w, ow, &out[b, r, 0])
             for c in range(ow):  # edges, invalid neighbourhoods, non-finite coordinates
                 if ov[c] != PENDING:
                     continue
