@@ -6,6 +6,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = ["_warp", "_prefilter", "_bspline", "_convert", "_blocks"]
+HEADERS = ["_compat.h", "_weights.h", "_rows.h", "_fir.h"]
 DIRECTIVES = {"language_level": 3, "boundscheck": False, "wraparound": False, "initializedcheck": False,
               "cdivision": True, "embedsignature": True}
 
@@ -25,6 +26,6 @@ class BuildExt(build_ext):
 
 
 extensions = [Extension(f"rastalign._kernels.{name}", [f"src/rastalign/_kernels/{name}.pyx"],
-                        depends=["src/rastalign/_kernels/_weights.h", "src/rastalign/_kernels/_rows.h"])
+                        depends=[f"src/rastalign/_kernels/{h}" for h in HEADERS])
               for name in KERNELS]
 setup(ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES), cmdclass={"build_ext": BuildExt})

@@ -7,6 +7,12 @@ from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport free, malloc
 import numpy as np
 
+cdef extern from "_fir.h" nogil:
+    void ra_fir_first(double* acc, const double* a, const double* b, double h, Py_ssize_t n)
+    void ra_fir_add(double* acc, const double* a, const double* b, double h, Py_ssize_t n)
+    void ra_fir_last_d(double* out, const double* acc, const double* c, double h, Py_ssize_t n)
+    void ra_fir_last_f(float* out, const double* acc, const double* c, double h, Py_ssize_t n)
+
 ctypedef fused floating:
     float
     double
@@ -153,7 +159,6 @@ def rows(const floating[:, :, ::1] data, const double[::1] h, const int64_t[::1]
     """Filter along x: ``tmp[b, y - trow0, i] = sum_k h[|k|] data[b, y, xmap[i + K + k]]`` for rows y0:y1,
     the smallest taps first."""
     cdef Py_ssize_t nb = data.shape[0], cw = tmp.shape[2], kk = h.shape[0] - 1, b, y, j, i, k
-    cdef double hk
     cdef double* ext = <double*>malloc((cw + 2 * kk + 1) * sizeof(double))
     cdef double* acc = <double*>malloc((cw + 1) * sizeof(double))
     with nogil:
@@ -161,16 +166,10 @@ def rows(const floating[:, :, ::1] data, const double[::1] h, const int64_t[::1]
             for y in range(y0, y1):
                 for j in range(cw + 2 * kk):
                     ext[j] = data[b, y, xmap[j]]
-                hk = h[kk]
-                for i in range(cw):
-                    acc[i] = hk * (ext[i] + ext[i + 2 * kk])
-                for k in range(kk - 1, 0, -1):
-                    hk = h[k]
-                    for i in range(cw):
-                        acc[i] += hk * (ext[kk - k + i] + ext[kk + k + i])
-                hk = h[0]
-                for i in range(cw):
-                    tmp[b, y - trow0, i] = acc[i] + hk * ext[i + kk]
+                ra_fir_first(acc, ext, ext + 2 * kk, h[kk], cw)
+                for k in range(kk - 1, 0, -1):  # the smallest taps first
+                    ra_fir_add(acc, ext + kk - k, ext + kk + k, h[k], cw)
+                ra_fir_last_d(&tmp[b, y - trow0, 0], acc, ext + kk, h[0], cw)
     free(ext)
     free(acc)
 
@@ -180,24 +179,20 @@ def cols(const double[:, :, ::1] tmp, Py_ssize_t trow0, const double[::1] h, con
     """Filter along y: ``coef[b, y] = sum_k h[|k|] tmp[b, ymap[y + K + k] - trow0]`` for coefficient rows
     ``ya:yb``, the smallest taps first."""
     cdef Py_ssize_t nb = tmp.shape[0], cw = tmp.shape[2], kk = h.shape[0] - 1, b, y, i, k, ra, rb
-    cdef double hk
     cdef double* acc = <double*>malloc((cw + 1) * sizeof(double))
     with nogil:
         for b in range(nb):
             for y in range(ya, yb):
                 ra = ymap[y] - trow0
                 rb = ymap[y + 2 * kk] - trow0
-                hk = h[kk]
-                for i in range(cw):
-                    acc[i] = hk * (tmp[b, ra, i] + tmp[b, rb, i])
+                ra_fir_first(acc, &tmp[b, ra, 0], &tmp[b, rb, 0], h[kk], cw)
                 for k in range(kk - 1, 0, -1):
                     ra = ymap[y + kk - k] - trow0
                     rb = ymap[y + kk + k] - trow0
-                    hk = h[k]
-                    for i in range(cw):
-                        acc[i] += hk * (tmp[b, ra, i] + tmp[b, rb, i])
+                    ra_fir_add(acc, &tmp[b, ra, 0], &tmp[b, rb, 0], h[k], cw)
                 ra = ymap[y + kk] - trow0
-                hk = h[0]
-                for i in range(cw):
-                    coef[b, y, i] = <floating>(acc[i] + hk * tmp[b, ra, i])
+                if floating is float:
+                    ra_fir_last_f(&coef[b, y, 0], acc, &tmp[b, ra, 0], h[0], cw)
+                else:
+                    ra_fir_last_d(&coef[b, y, 0], acc, &tmp[b, ra, 0], h[0], cw)
     free(acc)

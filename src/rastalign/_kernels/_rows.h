@@ -16,16 +16,7 @@
 #include <stdint.h>
 #include "_weights.h"
 
-#if defined(_MSC_VER)
-#define RA_RESTRICT __restrict
-#else
-#define RA_RESTRICT __restrict__
-#endif
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define RA_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define RA_CLONES
-#endif
+#include "_compat.h"
 
 enum { RA_NEAREST = 0, RA_BILINEAR = 1, RA_CUBIC = 2, RA_LANCZOS = 3, RA_BSPLINE = 4, RA_PENDING = 2 };
 
