@@ -127,7 +127,7 @@ def main(argv=None):
             for name in tools:
                 t = time.perf_counter()
                 run_tool(name, src, method, model, a, maps, args.threads, (src_t, dst_t, crs))
-                if i:  # the first round warms up (numba's cache, GDAL's drivers, page faults)
+                if i:  # the first round warms up (GDAL's drivers, page faults)
                     res[name].append(time.perf_counter() - t)
         # coordinate accuracy on the ramp (bilinear and Keys' cubic reproduce it exactly)
         acc = {}

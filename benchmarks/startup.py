@@ -92,7 +92,7 @@ def main():
         cached = {k: v for k, v in base.items() if k != "PYTHONDONTWRITEBYTECODE"}
         cached["PYTHONPYCACHEPREFIX"] = str(folder / "pycache")
         for name, cmd, whole in cases(folder):
-            _timed(cmd, cached)  # warm-up: writes the bytecode cache (and numba's, if missing)
+            _timed(cmd, cached)  # warm-up: writes the bytecode cache
             row = {"case": name, "command": " ".join(Path(c).name if c.startswith(tmp) else c for c in cmd[1:])}
             row["as_is"] = measure(cmd, args.runs, base, whole)
             row["bytecode_cache"] = measure(cmd, args.runs, cached, whole)

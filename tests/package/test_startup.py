@@ -44,7 +44,7 @@ def test_help_loads_nothing_heavy(cli, argv):
 
 def test_a_public_name_still_resolves_on_first_use():
     assert _loaded("import rastalign as a, rastalign.model as m\nm.AlignmentModel, a.Spalipy, a.align_fits\n"
-                   "import rastalign\nrastalign.estimate") <= {"numba", "llvmlite", "scipy", "sep"}
+                   "import rastalign\nrastalign.estimate") <= {"scipy", "sep"}
 
 
 def test_planning_a_fits_warp_loads_neither_the_kernels_nor_dask_array(tmp_path):
@@ -62,8 +62,9 @@ def test_align_fits_simple_runs_without_dask_array_astropy_table_distributed_or_
             f"{str(tmpl)!r}]) == 0")
     loaded = _loaded(code, cwd=tmp_path)
     assert (tmp_path / "out.fits").exists()
-    assert loaded.isdisjoint({"distributed", "xarray", "pandas", "rasterio", "pyproj", "matplotlib"}), loaded
-    assert {"numba", "dask", "astropy", "sep", "scipy"} <= loaded  # what the run does need
+    assert loaded.isdisjoint({"distributed", "xarray", "pandas", "rasterio", "pyproj", "matplotlib", "numba",
+                              "llvmlite"}), loaded
+    assert {"dask", "astropy", "sep", "scipy"} <= loaded  # what the run does need
     # detections are structured arrays: astropy.table (a fifth of a second) is loaded only for given catalogues
     dask_array = _loaded(code.replace("'out.fits'", "'out2.fits'") + "\nassert 'dask.array' not in sys.modules"
                          "\nassert 'astropy.table' not in sys.modules", cwd=tmp_path)

@@ -1,24 +1,10 @@
 """Valid-pixel block means (the proxies' decimation and the pyramid's halving), compiled. Arrays in,
 arrays out: no I/O, no dask."""
 import numpy as np
-from numba import njit
 
-from rastalign._kernels.jit import announce
+from rastalign._kernels._blocks import block_sums
 
-announce(__file__)
-
-
-@njit(nogil=True, cache=True)
-def _block_sums(data, valid, f, s, n, m):
-    ny, nx = data.shape
-    for y in range(ny):
-        by = y // f
-        for x in range(nx):
-            bx = x // f
-            m[by, bx] += 1.0
-            if valid[y, x]:
-                s[by, bx] += data[y, x]
-                n[by, bx] += 1.0
+_TYPES = tuple(np.dtype(t) for t in (np.uint8, np.uint16, np.int16, np.int32, np.float32, np.float64))
 
 
 def block_mean(data, valid, f):
@@ -31,7 +17,10 @@ def block_mean(data, valid, f):
     s = np.zeros((by, bx))
     n = np.zeros((by, bx))
     m = np.zeros((by, bx))
-    _block_sums(np.ascontiguousarray(data), np.ascontiguousarray(valid), int(f), s, n, m)
+    data = np.ascontiguousarray(data)
+    if data.dtype not in _TYPES:  # any other type: its values in float64 (exact for these sums' types)
+        data = data.astype(np.float64)
+    block_sums(data, np.ascontiguousarray(valid, dtype=bool).view(np.uint8), int(f), s, n, m)
     ok = n >= 0.5 * m
     mean = s / np.maximum(n, 1.0)
     return mean.astype(np.float32), ok

@@ -11,37 +11,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+
+from rastalign._kernels import _convert
 
 _TYPES = tuple(np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.float32, np.float64))
 
 
-@njit(nogil=True, cache=True)
-def _to_int(values, valid, out, lo, hi, fill, nudge, clash):
-    nb, h, w = values.shape
-    for b in range(nb):
-        for y in range(h):
-            for x in range(w):
-                if valid[y, x]:
-                    out[b, y, x] = min(max(np.rint(values[b, y, x]), lo), hi)
-                    if clash and out[b, y, x] == fill:
-                        out[b, y, x] = nudge
-                else:
-                    out[b, y, x] = fill
-
-
-@njit(nogil=True, cache=True)
-def _to_float(values, valid, out, fill, clash, up):
-    nb, h, w = values.shape
-    for b in range(nb):
-        for y in range(h):
-            for x in range(w):
-                if valid[y, x]:
-                    out[b, y, x] = values[b, y, x]
-                    if clash and out[b, y, x] == fill:
-                        out[b, y, x] = np.nextafter(out[b, y, x], up)
-                else:
-                    out[b, y, x] = fill
+def _mask(valid):
+    return np.ascontiguousarray(valid).view(np.uint8)
 
 
 def to_output_dtype(values, valid, dtype, nodata, range_dtype=None):
@@ -66,11 +43,12 @@ def to_output_dtype(values, valid, dtype, nodata, range_dtype=None):
         nudge = fill + 1 if fill < info.max else fill - 1
         if not np.iinfo(dtype).min <= nudge <= np.iinfo(dtype).max:
             return None
-        _to_int(values, valid, out, float(info.min), float(info.max), out.dtype.type(fill), out.dtype.type(nudge),
-                nodata is not None)
+        _convert.to_int(np.ascontiguousarray(values), _mask(valid), out, float(info.min), float(info.max), fill, nudge,
+                        nodata is not None)
         return out
     fill = np.nan if nodata is None else float(nodata)
     if not math.isnan(fill) and float(dtype.type(fill)) != fill:
         return None
-    _to_float(values, valid, out, dtype.type(fill), nodata is not None and not math.isnan(fill), dtype.type(np.inf))
+    _convert.to_float(np.ascontiguousarray(values), _mask(valid), out, float(dtype.type(fill)),
+                      nodata is not None and not math.isnan(fill))
     return out

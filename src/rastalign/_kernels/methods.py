@@ -1,6 +1,6 @@
 """The warp's resampling methods and the source support each one reads.
 
-Plain numbers, no numba: planning a warp (chunk boxes, source boxes) needs them, and is
+Plain numbers, no compiled code: planning a warp (chunk boxes, source boxes) needs them, and is
 done before any chunk runs, so building the lazy warp never loads the compiled kernels
 (:mod:`rastalign._kernels.resample`, :mod:`rastalign._kernels.prefilter`); a task loads them when it runs.
 """

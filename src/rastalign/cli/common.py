@@ -59,7 +59,7 @@ def setup_logging(verbose: int, to_console: bool = False):
     pkg.handlers[:] = []
     pkg.setLevel(logging.NOTSET)
     if verbose < 2:
-        for noisy in ("distributed", "rasterio", "numba", "matplotlib", "fsspec", "asyncio", "tornado"):
+        for noisy in ("distributed", "rasterio", "matplotlib", "fsspec", "asyncio", "tornado"):
             logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 

@@ -31,7 +31,7 @@ from rastalign.params import EstimateParams, WarpParams, output_format_for, spli
 from rastalign.pipelines.apply import apply
 from rastalign.runtime import running
 
-if TYPE_CHECKING:  # annotations only: the solver loads numba and scipy, imported where it runs
+if TYPE_CHECKING:  # annotations only: the solver loads scipy, imported where it runs
     from rastalign.tiepoints.pyramid import TiePoints
 
 log = logging.getLogger(__name__)

@@ -84,7 +84,7 @@ def warp_block(source, model, out_box, source_origin=(0, 0), source_shape=None, 
     ``bspline`` first turns the block into prefiltered coefficients
     (:func:`rastalign._kernels.prefilter.coefficients`; non-finite pixels count as invalid).
     """
-    from rastalign._kernels import resample as _numba, prefilter  # the compiled kernels: loaded when a chunk is warped, not when it is planned
+    from rastalign._kernels import resample as _compiled, prefilter  # the compiled kernels: loaded when a chunk is warped, not when it is planned
 
     src = np.asarray(source)
     if src.ndim == 2:
@@ -125,10 +125,10 @@ def warp_block(source, model, out_box, source_origin=(0, 0), source_shape=None, 
     win = vmask
     if check and method != NEAREST:  # all-valid windows of the method's taps: one look-up per pixel
         win = np.empty_like(vmask)
-        split_rows(lambda r0, r1: _numba.window_valid(vmask, TAPS[method], r0, r1, win), win.shape[0], threads)
+        split_rows(lambda r0, r1: _compiled.window_valid(vmask, TAPS[method], r0, r1, win), win.shape[0], threads)
 
     def run(r0, r1):
-        return _numba.warp_rows(src, vmask, win, check, out, out_valid, lin, x0, y0, r0, r1,
+        return _compiled.warp_rows(src, vmask, win, check, out, out_valid, lin, x0, y0, r0, r1,
                                 int(source_origin[1]), int(source_origin[0]),
                                 int(source_shape[1]), int(source_shape[0]),
                                 dx, dy, has_field, step, lix0, liy0, method)
