@@ -120,11 +120,11 @@ def write_georef(moving_path, model, mov, output_path) -> dict:
             "gcp_max_error_px": gcp_err, "warp_write_s": 0.0}
 
 
-def check_georef_output(path, output, rest=None):
-    """``--correction georef`` keeps the moving pixels on the moving grid: a GeoTIFF or a ``.vrt``."""
+def check_georef_output(path, output, rest):
+    """``--correction georef`` keeps the moving pixels on the moving grid: a GeoTIFF or a ``.vrt``; ``rest``: the
+    other options (no other grid)."""
     from rastalign.params import output_format_for
 
-    rest = rest or {}
     vrt = str(path).lower().endswith(".vrt")
     fmt = None if vrt and output.output_format is None else output_format_for(path, output.output_format)
     if (fmt not in (None, "GTiff")) or "://" in str(path) or not output.output_on_moving_grid or \
