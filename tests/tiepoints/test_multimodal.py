@@ -29,3 +29,20 @@ def test_an_inverted_nonlinear_band_aligns_as_the_same_band(tmp_path):
     # before the equalised edges the bent pair's error was 4x the plain pair's (median 0.056 against 0.014 px)
     assert np.median(bent) <= 1.25 * np.median(plain) + 0.002, (np.median(bent), np.median(plain))
     assert np.percentile(bent, 95) <= 1.25 * np.percentile(plain, 95) + 0.004
+
+
+def test_equalised_ignores_invalid_pixels_whatever_they_hold():
+    """NaN, infinities and nodata outside the valid mask neither enter the histogram nor break the lookup; the
+    valid pixels come out as their ranks (to the bin width)."""
+    from rastalign._kernels.pixels import equalised
+
+    rng = np.random.default_rng(3)
+    img = rng.normal(500.0, 80.0, (64, 80)).astype(np.float32)
+    valid = np.ones(img.shape, bool)
+    valid[:5], valid[:, :3] = False, False
+    img[0, 0], img[1, 1], img[2, 2] = np.nan, np.inf, -np.inf
+    e = equalised(img, valid)
+    ranks = (np.argsort(np.argsort(img[valid])) + 1) / valid.sum()
+    assert np.isfinite(e).all() and (e[~valid] == 0).all()
+    assert np.abs(e[valid] - ranks).max() < 2e-3
+    assert np.array_equal(equalised(-3.0 * img ** 3, valid)[valid] > 0.5, e[valid] < 0.5)  # inverted and bent

@@ -52,7 +52,8 @@ def equalised(img, valid, bins=4096):
         return np.zeros(x.shape, np.float32)
     lo, hi = float(v.min()), float(v.max())
     t = (x - np.float32(lo)) * np.float32(bins / (hi - lo))
-    np.clip(t, 0.0, np.float32(bins - 1e-3), out=t)  # invalid pixels hold anything
+    t[~valid] = 0.0  # invalid pixels hold anything, NaN included
+    np.clip(t, 0.0, np.float32(bins - 1e-3), out=t)
     i = t.astype(np.int32)
     cdf = np.concatenate([[0.0], np.cumsum(np.bincount(i[valid], minlength=bins)) / v.size]).astype(np.float32)
     below = cdf[i]
