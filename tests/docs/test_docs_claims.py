@@ -185,6 +185,9 @@ WCS_NO_SIP = "tests/docs/test_docs_claims.py::test_a_model_no_sip_polynomial_rep
 
 # (file, an excerpt of the sentence) -> the tests that prove the refusal it states
 REFUSALS = {
+    ("README.md", "`--max-error-px` refuses an alignment whose p95 exceeds it"):
+        ["tests/pipelines/test_predicted_error.py::test_max_error_px_refuses_with_the_report_written",
+         "tests/pipelines/test_predicted_error.py::test_a_fits_pair_states_its_error_on_the_sky"],
     ("README.md", "else refused, naming `--correction resample`"): [GEOREF_FIELD],
     ("README.md", "a template without a celestial WCS, or a model no SIP of order <= 5 reproduces to 0.05 px, "
                   "is refused"): [WCS_NO_TEMPLATE_WCS, WCS_NO_SIP],
