@@ -236,6 +236,10 @@ def test_a_distorted_field_gets_a_spline_that_follows_the_truth():
     err_flat = pull_error(uses_model(flat), p.truth, (384, 384))
     err = pull_error(uses_model(s), p.truth, (384, 384))
     assert err < 0.05 and err_flat > 5 * err
+    # the fit states its predicted model error (transform_stats, as every alignment's quality block), and it
+    # tells the affine-only fit of a distorted field from the one that follows it
+    pe_flat, pe = flat.transform_stats()["predicted_error_px"], s.transform_stats()["predicted_error_px"]
+    assert 1 / 3 <= err / pe["max"] <= 3 and 1 / 3 <= err_flat / pe_flat["max"] <= 3, (err, pe, err_flat, pe_flat)
 
     # affine inverse + the spline's offsets is the whole pull map, and it is the truth
     x, y = grid((384, 384))
