@@ -51,10 +51,12 @@ def refit(p, q, w, domain, choice=None, rounds=3):
 MIN_POINTS = 6  # fewer inlier tie points predict nothing (the quality check refuses them)
 
 
-def predicted_error(p, q, w, domain, choice, at, others=None, folds=FOLDS, neighbours=NEIGHBOURS, seed=0):
+def predicted_error(p, q, w, domain, choice, at, others=None, folds=FOLDS, neighbours=NEIGHBOURS, seed=0,
+                    common=None):
     """Predicted model error (moving px) at the points ``at`` (M, 2), from the inlier tie points ``p`` ->
     ``q`` (N, 2) with weights ``w`` and the field form ``choice``; ``others``: ``(p, q, w)`` of every tie
-    point measured, the rejected ones included (see :func:`local_bias`). Returns ``(error (M,), info)``; ``info``
+    point measured, the rejected ones included (see :func:`local_bias`); ``common``: a bias ``(bx, by)``
+    every tie point shares (the matcher's at one sub-pixel phase), which no residual can show. Returns ``(error (M,), info)``; ``info``
     holds the held-out and in-sample RMS of the tie points, the scale applied to the jackknife spread and the
     largest local bias. With fewer than ``2 * folds`` tie points the groups are single points
     (leave-one-out)."""
@@ -85,9 +87,11 @@ def predicted_error(p, q, w, domain, choice, at, others=None, folds=FOLDS, neigh
     scale = max(1.0, mse_tp / mean_var_tp) if mean_var_tp > 0 else 1.0
     op, oq, ow = (p, q, w) if others is None else (np.asarray(v, float) for v in others)
     bias2 = local_bias(op, oq - np.column_stack(full(op[:, 0], op[:, 1])), ow / ow.mean(), at, neighbours)
+    common2 = 0.0 if common is None else float(np.sum(np.square(common)))
     info = {"folds": int(k), "held_out_rms_px": float(np.sqrt(ms_out)), "in_sample_rms_px": float(np.sqrt(ms_in)),
-            "spread_scale": float(np.sqrt(scale)), "max_local_bias_px": float(np.sqrt(bias2.max(initial=0.0)))}
-    return np.sqrt(var * scale + bias2), info
+            "spread_scale": float(np.sqrt(scale)), "max_local_bias_px": float(np.sqrt(bias2.max(initial=0.0))),
+            "common_bias_px": float(np.sqrt(common2))}
+    return np.sqrt(var * scale + bias2 + common2), info
 
 
 def local_bias(p, resid, w, at, neighbours=NEIGHBOURS):

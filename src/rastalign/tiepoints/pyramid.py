@@ -246,3 +246,40 @@ def solve(levels: List[Level], initial: AlignmentModel, domain, window=96, min_v
                             "start": start})
             log.info("level 1/%g: %d tie points, %d inliers, rms %.4f px", lev.f_fixed, len(tp), tp.inlier.sum(), rms)
     return SolveResult(model, tp, info, history)
+
+
+def phase_bias(fixed, fvalid, phase, window, use_edges, side=512, per_side=4):
+    """The matcher's own bias ``(bx, by)`` (px) at the sub-pixel sampling phase ``phase`` ``(x, y)`` of the
+    moving image: a central crop of the fixed image (at most ``side`` px) and itself moved by ``phase``
+    (a Fourier shift, exact for its band-limited content) are matched as a pair is, through the exact
+    translation, on ``per_side`` x ``per_side`` windows; the mean measured shift is the bias. Where every
+    window of a pair samples the moving image at one phase, this bias is common to all its tie points: the
+    model absorbs it and no residual shows it."""
+    from scipy import fft
+
+    ny, nx = fixed.shape
+    h, w = min(ny, side), min(nx, side)
+    y0, x0 = (ny - h) // 2, (nx - w) // 2
+    f = np.asarray(fixed[y0:y0 + h, x0:x0 + w], np.float64)
+    v = np.asarray(fvalid[y0:y0 + h, x0:x0 + w], bool)
+    if v.mean() < 0.9 or min(h, w) < window + 64:
+        return np.zeros(2)
+    f = np.where(v, f, f[v].mean())
+    ky, kx = fft.fftfreq(h)[:, None], fft.rfftfreq(w)[None, :]
+    # moving(q) = fixed(q - phase): the content of fixed pixel p sits at moving q = p + phase
+    m = fft.irfft2(fft.rfft2(f) * np.exp(-2j * np.pi * (kx * phase[0] + ky * phase[1])), s=(h, w))
+    level = build_levels(f.astype(np.float32), v, m.astype(np.float32), v, 1.0, 1.0, use_edges, min_side=1 << 30)[0]
+    model = AlignmentModel(np.array([[1.0, 0.0, phase[0]], [0.0, 1.0, phase[1]]]))
+    margin = 32  # the circular shift's wrap stays out of the windows
+    step = max(8, (min(h, w) - 2 * margin - window) // max(per_side - 1, 1))
+    tp = measure(_cropped(level, margin), model, window, step, 0.9, 2, start="model")
+    if len(tp) < 3:
+        return np.zeros(2)
+    return (tp.moving - (tp.fixed + np.asarray(phase))).mean(axis=0)
+
+
+def _cropped(level, margin):
+    """``level`` without a ``margin`` px border: the same model holds (the translation is unchanged when both
+    images lose the same border)."""
+    s = np.s_[margin:-margin, margin:-margin]
+    return Level(level.fixed[s], level.fvalid[s], level.moving[s], level.mvalid[s], level.f_fixed, level.f_moving)
