@@ -126,6 +126,17 @@ def _weighted_median(v, w):
     return vs[np.arange(len(v)), first]
 
 
+def predicted_block(p, q, w, inlier, domain, choice, at, pixel_size=None, seed=0, common=None):
+    """The quality block's ``predicted_error_px``: :func:`predicted_error` of the ``inlier`` tie points (every
+    tie point ``p`` -> ``q`` with weight ``w`` as evidence of a local bias) at the points ``at``, summarised
+    (:func:`summarise`) with its figures; ``None`` with fewer than :data:`MIN_POINTS` inliers or no point."""
+    if inlier.sum() < MIN_POINTS or not len(at):
+        return None
+    err, info = predicted_error(p[inlier], q[inlier], w[inlier], domain, choice, at, (p, q, w), seed=seed,
+                                common=common)
+    return dict(summarise(err, at, domain, pixel_size), **info)
+
+
 def accuracy_failure(predicted, limit, unit="px"):
     """The one-line :class:`~rastalign.errors.QualityError` of a predicted error over ``--max-error-px``, or
     ``None`` when it passes (or no limit is set, or no prediction: too few tie points, which the quality

@@ -88,8 +88,9 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
 
 def _estimate(moving_image_path, fixed_image_path, params):
     from rastalign.io.proxy import decimation_factor, read_proxies
+    from rastalign.model.uncertainty import predicted_block
     from rastalign.pipelines.refine import refine_native
-    from rastalign.tiepoints.pyramid import build_levels, fit_model, solve
+    from rastalign.tiepoints.pyramid import build_levels, common_bias, fit_model, solve
 
     t0 = time.perf_counter()
     mov, moving_image_path = _source(moving_image_path)
@@ -165,9 +166,12 @@ def _estimate(moving_image_path, fixed_image_path, params):
     keep = tp.reliability >= params.min_reliability
     tp.inlier = tp.inlier & keep
     quality = _quality(tp, model, params, max(ff * fix.resolution, fm * mov.resolution), mov.resolution)
-    common = _common_bias(tp, fimg, fval, params) if ff == 1 and fm == 1 else None
-    quality["predicted_error_px"] = _predicted(tp, field_info, domain, _overlap_points(mutual, ff, fbox),
-                                               mov.resolution, params.seed, common)
+    # a bias every tie point shares at one sub-pixel phase: measured where the proxies are native pixels
+    common = common_bias(tp.moving[tp.inlier], fimg, fval, params.window, params.use_edge_proxies) \
+        if ff == 1 and fm == 1 else None
+    quality["predicted_error_px"] = predicted_block(tp.fixed, tp.moving, tp.weight, tp.inlier, domain,
+                                                    (field_info or {}).get("chosen"), _overlap_points(mutual, ff, fbox),
+                                                    mov.resolution, params.seed, common)
     info = {"proxy_factor": {"fixed": ff, "moving": fm}, "valid_overlap_fraction": float(frac),
             "resolutions": {"fixed": fix.resolution, "moving": mov.resolution,
                             "solve": max(ff * fix.resolution, fm * mov.resolution), "moving_px_per_fixed_px": ratio},
@@ -198,36 +202,6 @@ def _overlap_points(mutual, f, fbox, most=4096):
     step = max(1, int(np.ceil(np.sqrt(len(xs) / most))))
     keep = (ys % step == 0) & (xs % step == 0)
     return np.column_stack([fbox[2] + f * xs[keep] + (f - 1) / 2.0, fbox[0] + f * ys[keep] + (f - 1) / 2.0])
-
-
-def _common_bias(tp, fimg, fval, params):
-    """The matcher's bias that every tie point shares: its bias at the windows' mean sub-pixel phase in the
-    moving image (:func:`~rastalign.tiepoints.pyramid.phase_bias`) times how concentrated those phases are
-    (1: one phase everywhere, the bias is common; 0: phases spread evenly, it averages out). Native-resolution
-    proxies only."""
-    from rastalign.tiepoints.pyramid import phase_bias
-
-    frac = tp.moving[tp.inlier] - np.floor(tp.moving[tp.inlier])
-    if not len(frac):
-        return None
-    z = np.exp(2j * np.pi * frac).mean(axis=0)
-    concentration, phase = np.abs(z), np.angle(z) / (2 * np.pi)
-    win = int(min(params.window, max(32, min(fimg.shape) // 4)))
-    bias = phase_bias(fimg, fval, phase, win - win % 2, params.use_edge_proxies)
-    return concentration * bias
-
-
-def _predicted(tp, field_info, domain, points, pixel_size, seed, common=None):
-    """The quality block's ``predicted_error_px`` (:mod:`rastalign.model.uncertainty`) over ``points``."""
-    from rastalign.model.uncertainty import MIN_POINTS, predicted_error, summarise
-
-    inl = tp.inlier
-    if inl.sum() < MIN_POINTS or not len(points):
-        return None
-    err, info = predicted_error(tp.fixed[inl], tp.moving[inl], tp.weight[inl], domain,
-                                (field_info or {}).get("chosen"), points, (tp.fixed, tp.moving, tp.weight),
-                                seed=seed, common=common)
-    return dict(summarise(err, points, domain, pixel_size), **info)
 
 
 def _source(source):

@@ -220,8 +220,7 @@ def solve(levels: List[Level], initial: AlignmentModel, domain, window=96, min_v
     for li in range(len(levels) - 1, -1, -1):
         lev = levels[li]
         finest = li == 0
-        win = int(min(window, max(32, min(lev.fixed.shape) // 4)))
-        win -= win % 2
+        win = level_window(window, lev.fixed.shape)
         # coarse levels only need to bring the model within a pixel: fewer windows
         n_side = max(2, int(np.sqrt(max_tie_points if finest else min(max_tie_points, COARSE_TIE_POINTS))))
         step = max(int(0.75 * win), int(max(lev.fixed.shape) / n_side))
@@ -246,6 +245,26 @@ def solve(levels: List[Level], initial: AlignmentModel, domain, window=96, min_v
                             "start": start})
             log.info("level 1/%g: %d tie points, %d inliers, rms %.4f px", lev.f_fixed, len(tp), tp.inlier.sum(), rms)
     return SolveResult(model, tp, info, history)
+
+
+def level_window(window, shape):
+    """The correlation window at a level of ``shape``: ``window``, at most a quarter of the short side (at least
+    32 px), even."""
+    win = int(min(window, max(32, min(shape) // 4)))
+    return win - win % 2
+
+
+def common_bias(moving_xy, fixed, fvalid, window, use_edges):
+    """The matcher's bias that every tie point shares (px): its bias at the mean sub-pixel phase of the tie
+    points' moving positions ``moving_xy`` (:func:`phase_bias` on the finest ``fixed`` level) times how
+    concentrated those phases are (1: one phase everywhere, the bias is common; 0: phases spread evenly, it
+    averages out); ``None`` without tie points."""
+    if not len(moving_xy):
+        return None
+    frac = moving_xy - np.floor(moving_xy)
+    z = np.exp(2j * np.pi * frac).mean(axis=0)
+    return np.abs(z) * phase_bias(fixed, fvalid, np.angle(z) / (2 * np.pi), level_window(window, fixed.shape),
+                                  use_edges)
 
 
 def phase_bias(fixed, fvalid, phase, window, use_edges, side=512, per_side=4):

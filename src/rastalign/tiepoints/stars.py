@@ -88,18 +88,20 @@ def fit_detections(src_det, tmp_det, source_shape, template_shape, **opts):
     i, j, _, qinfo = match_detections(sxy, txy, source_shape, template_shape, **{k: o[k] for k in MATCH_KEYS})
     ny, nx = template_shape
     domain = (0.0, 0.0, float(nx - 1), float(ny - 1))
-    m, field, use, finfo = _fit(txy[j], sxy[i], _weights(sd[i], td[j]), o, domain)
+    w = _weights(sd[i], td[j])
+    m, field, use, finfo = _fit(txy[j], sxy[i], w, o, domain)
     # re-match everything through the fitted model (gains stars the affine-only pass missed)
     model = AlignmentModel(m, field, IDENTITY.copy(), tuple(template_shape), tuple(source_shape))
     px, py = model(txy[:, 0], txy[:, 1])
     jj, ii = cross_match(np.column_stack([px, py]), cKDTree(sxy), float(o["max_match_dist"]))
     if len(jj) > len(j):
         i, j = ii, jj
-        m, field, use, finfo = _fit(txy[j], sxy[i], _weights(sd[i], td[j]), o, domain)
+        w = _weights(sd[i], td[j])
+        m, field, use, finfo = _fit(txy[j], sxy[i], w, o, domain)
     model = AlignmentModel(m, field, IDENTITY.copy(), tuple(template_shape), tuple(source_shape),
                            meta={"kind": "fits-stars", "spline": finfo.get("chosen")})
     ev = _evidence(model, sd[i], td[j], use, qinfo, finfo)
-    ev["stats"]["predicted_error_px"] = _predicted(model, txy[j], sxy[i], _weights(sd[i], td[j]), use, finfo,
+    ev["stats"]["predicted_error_px"] = _predicted(model, txy[j], sxy[i], w, use, finfo,
                                                    domain, source_shape, int(o["seed"]))
     ev["fit_s"] = time.perf_counter() - t0
     st = ev["stats"]
@@ -120,17 +122,13 @@ def fit_detections(src_det, tmp_det, source_shape, template_shape, **opts):
 def _predicted(model, t, s, w, use, finfo, domain, source_shape, seed, side=64):
     """The predicted model error (:mod:`rastalign.model.uncertainty`, source px) over the template pixels whose
     source place is inside the source frame (a ``side`` x ``side`` lattice)."""
-    from rastalign.model.uncertainty import MIN_POINTS, predicted_error, summarise
-
-    if use.sum() < MIN_POINTS:
-        return None
+    from rastalign.model.uncertainty import predicted_block
 
     gx, gy = np.meshgrid(np.linspace(domain[0], domain[2], side), np.linspace(domain[1], domain[3], side))
     px, py = model(gx.ravel(), gy.ravel())
     inside = (px >= 0) & (py >= 0) & (px <= source_shape[1] - 1) & (py <= source_shape[0] - 1)
     at = np.column_stack([gx.ravel(), gy.ravel()])[inside] if inside.any() else np.column_stack([gx.ravel(), gy.ravel()])
-    err, info = predicted_error(t[use], s[use], w[use], domain, finfo.get("chosen"), at, (t, s, w), seed=seed)
-    return dict(summarise(err, at, domain), **info)
+    return predicted_block(t, s, w, use, domain, finfo.get("chosen"), at, seed=seed)
 
 
 def _evidence(model, sm, tm, use, qinfo, finfo):
