@@ -95,6 +95,20 @@ def write_vhr(folder, n, truth, clouds=0.0, noise=0.005, multimodal=False, seed=
     return paths[0], paths[1], mask
 
 
+def true_error(model, truth, n, margin, clouds=None):
+    """The model's true error (moving px) over the valid overlap: fixed pixels of an ``n`` x ``n`` lattice (every
+    ``n / 256`` px, at least 4, ``margin`` px in) whose true moving place is inside the moving image and, with a
+    ``clouds`` mask, not clouded there."""
+    g = np.arange(margin, n - margin, max(4, n // 256), dtype=float)
+    gx, gy = (v.ravel() for v in np.meshgrid(g, g))
+    tx, ty = truth(gx, gy)
+    inside = (tx >= 0) & (ty >= 0) & (tx <= n - 1) & (ty <= n - 1)
+    if clouds is not None:
+        inside[inside] &= ~clouds[np.rint(ty[inside]).astype(int), np.rint(tx[inside]).astype(int)]
+    mx, my = model(gx[inside], gy[inside])
+    return np.hypot(mx - tx[inside], my - ty[inside])
+
+
 def vhr_case(folder, n, rotation=0.3, shift=(3.4, -2.6), distortion=0.0, bumps=(), clouds=0.0, noise=0.005,
              multimodal=False, seed=0):
     import rastalign
@@ -104,16 +118,7 @@ def vhr_case(folder, n, rotation=0.3, shift=(3.4, -2.6), distortion=0.0, bumps=(
     t0 = time.perf_counter()
     est = rastalign.estimate(str(moving), str(fixed), seed=seed)
     took = time.perf_counter() - t0
-    # the valid overlap: fixed pixels whose true moving place is inside the moving image and not clouded
-    g = np.arange(8, n - 8, max(4, n // 256), dtype=float)
-    gx, gy = np.meshgrid(g, g)
-    tx, ty = truth(gx.ravel(), gy.ravel())
-    ix, iy = np.rint(tx).astype(int), np.rint(ty).astype(int)
-    inside = (ix >= 0) & (iy >= 0) & (ix < n) & (iy < n)
-    inside[inside] &= ~mask[iy[inside], ix[inside]]
-    mx, my = est.model(gx.ravel()[inside], gy.ravel()[inside])
-    err = np.hypot(mx - tx[inside], my - ty[inside])
-    return err, est.quality, took
+    return true_error(est.model, truth, n, 8, mask), est.quality, took
 
 
 def rotated_georef_case(folder, n, angle=12.0, distortion=1.0, seed=0):
@@ -136,12 +141,7 @@ def rotated_georef_case(folder, n, angle=12.0, distortion=1.0, seed=0):
     t0 = time.perf_counter()
     est = rastalign.estimate(str(moving), str(fixed), seed=seed)
     took = time.perf_counter() - t0
-    g = np.arange(8, n - 8, max(4, n // 256), dtype=float)
-    gx, gy = np.meshgrid(g, g)
-    tx, ty = pull(gx.ravel(), gy.ravel())
-    inside = (tx >= 0) & (ty >= 0) & (tx <= n - 1) & (ty <= n - 1)
-    mx, my = est.model(gx.ravel()[inside], gy.ravel()[inside])
-    return np.hypot(mx - tx[inside], my - ty[inside]), est.quality, took
+    return true_error(est.model, pull, n, 8), est.quality, took
 
 
 def star_case(folder, n, n_stars, rotation=1.0, shift=(6.5, -4.25), distortion=0.0, seed=0):
@@ -153,13 +153,7 @@ def star_case(folder, n, n_stars, rotation=1.0, shift=(6.5, -4.25), distortion=0
     t0 = time.perf_counter()
     model, ev = estimate_fits(str(src), str(tmpl))
     took = time.perf_counter() - t0
-    g = np.arange(4, n - 4, max(4, n // 256), dtype=float)
-    gx, gy = np.meshgrid(g, g)
-    tx, ty = field.truth(gx.ravel(), gy.ravel())
-    inside = (tx >= 0) & (ty >= 0) & (tx <= n - 1) & (ty <= n - 1)
-    mx, my = model(gx.ravel()[inside], gy.ravel()[inside])
-    err = np.hypot(mx - tx[inside], my - ty[inside])
-    return err, ev["stats"], took
+    return true_error(model, field.truth, n, 4), ev["stats"], took
 
 
 BUMPS_1K = ((300.0, 700.0, 90.0, 0.8, -0.5), (760.0, 260.0, 120.0, -0.6, 0.7))

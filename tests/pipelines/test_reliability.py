@@ -7,6 +7,7 @@ contract: a non-zero exit with one line ``<prog>: error: <cause>`` (no traceback
 without ``-v``), a :class:`RastalignError` from the API, nothing at the output path,
 no temporary file left in the output folder, and inputs byte-identical.
 """
+import contextlib
 import hashlib
 import json
 import os
@@ -367,21 +368,26 @@ def test_read_only_output_folder(pair, tmp_path):
     assert os.listdir(ro) == []
 
 
+@contextlib.contextmanager
+def _tmpfs(mnt, options):
+    """A tmpfs mounted with ``options`` at ``mnt`` for the block (skips without root, or where mounting fails)."""
+    if not IS_ROOT:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
 @pytest.mark.slow
 def test_read_only_file_system(pair, tmp_path, capsys):
     """A read-only mount refuses even root: the output folder check must not trust os.access alone."""
-    if not IS_ROOT:
-        pytest.skip("mounting a read-only tmpfs needs root")
     moving, fixed = pair
-    mnt = tmp_path / "rofs"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with _tmpfs(tmp_path / "rofs", "ro,size=1m") as mnt:
         refuse(capsys, moving, fixed, mnt / "out.tif", "(not writable|Read-only file system)")
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 # ------------------------------------------------------------------------------------ disk full
@@ -408,15 +414,8 @@ def _check_write_failure(r, out, before, match):
 
 @pytest.mark.slow
 def test_disk_full_mid_write_tmpfs(big_pair, tmp_path):
-    if not IS_ROOT:
-        pytest.skip("mounting a small tmpfs needs root (see the RLIMIT_FSIZE test)")
     moving, fixed = big_pair
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with _tmpfs(tmp_path / "small", "size=1m") as mnt:  # without root: the RLIMIT_FSIZE test
         before = hashes([moving, fixed])
         out = mnt / "out.tif"
         r = run_module("rastalign.cli.vhr", ["--moving-image", moving, "--fixed-image", fixed, "--output-image", out,
@@ -425,8 +424,6 @@ def test_disk_full_mid_write_tmpfs(big_pair, tmp_path):
         with pytest.raises(OutputError, match="no space left on device"):
             align_image_pair(str(moving), str(fixed), str(out), chunks=(256, 256))
         assert_clean(out, before)
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 @pytest.mark.slow

@@ -283,13 +283,18 @@ def summarize(shifts):
             "max_px": float(mag.max()), "rms_px": float(np.sqrt(np.mean(mag ** 2)))}
 
 
-def model_error(model, truth, output_shape, step=32, margin=0):
-    """Distance (moving px) between ``model`` and the truth pull map on a grid of output pixels."""
+def model_error(model, truth, output_shape, step=32, margin=0, moving_shape=None):
+    """Distance (moving px) between ``model`` and the truth pull map on a grid of output pixels; with
+    ``moving_shape``, only at the output pixels whose true moving place lies inside the moving image (the
+    valid overlap), as a 1-D array."""
     ys = np.arange(margin, output_shape[0] - margin, step, dtype=float)
     xs = np.arange(margin, output_shape[1] - margin, step, dtype=float)
     gx, gy = np.meshgrid(xs, ys)
-    mx, my = model(gx, gy)
     tx, ty = truth(gx, gy)
+    if moving_shape is not None:
+        inside = (tx >= 0) & (ty >= 0) & (tx <= moving_shape[1] - 1) & (ty <= moving_shape[0] - 1)
+        gx, gy, tx, ty = gx[inside], gy[inside], tx[inside], ty[inside]
+    mx, my = model(gx, gy)
     return np.hypot(mx - tx, my - ty)
 
 
