@@ -6,7 +6,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = ["_warp", "_prefilter", "_bspline", "_convert", "_blocks"]
-HEADERS = ["_compat.h", "_weights.h", "_rows.h", "_fir.h"]
+HEADERS = ["_compat.h", "_weights.h", "_rows.h", "_fir.h", "_lk.h"]
 DIRECTIVES = {"language_level": 3, "boundscheck": False, "wraparound": False, "initializedcheck": False,
               "cdivision": True, "embedsignature": True}
 

@@ -69,16 +69,39 @@ def test_spline_sampling_matches_scipy_inside():
     assert not ok.any() and vals[0] == 0.0
 
 
-def test_lucas_kanade_recovers_a_known_shift():
+def test_lucas_kanade_recovers_known_shifts_window_by_window():
     rng = np.random.default_rng(5)
-    img = ndimage.gaussian_filter(rng.normal(0, 1, (80, 80)), 2.0)
+    img = ndimage.gaussian_filter(rng.normal(0, 1, (120, 120)), 2.0)
     coef = ndimage.spline_filter(img, order=3, mode="mirror")
-    gy, gx = np.mgrid[25:55, 25:55].astype(float)
-    fixed = ndimage.map_coordinates(img, [gy + 0.3, gx - 0.45], order=3, mode="mirror")
-    sx, sy, ncc, ok = bspline.lk_bspline3(fixed, np.ones(fixed.shape, bool), coef, np.ones(img.shape, bool), gx, gy,
-                                          np.eye(2), 0.0, 0.0, 20, 1e-6)
-    assert ok and ncc > 0.999
-    assert abs(sx + 0.45) < 1e-3 and abs(sy - 0.3) < 1e-3
+    gy, gx = np.mgrid[0:120, 0:120].astype(float)
+    # the moving image at p + 0.3 y - 0.45 x on the left half, at p - 0.2 x + 0.6 y on the right: each window
+    # sees its own shift
+    right = gx >= 60
+    fixed = ndimage.map_coordinates(img, [gy + np.where(right, -0.6, 0.3), gx + np.where(right, 0.2, -0.45)],
+                                    order=3, mode="mirror").astype(np.float32)
+    fixed[90:, :30] = 1.0  # a flat window: nothing to match
+    corners = np.array([[15, 20], [75, 20], [75, 50], [0, 90], [15, 50]], np.intp)
+    shift, ncc, good = np.zeros((5, 2)), np.zeros(5), np.array([True, True, True, True, False])
+    bspline.lk_windows(fixed, np.ones(fixed.shape, bool), coef, np.ones(img.shape, bool), gx, gy, corners, 30,
+                       np.eye(2), shift, ncc, good, 20, 1e-6)
+    assert good.tolist() == [True, True, True, False, False]  # the flat one fails, the last was not asked for
+    np.testing.assert_allclose(shift[:3], [[-0.45, 0.3], [0.2, -0.6], [0.2, -0.6]], atol=1e-3)
+    assert (ncc[:3] > 0.999).all() and ncc[3] == 0.0 and ncc[4] == 0.0
+    one = np.zeros((1, 2))  # a window alone, from its corner, gives the same shift bit for bit
+    bspline.lk_windows(fixed[50:80, 75:105], np.ones((30, 30), bool), coef, np.ones(img.shape, bool),
+                       gx[50:80, 75:105], gy[50:80, 75:105], np.zeros((1, 2), np.intp), 30, np.eye(2), one,
+                       np.zeros(1), np.ones(1, bool), 20, 1e-6)
+    assert (one[0] == shift[2]).all()
+
+
+def test_the_field_on_a_grid_is_the_field_at_its_points():
+    rng = np.random.default_rng(7)
+    field = SplineField((10.0, -5.0), (100.0, 80.0), (7, 6), rng.normal(size=(8, 9)), rng.normal(size=(8, 9)))
+    xs, ys = np.linspace(-50, 800, 301), np.linspace(-30, 600, 211)  # beyond the domain too: held at its edge
+    dx, dy = field.on_grid(xs, ys)
+    ex, ey = field(*np.meshgrid(xs, ys))
+    np.testing.assert_allclose(dx, ex, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(dy, ey, rtol=0, atol=1e-12)
 
 
 def test_field_evaluation_matches_the_numpy_basis():

@@ -5,8 +5,16 @@ Arrays are flat and C-contiguous here; masks are uint8. The weights are :mod:`._
 from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 from libc.math cimport exp, fabs, floor, hypot, isfinite, log, sqrt
 from libc.stdint cimport uint8_t
+from libc.stdlib cimport free, malloc
 
-from rastalign._kernels._weights cimport bspline3, bspline3_d
+from rastalign._kernels._weights cimport bspline3
+
+cdef extern from "_lk.h" nogil:
+    void sample_grad "ra_sample_grad"(const double* coef, Py_ssize_t ny, Py_ssize_t nx, const uint8_t* mask,
+                                      const double* lx, const double* ly, Py_ssize_t n, double ox, double oy,
+                                      const double* jac, double* val, double* gx, double* gy, uint8_t* ok)
+    Py_ssize_t normal4 "ra_normal4"(Py_ssize_t n, const uint8_t* ok, const uint8_t* fvalid, const double* fixed,
+                                    const double* val, const double* gx, const double* gy, double* a, double* b)
 
 # LAPACK's LU factorisation and solver, scipy's (the routines numpy.linalg in the numba kernels called):
 # looked up on the first match, so importing this module does not import scipy
@@ -67,56 +75,6 @@ def sample(const double[:, ::1] coef, const uint8_t[:, ::1] mask, const double[:
             out[i] = acc
 
 
-cdef void _sample_grad(const double[:, ::1] coef, const uint8_t[:, ::1] mask, const double[::1] lx,
-                       const double[::1] ly, double sx, double sy, const double[:, ::1] jac, double* val,
-                       double* gx, double* gy, uint8_t* ok) noexcept nogil:
-    """Value and gradient (with respect to the fixed-grid shift) of the spline at the shifted window."""
-    cdef Py_ssize_t ny = coef.shape[0], nx = coef.shape[1], i, ix, iy, rx, ry, jj, ii, yy, xx
-    cdef double x, y, v, dvx, dvy, r, rd, c
-    cdef double wx[4]
-    cdef double wy[4]
-    cdef double dwx[4]
-    cdef double dwy[4]
-    cdef double ox = jac[0, 0] * sx + jac[0, 1] * sy
-    cdef double oy = jac[1, 0] * sx + jac[1, 1] * sy
-    for i in range(lx.shape[0]):
-        x = lx[i] + ox
-        y = ly[i] + oy
-        if not (fabs(x) < 1e15 and fabs(y) < 1e15):  # NaN too: no integer conversion of such a point
-            ok[i] = 0
-            val[i] = gx[i] = gy[i] = 0.0
-            continue
-        rx = <Py_ssize_t>floor(x + 0.5)
-        ry = <Py_ssize_t>floor(y + 0.5)
-        if rx < 1 or ry < 1 or rx >= nx - 1 or ry >= ny - 1 or not mask[ry, rx]:
-            ok[i] = 0
-            val[i] = gx[i] = gy[i] = 0.0
-            continue
-        ok[i] = 1
-        ix = <Py_ssize_t>floor(x)
-        iy = <Py_ssize_t>floor(y)
-        bspline3(x - ix, wx, 1)
-        bspline3_d(x - ix, dwx)
-        bspline3(y - iy, wy, 1)
-        bspline3_d(y - iy, dwy)
-        v = dvx = dvy = 0.0
-        for jj in range(4):
-            yy = _clip(iy - 1 + jj, 0, ny - 1)
-            r = rd = 0.0
-            for ii in range(4):
-                xx = _clip(ix - 1 + ii, 0, nx - 1)
-                c = coef[yy, xx]
-                r += wx[ii] * c
-                rd += dwx[ii] * c
-            v += wy[jj] * r
-            dvx += wy[jj] * rd
-            dvy += dwy[jj] * r
-        val[i] = v
-        # chain rule: moving-level gradient -> fixed-level shift
-        gx[i] = dvx * jac[0, 0] + dvy * jac[1, 0]
-        gy[i] = dvx * jac[0, 1] + dvy * jac[1, 1]
-
-
 cdef bint _solve4(double* a, double* b) noexcept nogil:
     """``b <- a^-1 b`` for the symmetric 4 x 4 normal matrix ``a`` (so its C and Fortran orders agree): false
     where ``a`` is not finite or ``|det a| < 1e-30`` (det from the LU factors' diagonal, as numpy's slogdet)."""
@@ -142,74 +100,115 @@ cdef bint _solve4(double* a, double* b) noexcept nogil:
     return info == 0
 
 
-def lk_bspline3(const double[::1] fixed, const uint8_t[::1] fvalid, const double[:, ::1] coef,
-                const uint8_t[:, ::1] mask, const double[::1] lx, const double[::1] ly, const double[:, ::1] jac,
-                double sx, double sy, int iterations, double tol, double[:, ::1] work, uint8_t[::1] ok):
-    """Iterated least-squares matching of one window (shift + gain + offset); ``work`` (3, n) and ``ok``
-    (n) are scratch. Returns ``(sx, sy, ncc, ok)`` with ``moving(T(p + s)) ~ fixed(p)``."""
-    cdef Py_ssize_t n = lx.shape[0], i, cnt, it
-    cdef int p, q
+cdef bint _lk(const double* fixed, const uint8_t* fvalid, const double* coef, Py_ssize_t ny, Py_ssize_t nx,
+              const uint8_t* mask, const double* lx, const double* ly, Py_ssize_t n, const double* jac, double* s,
+              int iterations, double tol, double* val, double* gx, double* gy, uint8_t* ok,
+              double* ncc) noexcept nogil:
+    """Iterated least-squares matching of one window of ``n`` points (shift + gain + offset) from the shift
+    ``s`` (updated in place); ``val``, ``gx``, ``gy``, ``ok`` are scratch of ``n``. True when it converged or
+    ran out of iterations without failing; ``ncc`` the normalised cross correlation after matching."""
+    cdef Py_ssize_t i, cnt, it
     cdef double a[16]
     cdef double b[4]
-    cdef double rr[4]
-    cdef double d, u, v, s1, s2, s11, s22, s12, c11, c12, c22, ncc
-    cdef double* val = &work[0, 0]
-    cdef double* gx = &work[1, 0]
-    cdef double* gy = &work[2, 0]
-    cdef bint good = False, failed = False
-    if _getrf == NULL:
-        _load_lapack()
-    with nogil:
-        for it in range(iterations):
-            _sample_grad(coef, mask, lx, ly, sx, sy, jac, val, gx, gy, &ok[0])
-            for p in range(16):
-                a[p] = 0.0
-            for p in range(4):
-                b[p] = 0.0
-            cnt = 0
-            for i in range(n):
-                if not (ok[i] and fvalid[i]):
-                    continue
-                cnt += 1
-                rr[0], rr[1], rr[2], rr[3] = gx[i], gy[i], val[i], 1.0
-                d = fixed[i] - val[i]
-                for p in range(4):
-                    b[p] += rr[p] * d
-                    for q in range(4):
-                        a[4 * p + q] += rr[p] * rr[q]
-            if cnt < n // 4 or not _solve4(a, b) or not (isfinite(b[0]) and isfinite(b[1])) \
-                    or hypot(b[0], b[1]) > 3.0:
-                failed = True
-                break
-            sx += b[0]
-            sy += b[1]
-            good = True
-            if hypot(b[0], b[1]) < tol:
-                break
-    if failed:
-        return sx, sy, 0.0, False
-    with nogil:
-        _sample_grad(coef, mask, lx, ly, sx, sy, jac, val, gx, gy, &ok[0])
-        # normalised cross-correlation over the common valid pixels
-        s1 = s2 = s11 = s22 = s12 = 0.0
-        cnt = 0
-        for i in range(n):
-            if ok[i] and fvalid[i]:
-                u = fixed[i]
-                v = val[i]
-                s1 += u
-                s2 += v
-                s11 += u * u
-                s22 += v * v
-                s12 += u * v
-                cnt += 1
+    cdef double u, v, s1, s2, s11, s22, s12, c11, c12, c22
+    cdef bint good = False
+    ncc[0] = 0.0
+    for it in range(iterations):
+        sample_grad(coef, ny, nx, mask, lx, ly, n, jac[0] * s[0] + jac[1] * s[1], jac[2] * s[0] + jac[3] * s[1],
+                    jac, val, gx, gy, ok)
+        cnt = normal4(n, ok, fvalid, fixed, val, gx, gy, a, b)
+        if cnt < n // 4 or not _solve4(a, b) or not (isfinite(b[0]) and isfinite(b[1])) or hypot(b[0], b[1]) > 3.0:
+            return False
+        s[0] += b[0]
+        s[1] += b[1]
+        good = True
+        if hypot(b[0], b[1]) < tol:
+            break
+    sample_grad(coef, ny, nx, mask, lx, ly, n, jac[0] * s[0] + jac[1] * s[1], jac[2] * s[0] + jac[3] * s[1], jac,
+                val, gx, gy, ok)
+    s1 = s2 = s11 = s22 = s12 = 0.0
+    cnt = 0
+    for i in range(n):
+        if ok[i] and fvalid[i]:
+            u = fixed[i]
+            v = val[i]
+            s1 += u
+            s2 += v
+            s11 += u * u
+            s22 += v * v
+            s12 += u * v
+            cnt += 1
     if cnt < 16:
-        return sx, sy, 0.0, False
+        return False
     c12 = s12 - s1 * s2 / cnt
     c11 = s11 - s1 * s1 / cnt
     c22 = s22 - s2 * s2 / cnt
-    ncc = c12 / sqrt(c11 * c22) if c11 > 0 and c22 > 0 else 0.0
-    return sx, sy, ncc, good
+    ncc[0] = c12 / sqrt(c11 * c22) if c11 > 0 and c22 > 0 else 0.0
+    return good
+
+
+def lk_windows(const float[:, ::1] fixed, const uint8_t[:, ::1] fvalid, const double[:, ::1] coef,
+               const uint8_t[:, ::1] mask, const double[:, ::1] mx, const double[:, ::1] my,
+               const Py_ssize_t[:, ::1] corners, Py_ssize_t window, const double[:, ::1] jac, double[:, ::1] shift,
+               double[::1] ncc, uint8_t[::1] good, int iterations, double tol):
+    """Least-squares matching (:func:`_lk`) of every ``window`` x ``window`` window of ``fixed`` whose top-left
+    pixel is ``corners[k]`` ``(x, y)`` and whose ``good[k]`` is set on entry, with the moving level's
+    coordinates of its pixels at zero shift in ``mx``, ``my`` (the fixed image's shape), from ``shift[k]``.
+    Writes ``shift``, ``ncc`` and ``good`` (false: too flat, too little valid data, or the matching failed)."""
+    cdef Py_ssize_t m = window * window, k, r, c, x0, y0, i, cnt
+    cdef double mean, var
+    cdef double s[2]
+    cdef double* buf = <double*>malloc(6 * m * sizeof(double))
+    cdef uint8_t* vbuf = <uint8_t*>malloc(2 * m)
+    if buf == NULL or vbuf == NULL:
+        free(buf)
+        free(vbuf)
+        raise MemoryError()
+    cdef double* fw = buf
+    cdef double* lx = buf + m
+    cdef double* ly = buf + 2 * m
+    cdef double* work = buf + 3 * m
+    cdef uint8_t* fv = vbuf
+    cdef uint8_t* ok = vbuf + m
+    if _getrf == NULL:
+        _load_lapack()
+    with nogil:
+        for k in range(corners.shape[0]):
+            ncc[k] = 0.0
+            if not good[k]:
+                continue
+            x0 = corners[k, 0]
+            y0 = corners[k, 1]
+            mean = 0.0
+            cnt = 0
+            for r in range(window):
+                for c in range(window):
+                    i = r * window + c
+                    fw[i] = fixed[y0 + r, x0 + c]
+                    fv[i] = fvalid[y0 + r, x0 + c]
+                    lx[i] = mx[y0 + r, x0 + c]
+                    ly[i] = my[y0 + r, x0 + c]
+                    if fv[i]:
+                        mean += fw[i]
+                        cnt += 1
+            var = 0.0
+            if cnt > 0:
+                mean /= cnt
+                for i in range(m):
+                    if fv[i]:
+                        var += (fw[i] - mean) * (fw[i] - mean)
+                var /= cnt
+            if cnt < m // 4 or var < 1e-18:  # a flat window (std below 1e-9) or mostly invalid: no match
+                good[k] = 0
+                continue
+            s[0] = shift[k, 0]
+            s[1] = shift[k, 1]
+            good[k] = _lk(fw, fv, &coef[0, 0], coef.shape[0], coef.shape[1], &mask[0, 0], lx, ly, m, &jac[0, 0],
+                          s, iterations, tol, work, work + m, work + 2 * m, ok, &ncc[k])
+            shift[k, 0] = s[0]
+            shift[k, 1] = s[1]
+    free(buf)
+    free(vbuf)
 
 
 def eval_field(const double[:, ::1] coef_x, const double[:, ::1] coef_y, double ox, double oy, double sx, double sy,

@@ -29,17 +29,18 @@ def sample(coef, mask, lx, ly):
     return out, ok
 
 
-def lk_bspline3(fixed, fvalid, coef, mask, lx, ly, jac, sx, sy, iterations, tol):
-    """Iterated least-squares matching of one window (shift + gain + offset) from the shift ``(sx, sy)``:
-    ``fixed`` and its validity ``fvalid``, and the moving coordinates ``lx, ly`` at zero shift, all of one
-    shape; ``coef`` the moving level's spline coefficients, ``mask`` where its taps are valid; ``jac`` the 2 x 2
-    d(moving px) / d(fixed px). Returns ``(sx, sy, ncc, ok)`` with ``moving(T(p + s)) ~ fixed(p)``."""
-    lx = _flat(lx)
-    work = np.empty((3, lx.size))
-    ok = np.empty(lx.size, np.uint8)
-    return _bspline.lk_bspline3(_flat(fixed), _u8(fvalid).reshape(-1), np.ascontiguousarray(coef, np.float64),
-                                _u8(mask), lx, _flat(ly), np.ascontiguousarray(jac, np.float64), float(sx), float(sy),
-                                int(iterations), float(tol), work, ok)
+def lk_windows(fixed, fvalid, coef, mask, mx, my, corners, window, jac, shift, ncc, good, iterations, tol):
+    """Iterated least-squares matching (shift + gain + offset) of many windows of one level in one call,
+    without the GIL: the ``window`` x ``window`` windows of ``fixed`` (validity ``fvalid``) whose top-left
+    pixels are ``corners`` (k, 2) ``(x, y)``, against the spline ``coef`` of the moving level (``mask``: where
+    all its taps are valid), whose coordinates at zero shift are ``mx, my`` (of ``fixed``'s shape); ``jac``
+    the 2 x 2 d(moving px) / d(fixed px). Windows whose ``good`` is false on entry are skipped. From
+    ``shift`` (k, 2), writes the shifts with ``moving(T(p + s)) ~ fixed(p)``, ``ncc`` (k,) and ``good``
+    (k,) (contiguous arrays, updated in place)."""
+    _bspline.lk_windows(np.ascontiguousarray(fixed, np.float32), _u8(fvalid), np.ascontiguousarray(coef, np.float64),
+                        _u8(mask), np.ascontiguousarray(mx, np.float64), np.ascontiguousarray(my, np.float64),
+                        np.ascontiguousarray(corners, np.intp), int(window), np.ascontiguousarray(jac, np.float64),
+                        shift, ncc, good.view(np.uint8), int(iterations), float(tol))
 
 
 def eval_field(coef_x, coef_y, ox, oy, sx, sy, nx_nodes, ny_nodes, x, y, outx, outy):

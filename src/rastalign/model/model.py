@@ -98,6 +98,16 @@ class AlignmentModel:
             return z, z.copy()
         return self.field(*self.solve_coords(x, y))
 
+    def field_on_grid(self, xs, ys):
+        """:meth:`field_at_output` over the grid of columns ``xs`` by rows ``ys``: two ``(len(ys), len(xs))``
+        arrays (separable, a few matrix products, where the output grid is not rotated against the solve
+        grid)."""
+        xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+        p = self.pre
+        if self.field is not None and p[0, 1] == 0 and p[1, 0] == 0:
+            return self.field.on_grid(p[0, 0] * xs + p[0, 2], p[1, 1] * ys + p[1, 2])
+        return self.field_at_output(*np.meshgrid(xs, ys))
+
     def __call__(self, x, y):
         """Moving-pixel coordinates ``(xm, ym)`` of output pixels ``(x, y)``."""
         xm, ym = apply_affine(self.linear, x, y)

@@ -18,10 +18,10 @@ import functools
 
 import numpy as np
 
+from rastalign._kernels.bspline import lk_windows, sample
 
-def _parabolic(cm, c0, cp):
-    den = cm - 2.0 * c0 + cp
-    return 0.0 if den == 0 else float(np.clip(0.5 * (cm - cp) / den, -0.5, 0.5))
+
+CHUNK = 64  # windows per task: a chunk's stacked spectra stay a few MB
 
 
 @functools.lru_cache(maxsize=16)
@@ -29,8 +29,64 @@ def _hann(ny, nx):
     return np.outer(np.hanning(ny), np.hanning(nx)).astype(np.float32)
 
 
+def _masked_mean(a, v):
+    """Mean of each ``a[k]`` over ``v[k]`` (0 where none is valid), float64."""
+    cnt = v.sum(axis=(1, 2))
+    return np.where(v, a, 0).sum(axis=(1, 2), dtype=np.float64) / np.maximum(cnt, 1)
+
+
+def surfaces(a, b, va, vb):
+    """Phase-correlation surfaces of the stacks ``a``, ``b`` (k, h, w) with validity ``va``, ``vb``: each
+    pair's valid pixels about their mean, Hann-windowed, whitened cross spectrum, zero shift at the centre.
+    float32 throughout, one stacked FFT per direction."""
+    from scipy import fft
+
+    _, ny, nx = a.shape
+    win = _hann(ny, nx)
+    ma = _masked_mean(a, va).astype(np.float32)[:, None, None]
+    mb = _masked_mean(b, vb).astype(np.float32)[:, None, None]
+    fa = fft.rfft2(np.where(va, np.asarray(a, np.float32) - ma, np.float32(0)) * win, axes=(-2, -1))
+    fb = fft.rfft2(np.where(vb, np.asarray(b, np.float32) - mb, np.float32(0)) * win, axes=(-2, -1))
+    cross = np.conj(fa) * fb
+    mag = np.abs(cross)
+    cross /= mag + 1e-12 * mag.max(axis=(1, 2), keepdims=True) + 1e-30
+    return fft.fftshift(fft.irfft2(cross, s=(ny, nx), axes=(-2, -1)), axes=(-2, -1))
+
+
+def _parabolic(cm, c0, cp):
+    """Vertex offsets of parabolas through ``(-1, cm), (0, c0), (1, cp)``, within half a pixel (0 if flat)."""
+    den = cm - 2.0 * c0 + cp
+    safe = np.where(den == 0, 1.0, den)
+    return np.where(den == 0, 0.0, np.clip(0.5 * (cm - cp) / safe, -0.5, 0.5))
+
+
+def peaks(cc, max_shift=None, near_peak=1.0):
+    """Sub-pixel peaks ``(sx, sy, height)`` (each (k,)) of the surfaces ``cc`` (k, h, w) from :func:`surfaces`:
+    the highest within ``max_shift`` px of zero shift or, without it, of the local peaks at least
+    ``near_peak`` times the highest, the one nearest zero shift; a parabola through the peak and its
+    neighbours along each axis. ``height`` is the peak above the surface's mean in its standard deviations."""
+    k, ny, nx = cc.shape
+    cy, cx = ny // 2, nx // 2
+    if max_shift is not None:
+        m = int(max_shift)
+        y0, x0 = max(cy - m, 0), max(cx - m, 0)
+        sub = cc[:, y0:cy + m + 1, x0:cx + m + 1]
+        iy, ix = np.unravel_index(np.argmax(sub.reshape(k, -1), axis=1), sub.shape[1:])
+        iy, ix = iy + y0, ix + x0
+    else:
+        iy, ix = np.array([_nearest_of_the_highest(c, cy, cx, near_peak) for c in cc]).reshape(k, 2).T
+    iy = np.clip(iy, 1, ny - 2)
+    ix = np.clip(ix, 1, nx - 2)
+    w = np.arange(k)
+    c0 = cc[w, iy, ix].astype(np.float64)
+    sx = ix - cx + _parabolic(cc[w, iy, ix - 1], c0, cc[w, iy, ix + 1])
+    sy = iy - cy + _parabolic(cc[w, iy - 1, ix], c0, cc[w, iy + 1, ix])
+    flat = cc.reshape(k, -1)
+    return sx, sy, (c0 - flat.mean(axis=1)) / (flat.std(axis=1) + 1e-30)
+
+
 def phase_shift(a, b, va=None, vb=None, max_shift=None, near_peak=1.0):
-    """Shift ``s`` with ``b(p + s) ~ a(p)`` by masked, Hann-windowed phase correlation.
+    """Shift ``s`` with ``b(p + s) ~ a(p)`` by masked, Hann-windowed phase correlation of one pair of images.
 
     Without ``max_shift``, of the local peaks at least ``near_peak`` times the highest, the one nearest
     zero shift wins: a periodic scene (rows of fields, a repeated texture) correlates almost equally at
@@ -38,37 +94,10 @@ def phase_shift(a, b, va=None, vb=None, max_shift=None, near_peak=1.0):
     Returns ``(sx, sy, peak)`` where ``peak`` is the height of the correlation peak
     relative to the surface's spread (a rough confidence).
     """
-    from scipy import fft
-
-    a = np.asarray(a, np.float32)
-    b = np.asarray(b, np.float32)
-    ny, nx = a.shape
-    win = _hann(ny, nx)
-    va = np.ones(a.shape, bool) if va is None else va
-    vb = np.ones(b.shape, bool) if vb is None else vb
-    am = a[va].mean() if va.any() else 0.0
-    bm = b[vb].mean() if vb.any() else 0.0
-    fa = fft.rfft2(np.where(va, a - am, 0.0).astype(np.float32) * win)
-    fb = fft.rfft2(np.where(vb, b - bm, 0.0).astype(np.float32) * win)
-    cross = np.conj(fa) * fb
-    mag = np.abs(cross)
-    cross /= mag + 1e-12 * mag.max() + 1e-30
-    cc = fft.fftshift(fft.irfft2(cross, s=(ny, nx)))
-    cy, cx = ny // 2, nx // 2
-    if max_shift is not None:
-        m = int(max_shift)
-        sub = cc[max(cy - m, 0):cy + m + 1, max(cx - m, 0):cx + m + 1]
-        iy, ix = np.unravel_index(np.argmax(sub), sub.shape)
-        iy += max(cy - m, 0)
-        ix += max(cx - m, 0)
-    else:
-        iy, ix = _nearest_of_the_highest(cc, cy, cx, near_peak)
-    iy = int(np.clip(iy, 1, ny - 2))
-    ix = int(np.clip(ix, 1, nx - 2))
-    sx = ix - cx + _parabolic(cc[iy, ix - 1], cc[iy, ix], cc[iy, ix + 1])
-    sy = iy - cy + _parabolic(cc[iy - 1, ix], cc[iy, ix], cc[iy + 1, ix])
-    spread = cc.std() + 1e-30
-    return sx, sy, float((cc[iy, ix] - cc.mean()) / spread)
+    va = np.ones(np.shape(a), bool) if va is None else va
+    vb = np.ones(np.shape(b), bool) if vb is None else vb
+    sx, sy, height = peaks(surfaces(*(np.asarray(x)[None] for x in (a, b, va, vb))), max_shift, near_peak)
+    return float(sx[0]), float(sy[0]), float(height[0])
 
 
 def _nearest_of_the_highest(cc, cy, cx, near_peak):
@@ -101,45 +130,53 @@ def window_centres(valid, window, step, min_valid_fraction):
     return np.column_stack([cx[gx], cy[gy]]).astype(float).reshape(-1, 2)
 
 
-def match_windows(fixed, fvalid, sample, centres, window, search, lk_iterations=10, start="phase", tol=5e-4):
-    """Measure the residual shift at every window centre.
+def _stack(image, corners, window):
+    """The ``window`` x ``window`` windows of ``image`` at the top-left pixels ``corners`` (k, 2) ``(x, y)``."""
+    r = np.arange(window)
+    return image[(corners[:, 1, None] + r)[:, :, None], (corners[:, 0, None] + r)[:, None, :]]
 
-    ``sample.window(gx, gy)`` returns an object whose ``at(sx, sy)`` samples the moving
-    image through the current model at ``(gx + sx, gy + sy)`` and whose
-    ``refine(fixed, fvalid, s0, iterations, tol)`` runs the compiled least-squares matching
-    (:func:`rastalign._kernels.bspline.lk_bspline3`) from ``s0``. ``start="phase"`` starts the matching from the
-    phase-correlation peak within ``search`` px; ``start="model"`` from zero shift, for a model already
-    within about a pixel. A shift beyond ``search`` + 1 px is refused. Returns a dict of arrays: ``centre``
-    (n, 2), ``shift`` (n, 2), ``ncc`` (n,), ``ok`` (n,) bool. Shifts are in the pixels of ``fixed``.
+
+def _phase_starts(fixed, fvalid, coef, mask, mx, my, corners, window, search):
+    """Starting shifts (k, 2) of the matching from the phase-correlation peaks within ``search`` px, and
+    whether each window is worth matching (its moving window at least half valid and not flat)."""
+    fw, fv = _stack(fixed, corners, window), _stack(fvalid, corners, window)
+    mw, mv = sample(coef, mask, _stack(mx, corners, window), _stack(my, corners, window))
+    mean = _masked_mean(mw, mv)[:, None, None]
+    var = _masked_mean((mw - mean) ** 2, mv)
+    usable = (mv.mean(axis=(1, 2)) >= 0.5) & (var >= 1e-18)
+    sx, sy, _ = peaks(surfaces(fw, mw, fv, mv), max_shift=search)
+    return np.column_stack([sx, sy]), usable
+
+
+def match_windows(fixed, fvalid, coef, mask, mx, my, jac, centres, window, search, start="phase", tol=5e-4,
+                  iterations=10):
+    """Measure the residual shift at every window centre (in :data:`CHUNK`-window tasks of the threaded
+    scheduler, each a few array operations and one compiled call).
+
+    ``fixed``, ``fvalid``: the fixed level; ``coef``, ``mask``: the moving level's spline coefficients and where
+    all their taps are valid; ``mx``, ``my``: the moving level's coordinates of every fixed-level pixel through
+    the current model; ``jac``: its 2 x 2 d(moving px) / d(fixed px). Each window is matched by the compiled
+    least-squares matcher (:func:`rastalign._kernels.bspline.lk_windows`), from the phase-correlation peak
+    within ``search`` px (``start="phase"``, all windows of a chunk in stacked FFTs) or from zero shift
+    (``start="model"``, for a model already within about a pixel). A shift beyond ``search`` + 1 px is refused.
+    Returns a dict of arrays: ``centre`` (n, 2), ``shift`` (n, 2), ``ncc`` (n,), ``ok`` (n,) bool. Shifts are in
+    the pixels of ``fixed``.
     """
-    h = window // 2
-    n = len(centres)
-    shift = np.zeros((n, 2))
-    ncc = np.zeros(n)
-    ok = np.zeros(n, bool)
-    oy, ox = np.mgrid[-h:window - h, -h:window - h].astype(float)
-
-    def one(k):
-        cx, cy = centres[k]
-        ix, iy = int(cx), int(cy)
-        fw = fixed[iy - h:iy - h + window, ix - h:ix - h + window].astype(np.float64)
-        fv = fvalid[iy - h:iy - h + window, ix - h:ix - h + window]
-        if fw[fv].std() < 1e-9:
-            return
-        win = sample.window(ox + cx, oy + cy)
-        sx = sy = 0.0
-        if start == "phase":
-            mw, mv = win.at(0.0, 0.0)
-            if mv.mean() < 0.5 or mw[mv].std() < 1e-9:
-                return
-            sx, sy, _ = phase_shift(fw, mw, fv, mv, max_shift=search)
-        sx, sy, c, good = win.refine(fw, fv, (sx, sy), lk_iterations, tol)
-        shift[k] = sx, sy
-        ncc[k] = c
-        ok[k] = good and abs(sx) <= search + 1 and abs(sy) <= search + 1
-
     from rastalign.runtime.scheduler import each_in_threads
 
-    each_in_threads(one, n)
-    return {"centre": np.asarray(centres, float), "shift": shift, "ncc": ncc, "ok": ok}
+    centres = np.asarray(centres, float).reshape(-1, 2)
+    n = len(centres)
+    corners = centres.astype(np.intp) - window // 2
+    shift, ncc, ok = np.zeros((n, 2)), np.zeros(n), np.ones(n, bool)
+    parts = [slice(i, min(i + CHUNK, n)) for i in range(0, n, CHUNK)]
 
+    def part(k):
+        s = parts[k]
+        if start == "phase":
+            shift[s], ok[s] = _phase_starts(fixed, fvalid, coef, mask, mx, my, corners[s], window, search)
+        lk_windows(fixed, fvalid, coef, mask, mx, my, corners[s], window, jac, shift[s], ncc[s], ok[s], iterations,
+                   tol)
+
+    each_in_threads(part, len(parts))
+    ok &= (np.abs(shift) <= search + 1).all(axis=1)
+    return {"centre": centres, "shift": shift, "ncc": ncc, "ok": ok}

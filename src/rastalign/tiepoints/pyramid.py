@@ -18,7 +18,7 @@ from scipy import ndimage
 from rastalign.errors import AlignmentError
 from rastalign.geometry.affine import apply_affine, compose_affine
 from rastalign.model.model import AlignmentModel
-from rastalign._kernels.bspline import lk_bspline3, sample as sample_bspline3
+from rastalign._kernels.bspline import sample as sample_bspline3
 from rastalign._kernels.pixels import edge_proxy, equalised, erode3, normalised
 from rastalign._kernels.blocks import downsample2
 from rastalign.tiepoints.correlation import match_windows, phase_shift, window_centres
@@ -105,55 +105,30 @@ def build_levels(fixed, fvalid, moving, mvalid, f_fixed, f_moving, use_edges, mi
     return levels
 
 
-class _Sampler:
-    """Samples a level's moving proxy at fixed-level coordinates through a model."""
-
-    def __init__(self, level: Level, model: AlignmentModel):
-        self.coef, self.valid = level.spline()
-        self.to_full = _scale(level.f_fixed)
-        self.to_level = _unscale(level.f_moving)
-        self.model = model
-        # d(moving level px) / d(fixed level px) of the affine part
-        self.jac = (self.to_level[:, :2] @ model.linear[:, :2]) * level.f_fixed
-
-    def _coords(self, x, y):
-        fx, fy = apply_affine(self.to_full, x, y)
-        mx, my = self.model(fx, fy)
-        return apply_affine(self.to_level, mx, my)
-
-    def _sample(self, lx, ly):
-        return sample_bspline3(self.coef, self.valid, lx, ly)
-
-    def __call__(self, x, y):
-        return self._sample(*self._coords(x, y))
-
-    def window(self, gx, gy):
-        return _Window(self, *self._coords(gx, gy))
+def moving_coords(level: Level, model: AlignmentModel):
+    """The moving level's coordinates ``(lx, ly)`` of every pixel of the fixed level through ``model`` (two
+    arrays of the fixed level's shape; the residual field evaluated on the grid, row by column)."""
+    ny, nx = level.fixed.shape
+    to_full, to_level = _scale(level.f_fixed), _unscale(level.f_moving)
+    a = compose_affine(to_level, compose_affine(model.linear, to_full))
+    xs, ys = np.arange(nx, dtype=float), np.arange(ny, dtype=float)
+    lx = a[0, 0] * xs[None, :] + (a[0, 1] * ys + a[0, 2])[:, None]
+    ly = a[1, 0] * xs[None, :] + (a[1, 1] * ys + a[1, 2])[:, None]
+    if model.field is not None:
+        dx, dy = model.field_on_grid(to_full[0, 0] * xs + to_full[0, 2], to_full[1, 1] * ys + to_full[1, 2])
+        lx += to_level[0, 0] * dx
+        ly += to_level[1, 1] * dy
+    return lx, ly
 
 
-class _Window:
-    """A window's moving coordinates at zero shift; a shift moves them by the affine Jacobian
-    (the residual field's change over a sub-pixel shift is negligible)."""
-
-    def __init__(self, sampler, lx, ly):
-        self.s, self.lx, self.ly = sampler, lx, ly
-
-    def at(self, sx, sy):
-        j = self.s.jac
-        return self.s._sample(self.lx + j[0, 0] * sx + j[0, 1] * sy, self.ly + j[1, 0] * sx + j[1, 1] * sy)
-
-    def refine(self, fixed, fvalid, s0, iterations=10, tol=5e-4):
-        """Compiled least-squares matching from ``s0`` (see :func:`lk_bspline3`)."""
-        fx = np.ascontiguousarray(fixed, np.float64)
-        return lk_bspline3(fx, np.ascontiguousarray(fvalid), self.s.coef, self.s.valid, self.lx, self.ly,
-                           np.ascontiguousarray(self.s.jac), float(s0[0]), float(s0[1]), iterations, tol)
+def _jacobian(level: Level, model: AlignmentModel):
+    """d(moving level px) / d(fixed level px) of the model's affine part."""
+    return (_unscale(level.f_moving)[:, :2] @ model.linear[:, :2]) * level.f_fixed
 
 
 def global_offset(level: Level, model: AlignmentModel):
     """Translate ``model`` by the phase-correlation offset of the whole overlap at this level."""
-    gy, gx = np.mgrid[0:level.fixed.shape[0], 0:level.fixed.shape[1]].astype(float)
-    sample = _Sampler(level, model)
-    mw, mv = sample(gx, gy)
+    mw, mv = sample_bspline3(*level.spline(), *moving_coords(level, model))
     sx, sy, peak = phase_shift(level.fixed, mw, level.fvalid, mv, near_peak=GLOBAL_NEAR_PEAK)
     s = np.array([sx, sy]) * level.f_fixed
     shifted = compose_affine(model.affine, np.array([[1.0, 0.0, s[0]], [0.0, 1.0, s[1]]]))
@@ -165,10 +140,9 @@ def measure(level: Level, model: AlignmentModel, window, step, min_valid, search
             tol=LK_TOL_FINAL) -> TiePoints:
     """Tie points from a grid of windows at this level, matched through ``model`` (see
     :func:`~rastalign.tiepoints.correlation.match_windows` for ``search``, ``start`` and ``tol``)."""
-    valid = level.fvalid
     centres = level.centres(window, step, min_valid)
-    sample = _Sampler(level, model)
-    res = match_windows(level.fixed, valid, sample, centres, window, search, start=start, tol=tol)
+    res = match_windows(level.fixed, level.fvalid, *level.spline(), *moving_coords(level, model),
+                        _jacobian(level, model), centres, window, search, start=start, tol=tol)
     ok = res["ok"] & (res["ncc"] > 0)  # an anticorrelated window (an inverted band without edge proxies) says nothing
     c = res["centre"][ok]
     s = res["shift"][ok]

@@ -15,7 +15,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from rastalign._kernels.bspline import lk_bspline3
+from rastalign._kernels.bspline import lk_windows
 from rastalign._kernels.pixels import edge_proxy, equalised, erode3, normalised
 
 TILE = 512  # the tile side of COGs and of our own GeoTIFFs: what a range request fetches at least
@@ -72,10 +72,10 @@ def measure_window(boxes, fixed, moving, model, window, use_edges):
     mimg, mv = _proxy(*moving(mbox), use_edges)
     coef = ndimage.spline_filter(mimg.astype(np.float64), order=3, mode="mirror")
     mask = erode3(erode3(mv))
-    lin = model.linear[:, :2]
-    sx, sy, ncc, ok = lk_bspline3(np.ascontiguousarray(fimg, np.float64), np.ascontiguousarray(fv), coef, mask,
-                                  np.ascontiguousarray(mx - mbox[2]), np.ascontiguousarray(my - mbox[0]),
-                                  np.ascontiguousarray(lin), 0.0, 0.0, 12, 2e-4)
+    shift, ncc, ok = np.zeros((1, 2)), np.zeros(1), np.ones(1, bool)
+    lk_windows(fimg, fv, coef, mask, mx - mbox[2], my - mbox[0], np.zeros((1, 2), np.intp), window,
+               model.linear[:, :2], shift, ncc, ok, 12, 2e-4)
+    (sx, sy), ncc, ok = shift[0], ncc[0], ok[0]
     if not ok or abs(sx) > 2 or abs(sy) > 2:
         return None
     q = model(np.array([cx + sx]), np.array([cy + sy]))
