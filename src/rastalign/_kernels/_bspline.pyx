@@ -14,7 +14,8 @@ cdef extern from "_lk.h" nogil:
                                       const double* lx, const double* ly, Py_ssize_t n, double ox, double oy,
                                       const double* jac, double* val, double* gx, double* gy, uint8_t* ok)
     Py_ssize_t normal4 "ra_normal4"(Py_ssize_t n, const uint8_t* ok, const uint8_t* fvalid, const double* fixed,
-                                    const double* val, const double* gx, const double* gy, double* a, double* b)
+                                    const double* val, const double* gx, const double* gy, double* a, double* b,
+                                    double* m)
 
 # LAPACK's LU factorisation and solver, scipy's (the routines numpy.linalg in the numba kernels called):
 # looked up on the first match, so importing this module does not import scipy
@@ -106,17 +107,19 @@ cdef bint _lk(const double* fixed, const uint8_t* fvalid, const double* coef, Py
               double* ncc) noexcept nogil:
     """Iterated least-squares matching of one window of ``n`` points (shift + gain + offset) from the shift
     ``s`` (updated in place); ``val``, ``gx``, ``gy``, ``ok`` are scratch of ``n``. True when it converged or
-    ran out of iterations without failing; ``ncc`` the normalised cross correlation after matching."""
-    cdef Py_ssize_t i, cnt, it
+    ran out of iterations without failing; ``ncc`` the normalised cross correlation at the last step's
+    samples (one step, below ``tol`` once converged, before the final shift: no resampling for it)."""
+    cdef Py_ssize_t cnt = 0, it
     cdef double a[16]
     cdef double b[4]
-    cdef double u, v, s1, s2, s11, s22, s12, c11, c12, c22
+    cdef double m[5]
+    cdef double c11, c12, c22
     cdef bint good = False
     ncc[0] = 0.0
     for it in range(iterations):
         sample_grad(coef, ny, nx, mask, lx, ly, n, jac[0] * s[0] + jac[1] * s[1], jac[2] * s[0] + jac[3] * s[1],
                     jac, val, gx, gy, ok)
-        cnt = normal4(n, ok, fvalid, fixed, val, gx, gy, a, b)
+        cnt = normal4(n, ok, fvalid, fixed, val, gx, gy, a, b, m)
         if cnt < n // 4 or not _solve4(a, b) or not (isfinite(b[0]) and isfinite(b[1])) or hypot(b[0], b[1]) > 3.0:
             return False
         s[0] += b[0]
@@ -124,25 +127,11 @@ cdef bint _lk(const double* fixed, const uint8_t* fvalid, const double* coef, Py
         good = True
         if hypot(b[0], b[1]) < tol:
             break
-    sample_grad(coef, ny, nx, mask, lx, ly, n, jac[0] * s[0] + jac[1] * s[1], jac[2] * s[0] + jac[3] * s[1], jac,
-                val, gx, gy, ok)
-    s1 = s2 = s11 = s22 = s12 = 0.0
-    cnt = 0
-    for i in range(n):
-        if ok[i] and fvalid[i]:
-            u = fixed[i]
-            v = val[i]
-            s1 += u
-            s2 += v
-            s11 += u * u
-            s22 += v * v
-            s12 += u * v
-            cnt += 1
     if cnt < 16:
         return False
-    c12 = s12 - s1 * s2 / cnt
-    c11 = s11 - s1 * s1 / cnt
-    c22 = s22 - s2 * s2 / cnt
+    c12 = m[4] - m[0] * m[1] / cnt
+    c11 = m[2] - m[0] * m[0] / cnt
+    c22 = m[3] - m[1] * m[1] / cnt
     ncc[0] = c12 / sqrt(c11 * c22) if c11 > 0 and c22 > 0 else 0.0
     return good
 
@@ -243,3 +232,68 @@ def eval_field(const double[:, ::1] coef_x, const double[:, ::1] coef_y, double 
                 ay += wy[jj] * ry
             outx[i] = ax
             outy[i] = ay
+
+
+cdef inline double _mirror_start(const double* p, Py_ssize_t n, Py_ssize_t stride, double z) noexcept nogil:
+    """The causal filter's first value on a mirrored line ``p[-k] = p[k]``: the sum of ``z^|k| p[k]`` over the
+    mirrored line, exact for short lines, over the terms above 1e-16 for long ones."""
+    cdef Py_ssize_t k
+    cdef double s = 0.0, zk = 1.0, zn, zr
+    if n > 28:
+        for k in range(28):
+            s += zk * p[k * stride]
+            zk *= z
+        return s
+    zn = z ** (n - 1)
+    zr = z ** (2 * n - 2)
+    s = p[0] + zn * p[(n - 1) * stride]
+    for k in range(1, n - 1):
+        zk *= z
+        s += (zk + zr / zk) * p[k * stride]
+    return s / (1.0 - zr)
+
+
+def prefilter(double[:, ::1] c):
+    """In place: the cubic B-spline coefficients of the image ``c`` (float64), interpolating it exactly, with
+    mirror boundaries (``scipy.ndimage.spline_filter(order=3, mode="mirror")`` up to rounding): the recursive
+    filter along each row, then down the columns, a row of columns at a time (vectorised). No GIL."""
+    cdef Py_ssize_t ny = c.shape[0], nx = c.shape[1], i, j, k
+    cdef double z = sqrt(3.0) - 2.0, last = z / (z * z - 1.0)
+    cdef double* p
+    cdef double* row
+    cdef double* prev
+    if ny == 0 or nx == 0:
+        return
+    with nogil:
+        if nx > 1:
+            for i in range(ny):
+                p = &c[i, 0]
+                for k in range(nx):
+                    p[k] *= 6.0
+                p[0] = _mirror_start(p, nx, 1, z)
+                for k in range(1, nx):
+                    p[k] += z * p[k - 1]
+                p[nx - 1] = last * (p[nx - 1] + z * p[nx - 2])
+                for k in range(nx - 2, -1, -1):
+                    p[k] = z * (p[k + 1] - p[k])
+        if ny > 1:
+            for i in range(ny):
+                row = &c[i, 0]
+                for j in range(nx):
+                    row[j] *= 6.0
+            for j in range(nx):
+                c[0, j] = _mirror_start(&c[0, j], ny, nx, z)
+            for i in range(1, ny):
+                row = &c[i, 0]
+                prev = &c[i - 1, 0]
+                for j in range(nx):
+                    row[j] += z * prev[j]
+            row = &c[ny - 1, 0]
+            prev = &c[ny - 2, 0]
+            for j in range(nx):
+                row[j] = last * (row[j] + z * prev[j])
+            for i in range(ny - 2, -1, -1):
+                row = &c[i, 0]
+                prev = &c[i + 1, 0]
+                for j in range(nx):
+                    row[j] = z * (prev[j] - row[j])

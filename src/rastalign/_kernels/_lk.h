@@ -136,22 +136,30 @@ RA_CLONES static void ra_sample_grad(const double *RA_RESTRICT coef, ptrdiff_t n
 
 /* The normal equations of one matching step over the points usable in both images: a (4 x 4, row-major,
  * symmetric) and b (4) of the unknowns (shift x, shift y, gain, offset), the derivatives being (gx, gy, val,
- * 1) and the residual fixed - val; each sum in point order, in registers. Returns the number of points. */
+ * 1) and the residual fixed - val; and m, the sums of fixed, val, fixed^2, val^2 and fixed val for their
+ * correlation. Each sum in point order, in registers. Returns the number of points. */
 RA_CLONES static ptrdiff_t ra_normal4(ptrdiff_t n, const uint8_t *RA_RESTRICT ok, const uint8_t *RA_RESTRICT fvalid,
                                       const double *RA_RESTRICT fixed, const double *RA_RESTRICT val,
                                       const double *RA_RESTRICT gx, const double *RA_RESTRICT gy,
-                                      double *RA_RESTRICT a, double *RA_RESTRICT b) {
+                                      double *RA_RESTRICT a, double *RA_RESTRICT b, double *RA_RESTRICT m) {
     double a00 = 0.0, a01 = 0.0, a02 = 0.0, a03 = 0.0, a11 = 0.0, a12 = 0.0, a13 = 0.0, a22 = 0.0, a23 = 0.0,
-           a33 = 0.0, b0 = 0.0, b1 = 0.0, b2 = 0.0, b3 = 0.0;
+           a33 = 0.0, b0 = 0.0, b1 = 0.0, b2 = 0.0, b3 = 0.0, s1 = 0.0, s2 = 0.0, s11 = 0.0, s22 = 0.0,
+           s12 = 0.0;
     ptrdiff_t i, cnt = 0;
     for (i = 0; i < n; i++) {
-        double u, w, v, d;
+        double u, w, v, d, f;
         if (!(ok[i] && fvalid[i])) continue;
         cnt++;
         u = gx[i];
         w = gy[i];
         v = val[i];
-        d = fixed[i] - v;
+        f = fixed[i];
+        d = f - v;
+        s1 += f;
+        s2 += v;
+        s11 += f * f;
+        s22 += v * v;
+        s12 += f * v;
         b0 += u * d;
         a00 += u * u;
         a01 += u * w;
@@ -172,6 +180,7 @@ RA_CLONES static ptrdiff_t ra_normal4(ptrdiff_t n, const uint8_t *RA_RESTRICT ok
     a[8] = a02; a[9] = a12; a[10] = a22; a[11] = a23;
     a[12] = a03; a[13] = a13; a[14] = a23; a[15] = a33;
     b[0] = b0; b[1] = b1; b[2] = b2; b[3] = b3;
+    m[0] = s1; m[1] = s2; m[2] = s11; m[3] = s22; m[4] = s12;
     return cnt;
 }
 #endif

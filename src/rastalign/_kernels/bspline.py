@@ -19,6 +19,15 @@ def _u8(mask):
     return np.ascontiguousarray(mask, dtype=bool).view(np.uint8)
 
 
+def coefficients(img):
+    """Cubic B-spline coefficients (float64) of the image ``img`` that interpolate it exactly, with mirror
+    boundaries: ``scipy.ndimage.spline_filter(img, order=3, mode="mirror")`` up to rounding (2e-14 on unit
+    noise), compiled and without the GIL."""
+    c = np.array(img, np.float64, order="C")
+    _bspline.prefilter(c)
+    return c
+
+
 def sample(coef, mask, lx, ly):
     """``(values, ok)`` of the spline of ``coef`` at ``(lx, ly)`` (any shape) and the mask at the nearest pixel."""
     shape = np.shape(lx)

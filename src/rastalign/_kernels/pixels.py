@@ -1,5 +1,6 @@
-"""Pixel kernels shared by every layer: validity masks, erosion, the edge proxy and normalisation, in
-numpy (no compiled code, so reading a raster never loads the compiler). Arrays in, arrays out."""
+"""Pixel kernels shared by every layer: validity masks, erosion, the edge proxy, equalisation and
+normalisation, in numpy (equalisation's loops compiled, loaded on first use, so reading a raster never
+loads them). Arrays in, arrays out."""
 import numpy as np
 
 
@@ -45,23 +46,19 @@ def equalised(img, valid, bins=4096):
     """``img`` through its own cumulative histogram over the valid pixels (values in [0, 1], linear within each
     of ``bins`` equal bins; 0 where invalid): two images of one scene that differ by any monotonic radiometric
     transform (another band, inverted, bent) become the same image or its negative, so their edges match
-    without a bias from the transform's slope. float32, a few passes over the image."""
-    x = np.asarray(img, np.float32)
-    v = x[valid]
-    if not v.size or float(v.max()) <= float(v.min()):
-        return np.zeros(x.shape, np.float32)
+    without a bias from the transform's slope. float32, three compiled passes over the image."""
+    from rastalign._kernels._blocks import equalise
+
+    x = np.ascontiguousarray(img, np.float32)
+    ok = np.ascontiguousarray(valid, bool)
+    out = np.zeros(x.shape, np.float32)
+    if not ok.any():
+        return out
+    v = x[ok]
     lo, hi = float(v.min()), float(v.max())
-    t = (x - np.float32(lo)) * np.float32(bins / (hi - lo))
-    t[~valid] = 0.0  # invalid pixels hold anything, NaN included
-    np.clip(t, 0.0, np.float32(bins - 1e-3), out=t)
-    i = t.astype(np.int32)
-    cdf = np.concatenate([[0.0], np.cumsum(np.bincount(i[valid], minlength=bins)) / v.size]).astype(np.float32)
-    below = cdf[i]
-    t -= i  # the fraction within the bin, in place (float32)
-    t *= cdf[i + 1] - below
-    t += below
-    t[~valid] = 0.0
-    return t
+    if hi > lo:
+        equalise(x, ok.view(np.uint8), lo, hi, int(bins), out)
+    return out
 
 
 def normalised(img, valid):

@@ -108,6 +108,19 @@ class AlignmentModel:
             return self.field.on_grid(p[0, 0] * xs + p[0, 2], p[1, 1] * ys + p[1, 2])
         return self.field_at_output(*np.meshgrid(xs, ys))
 
+    def on_grid(self, xs, ys):
+        """Moving-pixel coordinates ``(xm, ym)`` of the grid of output columns ``xs`` by rows ``ys``: two
+        ``(len(ys), len(xs))`` arrays (the affine part by broadcasting, the field by :meth:`field_on_grid`)."""
+        xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+        a = self.linear
+        xm = a[0, 0] * xs[None, :] + (a[0, 1] * ys + a[0, 2])[:, None]
+        ym = a[1, 0] * xs[None, :] + (a[1, 1] * ys + a[1, 2])[:, None]
+        if self.field is not None:
+            dx, dy = self.field_on_grid(xs, ys)
+            xm += dx
+            ym += dy
+        return xm, ym
+
     def __call__(self, x, y):
         """Moving-pixel coordinates ``(xm, ym)`` of output pixels ``(x, y)``."""
         xm, ym = apply_affine(self.linear, x, y)

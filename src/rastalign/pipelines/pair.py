@@ -268,19 +268,24 @@ def shift_model(model, of, om, inverse=False):
 
 
 def _moving_validity_on_fixed(initial, fshape, ff, mval, fm, rows=256):
-    """(inside moving footprint, moving valid) on the fixed proxy grid, in row strips (bounded memory)."""
+    """(inside moving footprint, moving valid) on the fixed proxy grid: each fixed proxy pixel's nearest moving
+    proxy pixel through ``initial``, in strips of ``rows`` (bounded memory)."""
     inside = np.zeros(fshape, bool)
     mv = np.zeros(fshape, bool)
     xs = np.arange(fshape[1]) * ff + (ff - 1) / 2.0
+    every = bool(mval.all())
     for y0 in range(0, fshape[0], rows):
         y1 = min(y0 + rows, fshape[0])
-        gx, gy = np.meshgrid(xs, np.arange(y0, y1) * ff + (ff - 1) / 2.0)
-        mx, my = initial(gx, gy)
-        lx = np.rint((mx - (fm - 1) / 2.0) / fm).astype(np.int64)
-        ly = np.rint((my - (fm - 1) / 2.0) / fm).astype(np.int64)
+        mx, my = initial.on_grid(xs, np.arange(y0, y1) * ff + (ff - 1) / 2.0)
+        lx = np.rint((mx - (fm - 1) / 2.0) / fm)
+        ly = np.rint((my - (fm - 1) / 2.0) / fm)
         ins = (lx >= 0) & (ly >= 0) & (lx < mval.shape[1]) & (ly < mval.shape[0])
         inside[y0:y1] = ins
-        mv[y0:y1][ins] = mval[ly[ins], lx[ins]]
+        if every:
+            mv[y0:y1] = ins
+        else:
+            flat = (np.where(ins, ly, 0) * mval.shape[1] + np.where(ins, lx, 0)).astype(np.intp)
+            mv[y0:y1] = ins & mval.ravel()[flat]
     return inside, mv
 
 

@@ -157,8 +157,8 @@ def match_windows(fixed, fvalid, coef, mask, mx, my, jac, centres, window, searc
     all their taps are valid; ``mx``, ``my``: the moving level's coordinates of every fixed-level pixel through
     the current model; ``jac``: its 2 x 2 d(moving px) / d(fixed px). Each window is matched by the compiled
     least-squares matcher (:func:`rastalign._kernels.bspline.lk_windows`), from the phase-correlation peak
-    within ``search`` px (``start="phase"``, all windows of a chunk in stacked FFTs) or from zero shift
-    (``start="model"``, for a model already within about a pixel). A shift beyond ``search`` + 1 px is refused.
+    within ``search`` px (``start="phase"``, all windows of a chunk in stacked FFTs), from zero shift
+    (``start="model"``, for a model already within about a pixel) or from given shifts (``start`` (n, 2)). A shift beyond ``search`` + 1 px is refused.
     Returns a dict of arrays: ``centre`` (n, 2), ``shift`` (n, 2), ``ncc`` (n,), ``ok`` (n,) bool. Shifts are in
     the pixels of ``fixed``.
     """
@@ -167,12 +167,13 @@ def match_windows(fixed, fvalid, coef, mask, mx, my, jac, centres, window, searc
     centres = np.asarray(centres, float).reshape(-1, 2)
     n = len(centres)
     corners = centres.astype(np.intp) - window // 2
-    shift, ncc, ok = np.zeros((n, 2)), np.zeros(n), np.ones(n, bool)
+    shift = np.array(start, float).reshape(n, 2) if not isinstance(start, str) else np.zeros((n, 2))
+    ncc, ok = np.zeros(n), np.ones(n, bool)
     parts = [slice(i, min(i + CHUNK, n)) for i in range(0, n, CHUNK)]
 
     def part(k):
         s = parts[k]
-        if start == "phase":
+        if isinstance(start, str) and start == "phase":
             shift[s], ok[s] = _phase_starts(fixed, fvalid, coef, mask, mx, my, corners[s], window, search)
         lk_windows(fixed, fvalid, coef, mask, mx, my, corners[s], window, jac, shift[s], ncc[s], ok[s], iterations,
                    tol)

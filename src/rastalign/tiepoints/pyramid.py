@@ -3,8 +3,8 @@
 Levels are decimated copies of the fixed and moving proxies at the same ground
 resolution. The coarsest level gives a global offset (phase correlation of the whole
 overlap); every level then measures a grid of windows through the current model and
-refits it; the finest level also fits the smooth residual field and is iterated so
-the tie points are measured with the final geometry.
+refits it; the two finest levels also fit the smooth residual field, and the finest is
+measured again when its fit moved that field, so the tie points are measured with the final geometry.
 """
 from __future__ import annotations
 
@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from typing import List
 
 import numpy as np
-from scipy import ndimage
 
 from rastalign.errors import AlignmentError
 from rastalign.geometry.affine import apply_affine, compose_affine
 from rastalign.model.model import AlignmentModel
-from rastalign._kernels.bspline import sample as sample_bspline3
+from rastalign._kernels.bspline import coefficients, sample as sample_bspline3
 from rastalign._kernels.pixels import edge_proxy, equalised, erode3, normalised
 from rastalign._kernels.blocks import downsample2
 from rastalign.tiepoints.correlation import match_windows, phase_shift, window_centres
@@ -28,6 +27,15 @@ GLOBAL_NEAR_PEAK = 0.8  # a global correlation peak this close to the highest, n
 COARSE_TIE_POINTS = 64  # a coarse level only has to bring the model within a pixel of the next one
 REFINED_TIE_POINTS = 400  # the finest proxy level, when native refinement follows, screens outliers and the field
 LK_TOL_FINAL, LK_TOL_COARSE = 5e-4, 1e-2  # matching stops when a step is below this (level px)
+# The residual field is fitted from the second-finest level on, so the finest level's windows are matched
+# through most of the distortion at once (a curved geometry within a window biases its shift); they are
+# matched again only when the finest fit moved the field by this much (level px) or more.
+FIELD_CHANGE = 0.25
+
+
+def spline(img, valid):
+    """Cubic B-spline coefficients of a moving proxy and where all their taps are valid pixels."""
+    return coefficients(img), erode3(erode3(valid))
 
 
 @dataclass
@@ -43,10 +51,10 @@ class Level:
     _cache: dict = field(default_factory=dict)
 
     def spline(self):
-        """Cubic B-spline coefficients of the moving proxy and where all its taps are valid (cached)."""
+        """Cubic B-spline coefficients of the moving proxy and where all its taps are valid (cached; set by
+        :func:`build_levels`)."""
         if "spline" not in self._cache:
-            coef = ndimage.spline_filter(self.moving.astype(np.float64), order=3, mode="mirror")
-            self._cache["spline"] = (coef, erode3(erode3(self.mvalid)))
+            self._cache["spline"] = spline(self.moving, self.mvalid)
         return self._cache["spline"]
 
     def centres(self, window, step, min_valid):
@@ -81,49 +89,72 @@ def _unscale(f):
     return np.array([[1.0 / f, 0.0, -(f - 1) / (2.0 * f)], [0.0, 1.0 / f, -(f - 1) / (2.0 * f)]])
 
 
-def build_levels(fixed, fvalid, moving, mvalid, f_fixed, f_moving, use_edges, min_side=256) -> List[Level]:
-    """Finest first. Each level halves both proxies until the short side reaches ``min_side``. Edge proxies
-    are taken of the images equalised once, at the finest level (:func:`equalised`): the coarser levels are
-    means of images already alike, whatever radiometric transform separated them."""
-    levels = []
+def proxy_levels(img, valid, use_edges, min_side=256):
+    """One image's proxies ``(proxy, valid)``, finest first, halving until the short side is below
+    ``2 * min_side``: edge proxies of the image equalised once, at the finest level (:func:`equalised`: the
+    coarser levels are means of images already alike, whatever radiometric transform separated them), or
+    its normalised intensities."""
     if use_edges:
-        fixed, moving = equalised(fixed, fvalid), equalised(moving, mvalid)
-    fi, fv, mi, mv, ff, fm = fixed, fvalid, moving, mvalid, float(f_fixed), float(f_moving)
+        img = equalised(img, valid)
+    out = []
     while True:
-        if use_edges:
-            fe, fev = edge_proxy(fi, fv)
-            me, mev = edge_proxy(mi, mv)
-        else:
-            fe, fev = normalised(fi, fv), fv
-            me, mev = normalised(mi, mv), mv
-        levels.append(Level(fe, fev, me, mev, ff, fm))
-        if min(fi.shape) < 2 * min_side or min(mi.shape) < 2 * min_side:
-            break
-        fi, fv = downsample2(fi, fv)
-        mi, mv = downsample2(mi, mv)
-        ff, fm = ff * 2, fm * 2
+        out.append(edge_proxy(img, valid) if use_edges else (normalised(img, valid), valid))
+        if min(img.shape) < 2 * min_side:
+            return out
+        img, valid = downsample2(img, valid)
+
+
+def build_levels(fixed, fvalid, moving, mvalid, f_fixed, f_moving, use_edges, min_side=256,
+                 fixed_levels=None) -> List[Level]:
+    """Finest first, as deep as the shallower of the two images' :func:`proxy_levels`. The fixed and the
+    moving sides are built side by side (threads), the moving levels' spline coefficients with theirs;
+    ``fixed_levels``: the fixed side already built (a reference's, shared by a stack)."""
+    from rastalign.runtime.scheduler import each_in_threads
+
+    def side(k):
+        if k == 0:
+            return fixed_levels if fixed_levels is not None else proxy_levels(fixed, fvalid, use_edges, min_side)
+        return [(img, ok, spline(img, ok)) for img, ok in proxy_levels(moving, mvalid, use_edges, min_side)]
+
+    fl, ml = each_in_threads(side, 2)
+    levels = []
+    for i in range(min(len(fl), len(ml))):
+        level = Level(*fl[i], *ml[i][:2], float(f_fixed) * 2 ** i, float(f_moving) * 2 ** i)
+        level._cache["spline"] = ml[i][2]
+        levels.append(level)
     return levels
 
 
 def moving_coords(level: Level, model: AlignmentModel):
     """The moving level's coordinates ``(lx, ly)`` of every pixel of the fixed level through ``model`` (two
-    arrays of the fixed level's shape; the residual field evaluated on the grid, row by column)."""
+    arrays of the fixed level's shape)."""
     ny, nx = level.fixed.shape
     to_full, to_level = _scale(level.f_fixed), _unscale(level.f_moving)
-    a = compose_affine(to_level, compose_affine(model.linear, to_full))
-    xs, ys = np.arange(nx, dtype=float), np.arange(ny, dtype=float)
-    lx = a[0, 0] * xs[None, :] + (a[0, 1] * ys + a[0, 2])[:, None]
-    ly = a[1, 0] * xs[None, :] + (a[1, 1] * ys + a[1, 2])[:, None]
-    if model.field is not None:
-        dx, dy = model.field_on_grid(to_full[0, 0] * xs + to_full[0, 2], to_full[1, 1] * ys + to_full[1, 2])
-        lx += to_level[0, 0] * dx
-        ly += to_level[1, 1] * dy
-    return lx, ly
+    mx, my = model.on_grid(to_full[0, 0] * np.arange(nx) + to_full[0, 2], to_full[1, 1] * np.arange(ny) + to_full[1, 2])
+    mx *= to_level[0, 0]
+    mx += to_level[0, 2]
+    my *= to_level[1, 1]
+    my += to_level[1, 2]
+    return mx, my
 
 
 def _jacobian(level: Level, model: AlignmentModel):
     """d(moving level px) / d(fixed level px) of the model's affine part."""
     return (_unscale(level.f_moving)[:, :2] @ model.linear[:, :2]) * level.f_fixed
+
+
+def _prior_shifts(level: Level, centres, prior: TiePoints, jac):
+    """Starting shifts (level px) of the windows at ``centres``: the residual (moving px) of the prior tie point
+    measured there, through the inverse Jacobian; zero where none was."""
+    shifts = np.zeros((len(centres), 2))
+    at = apply_affine(_unscale(level.f_fixed), *prior.fixed.T)
+    cols = int(centres[:, 0].max()) + 1 if len(centres) else 1
+    key = lambda x, y: np.rint(y).astype(np.int64) * cols + np.rint(x).astype(np.int64)  # noqa: E731
+    order = np.argsort(key(*centres.T))
+    where = order[np.clip(np.searchsorted(key(*centres.T), key(*at), sorter=order), 0, len(order) - 1)]
+    found = key(*centres[where].T) == key(*at)
+    shifts[where[found]] = (prior.residual[found] / level.f_moving) @ np.linalg.inv(jac).T
+    return shifts
 
 
 def global_offset(level: Level, model: AlignmentModel):
@@ -137,12 +168,17 @@ def global_offset(level: Level, model: AlignmentModel):
 
 
 def measure(level: Level, model: AlignmentModel, window, step, min_valid, search, start="phase",
-            tol=LK_TOL_FINAL) -> TiePoints:
+            tol=LK_TOL_FINAL, prior=None) -> TiePoints:
     """Tie points from a grid of windows at this level, matched through ``model`` (see
-    :func:`~rastalign.tiepoints.correlation.match_windows` for ``search``, ``start`` and ``tol``)."""
+    :func:`~rastalign.tiepoints.correlation.match_windows` for ``search``, ``start`` and ``tol``). With
+    ``prior``, the tie points of the same windows fitted by ``model`` (their residuals set), each window starts
+    from its prior residual instead (a re-measurement after a refit moves each window by about that)."""
     centres = level.centres(window, step, min_valid)
-    res = match_windows(level.fixed, level.fvalid, *level.spline(), *moving_coords(level, model),
-                        _jacobian(level, model), centres, window, search, start=start, tol=tol)
+    jac = _jacobian(level, model)
+    if prior is not None:
+        start = _prior_shifts(level, centres, prior, jac)
+    res = match_windows(level.fixed, level.fvalid, *level.spline(), *moving_coords(level, model), jac, centres,
+                        window, search, start=start, tol=tol)
     ok = res["ok"] & (res["ncc"] > 0)  # an anticorrelated window (an inverted band without edge proxies) says nothing
     c = res["centre"][ok]
     s = res["shift"][ok]
@@ -203,14 +239,15 @@ def solve(levels: List[Level], initial: AlignmentModel, domain, window=96, min_v
         start = "phase" if rms_level * 2.0 > 0.5 else "model"
         tol = LK_TOL_FINAL if finest and not native_refinement else LK_TOL_COARSE
         for it in range(1 if native_refinement or not finest else 2):
-            if it > 0 and model.max_field_displacement() < 0.25:
-                break  # re-measuring only pays when the residual field changed the geometry
-            tp = measure(lev, model, win, step, min_valid, search, start, tol)
+            if it > 0 and _field_change(measured_with, model, lev) < FIELD_CHANGE:
+                break  # re-measuring only pays when the field changed the geometry the windows were matched with
+            measured_with = model
+            tp = measure(lev, model, win, step, min_valid, search, start, tol, prior=tp if it > 0 else None)
             if len(tp) < 3:
                 raise AlignmentError(f"too few tie points at resolution 1/{lev.f_fixed:g}: {len(tp)} windows matched "
                                      f"(the images share too little texture or valid data)")
             thr = 2.5 * max(lev.f_fixed, 1.0)
-            model, info = fit_model(tp, domain, allow_field=finest, threshold=thr, seed=seed,
+            model, info = fit_model(tp, domain, allow_field=li <= 1, threshold=thr, seed=seed,
                                     residual_model=residual_model)
             rms = float(np.sqrt(np.mean(np.sum(tp.residual[tp.inlier] ** 2, axis=1)))) if tp.inlier.any() else np.nan
             rms_level = rms / lev.f_fixed if np.isfinite(rms) else np.inf
@@ -219,6 +256,17 @@ def solve(levels: List[Level], initial: AlignmentModel, domain, window=96, min_v
                             "start": start})
             log.info("level 1/%g: %d tie points, %d inliers, rms %.4f px", lev.f_fixed, len(tp), tp.inlier.sum(), rms)
     return SolveResult(model, tp, info, history)
+
+
+def _field_change(old, new, level, n=17):
+    """Largest change (moving level px) of the residual field from model ``old`` to ``new`` over ``level``'s
+    fixed grid (``n`` x ``n`` points: the field is smooth)."""
+    ny, nx = level.fixed.shape
+    to_full = _scale(level.f_fixed)
+    xs = to_full[0, 0] * np.linspace(0, nx - 1, n) + to_full[0, 2]
+    ys = to_full[1, 1] * np.linspace(0, ny - 1, n) + to_full[1, 2]
+    (ax, ay), (bx, by) = old.field_on_grid(xs, ys), new.field_on_grid(xs, ys)
+    return float(np.hypot(ax - bx, ay - by).max()) / level.f_moving
 
 
 def level_window(window, shape):

@@ -13,9 +13,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import ndimage
 
-from rastalign._kernels.bspline import lk_windows
+from rastalign._kernels.bspline import coefficients, lk_windows
 from rastalign._kernels.pixels import edge_proxy, equalised, erode3, normalised
 
 TILE = 512  # the tile side of COGs and of our own GeoTIFFs: what a range request fetches at least
@@ -70,7 +69,7 @@ def measure_window(boxes, fixed, moving, model, window, use_edges):
     if fv.mean() < 0.8:
         return None
     mimg, mv = _proxy(*moving(mbox), use_edges)
-    coef = ndimage.spline_filter(mimg.astype(np.float64), order=3, mode="mirror")
+    coef = coefficients(mimg)
     mask = erode3(erode3(mv))
     shift, ncc, ok = np.zeros((1, 2)), np.zeros(1), np.ones(1, bool)
     lk_windows(fimg, fv, coef, mask, mx - mbox[2], my - mbox[0], np.zeros((1, 2), np.intp), window,
