@@ -37,7 +37,12 @@ def stats(s):
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data"))
+    ap.add_argument("--set", nargs="*", default=[], metavar="OPTION=VALUE",
+                    help="estimation options to try, e.g. window=64 (numbers as numbers)")
+    ap.add_argument("--out", default=str(HERE / "results" / "s2_real.json"))
     args = ap.parse_args(argv)
+    options = {k: json.loads(v) if v[:1].isdigit() or v[:1] in "-[" else v
+               for k, v in (o.split("=", 1) for o in args.set)}
     import rastalign
     from rastalign.geometry.grids import output_grid
     from rastalign.io.raster import inspect_raster, read_window
@@ -52,7 +57,8 @@ def main(argv=None):
         sys.exit(f"data not found: {mov_p}")
     tmp = Path(tempfile.mkdtemp())
     t0 = time.perf_counter()
-    res = rastalign.align_image_pair(str(mov_p), str(fix_p), str(tmp / "out.tif"), output_on_moving_grid=False)
+    res = rastalign.align_image_pair(str(mov_p), str(fix_p), str(tmp / "out.tif"), output_on_moving_grid=False,
+                                    **options)
     wall = time.perf_counter() - t0
     mov, fix = inspect_raster(mov_p), inspect_raster(fix_p)
     grid = output_grid(mov, fix, False, True)
@@ -86,7 +92,7 @@ def main(argv=None):
         print(f"{k:32s} {r['n_windows']:8d} {r['median_px']:10.3f} {r['p95_px']:8.3f} {r['rms_px']:8.3f} "
               f"{r['mean_dx']:8.3f} {r['mean_dy']:8.3f}")
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "s2_real.json").write_text(json.dumps(rows, indent=2))
+    Path(args.out).write_text(json.dumps(dict(rows, options=options), indent=2))
     return rows
 
 

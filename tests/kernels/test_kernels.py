@@ -163,3 +163,14 @@ def test_no_jit_at_run_time():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("shape", [(300, 257), (40, 3), (1, 9), (9, 1), (2, 2), (29, 30)])
+def test_spline_coefficients_are_scipys_mirror_prefilter(shape):
+    img = np.random.default_rng(8).normal(0, 1, shape)
+    coef = bspline.coefficients(img)
+    np.testing.assert_allclose(coef, ndimage.spline_filter(img, order=3, mode="mirror"), rtol=0, atol=1e-12)
+    # and they interpolate: the spline through them passes through every pixel
+    gy, gx = np.mgrid[0:shape[0], 0:shape[1]].astype(float)
+    vals = ndimage.map_coordinates(coef, [gy, gx], order=3, prefilter=False, mode="mirror")
+    np.testing.assert_allclose(vals, img, rtol=0, atol=1e-10)

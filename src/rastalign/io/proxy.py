@@ -12,6 +12,7 @@ clouds masked as nodata and swath edges never look like structure.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,6 +95,16 @@ class SharedProxy:
         self.key = (int(band), factor, nodata)
         self.img, self.valid = read_proxy(info, band, factor, nodata)
         self.shape = tuple(info.shape)
+        self._made, self._lock = None, threading.Lock()
+
+    def derived(self, key, valid, make):
+        """``make()``, or what it returned for the last scene when that scene asked with the same ``key`` and the
+        same ``valid`` mask: work on the reference's crop that every scene of a stack repeats (its pyramid of
+        proxies) is done once per distinct crop and mask (one kept; scenes wait for each other's)."""
+        with self._lock:
+            if self._made is None or self._made[0] != key or not np.array_equal(self._made[1], valid):
+                self._made = (key, np.array(valid, copy=True), make())
+            return self._made[2]
 
     def serves(self, band, factor, nodata) -> bool:
         return self.key == (int(band), factor, nodata)

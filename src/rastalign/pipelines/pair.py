@@ -90,7 +90,7 @@ def _estimate(moving_image_path, fixed_image_path, params):
     from rastalign.io.proxy import decimation_factor, read_proxies
     from rastalign.model.uncertainty import predicted_block
     from rastalign.pipelines.refine import refine_native
-    from rastalign.tiepoints.pyramid import build_levels, common_bias, fit_model, solve
+    from rastalign.tiepoints.pyramid import build_levels, common_bias, fit_model, proxy_levels, solve
 
     t0 = time.perf_counter()
     mov, moving_image_path = _source(moving_image_path)
@@ -137,7 +137,11 @@ def _estimate(moving_image_path, fixed_image_path, params):
     if params.enforce_mutual_valid_mask:
         fval = fval & mval_on_f
     sr = list(res[:-1]) if res else []
-    levels = build_levels(fimg, fval, mimg, mval, ff, fm, params.use_edge_proxies)
+    edges = params.use_edge_proxies
+    # a stack's reference: its pyramid is built once for every scene that sees the same crop and mask
+    fixed_levels = fixed_proxy.derived(("levels", fbox, edges), fval, lambda: proxy_levels(fimg, fval, edges)) \
+        if shared else None
+    levels = build_levels(fimg, fval, mimg, mval, ff, fm, edges, fixed_levels=fixed_levels)
     if sr:  # keep the levels nearest to the requested coarser resolutions
         wanted = {min(range(len(levels)), key=lambda i: abs(levels[i].f_fixed * fix.resolution - r)) for r in sr if r}
         levels = [lv for i, lv in enumerate(levels) if i == 0 or i in wanted] or levels[:1]
@@ -198,10 +202,9 @@ def _estimate(moving_image_path, fixed_image_path, params):
 def _overlap_points(mutual, f, fbox, most=4096):
     """Full-resolution fixed pixels ``(x, y)`` of the valid overlap (the proxy's ``mutual`` pixels, at most
     about ``most`` of them, evenly thinned)."""
-    ys, xs = np.nonzero(mutual)
-    step = max(1, int(np.ceil(np.sqrt(len(xs) / most))))
-    keep = (ys % step == 0) & (xs % step == 0)
-    return np.column_stack([fbox[2] + f * xs[keep] + (f - 1) / 2.0, fbox[0] + f * ys[keep] + (f - 1) / 2.0])
+    step = max(1, int(np.ceil(np.sqrt(np.count_nonzero(mutual) / most))))
+    ys, xs = np.nonzero(mutual[::step, ::step])
+    return np.column_stack([fbox[2] + f * step * xs + (f - 1) / 2.0, fbox[0] + f * step * ys + (f - 1) / 2.0])
 
 
 def _source(source):
