@@ -15,17 +15,25 @@ ctypedef fused pixel:
 
 def block_sums(const pixel[:, ::1] data, const uint8_t[:, ::1] valid, Py_ssize_t f, double[:, ::1] s,
                double[:, ::1] n, double[:, ::1] m):
-    """Per ``f x f`` block: ``m`` pixels, ``n`` valid pixels, ``s`` the sum of the valid ones (float64)."""
-    cdef Py_ssize_t ny = data.shape[0], nx = data.shape[1], y, x, by, bx
+    """Per ``f x f`` block: ``m`` pixels, ``n`` valid pixels, ``s`` the sum of the valid ones (float64, in row
+    order within the block). ``s``, ``n``, ``m`` start at zero. Each row of the image adds its block sums in
+    one pass, without a division per pixel."""
+    cdef Py_ssize_t ny = data.shape[0], nx = data.shape[1], y, x, by, bx, x0, x1
+    cdef double acc, cnt
     with nogil:
         for y in range(ny):
             by = y // f
-            for x in range(nx):
-                bx = x // f
-                m[by, bx] += 1.0
-                if valid[y, x]:
-                    s[by, bx] += <double>data[y, x]
-                    n[by, bx] += 1.0
+            for bx in range(s.shape[1]):
+                x0 = bx * f
+                x1 = x0 + f if x0 + f < nx else nx
+                acc = s[by, bx]
+                cnt = 0.0
+                for x in range(x0, x1):  # branch-free: adding 0.0 for an invalid pixel changes no sum
+                    acc = acc + (<double>data[y, x] if valid[y, x] else 0.0)
+                    cnt += valid[y, x]
+                s[by, bx] = acc
+                n[by, bx] += cnt
+                m[by, bx] += <double>(x1 - x0)
 
 
 def equalise(const float[:, ::1] x, const uint8_t[:, ::1] valid, float lo, float hi, int bins, float[:, ::1] out):

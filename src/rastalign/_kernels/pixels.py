@@ -7,11 +7,17 @@ import numpy as np
 def validity(data, nodata):
     """Valid pixels of a (bands, rows, cols) block: finite, and not nodata in every band."""
     data = np.asarray(data)
-    if data.dtype.kind == "f":
-        ok = np.isfinite(data).all(axis=0)
-    else:
-        ok = np.ones(data.shape[1:], bool)
-    if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)):
+    check = nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata))
+    if data.shape[0] == 1:  # one band: one pass per test, no stacked intermediate
+        band = data[0]
+        if data.dtype.kind != "f":
+            return band != nodata if check else np.ones(band.shape, bool)
+        ok = np.isfinite(band)
+        if check:
+            ok &= band != nodata
+        return ok
+    ok = np.isfinite(data).all(axis=0) if data.dtype.kind == "f" else np.ones(data.shape[1:], bool)
+    if check:
         ok &= ~(data == nodata).all(axis=0)
     return ok
 

@@ -12,13 +12,9 @@ from rastalign._kernels.pixels import validity
 from rastalign.io.raster import open_dataset, read_window
 from rastalign.runtime.scheduler import parallelism
 from rastalign.tiepoints.pyramid import TiePoints
-from rastalign.tiepoints.refine import measure_window, pick_tiles, tile_windows, window_boxes
+from rastalign.tiepoints.refine import measure_windows, pick_tiles, tile_windows, union, window_boxes
 
 log = logging.getLogger(__name__)
-
-
-def _union(boxes):
-    return (min(b[0] for b in boxes), max(b[1] for b in boxes), min(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
 def _piece(source, band, nodata, box):
@@ -63,7 +59,7 @@ def _tiles(tiles, model, window, use_edges):
     try:
         for boxes, fixed_piece, moving_piece in tiles:
             fixed, moving = _crop(fixed_piece, datasets), _crop(moving_piece, datasets)
-            out += [measure_window(b, fixed, moving, model, window, use_edges) for b in boxes]
+            out += measure_windows(boxes, fixed, moving, model, window, use_edges)
     finally:
         for ds in datasets.values():
             ds.close()
@@ -84,8 +80,8 @@ def refine_native(model, tp: TiePoints, fixed, moving, fband, mband, fnodata, mn
     for points in chosen:  # in pick_tiles' order; each input is read once per tile, over all its windows
         boxes = [b for b in (window_boxes(p, model, window, fshape, mshape) for p in points) if b is not None]
         if boxes:
-            tiles.append((boxes, _piece(fixed, fband, fnodata, _union([b[1] for b in boxes])),
-                          _piece(moving, mband, mnodata, _union([b[2] for b in boxes]))))
+            tiles.append((boxes, _piece(fixed, fband, fnodata, union([b[1] for b in boxes])),
+                          _piece(moving, mband, mnodata, union([b[2] for b in boxes]))))
     groups = [list(g) for g in _split(tiles, 4 * parallelism())]  # a few tiles per task
     task = dask.delayed(_tiles, pure=True)
     done = dask.compute(*[task(g, model, window, use_edges) for g in groups])
