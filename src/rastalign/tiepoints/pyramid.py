@@ -29,8 +29,10 @@ REFINED_TIE_POINTS = 400  # the finest proxy level, when native refinement follo
 LK_TOL_FINAL, LK_TOL_COARSE = 5e-4, 1e-2  # matching stops when a step is below this (level px)
 # The residual field is fitted from the second-finest level on, so the finest level's windows are matched
 # through most of the distortion at once (a curved geometry within a window biases its shift); they are
-# matched again only when the finest fit moved the field by this much (level px) or more.
-FIELD_CHANGE = 0.25
+# matched again, each from its residual, when the finest fit moved the field by this much (level px) or more
+# (0.25 skipped the second pass on a 1024^2 scene rotated 5 deg with 1 px of distortion: true p95 0.0052 ->
+# 0.0105 px).
+FIELD_CHANGE = 0.05
 
 
 def spline(img, valid):
