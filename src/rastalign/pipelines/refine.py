@@ -12,7 +12,7 @@ from rastalign._kernels.pixels import validity
 from rastalign.io.raster import open_dataset, read_window
 from rastalign.runtime.scheduler import parallelism
 from rastalign.tiepoints.pyramid import TiePoints
-from rastalign.tiepoints.refine import measure_windows, pick_tiles, tile_windows, union, window_boxes
+from rastalign.tiepoints.refine import measure_window, pick_tiles, tile_windows, union, window_boxes
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _tiles(tiles, model, window, use_edges):
     try:
         for boxes, fixed_piece, moving_piece in tiles:
             fixed, moving = _crop(fixed_piece, datasets), _crop(moving_piece, datasets)
-            out += measure_windows(boxes, fixed, moving, model, window, use_edges)
+            out += [measure_window(b, fixed, moving, model, window, use_edges) for b in boxes]
     finally:
         for ds in datasets.values():
             ds.close()
