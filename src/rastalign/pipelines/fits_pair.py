@@ -75,6 +75,14 @@ def estimate_fits(source_path, template_path=None, source_ext=None, template_ext
     Returns ``(AlignmentModel, evidence)``; ``evidence["stats"]`` holds the fit statistics and
     ``evidence["source_info"]``/``["template_info"]`` the inspected HDUs.
     """
+    from rastalign.runtime.scheduler import single_threaded_blas
+
+    with single_threaded_blas():
+        return _estimate_fits(source_path, template_path, source_ext, template_ext, source_cat, template_cat,
+                              template, **opts)
+
+
+def _estimate_fits(source_path, template_path, source_ext, template_ext, source_cat, template_cat, template, **opts):
     from rastalign.io.fits import inspect_fits
 
     o = star_options({k: v for k, v in opts.items() if k in DEFAULTS})
