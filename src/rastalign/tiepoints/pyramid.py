@@ -129,15 +129,19 @@ def build_levels(fixed, fvalid, moving, mvalid, f_fixed, f_moving, use_edges, mi
 
 def moving_coords(level: Level, model: AlignmentModel):
     """The moving level's coordinates ``(lx, ly)`` of every pixel of the fixed level through ``model`` (two
-    arrays of the fixed level's shape)."""
+    arrays of the fixed level's shape: the affine part from level pixel to level pixel by broadcasting, the
+    residual field on the grid, scaled to the moving level)."""
     ny, nx = level.fixed.shape
     to_full, to_level = _scale(level.f_fixed), _unscale(level.f_moving)
-    mx, my = model.on_grid(to_full[0, 0] * np.arange(nx) + to_full[0, 2], to_full[1, 1] * np.arange(ny) + to_full[1, 2])
-    mx *= to_level[0, 0]
-    mx += to_level[0, 2]
-    my *= to_level[1, 1]
-    my += to_level[1, 2]
-    return mx, my
+    a = compose_affine(to_level, compose_affine(model.linear, to_full))
+    xs, ys = np.arange(nx, dtype=float), np.arange(ny, dtype=float)
+    lx = a[0, 0] * xs[None, :] + (a[0, 1] * ys + a[0, 2])[:, None]
+    ly = a[1, 0] * xs[None, :] + (a[1, 1] * ys + a[1, 2])[:, None]
+    if model.field is not None:
+        dx, dy = model.field_on_grid(to_full[0, 0] * xs + to_full[0, 2], to_full[1, 1] * ys + to_full[1, 2])
+        lx += np.multiply(dx, to_level[0, 0], out=dx)
+        ly += np.multiply(dy, to_level[1, 1], out=dy)
+    return lx, ly
 
 
 def _jacobian(level: Level, model: AlignmentModel):
