@@ -158,8 +158,8 @@ def match_windows(fixed, fvalid, coef, mask, mx, my, jac, centres, window, searc
     the current model; ``jac``: its 2 x 2 d(moving px) / d(fixed px). Each window is matched by the compiled
     least-squares matcher (:func:`rastalign._kernels.bspline.lk_windows`), from the phase-correlation peak
     within ``search`` px (``start="phase"``, all windows of a chunk in stacked FFTs), from zero shift
-    (``start="model"``, for a model already within about a pixel) or from given shifts (``start`` (n, 2)). A shift beyond ``search`` + 1 px is refused.
-    Returns a dict of arrays: ``centre`` (n, 2), ``shift`` (n, 2), ``ncc`` (n,), ``ok`` (n,) bool. Shifts are in
+    (``start="model"``, for a model already within about a pixel) or from given shifts (``start`` (n, 2)).
+    A shift beyond ``search`` + 1 px is refused. Returns a dict of arrays: ``centre`` (n, 2), ``shift`` (n, 2), ``ncc`` (n,), ``ok`` (n,) bool. Shifts are in
     the pixels of ``fixed``.
     """
     from rastalign.runtime.scheduler import each_in_threads

@@ -153,13 +153,13 @@ def _prior_shifts(level: Level, centres, prior: TiePoints, jac):
     """Starting shifts (level px) of the windows at ``centres``: the residual (moving px) of the prior tie point
     measured there, through the inverse Jacobian; zero where none was."""
     shifts = np.zeros((len(centres), 2))
-    at = apply_affine(_unscale(level.f_fixed), *prior.fixed.T)
-    cols = int(centres[:, 0].max()) + 1 if len(centres) else 1
-    key = lambda x, y: np.rint(y).astype(np.int64) * cols + np.rint(x).astype(np.int64)  # noqa: E731
-    order = np.argsort(key(*centres.T))
-    where = order[np.clip(np.searchsorted(key(*centres.T), key(*at), sorter=order), 0, len(order) - 1)]
-    found = key(*centres[where].T) == key(*at)
-    shifts[where[found]] = (prior.residual[found] / level.f_moving) @ np.linalg.inv(jac).T
+    index = {(round(x), round(y)): k for k, (x, y) in enumerate(centres.tolist())}
+    px, py = apply_affine(_unscale(level.f_fixed), *prior.fixed.T)
+    steps = (prior.residual / level.f_moving) @ np.linalg.inv(jac).T
+    for x, y, s in zip(px.tolist(), py.tolist(), steps):
+        k = index.get((round(x), round(y)))
+        if k is not None:
+            shifts[k] = s
     return shifts
 
 
