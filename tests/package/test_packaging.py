@@ -57,6 +57,17 @@ def test_test_extra_is_in_environment_yml():
         assert name in specs, f"{name} (pyproject test extra) missing from environment.yml"
 
 
+def test_the_build_requirements_and_a_c_compiler_are_in_environment_yml():
+    """A conda user's "-e ." compiles the kernels: the build backend, Cython and a C compiler come from the
+    environment, at the minimums pyproject's [build-system] asks for."""
+    _, specs = _environment()
+    assert "c-compiler" in specs
+    for name, minimum in _requirements(_pyproject()["build-system"]["requires"]):
+        assert name in specs, f"{name} (pyproject build requirement) missing from environment.yml"
+        if minimum is not None:
+            assert specs[name] == f">={minimum}", f"{name}: environment.yml {specs[name]!r} vs pyproject >={minimum}"
+
+
 def test_python_floor_matches():
     _, specs = _environment()
     floor = _pyproject()["project"]["requires-python"]
