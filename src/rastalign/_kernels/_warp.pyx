@@ -155,6 +155,20 @@ cdef void _row_coords(const double[:, ::1] lin, Py_ssize_t gy, const double* gxs
         ys[c] = (a10 * gxs[c] + cy) + (uy * fy0[c] + ty * fy1[c])
 
 
+cdef inline int _tap(const uint8_t[:, ::1] valid, bint check_valid, Py_ssize_t ix, Py_ssize_t iy, Py_ssize_t sx0,
+                     Py_ssize_t sy0, Py_ssize_t full_w, Py_ssize_t full_h, Py_ssize_t bw,
+                     Py_ssize_t bh) noexcept nogil:
+    """The source pixel ``(ix, iy)`` as a tap of a block at ``(sx0, sy0)`` of ``bw`` x ``bh``: ``FAIL`` outside
+    the source or invalid, ``HALO`` inside the source but outside the block, else ``GOOD``."""
+    if ix < 0 or iy < 0 or ix >= full_w or iy >= full_h:
+        return FAIL
+    if ix - sx0 < 0 or iy - sy0 < 0 or ix - sx0 >= bw or iy - sy0 >= bh:
+        return HALO
+    if check_valid and valid[iy - sy0, ix - sx0] == 0:
+        return FAIL
+    return GOOD
+
+
 cdef int _generic(const srct[:, :, ::1] src, const uint8_t[:, ::1] valid, bint check_valid, double x, double y,
                   Py_ssize_t sx0, Py_ssize_t sy0, Py_ssize_t full_w, Py_ssize_t full_h, int method, double* acc,
                   ) noexcept nogil:
@@ -162,8 +176,8 @@ cdef int _generic(const srct[:, :, ::1] src, const uint8_t[:, ::1] valid, bint c
     (the sum per band in ``acc``, in the fast paths' order, each zero-weight tap's value taken as 0),
     ``FAIL``, or ``HALO`` (a tap inside the source but outside the block)."""
     cdef Py_ssize_t nb = src.shape[0], bh = src.shape[1], bw = src.shape[2]
-    cdef Py_ssize_t ix, iy, bx, by, fx, fy, b, jj, ii
-    cdef int n
+    cdef Py_ssize_t ix, iy, fx, fy, b, jj, ii
+    cdef int n, status
     cdef double w[12]
     cdef double s, cs, tap
     cdef bint use
@@ -172,37 +186,23 @@ cdef int _generic(const srct[:, :, ::1] src, const uint8_t[:, ::1] valid, bint c
     if method == NEAREST:
         ix = <Py_ssize_t>floor(x + 0.5)
         iy = <Py_ssize_t>floor(y + 0.5)
-        if ix < 0 or iy < 0 or ix >= full_w or iy >= full_h:
-            return FAIL
-        bx = ix - sx0
-        by = iy - sy0
-        if bx < 0 or by < 0 or bx >= bw or by >= bh:
-            return HALO
-        if check_valid and valid[by, bx] == 0:
-            return FAIL
+        status = _tap(valid, check_valid, ix, iy, sx0, sy0, full_w, full_h, bw, bh)
+        if status != GOOD:
+            return status
         for b in range(nb):
-            acc[b] = <double>src[b, by, bx]
+            acc[b] = <double>src[b, iy - sy0, ix - sx0]
         return GOOD
     n = _weights(method, x, w, &fx)
     _weights(method, y, w + n, &fy)
     for jj in range(n):  # every tap with a non-zero weight first
         if w[n + jj] == 0.0:
             continue
-        iy = fy + jj
-        if iy < 0 or iy >= full_h:
-            return FAIL
-        by = iy - sy0
         for ii in range(n):
             if w[ii] == 0.0:
                 continue
-            ix = fx + ii
-            if ix < 0 or ix >= full_w:
-                return FAIL
-            bx = ix - sx0
-            if by < 0 or bx < 0 or by >= bh or bx >= bw:
-                return HALO
-            if check_valid and valid[by, bx] == 0:
-                return FAIL
+            status = _tap(valid, check_valid, fx + ii, fy + jj, sx0, sy0, full_w, full_h, bw, bh)
+            if status != GOOD:
+                return status
     for b in range(nb):
         s = 0.0
         for ii in range(n):
