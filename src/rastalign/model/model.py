@@ -127,11 +127,6 @@ class AlignmentModel:
         dx, dy = self.field_at_output(x, y)
         return xm + dx, ym + dy
 
-    def max_field_displacement(self) -> float:
-        if self.field is None:
-            return 0.0
-        return float(max(np.abs(self.field.coef_x).max(), np.abs(self.field.coef_y).max()))
-
     def field_max_px(self, shape, n=65) -> float:
         """Largest residual-field displacement (moving px) over an output grid of ``shape``, sampled on
         ``n x n`` points (the field is a smooth spline: the samples bound it to well under 0.001 px)."""
