@@ -82,15 +82,16 @@ def test_lucas_kanade_recovers_known_shifts_window_by_window():
     fixed[90:, :30] = 1.0  # a flat window: nothing to match
     corners = np.array([[15, 20], [75, 20], [75, 50], [0, 90], [15, 50]], np.intp)
     shift, ncc, good = np.zeros((5, 2)), np.zeros(5), np.array([True, True, True, True, False])
-    bspline.lk_windows(fixed, np.ones(fixed.shape, bool), coef, np.ones(img.shape, bool), gx, gy, corners, 30,
-                       np.eye(2), shift, ncc, good, 20, 1e-6)
+    identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    bspline.lk_windows(fixed, np.ones(fixed.shape, bool), coef, np.ones(img.shape, bool),
+                       bspline.Geometry(identity, fixed.shape), corners, 30, np.eye(2), shift, ncc, good, 20, 1e-6)
     assert good.tolist() == [True, True, True, False, False]  # the flat one fails, the last was not asked for
     np.testing.assert_allclose(shift[:3], [[-0.45, 0.3], [0.2, -0.6], [0.2, -0.6]], atol=1e-3)
     assert (ncc[:3] > 0.999).all() and ncc[3] == 0.0 and ncc[4] == 0.0
     one = np.zeros((1, 2))  # a window alone, from its corner, gives the same shift bit for bit
-    bspline.lk_windows(fixed[50:80, 75:105], np.ones((30, 30), bool), coef, np.ones(img.shape, bool),
-                       gx[50:80, 75:105], gy[50:80, 75:105], np.zeros((1, 2), np.intp), 30, np.eye(2), one,
-                       np.zeros(1), np.ones(1, bool), 20, 1e-6)
+    at = bspline.Geometry([[1.0, 0.0, 75.0], [0.0, 1.0, 50.0]], (30, 30))
+    bspline.lk_windows(fixed[50:80, 75:105], np.ones((30, 30), bool), coef, np.ones(img.shape, bool), at,
+                       np.zeros((1, 2), np.intp), 30, np.eye(2), one, np.zeros(1), np.ones(1, bool), 20, 1e-6)
     assert (one[0] == shift[2]).all()
 
 

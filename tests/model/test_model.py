@@ -92,3 +92,32 @@ def test_a_model_on_a_grid_is_the_model_at_its_points(pre):
     gx, gy = np.meshgrid(xs, ys)
     for got, want in zip(model.on_grid(xs, ys), model(gx, gy)):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-11)
+
+
+@pytest.mark.parametrize("pre", [np.eye(3)[:2], np.array([[0.5, 0.0, 12.0], [0.0, 0.5, -3.0]])])
+@pytest.mark.parametrize("with_field", [True, False])
+def test_a_grid_geometry_gives_the_model_at_its_pixels(pre, with_field):
+    import pickle
+
+    from rastalign._kernels.bspline import window_coords
+
+    rng = np.random.default_rng(10)
+    field = SplineField((0.0, 0.0), (80.0, 60.0), (6, 5), rng.normal(size=(7, 8)), rng.normal(size=(7, 8)))
+    model = AlignmentModel(np.array([[1.001, 0.02, 3.5], [-0.02, 0.999, -1.25]]), field if with_field else None,
+                           pre=pre)
+    to_output = np.array([[4.0, 0.0, 1.5], [0.0, 4.0, 1.5]])  # a level of factor 4
+    after = np.array([[0.5, 0.0, -0.25], [0.0, 0.5, -7.0]])  # to a level of factor 2 of a moving box
+    geom = model.geometry((70, 90), to_output, after)
+    corners = np.array([[0, 0], [33, 41], [90 - 25, 70 - 20]])
+    lx, ly = window_coords(geom, corners, 20, 25)
+    for k, (x0, y0) in enumerate(corners):
+        gx, gy = np.meshgrid(4.0 * np.arange(x0, x0 + 25) + 1.5, 4.0 * np.arange(y0, y0 + 20) + 1.5)
+        mx, my = model(gx, gy)
+        np.testing.assert_allclose(lx[k], 0.5 * mx - 0.25, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(ly[k], 0.5 * my - 7.0, rtol=0, atol=1e-10)
+    again = window_coords(pickle.loads(pickle.dumps(geom)), corners, 20, 25)
+    assert all((a == b).all() for a, b in zip(again, (lx, ly)))
+    with pytest.raises(ValueError, match="leaves the 70 x 90 grid"):
+        window_coords(geom, [[80, 0]], 20, 25)
+    with pytest.raises(ValueError, match="rotated"):
+        model.geometry((70, 90), np.array([[1.0, 0.1, 0.0], [0.0, 1.0, 0.0]]))

@@ -7,6 +7,8 @@ from libc.math cimport exp, fabs, floor, hypot, isfinite, log, sqrt
 from libc.stdint cimport uint8_t
 from libc.stdlib cimport free, malloc
 
+import numpy as np
+
 from rastalign._kernels._weights cimport bspline3
 
 cdef extern from "_lk.h" nogil:
@@ -136,18 +138,143 @@ cdef bint _lk(const double* fixed, const uint8_t* fvalid, const double* coef, Py
     return good
 
 
+cdef struct Geom:
+    double a[6]  # grid pixel (c, r) -> moving px, row-major 2 x 3
+    double sx, sy  # the field's scale to moving px
+    Py_ssize_t nx, ny, nk  # the grid's columns and rows; the field's coefficient columns (0: no field)
+    const double* cx
+    const double* cy
+    const Py_ssize_t* ix  # per column: the field's node interval and its 4 basis weights
+    const double* wx
+    const Py_ssize_t* iy  # per row: the same
+    const double* wy
+
+
+cdef class Geometry:
+    """The moving coordinates of every pixel ``(c, r)`` of a grid of ``shape`` (rows, cols): the affine
+    ``affine`` (2 x 3) of ``(c, r)``, plus the residual field (coefficients ``coef_x``, ``coef_y``) scaled by
+    ``scale`` ``(sx, sy)``, its basis taps given per column (``ix`` (cols,), ``wx`` (cols, 4)) and per row
+    (``iy``, ``wy``). Computed where needed, a window at a time, not held as two arrays of the grid's shape
+    (:func:`window_coords`, :func:`lk_windows`): ``(a00 c + (a01 r + a02)) + sx dx``, the field's value
+    ``dx`` combined down the rows, then across the columns (the order of :func:`field_grid`)."""
+    cdef Geom g
+    cdef object _keep
+
+    def __init__(self, affine, shape, field=None):
+        cdef const double[:, ::1] a = np.ascontiguousarray(affine, np.float64)
+        cdef const double[:, ::1] cx, cy, wx, wy
+        cdef const Py_ssize_t[::1] ix, iy
+        cdef Py_ssize_t k
+        if a.shape[0] != 2 or a.shape[1] != 3:
+            raise ValueError(f"a geometry's affine is 2 x 3, got {a.shape[0]} x {a.shape[1]}")
+        for k in range(6):
+            self.g.a[k] = a[k // 3, k % 3]
+        self.g.ny, self.g.nx = int(shape[0]), int(shape[1])
+        if self.g.ny < 1 or self.g.nx < 1:
+            raise ValueError(f"a geometry's grid has at least one pixel, got {tuple(shape)}")
+        self.g.nk = 0
+        self._keep = (a.base, tuple(shape), field)  # the arrays the pointers below see, and how to pickle it
+        if field is None:
+            return
+        coef_x, coef_y, ix_, wx_, iy_, wy_, (self.g.sx, self.g.sy) = field
+        keep = [np.ascontiguousarray(v, t) for v, t in ((coef_x, np.float64), (coef_y, np.float64), (ix_, np.intp),
+                                                        (wx_, np.float64), (iy_, np.intp), (wy_, np.float64))]
+        cx, cy, ix, wx, iy, wy = keep
+        if ix.shape[0] != self.g.nx or iy.shape[0] != self.g.ny or wx.shape[1] != 4 or wy.shape[1] != 4 \
+                or cy.shape[1] != cx.shape[1] or cy.shape[0] != cx.shape[0]:
+            raise ValueError("a geometry's field taps must match its grid")
+        for k in range(self.g.nx):
+            if ix[k] < 0 or ix[k] + 4 > cx.shape[1]:
+                raise ValueError("a geometry's column taps leave the field's coefficients")
+        for k in range(self.g.ny):
+            if iy[k] < 0 or iy[k] + 4 > cx.shape[0]:
+                raise ValueError("a geometry's row taps leave the field's coefficients")
+        self.g.nk = cx.shape[1]
+        self.g.cx, self.g.cy, self.g.ix, self.g.wx = &cx[0, 0], &cy[0, 0], &ix[0], &wx[0, 0]
+        self.g.iy, self.g.wy = &iy[0], &wy[0, 0]
+        self._keep = (a.base, tuple(shape), field, keep)
+
+    def __reduce__(self):
+        return Geometry, self._keep[:3]
+
+    @property
+    def shape(self):
+        return (self.g.ny, self.g.nx)
+
+
+cdef void _coords(const Geom* g, Py_ssize_t x0, Py_ssize_t y0, Py_ssize_t w, Py_ssize_t h, double* lx, double* ly,
+                  double* rx) noexcept nogil:
+    """The moving coordinates of the ``w`` x ``h`` box of ``g``'s grid at ``(x0, y0)``, row-major; ``rx``
+    scratch of ``2 nk``."""
+    cdef Py_ssize_t r, c, k, j, nk = g.nk
+    cdef double bx, by, ax, ay, x, y
+    cdef const double* wy
+    cdef const double* wx
+    cdef double* ry = rx + nk
+    for r in range(h):
+        y = <double>(y0 + r)
+        bx = g.a[1] * y + g.a[2]
+        by = g.a[4] * y + g.a[5]
+        if nk:
+            j = g.iy[y0 + r] * nk
+            wy = g.wy + 4 * (y0 + r)
+            for k in range(nk):
+                rx[k] = ((wy[0] * g.cx[j + k] + wy[1] * g.cx[j + nk + k]) + wy[2] * g.cx[j + 2 * nk + k]) \
+                    + wy[3] * g.cx[j + 3 * nk + k]
+                ry[k] = ((wy[0] * g.cy[j + k] + wy[1] * g.cy[j + nk + k]) + wy[2] * g.cy[j + 2 * nk + k]) \
+                    + wy[3] * g.cy[j + 3 * nk + k]
+        for c in range(w):
+            x = <double>(x0 + c)
+            ax = g.a[0] * x + bx
+            ay = g.a[3] * x + by
+            if nk:
+                k = g.ix[x0 + c]
+                wx = g.wx + 4 * (x0 + c)
+                ax = ax + (((wx[0] * rx[k] + wx[1] * rx[k + 1]) + wx[2] * rx[k + 2]) + wx[3] * rx[k + 3]) * g.sx
+                ay = ay + (((wx[0] * ry[k] + wx[1] * ry[k + 1]) + wx[2] * ry[k + 2]) + wx[3] * ry[k + 3]) * g.sy
+            lx[r * w + c] = ax
+            ly[r * w + c] = ay
+
+
+cdef _check_boxes(Geometry geom, const Py_ssize_t[:, ::1] corners, Py_ssize_t w, Py_ssize_t h):
+    cdef Py_ssize_t k
+    for k in range(corners.shape[0]):
+        if corners[k, 0] < 0 or corners[k, 1] < 0 or corners[k, 0] + w > geom.g.nx or corners[k, 1] + h > geom.g.ny:
+            raise ValueError(f"window {k} at ({corners[k, 0]}, {corners[k, 1]}) leaves the {geom.g.ny} x "
+                             f"{geom.g.nx} grid")
+
+
+def window_coords(Geometry geom, const Py_ssize_t[:, ::1] corners, Py_ssize_t h, Py_ssize_t w, double[:, :, ::1] lx,
+                  double[:, :, ::1] ly):
+    """The moving coordinates of the ``h`` x ``w`` boxes of ``geom``'s grid whose top-left pixels are
+    ``corners`` (k, 2) ``(x, y)``, into ``lx``, ``ly`` (k, h, w). No GIL."""
+    cdef Py_ssize_t k
+    cdef double* rx = <double*>malloc((2 * geom.g.nk + 1) * sizeof(double))
+    if rx == NULL:
+        raise MemoryError()
+    _check_boxes(geom, corners, w, h)
+    with nogil:
+        for k in range(corners.shape[0]):
+            _coords(&geom.g, corners[k, 0], corners[k, 1], w, h, &lx[k, 0, 0], &ly[k, 0, 0], rx)
+    free(rx)
+
+
 def lk_windows(const float[:, ::1] fixed, const uint8_t[:, ::1] fvalid, const double[:, ::1] coef,
-               const uint8_t[:, ::1] mask, const double[:, ::1] mx, const double[:, ::1] my,
-               const Py_ssize_t[:, ::1] corners, Py_ssize_t window, const double[:, ::1] jac, double[:, ::1] shift,
-               double[::1] ncc, uint8_t[::1] good, int iterations, double tol):
+               const uint8_t[:, ::1] mask, Geometry geom, const Py_ssize_t[:, ::1] corners, Py_ssize_t window,
+               const double[:, ::1] jac, double[:, ::1] shift, double[::1] ncc, uint8_t[::1] good, int iterations,
+               double tol):
     """Least-squares matching (:func:`_lk`) of every ``window`` x ``window`` window of ``fixed`` whose top-left
     pixel is ``corners[k]`` ``(x, y)`` and whose ``good[k]`` is set on entry, with the moving level's
-    coordinates of its pixels at zero shift in ``mx``, ``my`` (the fixed image's shape), from ``shift[k]``.
-    Writes ``shift``, ``ncc`` and ``good`` (false: too flat, too little valid data, or the matching failed)."""
+    coordinates of its pixels at zero shift from ``geom`` (a grid of the fixed image's shape), from
+    ``shift[k]``. Writes ``shift``, ``ncc`` and ``good`` (false: too flat, too little valid data, or the
+    matching failed)."""
     cdef Py_ssize_t m = window * window, k, r, c, x0, y0, i, cnt
     cdef double mean, var
     cdef double s[2]
-    cdef double* buf = <double*>malloc(6 * m * sizeof(double))
+    if geom.g.ny != fixed.shape[0] or geom.g.nx != fixed.shape[1]:
+        raise ValueError("the geometry's grid is not the fixed image's")
+    _check_boxes(geom, corners, window, window)
+    cdef double* buf = <double*>malloc((6 * m + 2 * geom.g.nk + 1) * sizeof(double))
     cdef uint8_t* vbuf = <uint8_t*>malloc(2 * m)
     if buf == NULL or vbuf == NULL:
         free(buf)
@@ -157,6 +284,7 @@ def lk_windows(const float[:, ::1] fixed, const uint8_t[:, ::1] fvalid, const do
     cdef double* lx = buf + m
     cdef double* ly = buf + 2 * m
     cdef double* work = buf + 3 * m
+    cdef double* rx = buf + 6 * m
     cdef uint8_t* fv = vbuf
     cdef uint8_t* ok = vbuf + m
     if _getrf == NULL:
@@ -175,8 +303,6 @@ def lk_windows(const float[:, ::1] fixed, const uint8_t[:, ::1] fvalid, const do
                     i = r * window + c
                     fw[i] = fixed[y0 + r, x0 + c]
                     fv[i] = fvalid[y0 + r, x0 + c]
-                    lx[i] = mx[y0 + r, x0 + c]
-                    ly[i] = my[y0 + r, x0 + c]
                     if fv[i]:
                         mean += fw[i]
                         cnt += 1
@@ -190,6 +316,7 @@ def lk_windows(const float[:, ::1] fixed, const uint8_t[:, ::1] fvalid, const do
             if cnt < m // 4 or var < 1e-18:  # a flat window (std below 1e-9) or mostly invalid: no match
                 good[k] = 0
                 continue
+            _coords(&geom.g, x0, y0, window, window, lx, ly, rx)
             s[0] = shift[k, 0]
             s[1] = shift[k, 1]
             good[k] = _lk(fw, fv, &coef[0, 0], coef.shape[0], coef.shape[1], &mask[0, 0], lx, ly, m, &jac[0, 0],

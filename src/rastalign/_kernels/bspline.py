@@ -38,18 +38,30 @@ def sample(coef, mask, lx, ly):
     return out, ok
 
 
-def lk_windows(fixed, fvalid, coef, mask, mx, my, corners, window, jac, shift, ncc, good, iterations, tol):
+Geometry = _bspline.Geometry
+
+
+def window_coords(geometry, corners, h, w):
+    """``(lx, ly)``, each (k, h, w): the moving coordinates (:class:`Geometry`) of the ``h`` x ``w`` boxes of
+    the geometry's grid whose top-left pixels are ``corners`` (k, 2) ``(x, y)``."""
+    corners = np.ascontiguousarray(np.reshape(corners, (-1, 2)), np.intp)
+    lx, ly = np.empty((len(corners), h, w)), np.empty((len(corners), h, w))
+    _bspline.window_coords(geometry, corners, int(h), int(w), lx, ly)
+    return lx, ly
+
+
+def lk_windows(fixed, fvalid, coef, mask, geometry, corners, window, jac, shift, ncc, good, iterations, tol):
     """Iterated least-squares matching (shift + gain + offset) of many windows of one level in one call,
     without the GIL: the ``window`` x ``window`` windows of ``fixed`` (validity ``fvalid``) whose top-left
     pixels are ``corners`` (k, 2) ``(x, y)``, against the spline ``coef`` of the moving level (``mask``: where
-    all its taps are valid), whose coordinates at zero shift are ``mx, my`` (of ``fixed``'s shape); ``jac``
-    the 2 x 2 d(moving px) / d(fixed px). Windows whose ``good`` is false on entry are skipped. From
-    ``shift`` (k, 2), writes the shifts with ``moving(T(p + s)) ~ fixed(p)``, ``ncc`` (k,) and ``good``
-    (k,) (contiguous arrays, updated in place)."""
+    all its taps are valid), whose coordinates at zero shift are ``geometry``'s (:class:`Geometry`, a grid of
+    ``fixed``'s shape, computed a window at a time); ``jac`` the 2 x 2 d(moving px) / d(fixed px). Windows
+    whose ``good`` is false on entry are skipped. From ``shift`` (k, 2), writes the shifts with
+    ``moving(T(p + s)) ~ fixed(p)``, ``ncc`` (k,) and ``good`` (k,) (contiguous arrays, updated in place)."""
     _bspline.lk_windows(np.ascontiguousarray(fixed, np.float32), _u8(fvalid), np.ascontiguousarray(coef, np.float64),
-                        _u8(mask), np.ascontiguousarray(mx, np.float64), np.ascontiguousarray(my, np.float64),
-                        np.ascontiguousarray(corners, np.intp), int(window), np.ascontiguousarray(jac, np.float64),
-                        shift, ncc, good.view(np.uint8), int(iterations), float(tol))
+                        _u8(mask), geometry, np.ascontiguousarray(corners, np.intp), int(window),
+                        np.ascontiguousarray(jac, np.float64), shift, ncc, good.view(np.uint8), int(iterations),
+                        float(tol))
 
 
 def eval_field(coef_x, coef_y, ox, oy, sx, sy, nx_nodes, ny_nodes, x, y, outx, outy):

@@ -121,6 +121,25 @@ class AlignmentModel:
             ym += dy
         return xm, ym
 
+    def geometry(self, shape, to_output=IDENTITY, after=IDENTITY):
+        """The moving coordinates of a grid of ``shape`` (rows, cols) as a compiled
+        :class:`~rastalign._kernels.bspline.Geometry`, computed where they are needed instead of held as two
+        arrays of that shape: the grid's pixel ``(c, r)`` is the output pixel ``to_output(c, r)``, and the
+        coordinates are ``after`` (an affine of moving px) of the model there. ``to_output``, ``after`` and
+        :attr:`pre` scale and translate each axis (no rotation)."""
+        from rastalign._kernels.bspline import Geometry
+
+        grid = compose_affine(self.pre, to_output)  # grid pixel -> solve px
+        if any(m[0, 1] != 0 or m[1, 0] != 0 for m in (grid, after)):
+            raise ValueError("a grid geometry scales and translates each axis; this grid is rotated")
+        a = compose_affine(after, compose_affine(self.linear, to_output))
+        if self.field is None:
+            return Geometry(a, shape)
+        xs = grid[0, 0] * np.arange(shape[1], dtype=float) + grid[0, 2]
+        ys = grid[1, 1] * np.arange(shape[0], dtype=float) + grid[1, 2]
+        return Geometry(a, shape, (self.field.coef_x, self.field.coef_y, *self.field.taps(xs, ys),
+                                   (after[0, 0], after[1, 1])))
+
     def __call__(self, x, y):
         """Moving-pixel coordinates ``(xm, ym)`` of output pixels ``(x, y)``."""
         xm, ym = apply_affine(self.linear, x, y)

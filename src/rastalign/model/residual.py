@@ -66,12 +66,18 @@ class SplineField:
         per row, then per column (compiled: about 4 multiply-adds a point instead of 16)."""
         from rastalign._kernels._bspline import field_grid
 
-        ix, wx = _axis_taps(xs, self.origin[0], self.spacing[0], self.nodes[0])
-        iy, wy = _axis_taps(ys, self.origin[1], self.spacing[1], self.nodes[1])
+        ix, wx, iy, wy = self.taps(xs, ys)
         dx, dy = np.empty((len(iy), len(ix))), np.empty((len(iy), len(ix)))
         field_grid(np.ascontiguousarray(self.coef_x, float), np.ascontiguousarray(self.coef_y, float), iy, wy, ix,
                    wx, dx, dy)
         return dx, dy
+
+    def taps(self, xs, ys):
+        """``(ix, wx, iy, wy)``: the node interval and the 4 basis weights of each of the columns ``xs`` and of
+        each of the rows ``ys`` (solve px) of a grid (:func:`_axis_taps`)."""
+        ix, wx = _axis_taps(xs, self.origin[0], self.spacing[0], self.nodes[0])
+        iy, wy = _axis_taps(ys, self.origin[1], self.spacing[1], self.nodes[1])
+        return ix, wx, iy, wy
 
     def to_dict(self):
         return {"type": "bspline3", "origin": list(self.origin), "spacing": list(self.spacing),

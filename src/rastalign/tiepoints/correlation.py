@@ -18,7 +18,7 @@ import functools
 
 import numpy as np
 
-from rastalign._kernels.bspline import lk_windows, sample
+from rastalign._kernels.bspline import lk_windows, sample, window_coords
 
 
 CHUNK = 64  # windows per task: a chunk's stacked spectra stay a few MB
@@ -136,11 +136,11 @@ def _stack(image, corners, window):
     return image[(corners[:, 1, None] + r)[:, :, None], (corners[:, 0, None] + r)[:, None, :]]
 
 
-def _phase_starts(fixed, fvalid, coef, mask, mx, my, corners, window, search):
+def _phase_starts(fixed, fvalid, coef, mask, geometry, corners, window, search):
     """Starting shifts (k, 2) of the matching from the phase-correlation peaks within ``search`` px, and
     whether each window is worth matching (its moving window at least half valid and not flat)."""
     fw, fv = _stack(fixed, corners, window), _stack(fvalid, corners, window)
-    mw, mv = sample(coef, mask, _stack(mx, corners, window), _stack(my, corners, window))
+    mw, mv = sample(coef, mask, *window_coords(geometry, corners, window, window))
     mean = _masked_mean(mw, mv)[:, None, None]
     var = _masked_mean((mw - mean) ** 2, mv)
     usable = (mv.mean(axis=(1, 2)) >= 0.5) & (var >= 1e-18)
@@ -148,14 +148,14 @@ def _phase_starts(fixed, fvalid, coef, mask, mx, my, corners, window, search):
     return np.column_stack([sx, sy]), usable
 
 
-def match_windows(fixed, fvalid, coef, mask, mx, my, jac, centres, window, search, start="phase", tol=5e-4,
+def match_windows(fixed, fvalid, coef, mask, geometry, jac, centres, window, search, start="phase", tol=5e-4,
                   iterations=10):
     """Measure the residual shift at every window centre (in :data:`CHUNK`-window tasks of the threaded
     scheduler, each a few array operations and one compiled call).
 
     ``fixed``, ``fvalid``: the fixed level; ``coef``, ``mask``: the moving level's spline coefficients and where
-    all their taps are valid; ``mx``, ``my``: the moving level's coordinates of every fixed-level pixel through
-    the current model; ``jac``: its 2 x 2 d(moving px) / d(fixed px). Each window is matched by the compiled
+    all their taps are valid; ``geometry``: the moving level's coordinates of every fixed-level pixel through
+    the current model (a :class:`~rastalign._kernels.bspline.Geometry`); ``jac``: its 2 x 2 d(moving px) / d(fixed px). Each window is matched by the compiled
     least-squares matcher (:func:`rastalign._kernels.bspline.lk_windows`), from the phase-correlation peak
     within ``search`` px (``start="phase"``, all windows of a chunk in stacked FFTs), from zero shift
     (``start="model"``, for a model already within about a pixel) or from given shifts (``start`` (n, 2)).
@@ -174,8 +174,8 @@ def match_windows(fixed, fvalid, coef, mask, mx, my, jac, centres, window, searc
     def part(k):
         s = parts[k]
         if isinstance(start, str) and start == "phase":
-            shift[s], ok[s] = _phase_starts(fixed, fvalid, coef, mask, mx, my, corners[s], window, search)
-        lk_windows(fixed, fvalid, coef, mask, mx, my, corners[s], window, jac, shift[s], ncc[s], ok[s], iterations,
+            shift[s], ok[s] = _phase_starts(fixed, fvalid, coef, mask, geometry, corners[s], window, search)
+        lk_windows(fixed, fvalid, coef, mask, geometry, corners[s], window, jac, shift[s], ncc[s], ok[s], iterations,
                    tol)
 
     each_in_threads(part, len(parts))

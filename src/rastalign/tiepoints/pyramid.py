@@ -17,7 +17,7 @@ import numpy as np
 from rastalign.errors import AlignmentError
 from rastalign.geometry.affine import apply_affine, compose_affine
 from rastalign.model.model import AlignmentModel
-from rastalign._kernels.bspline import coefficients, sample as sample_bspline3
+from rastalign._kernels.bspline import coefficients, sample as sample_bspline3, window_coords
 from rastalign._kernels.pixels import edge_proxy, equalised, erode3, normalised
 from rastalign._kernels.blocks import downsample2
 from rastalign.tiepoints.correlation import match_windows, phase_shift, window_centres
@@ -127,21 +127,11 @@ def build_levels(fixed, fvalid, moving, mvalid, f_fixed, f_moving, use_edges, mi
     return levels
 
 
-def moving_coords(level: Level, model: AlignmentModel):
-    """The moving level's coordinates ``(lx, ly)`` of every pixel of the fixed level through ``model`` (two
-    arrays of the fixed level's shape: the affine part from level pixel to level pixel by broadcasting, the
-    residual field on the grid, scaled to the moving level)."""
-    ny, nx = level.fixed.shape
-    to_full, to_level = _scale(level.f_fixed), _unscale(level.f_moving)
-    a = compose_affine(to_level, compose_affine(model.linear, to_full))
-    xs, ys = np.arange(nx, dtype=float), np.arange(ny, dtype=float)
-    lx = a[0, 0] * xs[None, :] + (a[0, 1] * ys + a[0, 2])[:, None]
-    ly = a[1, 0] * xs[None, :] + (a[1, 1] * ys + a[1, 2])[:, None]
-    if model.field is not None:
-        dx, dy = model.field_on_grid(to_full[0, 0] * xs + to_full[0, 2], to_full[1, 1] * ys + to_full[1, 2])
-        lx += np.multiply(dx, to_level[0, 0], out=dx)
-        ly += np.multiply(dy, to_level[1, 1], out=dy)
-    return lx, ly
+def geometry(level: Level, model: AlignmentModel):
+    """The moving level's coordinates of every pixel of the fixed level through ``model``, as a compiled
+    :class:`~rastalign._kernels.bspline.Geometry` (:meth:`AlignmentModel.geometry`: computed a window at a
+    time where the matcher needs them)."""
+    return model.geometry(level.fixed.shape, _scale(level.f_fixed), _unscale(level.f_moving))
 
 
 def _jacobian(level: Level, model: AlignmentModel):
@@ -165,7 +155,9 @@ def _prior_shifts(level: Level, centres, prior: TiePoints, jac):
 
 def global_offset(level: Level, model: AlignmentModel):
     """Translate ``model`` by the phase-correlation offset of the whole overlap at this level."""
-    mw, mv = sample_bspline3(*level.spline(), *moving_coords(level, model))
+    ny, nx = level.fixed.shape
+    lx, ly = window_coords(geometry(level, model), [(0, 0)], ny, nx)
+    mw, mv = sample_bspline3(*level.spline(), lx[0], ly[0])
     sx, sy, peak = phase_shift(level.fixed, mw, level.fvalid, mv, near_peak=GLOBAL_NEAR_PEAK)
     s = np.array([sx, sy]) * level.f_fixed
     shifted = compose_affine(model.affine, np.array([[1.0, 0.0, s[0]], [0.0, 1.0, s[1]]]))
@@ -183,7 +175,7 @@ def measure(level: Level, model: AlignmentModel, window, step, min_valid, search
     jac = _jacobian(level, model)
     if prior is not None:
         start = _prior_shifts(level, centres, prior, jac)
-    res = match_windows(level.fixed, level.fvalid, *level.spline(), *moving_coords(level, model), jac, centres,
+    res = match_windows(level.fixed, level.fvalid, *level.spline(), geometry(level, model), jac, centres,
                         window, search, start=start, tol=tol)
     ok = res["ok"] & (res["ncc"] > 0)  # an anticorrelated window (an inverted band without edge proxies) says nothing
     c = res["centre"][ok]
