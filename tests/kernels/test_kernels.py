@@ -175,3 +175,22 @@ def test_spline_coefficients_are_scipys_mirror_prefilter(shape):
     gy, gx = np.mgrid[0:shape[0], 0:shape[1]].astype(float)
     vals = ndimage.map_coordinates(coef, [gy, gx], order=3, prefilter=False, mode="mirror")
     np.testing.assert_allclose(vals, img, rtol=0, atol=1e-10)
+
+
+def test_edge_proxy_is_the_gradient_magnitude_away_from_invalid_pixels():
+    from rastalign._kernels.pixels import edge_proxy, erode3
+
+    rng = np.random.default_rng(11)
+    img = rng.normal(0, 1, (60, 70)).astype(np.float32)
+    valid = rng.random((60, 70)) > 0.05
+    img[~valid] = np.nan  # never read
+    want_near = ndimage.binary_erosion(valid, np.ones((3, 3)), border_value=0)
+    assert np.array_equal(erode3(valid), want_near)
+    e, near = edge_proxy(img, valid)
+    assert np.array_equal(near, want_near) and e.dtype == np.float32
+    x = np.where(valid, img, 0).astype(np.float64)
+    gx = np.zeros_like(x)
+    gy = np.zeros_like(x)
+    gx[:, 1:-1], gy[1:-1] = x[:, 2:] - x[:, :-2], x[2:] - x[:-2]
+    np.testing.assert_allclose(e, np.where(want_near, np.hypot(gx, gy), 0), rtol=1e-6, atol=1e-6)
+    assert (e[~near] == 0).all() and np.isfinite(e).all()

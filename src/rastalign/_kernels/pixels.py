@@ -1,5 +1,5 @@
 """Pixel kernels shared by every layer: validity masks, erosion, the edge proxy, equalisation and
-normalisation, in numpy (equalisation's loops compiled, loaded on first use, so reading a raster never
+normalisation (erosion, edges and equalisation compiled, loaded on first use, so reading a raster never
 loads them). Arrays in, arrays out."""
 import numpy as np
 
@@ -23,29 +23,25 @@ def validity(data, nodata):
 
 
 def erode3(valid):
-    """3x3 binary erosion with invalid borders, by shifted ANDs (fast, bounded memory)."""
-    v = np.asarray(valid, bool)
-    out = v.copy()
-    out[0, :] = out[-1, :] = False
-    out[:, 0] = out[:, -1] = False
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy or dx:
-                out[1:-1, 1:-1] &= v[1 + dy:v.shape[0] - 1 + dy, 1 + dx:v.shape[1] - 1 + dx]
+    """3x3 binary erosion with invalid borders (compiled)."""
+    from rastalign._kernels._blocks import erode3 as _erode3
+
+    v = np.ascontiguousarray(valid, bool)
+    out = np.empty(v.shape, bool)
+    _erode3(v.view(np.uint8), out.view(np.uint8))
     return out
 
 
 def edge_proxy(img, valid):
-    """Gradient magnitude (central differences), zero on and next to invalid pixels."""
-    x = np.where(valid, np.asarray(img, np.float32), np.float32(0))  # invalid (NaN/Inf) values never enter
-    gx = np.zeros_like(x)
-    gy = np.zeros_like(x)
-    gx[:, 1:-1] = x[:, 2:] - x[:, :-2]
-    gy[1:-1, :] = x[2:, :] - x[:-2, :]
-    e = np.sqrt(gx * gx + gy * gy)
+    """Gradient magnitude (central differences, float32), zero on and next to invalid pixels: ``(edges,
+    near)``, ``near`` the pixels whose differences see valid pixels only (:func:`erode3`). Compiled, one
+    pass."""
+    from rastalign._kernels._blocks import edges
+
     near = erode3(valid)
-    e[~near] = 0.0
-    return e, near
+    out = np.empty(near.shape, np.float32)
+    edges(np.ascontiguousarray(img, np.float32), near.view(np.uint8), out)
+    return out, near
 
 
 def equalised(img, valid, bins=4096):
@@ -53,15 +49,12 @@ def equalised(img, valid, bins=4096):
     of ``bins`` equal bins; 0 where invalid): two images of one scene that differ by any monotonic radiometric
     transform (another band, inverted, bent) become the same image or its negative, so their edges match
     without a bias from the transform's slope. float32, three compiled passes over the image."""
-    from rastalign._kernels._blocks import equalise
+    from rastalign._kernels._blocks import equalise, valid_range
 
     x = np.ascontiguousarray(img, np.float32)
     ok = np.ascontiguousarray(valid, bool)
     out = np.zeros(x.shape, np.float32)
-    if not ok.any():
-        return out
-    v = x[ok]
-    lo, hi = float(v.min()), float(v.max())
+    lo, hi = valid_range(x, ok.view(np.uint8))
     if hi > lo:
         equalise(x, ok.view(np.uint8), lo, hi, int(bins), out)
     return out

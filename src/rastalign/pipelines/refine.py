@@ -77,11 +77,13 @@ def refine_native(model, tp: TiePoints, fixed, moving, fband, mband, fnodata, mn
         return tp
     chosen = tile_windows(pick_tiles(tp.fixed[idx], tp.weight[idx], window, fshape), n_max, window)
     tiles = []
-    for points in chosen:  # in pick_tiles' order; each input is read once per tile, over all its windows
-        boxes = [b for b in (window_boxes(p, model, window, fshape, mshape) for p in points) if b is not None]
-        if boxes:
-            tiles.append((boxes, _piece(fixed, fband, fnodata, union([b[1] for b in boxes])),
-                          _piece(moving, mband, mnodata, union([b[2] for b in boxes]))))
+    boxes, inside = window_boxes(chosen.reshape(-1, 2), model, window, fshape, mshape)
+    tile_of = np.repeat(np.arange(len(chosen)), chosen.shape[1])
+    boxes, tile_of = boxes[inside], tile_of[inside]
+    for k in np.unique(tile_of):  # in pick_tiles' order; each input is read once per tile, over all its windows
+        b = boxes[tile_of == k]
+        tiles.append((b, _piece(fixed, fband, fnodata, union(b[:, 2:6])), _piece(moving, mband, mnodata,
+                                                                                 union(b[:, 6:]))))
     groups = [list(g) for g in _split(tiles, 4 * parallelism())]  # a few tiles per task
     task = dask.delayed(_tiles, pure=True)
     done = dask.compute(*[task(g, model, window, use_edges) for g in groups])
