@@ -9,6 +9,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import psutil
 
 
@@ -36,6 +37,20 @@ def run_measured(cmd, poll=0.05, env=None, timeout=None):
         time.sleep(poll)
     out, err = proc.communicate()
     return proc.returncode, time.perf_counter() - t0, peak / 2 ** 20, out, err
+
+
+def warm_estimate(moving, fixed, repeats=5):
+    """Median wall time (s) of ``rastalign.estimate`` of the pair in this process after one run to warm it
+    (imports loaded, the files in the page cache): the estimation alone, reads and proxies included."""
+    import rastalign
+
+    rastalign.estimate(str(moving), str(fixed))
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        rastalign.estimate(str(moving), str(fixed))
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
 
 
 def write_results(name, rows, **meta):

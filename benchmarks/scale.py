@@ -9,7 +9,9 @@ deflate-compressed GeoTIFF. Wall time and peak RSS of each whole process tree.
 
 Estimation is set beside one plain read of both inputs: a fresh process reads each input
 whole with rasterio (one thread, as GDAL reads by default), timed after its imports; the
-ratio ``estimate_over_read`` is rastalign's estimation time (from its report) over that read.
+ratio ``estimate_over_read`` is rastalign's estimation time in the command's fresh process (from its report)
+over that read, and ``warm_over_read`` the same for the estimation alone in this (warm) process, median of 3
+after one run.
 
     python benchmarks/scale.py [--sizes 2048 4096 8192 16384] [--extra ...]
 """
@@ -28,7 +30,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _measure import run_measured, write_results  # noqa: E402
+from _measure import run_measured, warm_estimate, write_results  # noqa: E402
 
 
 def affine_vrt(moving, model, out_vrt):
@@ -105,6 +107,8 @@ def main(argv=None):
             row["warp_write_s"] = round(rep["timings_s"]["warp_write_s"], 2)
             row["read_both_s"] = round(plain_read_s(moving, fixed), 2)
             row["estimate_over_read"] = round(row["estimate_s"] / row["read_both_s"], 3)
+            row["estimate_warm_s"] = round(warm_estimate(moving, fixed, repeats=3), 3)
+            row["warm_over_read"] = round(row["estimate_warm_s"] / row["read_both_s"], 3)
             model = load_model(d / "model.json")
             err = np.hypot(*[np.asarray(v) for v in np.subtract(model(*np.meshgrid(np.arange(0, n, n // 16),
                                                                                     np.arange(0, n, n // 16))),
@@ -134,15 +138,16 @@ def main(argv=None):
                     p.unlink()
     nan = float("nan")
     print(f"{'size':>6s} {'Mpx':>7s} {'wall s':>7s} {'s/Mpx':>7s} {'peak MB':>8s} {'est s':>6s} {'read s':>6s} "
-          f"{'est/read':>8s} {'warp s':>7s} {'gdalwarp s':>10s} {'ratio':>6s}")
+          f"{'est/read':>8s} {'warm/read':>9s} {'warp s':>7s} {'gdalwarp s':>10s} {'ratio':>6s}")
     for r in rows:
         print(f"{r['size']:6d} {r['mpx']:7.1f} {r['wall_s']:7.1f} {r['s_per_mpx']:7.3f} {r['peak_rss_mb']:8.0f} "
               f"{r.get('estimate_s', nan):6.1f} {r.get('read_both_s', nan):6.1f} {r.get('estimate_over_read', nan):8.2f} "
+              f"{r.get('warm_over_read', nan):9.2f} "
               f"{r.get('warp_write_s', nan):7.1f} {r.get('gdalwarp_wall_s', nan):10.1f} "
               f"{r.get('ratio_to_gdalwarp', nan):6.2f}")
     if args.repeat > 1:
-        keys = ("wall_s", "estimate_s", "read_both_s", "estimate_over_read", "warp_write_s", "gdalwarp_wall_s",
-                "ratio_to_gdalwarp")
+        keys = ("wall_s", "estimate_s", "read_both_s", "estimate_over_read", "estimate_warm_s", "warm_over_read",
+                "warp_write_s", "gdalwarp_wall_s", "ratio_to_gdalwarp")
         medians = [{"size": n, "median_of": args.repeat,
                     **{k: round(float(np.median([r[k] for r in rows if r["size"] == n and k in r])), 3)
                        for k in keys if any(k in r for r in rows if r["size"] == n)}} for n in args.sizes]

@@ -16,14 +16,13 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _measure import run_measured, write_results  # noqa: E402
+from _measure import run_measured, warm_estimate, write_results  # noqa: E402
 
 CASE = dict(rotation_deg=0.25, shift=(3.37, -2.61), distortion_px=2.0)
 
@@ -48,20 +47,6 @@ def score(out, fixed, truth, model_path, n_side=12, window=128):
     s = summarize(np.array(rows))
     return {"model_err_median_px": float(np.median(err)), "model_err_p95_px": float(np.percentile(err, 95)),
             "image_median_px": s["median_px"], "image_p95_px": s["p95_px"], "image_max_px": s["max_px"]}
-
-
-def warm_estimate(moving, fixed, repeats=5):
-    """Median wall time (s) of ``rastalign.estimate`` of the pair in this process after one run to warm it
-    (imports loaded, the files in the page cache): the estimation alone, reads and proxies included."""
-    import rastalign
-
-    rastalign.estimate(str(moving), str(fixed))
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        rastalign.estimate(str(moving), str(fixed))
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def main(argv=None):

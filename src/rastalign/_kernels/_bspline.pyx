@@ -3,7 +3,7 @@
 estimation windows and the residual field's evaluation, compiled (see :mod:`rastalign._kernels.bspline`).
 Arrays are flat and C-contiguous here; masks are uint8. The weights are :mod:`._weights`', the warp's."""
 from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
-from libc.math cimport exp, fabs, floor, hypot, isfinite, log, sqrt
+from libc.math cimport exp, fabs, floor, hypot, isfinite, log, rint, sqrt
 from libc.stdint cimport uint8_t
 from libc.stdlib cimport free, malloc
 
@@ -454,3 +454,33 @@ def field_grid(const double[:, ::1] coef_x, const double[:, ::1] coef_y, const P
                 outx[r, c] = ax
                 outy[r, c] = ay
     free(rx)
+
+
+def footprint(Geometry geom, const uint8_t[:, ::1] valid, double offset, double f, uint8_t[:, ::1] inside,
+              uint8_t[:, ::1] ok):
+    """For every pixel of ``geom``'s grid: the nearest pixel ``rint((coordinate - offset) / f)`` of an image
+    whose validity is ``valid`` (a level of factor ``f`` of the moving image, ``offset = (f - 1) / 2``):
+    ``inside`` whether it lies in the image, ``ok`` whether it is also valid. No GIL."""
+    cdef Py_ssize_t ny = geom.g.ny, nx = geom.g.nx, my = valid.shape[0], mx = valid.shape[1], r, c, ix, iy
+    cdef double x, y
+    cdef double* buf = <double*>malloc((2 * nx + 2 * geom.g.nk + 1) * sizeof(double))
+    if buf == NULL:
+        raise MemoryError()
+    if inside.shape[0] != ny or inside.shape[1] != nx or ok.shape[0] != ny or ok.shape[1] != nx:
+        free(buf)
+        raise ValueError("the footprint's outputs must have the geometry's shape")
+    with nogil:
+        for r in range(ny):
+            _coords(&geom.g, 0, r, nx, 1, buf, buf + nx, buf + 2 * nx)
+            for c in range(nx):
+                x = rint((buf[c] - offset) / f)
+                y = rint((buf[nx + c] - offset) / f)
+                if x >= 0 and y >= 0 and x < mx and y < my:
+                    ix = <Py_ssize_t>x
+                    iy = <Py_ssize_t>y
+                    inside[r, c] = 1
+                    ok[r, c] = valid[iy, ix] != 0
+                else:
+                    inside[r, c] = 0
+                    ok[r, c] = 0
+    free(buf)

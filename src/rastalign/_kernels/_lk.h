@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include "_weights.h"
 
 #include "_compat.h"
@@ -67,6 +68,32 @@ static inline int ra_point(const double *RA_RESTRICT coef, ptrdiff_t ny, ptrdiff
     return 1;
 }
 
+/* The four lanes' sums over the 4 x 4 taps (row weights wy, dwy; column weights wx, dwx): value v and
+ * derivatives dvx, dvy. Lane k's taps start at base[k] or, without base, at row + k (adjacent points). */
+static inline __attribute__((always_inline)) void ra_lanes_taps(const double *row, const double *const *base,
+                                                                 ptrdiff_t nx, const ra_v4d *wx, const ra_v4d *dwx,
+                                                                 const ra_v4d *wy, const ra_v4d *dwy, ra_v4d *v,
+                                                                 ra_v4d *dvx, ra_v4d *dvy) {
+    ptrdiff_t jj, ii;
+    for (jj = 0; jj < 4; jj++) {
+        ra_v4d r = {0.0, 0.0, 0.0, 0.0}, rd = r, c;
+        for (ii = 0; ii < 4; ii++) {
+            ptrdiff_t o = jj * nx + ii;
+            if (base) {
+                ra_v4d g = {base[0][o], base[1][o], base[2][o], base[3][o]};
+                c = g;
+            } else {
+                memcpy(&c, row + o, sizeof c);
+            }
+            r += wx[ii] * c;
+            rd += dwx[ii] * c;
+        }
+        *v += wy[jj] * r;
+        *dvx += wy[jj] * rd;
+        *dvy += dwy[jj] * r;
+    }
+}
+
 /* Value and gradient (with respect to the fixed-grid shift; jac the 2 x 2 d(moving px) / d(fixed px),
  * row-major) of the spline of coef (ny x nx) at the n points (lx + ox, ly + oy), and whether each is usable
  * (ok). Groups of four points whose 16 taps all lie inside the coefficients go through the lanes; the rest,
@@ -76,7 +103,7 @@ RA_CLONES static void ra_sample_grad(const double *RA_RESTRICT coef, ptrdiff_t n
                                      const double *RA_RESTRICT ly, ptrdiff_t n, double ox, double oy,
                                      const double *RA_RESTRICT jac, double *RA_RESTRICT val,
                                      double *RA_RESTRICT gx, double *RA_RESTRICT gy, uint8_t *RA_RESTRICT ok) {
-    ptrdiff_t i = 0, k, jj, ii;
+    ptrdiff_t i = 0, k;
     for (; i + 4 <= n; i += 4) {
         double x[4], y[4], fx[4], fy[4];
         const double *base[4];
@@ -108,18 +135,13 @@ RA_CLONES static void ra_sample_grad(const double *RA_RESTRICT coef, ptrdiff_t n
             ra_v4d wx[4], dwx[4], wy[4], dwy[4], v = {0.0, 0.0, 0.0, 0.0}, dvx = v, dvy = v, gxv, gyv;
             ra_bspline3_v(tx, wx, dwx);
             ra_bspline3_v(ty, wy, dwy);
-            for (jj = 0; jj < 4; jj++) {
-                ra_v4d r = {0.0, 0.0, 0.0, 0.0}, rd = r;
-                for (ii = 0; ii < 4; ii++) {
-                    ptrdiff_t o = jj * nx + ii;
-                    ra_v4d c = {base[0][o], base[1][o], base[2][o], base[3][o]};
-                    r += wx[ii] * c;
-                    rd += dwx[ii] * c;
-                }
-                v += wy[jj] * r;
-                dvx += wy[jj] * rd;
-                dvy += dwy[jj] * r;
-            }
+            /* four consecutive points of a row whose taps are consecutive columns of the same rows (a geometry
+             * close to the grid's, the common case): each tap of the four lanes is one load of four adjacent
+             * coefficients; else gathered lane by lane. The same values either way. */
+            if (base[1] == base[0] + 1 && base[2] == base[0] + 2 && base[3] == base[0] + 3)
+                ra_lanes_taps(base[0], 0, nx, wx, dwx, wy, dwy, &v, &dvx, &dvy);
+            else
+                ra_lanes_taps(base[0], base, nx, wx, dwx, wy, dwy, &v, &dvx, &dvy);
             gxv = dvx * jac[0] + dvy * jac[2];
             gyv = dvx * jac[1] + dvy * jac[3];
             for (k = 0; k < 4; k++) {
@@ -137,23 +159,29 @@ RA_CLONES static void ra_sample_grad(const double *RA_RESTRICT coef, ptrdiff_t n
 /* The normal equations of one matching step over the points usable in both images: a (4 x 4, row-major,
  * symmetric) and b (4) of the unknowns (shift x, shift y, gain, offset), the derivatives being (gx, gy, val,
  * 1) and the residual fixed - val; and m, the sums of fixed, val, fixed^2, val^2 and fixed val for their
- * correlation. Each sum in point order, in registers. Returns the number of points. */
+ * correlation. Four lanes of partial sums (lane k: the points i = k mod 4, unusable ones as zeros), added
+ * pairwise at the end: the same order for a window whatever else is matched. Returns the number of points. */
+static inline double ra_hsum(ra_v4d x) { return (x[0] + x[1]) + (x[2] + x[3]); }
+
 RA_CLONES static ptrdiff_t ra_normal4(ptrdiff_t n, const uint8_t *RA_RESTRICT ok, const uint8_t *RA_RESTRICT fvalid,
                                       const double *RA_RESTRICT fixed, const double *RA_RESTRICT val,
                                       const double *RA_RESTRICT gx, const double *RA_RESTRICT gy,
                                       double *RA_RESTRICT a, double *RA_RESTRICT b, double *RA_RESTRICT m) {
-    double a00 = 0.0, a01 = 0.0, a02 = 0.0, a03 = 0.0, a11 = 0.0, a12 = 0.0, a13 = 0.0, a22 = 0.0, a23 = 0.0,
-           a33 = 0.0, b0 = 0.0, b1 = 0.0, b2 = 0.0, b3 = 0.0, s1 = 0.0, s2 = 0.0, s11 = 0.0, s22 = 0.0,
-           s12 = 0.0;
-    ptrdiff_t i, cnt = 0;
-    for (i = 0; i < n; i++) {
-        double u, w, v, d, f;
-        if (!(ok[i] && fvalid[i])) continue;
-        cnt++;
-        u = gx[i];
-        w = gy[i];
-        v = val[i];
-        f = fixed[i];
+    const ra_v4d zero = {0.0, 0.0, 0.0, 0.0};
+    ra_v4d a00 = zero, a01 = zero, a02 = zero, a03 = zero, a11 = zero, a12 = zero, a13 = zero, a33 = zero,
+           b0 = zero, b1 = zero, b2 = zero, b3 = zero, s1 = zero, s2 = zero, s11 = zero, s22 = zero, s12 = zero;
+    ptrdiff_t i, k, cnt = 0;
+    for (i = 0; i < n; i += 4) {
+        ra_v4d u, w, v, f, use, d;
+        for (k = 0; k < 4; k++) {
+            int on = i + k < n && ok[i + k] && fvalid[i + k];
+            cnt += on;
+            use[k] = on ? 1.0 : 0.0;
+            u[k] = on ? gx[i + k] : 0.0;
+            w[k] = on ? gy[i + k] : 0.0;
+            v[k] = on ? val[i + k] : 0.0;
+            f[k] = on ? fixed[i + k] : 0.0;
+        }
         d = f - v;
         s1 += f;
         s2 += v;
@@ -164,23 +192,21 @@ RA_CLONES static ptrdiff_t ra_normal4(ptrdiff_t n, const uint8_t *RA_RESTRICT ok
         a00 += u * u;
         a01 += u * w;
         a02 += u * v;
-        a03 += u * 1.0;
+        a03 += u;
         b1 += w * d;
         a11 += w * w;
         a12 += w * v;
-        a13 += w * 1.0;
+        a13 += w;
         b2 += v * d;
-        a22 += v * v;
-        a23 += v * 1.0;
-        b3 += 1.0 * d;
-        a33 += 1.0 * 1.0;
+        b3 += d;
+        a33 += use;
     }
-    a[0] = a00; a[1] = a01; a[2] = a02; a[3] = a03;
-    a[4] = a01; a[5] = a11; a[6] = a12; a[7] = a13;
-    a[8] = a02; a[9] = a12; a[10] = a22; a[11] = a23;
-    a[12] = a03; a[13] = a13; a[14] = a23; a[15] = a33;
-    b[0] = b0; b[1] = b1; b[2] = b2; b[3] = b3;
-    m[0] = s1; m[1] = s2; m[2] = s11; m[3] = s22; m[4] = s12;
+    a[0] = ra_hsum(a00); a[1] = ra_hsum(a01); a[2] = ra_hsum(a02); a[3] = ra_hsum(a03);
+    a[4] = a[1]; a[5] = ra_hsum(a11); a[6] = ra_hsum(a12); a[7] = ra_hsum(a13);
+    a[8] = a[2]; a[9] = a[6]; a[10] = ra_hsum(s22); a[11] = ra_hsum(s2);
+    a[12] = a[3]; a[13] = a[7]; a[14] = a[11]; a[15] = ra_hsum(a33);
+    b[0] = ra_hsum(b0); b[1] = ra_hsum(b1); b[2] = ra_hsum(b2); b[3] = ra_hsum(b3);
+    m[0] = ra_hsum(s1); m[1] = a[11]; m[2] = ra_hsum(s11); m[3] = a[10]; m[4] = ra_hsum(s12);
     return cnt;
 }
 #endif

@@ -50,6 +50,15 @@ def window_coords(geometry, corners, h, w):
     return lx, ly
 
 
+def footprint(geometry, valid, f):
+    """``(inside, ok)`` over ``geometry``'s grid (:class:`Geometry`, coordinates in full-resolution moving px):
+    whether each pixel's nearest pixel of a level of factor ``f`` of the moving image, whose validity is
+    ``valid``, lies in that level, and whether it is also valid."""
+    inside, ok = np.empty(geometry.shape, bool), np.empty(geometry.shape, bool)
+    _bspline.footprint(geometry, _u8(valid), (f - 1) / 2.0, float(f), inside.view(np.uint8), ok.view(np.uint8))
+    return inside, ok
+
+
 def lk_windows(fixed, fvalid, coef, mask, geometry, corners, window, jac, shift, ncc, good, iterations, tol):
     """Iterated least-squares matching (shift + gain + offset) of many windows of one level in one call,
     without the GIL: the ``window`` x ``window`` windows of ``fixed`` (validity ``fvalid``) whose top-left

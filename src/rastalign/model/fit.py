@@ -21,7 +21,7 @@ from rastalign.model.residual import SplineField, fit_residual_field
 
 
 def fit_robust(p, q, w, domain, threshold, *, field=True, seed=0, clip_sigma=3.5, min_gain=0.1, poly_degrees=(),
-               rounds=12, reselect=3, min_field_points=30):
+               rounds=12, reselect=3, min_field_points=30, chosen=None):
     """Robust pull-map fit ``p`` (N, 2) -> ``q`` (N, 2) with weights ``w``: returns ``(affine 2x3, field or
     None, inliers, field_info)``.
 
@@ -32,11 +32,15 @@ def fit_robust(p, q, w, domain, threshold, *, field=True, seed=0, clip_sigma=3.5
     sigma, at least 0.02 px, never beyond ``threshold``) and the affine is refitted to ``q`` minus the
     field, until the inliers settle. The first field is fitted to every point within ``threshold`` of the
     median affine residual, so distortion the affine alone cannot follow is not clipped before it is seen.
+    ``chosen``: a field's form already chosen for these tie points (``field_info`` of a fit of the same windows
+    measured before): it is refitted, not chosen again, and its ``field_info`` returned.
     """
     p, q = np.asarray(p, float), np.asarray(q, float)
     w = np.ones(len(p)) if w is None else np.asarray(w, float)
     m, use = robust_affine(p, q, w, threshold=threshold, seed=seed)
     fld, finfo, choice = None, {"chosen": None, "reason": "affine only"}, None
+    if chosen is not None and chosen.get("chosen") is not None:
+        finfo, choice, reselect = chosen, chosen["chosen"], 0
     with_field = field and len(p) >= min_field_points
     if field and not with_field:  # degrees of freedom follow the evidence
         finfo = {"chosen": None, "reason": f"{len(p)} tie points < {min_field_points}: affine only"}

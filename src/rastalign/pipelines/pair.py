@@ -270,26 +270,13 @@ def shift_model(model, of, om, inverse=False):
     return AlignmentModel(aff, fld)
 
 
-def _moving_validity_on_fixed(initial, fshape, ff, mval, fm, rows=256):
+def _moving_validity_on_fixed(initial, fshape, ff, mval, fm):
     """(inside moving footprint, moving valid) on the fixed proxy grid: each fixed proxy pixel's nearest moving
-    proxy pixel through ``initial``, in strips of ``rows`` (bounded memory)."""
-    inside = np.zeros(fshape, bool)
-    mv = np.zeros(fshape, bool)
-    xs = np.arange(fshape[1]) * ff + (ff - 1) / 2.0
-    every = bool(mval.all())
-    for y0 in range(0, fshape[0], rows):
-        y1 = min(y0 + rows, fshape[0])
-        mx, my = initial.on_grid(xs, np.arange(y0, y1) * ff + (ff - 1) / 2.0)
-        lx = np.rint((mx - (fm - 1) / 2.0) / fm)
-        ly = np.rint((my - (fm - 1) / 2.0) / fm)
-        ins = (lx >= 0) & (ly >= 0) & (lx < mval.shape[1]) & (ly < mval.shape[0])
-        inside[y0:y1] = ins
-        if every:
-            mv[y0:y1] = ins
-        else:
-            flat = (np.where(ins, ly, 0) * mval.shape[1] + np.where(ins, lx, 0)).astype(np.intp)
-            mv[y0:y1] = ins & mval.ravel()[flat]
-    return inside, mv
+    proxy pixel through ``initial`` (compiled, a row at a time)."""
+    from rastalign._kernels.bspline import footprint
+
+    return footprint(initial.geometry(fshape, np.array([[ff, 0.0, (ff - 1) / 2.0], [0.0, ff, (ff - 1) / 2.0]])),
+                     mval, fm)
 
 
 def align_image_pair(moving_image_path, fixed_image_path, output_image_path, **options) -> AlignmentResult:

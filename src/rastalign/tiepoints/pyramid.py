@@ -109,20 +109,22 @@ def proxy_levels(img, valid, use_edges, min_side=256):
 def build_levels(fixed, fvalid, moving, mvalid, f_fixed, f_moving, use_edges, min_side=256,
                  fixed_levels=None) -> List[Level]:
     """Finest first, as deep as the shallower of the two images' :func:`proxy_levels`. The fixed and the
-    moving sides are built side by side (threads), the moving levels' spline coefficients with theirs;
-    ``fixed_levels``: the fixed side already built (a reference's, shared by a stack)."""
+    moving sides are built side by side (threads), then the moving levels' spline coefficients, one level a
+    task; ``fixed_levels``: the fixed side already built (a reference's, shared by a stack)."""
     from rastalign.runtime.scheduler import each_in_threads
 
     def side(k):
         if k == 0:
             return fixed_levels if fixed_levels is not None else proxy_levels(fixed, fvalid, use_edges, min_side)
-        return [(img, ok, spline(img, ok)) for img, ok in proxy_levels(moving, mvalid, use_edges, min_side)]
+        return proxy_levels(moving, mvalid, use_edges, min_side)
 
     fl, ml = each_in_threads(side, 2)
+    n = min(len(fl), len(ml))
+    splines = each_in_threads(lambda i: spline(*ml[i]), n)
     levels = []
-    for i in range(min(len(fl), len(ml))):
-        level = Level(*fl[i], *ml[i][:2], float(f_fixed) * 2 ** i, float(f_moving) * 2 ** i)
-        level._cache["spline"] = ml[i][2]
+    for i in range(n):
+        level = Level(*fl[i], *ml[i], float(f_fixed) * 2 ** i, float(f_moving) * 2 ** i)
+        level._cache["spline"] = splines[i]
         levels.append(level)
     return levels
 
@@ -189,15 +191,16 @@ def measure(level: Level, model: AlignmentModel, window, step, min_valid, search
                      level=np.full(ok.sum(), level.f_fixed))
 
 
-def fit_model(tp: TiePoints, domain, allow_field, threshold, seed=0, residual_model="auto"):
+def fit_model(tp: TiePoints, domain, allow_field, threshold, seed=0, residual_model="auto", chosen=None):
     """The robust fit (:func:`~rastalign.model.fit.fit_robust`) of the tie points; records their residuals
-    and inliers on ``tp``. Returns ``(model, field info)``."""
+    and inliers on ``tp``. Returns ``(model, field info)``; ``chosen``: the field info of a fit of the same
+    windows measured before, whose field form is refitted instead of chosen again."""
     from rastalign.model.fit import fit_robust
 
     p, q = tp.fixed, tp.moving
     aff, fld, inl, info = fit_robust(p, q, tp.weight, domain, threshold, seed=seed,
                                      field=allow_field and residual_model != "none",
-                                     min_gain=0.0 if residual_model == "spline" else 0.1)
+                                     min_gain=0.0 if residual_model == "spline" else 0.1, chosen=chosen)
     m = AlignmentModel(aff, fld)
     tp.residual = q - np.column_stack(m(p[:, 0], p[:, 1]))
     tp.inlier = inl
@@ -246,7 +249,7 @@ def solve(levels: List[Level], initial: AlignmentModel, domain, window=96, min_v
                                      f"(the images share too little texture or valid data)")
             thr = 2.5 * max(lev.f_fixed, 1.0)
             model, info = fit_model(tp, domain, allow_field=li <= 1, threshold=thr, seed=seed,
-                                    residual_model=residual_model)
+                                    residual_model=residual_model, chosen=info if it > 0 else None)
             rms = float(np.sqrt(np.mean(np.sum(tp.residual[tp.inlier] ** 2, axis=1)))) if tp.inlier.any() else np.nan
             rms_level = rms / lev.f_fixed if np.isfinite(rms) else np.inf
             history.append({"scale": lev.f_fixed, "window": win, "n_tie_points": len(tp),
