@@ -2,7 +2,6 @@
 """Cubic B-spline sampling of prefiltered coefficients, its gradient, the Lucas-Kanade matcher of the
 estimation windows and the residual field's evaluation, compiled (see :mod:`rastalign._kernels.bspline`).
 Arrays are flat and C-contiguous here; masks are uint8. The weights are :mod:`._weights`', the warp's."""
-from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 from libc.math cimport exp, fabs, floor, hypot, isfinite, log, rint, sqrt
 from libc.stdint cimport uint8_t
 from libc.stdlib cimport free, malloc
@@ -18,23 +17,6 @@ cdef extern from "_lk.h" nogil:
     Py_ssize_t normal4 "ra_normal4"(Py_ssize_t n, const uint8_t* ok, const uint8_t* fvalid, const double* fixed,
                                     const double* val, const double* gx, const double* gy, double* a, double* b,
                                     double* m)
-
-# LAPACK's LU factorisation and solver, scipy's (the routines numpy.linalg in the numba kernels called):
-# looked up on the first match, so importing this module does not import scipy
-ctypedef void (*getrf_t)(int* m, int* n, double* a, int* lda, int* ipiv, int* info) noexcept nogil
-ctypedef void (*gesv_t)(int* n, int* nrhs, double* a, int* lda, int* ipiv, double* b, int* ldb,
-                        int* info) noexcept nogil
-cdef getrf_t _getrf = NULL
-cdef gesv_t _gesv = NULL
-
-
-cdef _load_lapack():
-    global _getrf, _gesv
-    from scipy.linalg import cython_lapack
-    caps = cython_lapack.__pyx_capi__
-    _getrf = <getrf_t>PyCapsule_GetPointer(caps["dgetrf"], PyCapsule_GetName(caps["dgetrf"]))
-    _gesv = <gesv_t>PyCapsule_GetPointer(caps["dgesv"], PyCapsule_GetName(caps["dgesv"]))
-
 
 cdef inline Py_ssize_t _clip(Py_ssize_t v, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     return lo if v < lo else (hi if v > hi else v)
@@ -79,28 +61,48 @@ def sample(const double[:, ::1] coef, const uint8_t[:, ::1] mask, const double[:
 
 
 cdef bint _solve4(double* a, double* b) noexcept nogil:
-    """``b <- a^-1 b`` for the symmetric 4 x 4 normal matrix ``a`` (so its C and Fortran orders agree): false
-    where ``a`` is not finite or ``|det a| < 1e-30`` (det from the LU factors' diagonal, as numpy's slogdet)."""
-    cdef double lu[16]
-    cdef int ipiv[4]
-    cdef int n = 4, one = 1, info = 0, k
-    cdef double acc = 0.0
+    """``b <- a^-1 b`` for the 4 x 4 normal matrix ``a`` (row-major) by Gaussian elimination with partial
+    pivoting (the first largest pivot, as LAPACK's): false where ``a`` or ``b`` is not finite or
+    ``|det a| < 1e-30`` (det from the pivots, as numpy's slogdet). No LAPACK: estimation imports no scipy."""
+    cdef double m[16]
+    cdef double t, acc = 0.0
+    cdef int i, j, k, piv
     for k in range(16):
         if not isfinite(a[k]):
             return False
-        lu[k] = a[k]
+        m[k] = a[k]
     for k in range(4):
         if not isfinite(b[k]):
             return False
-    _getrf(&n, &n, lu, &n, ipiv, &info)
-    if info > 0:
-        return False
     for k in range(4):
-        acc = acc + log(fabs(lu[5 * k]))
+        piv = k
+        for i in range(k + 1, 4):
+            if fabs(m[4 * i + k]) > fabs(m[4 * piv + k]):
+                piv = i
+        if m[4 * piv + k] == 0.0:
+            return False
+        if piv != k:
+            for j in range(4):
+                t = m[4 * k + j]
+                m[4 * k + j] = m[4 * piv + j]
+                m[4 * piv + j] = t
+            t = b[k]
+            b[k] = b[piv]
+            b[piv] = t
+        for i in range(k + 1, 4):
+            t = m[4 * i + k] / m[4 * k + k]
+            for j in range(k + 1, 4):
+                m[4 * i + j] = m[4 * i + j] - t * m[4 * k + j]
+            b[i] = b[i] - t * b[k]
+        acc = acc + log(fabs(m[4 * k + k]))
     if exp(acc) < 1e-30:
         return False
-    _gesv(&n, &one, a, &n, ipiv, b, &n, &info)
-    return info == 0
+    for k in range(3, -1, -1):
+        t = b[k]
+        for j in range(k + 1, 4):
+            t = t - m[4 * k + j] * b[j]
+        b[k] = t / m[4 * k + k]
+    return True
 
 
 cdef bint _lk(const double* fixed, const uint8_t* fvalid, const double* coef, Py_ssize_t ny, Py_ssize_t nx,
@@ -287,8 +289,6 @@ def lk_windows(const float[:, ::1] fixed, const uint8_t[:, ::1] fvalid, const do
     cdef double* rx = buf + 6 * m
     cdef uint8_t* fv = vbuf
     cdef uint8_t* ok = vbuf + m
-    if _getrf == NULL:
-        _load_lapack()
     with nogil:
         for k in range(corners.shape[0]):
             ncc[k] = 0.0

@@ -44,6 +44,8 @@ def read_proxies(*requests):
     rasters share the workers, so one raster's last strips overlap the next one's first."""
     import dask
 
+    from rastalign.runtime.scheduler import compute
+
     task, array_task = dask.delayed(proxy_strip, pure=True), dask.delayed(array_strip, pure=True)
     strips = []
     for info, band, factor, nodata, box in requests:
@@ -57,7 +59,7 @@ def read_proxies(*requests):
                            for y0, y1 in rows])
             continue
         strips.append([task(str(info.path), band, (y0, y1, bx0, bx1), factor, nodata, overview) for y0, y1 in rows])
-    return [(np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts])) for parts in dask.compute(*strips)]
+    return [(np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts])) for parts in compute(*strips)]
 
 
 def overview_level(info, factor):

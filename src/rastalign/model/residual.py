@@ -255,14 +255,29 @@ def fit_residual_field(xy, resid, weights, domain, node_counts=(3, 5, 9), lambda
 
 
 def _fit(xy, resid, w, domain, choice):
-    """The field of ``choice`` fitted to every point; a polynomial is stored as a cubic B-spline on
-    :data:`POLY_NODES` nodes."""
+    """The field of ``choice`` fitted to every point (:func:`field_fitter`)."""
+    return field_fitter(xy, w, domain, choice)(resid)
+
+
+def field_fitter(xy, w, domain, choice):
+    """``resid -> SplineField``: the field of form ``choice`` fitted by weighted least squares to residuals
+    ``resid`` (N, 2) at ``xy`` with weights ``w``, the design and its normal matrix formed once for any number
+    of residual sets (a backfit's rounds); a polynomial is stored as a cubic B-spline on :data:`POLY_NODES`
+    nodes."""
     if "poly" in choice:
-        coef = _solve(*_normal(_monomials(xy[:, 0], xy[:, 1], domain, choice["poly"]), w, resid), None, None)
+        design, pen, lam = _monomials(xy[:, 0], xy[:, 1], domain, choice["poly"]), None, None
         grid = _grid(domain, POLY_NODES)
-        c = _poly_projection(tuple(float(v) for v in domain), int(choice["poly"]), POLY_NODES) @ coef
+        project = _poly_projection(tuple(float(v) for v in domain), int(choice["poly"]), POLY_NODES)
     else:
         grid = _grid(domain, choice["nodes"])
-        c = _solve(*_normal(_design(xy[:, 0], xy[:, 1], grid), w, resid), _penalty(grid[2]), choice["lambda"])
+        design, pen, lam, project = _design(xy[:, 0], xy[:, 1], grid), _penalty(grid[2]), choice["lambda"], None
+    aw = design * w[:, None]
+    ata = aw.T @ design
     origin, spacing, (nx, ny) = grid
-    return SplineField(origin, spacing, (nx, ny), c[:, 0].reshape(ny + 2, nx + 2), c[:, 1].reshape(ny + 2, nx + 2))
+
+    def fit(resid):
+        c = _solve(ata, aw.T @ resid, pen, lam)
+        if project is not None:
+            c = project @ c
+        return SplineField(origin, spacing, (nx, ny), c[:, 0].reshape(ny + 2, nx + 2), c[:, 1].reshape(ny + 2, nx + 2))
+    return fit

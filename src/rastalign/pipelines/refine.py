@@ -10,7 +10,7 @@ import numpy as np
 
 from rastalign._kernels.pixels import validity
 from rastalign.io.raster import open_dataset, read_window
-from rastalign.runtime.scheduler import parallelism
+from rastalign.runtime.scheduler import compute, parallelism
 from rastalign.tiepoints.pyramid import TiePoints
 from rastalign.tiepoints.refine import measure_window, pick_tiles, tile_windows, union, window_boxes
 
@@ -86,7 +86,7 @@ def refine_native(model, tp: TiePoints, fixed, moving, fband, mband, fnodata, mn
                                                                                  union(b[:, 6:]))))
     groups = [list(g) for g in _split(tiles, 4 * parallelism())]  # a few tiles per task
     task = dask.delayed(_tiles, pure=True)
-    done = dask.compute(*[task(g, model, window, use_edges) for g in groups])
+    done = compute(*[task(g, model, window, use_edges) for g in groups])
     res = [r for part in done for r in part if r is not None]
     if not res:
         return tp

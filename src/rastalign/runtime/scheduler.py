@@ -104,6 +104,18 @@ def local_scheduler(name):
     return named_schedulers.get(str(name).lower(), name)
 
 
+def compute(*args, **kwargs):
+    """``dask.compute`` on the active scheduler: ``dask.config``'s or an active ``distributed`` client's, and
+    dask's threads otherwise. Where neither can exist (nothing configured, ``distributed`` never imported),
+    the threaded scheduler is named by its function: dask would import ``distributed`` (0.13 s) to look
+    for a client."""
+    import dask
+
+    if "scheduler" not in kwargs and dask.config.get("scheduler", None) is None and "distributed" not in sys.modules:
+        kwargs["scheduler"] = local_scheduler("threads")
+    return dask.compute(*args, **kwargs)
+
+
 def each_in_threads(func, n, n_threads=None):
     """``[func(k) for k in range(n)]`` as tasks of dask's threaded scheduler in this process, for work on data
     this process holds: at most ``n_threads`` at a time (default: ``num_workers`` of ``dask.config``), in a
@@ -111,10 +123,10 @@ def each_in_threads(func, n, n_threads=None):
     ``synchronous``. Never on a process pool a ``processes`` run set in ``dask.config``, which would copy the
     data into another process for every task. Returns the results in order."""
     import dask
-    from dask.base import get_scheduler
     from dask.local import get_sync
 
-    if n < 2 or (n_threads is not None and n_threads < 2) or get_scheduler() is get_sync:
+    configured = dask.config.get("scheduler", None)
+    if n < 2 or (n_threads is not None and n_threads < 2) or local_scheduler(configured) is get_sync:
         return [func(k) for k in range(n)]
 
     def part(ks):
@@ -124,7 +136,8 @@ def each_in_threads(func, n, n_threads=None):
     parts = [range(n * i // n_parts, n * (i + 1) // n_parts) for i in range(n_parts)]
     workers = {} if n_threads is None else {"num_workers": int(n_threads)}
     with dask.config.set(pool=None):
-        done = dask.compute(*[dask.delayed(part, pure=False)(ks) for ks in parts], scheduler="threads", **workers)
+        done = dask.compute(*[dask.delayed(part, pure=False)(ks) for ks in parts],
+                            scheduler=local_scheduler("threads"), **workers)
     return [r for results in done for r in results]
 
 

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from rastalign.runtime import progress
-from rastalign.runtime.scheduler import parallelism
+from rastalign.runtime.scheduler import compute, parallelism
 from rastalign.warp.plan import blocks
 
 
@@ -42,7 +42,7 @@ def consume(arr, encode, write):
     batch = 2 * parallelism()
     for k in range(0, len(items), batch):
         part = items[k:k + batch]
-        results = dask.compute(*[task(delayed[idx], box) for idx, box in part])
+        results = compute(*[task(delayed[idx], box) for idx, box in part])
         for (_, box), res in zip(part, results):
             write(box, res)
         progress.blocks(k + len(part), len(items))

@@ -31,10 +31,10 @@ def write_zarr(arr, path, grid, nodata, carried: Carried = Carried()) -> dict:
     temporary name (a folder beside it, or a temporary prefix in the bucket) and published when complete:
     renamed, or copied object by object with the metadata last, so it opens only once it is whole.
     """
-    import dask
     import xarray as xr
 
     from rastalign.io.paths import is_url
+    from rastalign.runtime.scheduler import compute
 
     t0 = time.perf_counter()
     nb, ny, nx = (int(v) for v in arr.shape)
@@ -46,7 +46,7 @@ def write_zarr(arr, path, grid, nodata, carried: Carried = Carried()) -> dict:
         store = _zarr_store(tmp) if remote else str(tmp)
         job = ds.to_zarr(store, mode="w", compute=False, encoding={"aligned": encoding}, consolidated=True,
                          zarr_format=2)  # v2 + consolidated: read by GDAL, zarr 2 and 3, no warnings
-        dask.compute(job)
+        compute(job)
         back = xr.open_zarr(store, consolidated=True)
         if back["aligned"].shape != (nb, ny, nx):
             raise OutputError(f"cannot write output {path}: the store reads back as {back['aligned'].shape}")

@@ -38,19 +38,17 @@ def _masked_mean(a, v):
 def surfaces(a, b, va, vb):
     """Phase-correlation surfaces of the stacks ``a``, ``b`` (k, h, w) with validity ``va``, ``vb``: each
     pair's valid pixels about their mean, Hann-windowed, whitened cross spectrum, zero shift at the centre.
-    float32 throughout, one stacked FFT per direction."""
-    from scipy import fft
-
+    float32 throughout (numpy >= 2 transforms float32 as such), one stacked FFT per direction."""
     _, ny, nx = a.shape
     win = _hann(ny, nx)
     ma = _masked_mean(a, va).astype(np.float32)[:, None, None]
     mb = _masked_mean(b, vb).astype(np.float32)[:, None, None]
-    fa = fft.rfft2(np.where(va, np.asarray(a, np.float32) - ma, np.float32(0)) * win, axes=(-2, -1))
-    fb = fft.rfft2(np.where(vb, np.asarray(b, np.float32) - mb, np.float32(0)) * win, axes=(-2, -1))
+    fa = np.fft.rfft2(np.where(va, np.asarray(a, np.float32) - ma, np.float32(0)) * win, axes=(-2, -1))
+    fb = np.fft.rfft2(np.where(vb, np.asarray(b, np.float32) - mb, np.float32(0)) * win, axes=(-2, -1))
     cross = np.conj(fa) * fb
     mag = np.abs(cross)
     cross /= mag + 1e-12 * mag.max(axis=(1, 2), keepdims=True) + 1e-30
-    return fft.fftshift(fft.irfft2(cross, s=(ny, nx), axes=(-2, -1)), axes=(-2, -1))
+    return np.fft.fftshift(np.fft.irfft2(cross, s=(ny, nx), axes=(-2, -1)), axes=(-2, -1))
 
 
 def _parabolic(cm, c0, cp):
@@ -104,9 +102,11 @@ def _nearest_of_the_highest(cc, cy, cx, near_peak):
     """``(row, col)`` of the local maximum of ``cc`` nearest ``(cy, cx)`` among those >= ``near_peak`` x max."""
     if near_peak >= 1.0:
         return np.unravel_index(np.argmax(cc), cc.shape)
-    from scipy import ndimage
-
-    peaks = (cc >= near_peak * cc.max()) & (cc == ndimage.maximum_filter(cc, size=3, mode="wrap"))
+    peaks = cc >= near_peak * cc.max()
+    for dy in (-1, 0, 1):  # a local maximum: no neighbour higher (the surface wraps around)
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                peaks &= cc >= np.roll(cc, (dy, dx), axis=(0, 1))
     ys, xs = np.nonzero(peaks)
     k = int(np.argmin(np.hypot(ys - cy, xs - cx)))
     return ys[k], xs[k]

@@ -16,7 +16,7 @@ import numpy as np
 
 from rastalign.errors import AlignmentError, InputError
 from rastalign.runtime.pools import process_pool
-from rastalign.runtime.scheduler import active_client, each_in_threads
+from rastalign.runtime.scheduler import active_client, compute, each_in_threads
 from rastalign.tiepoints.detections import detection_table
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def _run_tiles(read, shape, cores, overlap, sep_thresh, workers, processes):
         import dask
 
         task = dask.delayed(_tile_job, pure=True)
-        return list(dask.compute(*[task(*a) for a in jobs]))
+        return list(compute(*[task(*a) for a in jobs]))
     if workers <= 1 or len(cores) < MIN_TILES_FOR_PROCESSES:
         return [_tile_job(*a) for a in jobs]
     # spawn would re-import the caller's __main__, which breaks unguarded scripts: fork, where it is safe

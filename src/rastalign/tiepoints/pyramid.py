@@ -301,8 +301,6 @@ def phase_bias(fixed, fvalid, phase, window, use_edges, side=512, per_side=4):
     translation, on ``per_side`` x ``per_side`` windows; the mean measured shift is the bias. Where every
     window of a pair samples the moving image at one phase, this bias is common to all its tie points: the
     model absorbs it and no residual shows it."""
-    from scipy import fft
-
     ny, nx = fixed.shape
     h, w = min(ny, side), min(nx, side)
     y0, x0 = (ny - h) // 2, (nx - w) // 2
@@ -311,9 +309,9 @@ def phase_bias(fixed, fvalid, phase, window, use_edges, side=512, per_side=4):
     if v.mean() < 0.9 or min(h, w) < window + 64:
         return np.zeros(2)
     f = np.where(v, f, f[v].mean())
-    ky, kx = fft.fftfreq(h)[:, None], fft.rfftfreq(w)[None, :]
+    ky, kx = np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :]
     # moving(q) = fixed(q - phase): the content of fixed pixel p sits at moving q = p + phase
-    m = fft.irfft2(fft.rfft2(f) * np.exp(-2j * np.pi * (kx * phase[0] + ky * phase[1])), s=(h, w))
+    m = np.fft.irfft2(np.fft.rfft2(f) * np.exp(-2j * np.pi * (kx * phase[0] + ky * phase[1])), s=(h, w))
     level = build_levels(f.astype(np.float32), v, m.astype(np.float32), v, 1.0, 1.0, use_edges, min_side=1 << 30)[0]
     model = AlignmentModel(np.array([[1.0, 0.0, phase[0]], [0.0, 1.0, phase[1]]]))
     margin = 32  # the circular shift's wrap stays out of the windows
