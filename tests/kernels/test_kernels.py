@@ -194,3 +194,17 @@ def test_edge_proxy_is_the_gradient_magnitude_away_from_invalid_pixels():
     gx[:, 1:-1], gy[1:-1] = x[:, 2:] - x[:, :-2], x[2:] - x[:-2]
     np.testing.assert_allclose(e, np.where(want_near, np.hypot(gx, gy), 0), rtol=1e-6, atol=1e-6)
     assert (e[~near] == 0).all() and np.isfinite(e).all()
+
+
+def test_nearest_points_are_the_closest_by_distance():
+    from rastalign._kernels.neighbours import nearest
+
+    rng = np.random.default_rng(12)
+    p, at = rng.uniform(0, 100, (300, 2)), rng.uniform(-10, 110, (500, 2))
+    idx = nearest(p, at, 9)
+    d = np.hypot(*(at[:, None, :] - p[None, :, :]).transpose(2, 0, 1))
+    np.testing.assert_array_equal(np.take_along_axis(d, idx, 1), np.sort(d, axis=1)[:, :9])  # nearest first
+    grid = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])  # equally near: the first in p
+    assert nearest(grid, [[0.5, 0.5]], 2).tolist() == [[0, 1]]
+    with pytest.raises(ValueError, match="k must be"):
+        nearest(grid, [[0.5, 0.5]], 5)

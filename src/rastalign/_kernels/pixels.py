@@ -44,17 +44,25 @@ def edge_proxy(img, valid):
     return out, near
 
 
+def value_range(img, valid):
+    """``(lo, hi)``: the smallest and largest of ``img`` (as float32) over ``valid`` (``(inf, -inf)`` where none
+    is valid); compiled, one pass."""
+    from rastalign._kernels._blocks import valid_range
+
+    return valid_range(np.ascontiguousarray(img, np.float32), np.ascontiguousarray(valid, bool).view(np.uint8))
+
+
 def equalised(img, valid, bins=4096):
     """``img`` through its own cumulative histogram over the valid pixels (values in [0, 1], linear within each
     of ``bins`` equal bins; 0 where invalid): two images of one scene that differ by any monotonic radiometric
     transform (another band, inverted, bent) become the same image or its negative, so their edges match
     without a bias from the transform's slope. float32, three compiled passes over the image."""
-    from rastalign._kernels._blocks import equalise, valid_range
+    from rastalign._kernels._blocks import equalise
 
     x = np.ascontiguousarray(img, np.float32)
     ok = np.ascontiguousarray(valid, bool)
     out = np.zeros(x.shape, np.float32)
-    lo, hi = valid_range(x, ok.view(np.uint8))
+    lo, hi = value_range(x, ok)
     if hi > lo:
         equalise(x, ok.view(np.uint8), lo, hi, int(bins), out)
     return out

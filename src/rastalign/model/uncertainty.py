@@ -103,10 +103,12 @@ def local_bias(p, resid, w, at, neighbours=NEIGHBOURS):
     beyond :data:`BIAS_QUANTILE` of that, so a model better than its tie points is not called worse for
     their noise. The noise is the robust scale of the residuals times the square root of the weights
     (the weights are inverse variances, up to a factor)."""
+    from rastalign._kernels.neighbours import nearest
+
     k = int(min(neighbours, len(p)))
     if k < 3:
         return np.zeros(len(at))
-    idx = _nearest(p, at, k)
+    idx = nearest(p, at, k)
     b = np.column_stack([_weighted_median(resid[idx, c], w[idx]) for c in (0, 1)])
     z = resid * np.sqrt(w)[:, None]
     scale2 = float(np.sum((1.4826 * np.median(np.abs(z - np.median(z, axis=0)), axis=0)) ** 2))
@@ -114,18 +116,6 @@ def local_bias(p, resid, w, at, neighbours=NEIGHBOURS):
     # distributed (chi^2, 2 dof): BIAS_QUANTILE of it is -ln(1 - BIAS_QUANTILE) times that
     floor = -np.log(1.0 - BIAS_QUANTILE) * 0.5 * np.pi * scale2 / w[idx].sum(axis=1)
     return np.maximum(0.0, np.sum(b ** 2, axis=1) - floor)
-
-
-def _nearest(p, at, k, block=2 ** 21):
-    """Indices (M, k) of the ``k`` points of ``p`` (N, 2) nearest each of ``at`` (M, 2), by distances in
-    blocks of about ``block`` pairs (no tree to build or import: N is the tie points, M the overlap's
-    sample)."""
-    rows = max(1, block // max(len(p), 1))
-    out = np.empty((len(at), k), np.intp)
-    for i in range(0, len(at), rows):
-        d2 = ((at[i:i + rows, None, :] - p[None, :, :]) ** 2).sum(axis=2)
-        out[i:i + rows] = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < len(p) else np.arange(len(p))
-    return out
 
 
 def _weighted_median(v, w):

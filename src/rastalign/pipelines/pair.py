@@ -87,6 +87,7 @@ def estimate(moving_image_path, fixed_image_path, params: Optional[EstimateParam
 
 
 def _estimate(moving_image_path, fixed_image_path, params):
+    from rastalign._kernels.pixels import value_range
     from rastalign.io.proxy import decimation_factor, read_proxies
     from rastalign.model.uncertainty import predicted_block
     from rastalign.pipelines.refine import refine_native
@@ -121,8 +122,9 @@ def _estimate(moving_image_path, fixed_image_path, params):
         if not val.any():
             raise InputError(f"the {name} image has no valid pixels (all nodata/NaN/Inf) in band {band} "
                              f"over the overlap")
-        if float(np.ptp(img[val])) == 0.0:
-            raise InputError(f"the {name} image is constant (value {img[val][0]:g}): nothing to align on")
+        lo, hi = value_range(img, val)
+        if hi == lo:
+            raise InputError(f"the {name} image is constant (value {lo:g}): nothing to align on")
     # work in coordinates local to the two boxes; shift back at the end
     of, om = (float(fbox[2]), float(fbox[0])), (float(mbox[2]), float(mbox[0]))
     initial = shift_model(to_moving, of, om, inverse=True)

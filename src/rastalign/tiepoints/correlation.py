@@ -15,13 +15,14 @@ correlation of the two windows after matching (1 = identical up to gain/offset).
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 
 from rastalign._kernels.bspline import lk_windows, sample, window_coords
 
 
-CHUNK = 64  # windows per task: a chunk's stacked spectra stay a few MB
+CHUNK = 64  # windows per task at most: a chunk's stacked spectra stay a few MB
 
 
 @functools.lru_cache(maxsize=16)
@@ -169,7 +170,8 @@ def match_windows(fixed, fvalid, coef, mask, geometry, jac, centres, window, sea
     corners = centres.astype(np.intp) - window // 2
     shift = np.array(start, float).reshape(n, 2) if not isinstance(start, str) else np.zeros((n, 2))
     ncc, ok = np.zeros(n), np.ones(n, bool)
-    parts = [slice(i, min(i + CHUNK, n)) for i in range(0, n, CHUNK)]
+    chunk = max(1, min(CHUNK, -(-n // (2 * (os.cpu_count() or 1)))))  # a coarse level's few windows: every core
+    parts = [slice(i, min(i + chunk, n)) for i in range(0, n, chunk)]
 
     def part(k):
         s = parts[k]
