@@ -5,7 +5,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["_warp", "_prefilter", "_bspline", "_convert", "_blocks", "_neighbours"]
+KERNELS = ["_warp", "_prefilter", "_bspline", "_field", "_convert", "_blocks", "_neighbours"]
 HEADERS = ["_compat.h", "_weights.h", "_rows.h", "_fir.h", "_lk.h"]
 DIRECTIVES = {"language_level": 3, "boundscheck": False, "wraparound": False, "initializedcheck": False,
               "cdivision": True, "embedsignature": True}

@@ -1,6 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
-"""Cubic B-spline sampling of prefiltered coefficients, its gradient, the Lucas-Kanade matcher of the
-estimation windows and the residual field's evaluation, compiled (see :mod:`rastalign._kernels.bspline`).
+"""Cubic B-spline sampling of prefiltered coefficients, its gradient, the moving coordinates of a grid
+(``Geometry``) and the Lucas-Kanade matcher of the estimation windows, compiled (see
+:mod:`rastalign._kernels.bspline`).
 Arrays are flat and C-contiguous here; masks are uint8. The weights are :mod:`._weights`', the warp's."""
 from libc.math cimport exp, fabs, floor, hypot, isfinite, log, rint, sqrt
 from libc.stdint cimport uint8_t
@@ -325,135 +326,6 @@ def lk_windows(const float[:, ::1] fixed, const uint8_t[:, ::1] fvalid, const do
             shift[k, 1] = s[1]
     free(buf)
     free(vbuf)
-
-
-def eval_field(const double[:, ::1] coef_x, const double[:, ::1] coef_y, double ox, double oy, double sx, double sy,
-               Py_ssize_t nx_nodes, Py_ssize_t ny_nodes, const double[::1] x, const double[::1] y, double[::1] outx,
-               double[::1] outy):
-    """Tensor cubic B-spline displacement field at points (see :class:`rastalign.model.residual.SplineField`)."""
-    cdef Py_ssize_t i, ix, iy, jj, ii
-    cdef double ux, uy, ax, ay, rx, ry, hx = nx_nodes - 1.0, hy = ny_nodes - 1.0
-    cdef double wx[4]
-    cdef double wy[4]
-    with nogil:
-        for i in range(x.shape[0]):
-            ux = (x[i] - ox) / sx
-            ux = ux if ux >= 0.0 else 0.0  # (NaN -> 0: no integer conversion of NaN)
-            ux = hx if hx < ux else ux
-            uy = (y[i] - oy) / sy
-            uy = uy if uy >= 0.0 else 0.0
-            uy = hy if hy < uy else uy
-            ix = <Py_ssize_t>floor(ux)
-            iy = <Py_ssize_t>floor(uy)
-            ix = nx_nodes - 2 if nx_nodes - 2 < ix else ix
-            iy = ny_nodes - 2 if ny_nodes - 2 < iy else iy
-            bspline3(ux - ix, wx, 1)
-            bspline3(uy - iy, wy, 1)
-            ax = ay = 0.0
-            for jj in range(4):
-                rx = ry = 0.0
-                for ii in range(4):
-                    rx += wx[ii] * coef_x[iy + jj, ix + ii]
-                    ry += wx[ii] * coef_y[iy + jj, ix + ii]
-                ax += wy[jj] * rx
-                ay += wy[jj] * ry
-            outx[i] = ax
-            outy[i] = ay
-
-
-cdef inline double _mirror_start(const double* p, Py_ssize_t n, Py_ssize_t stride, double z) noexcept nogil:
-    """The causal filter's first value on a mirrored line ``p[-k] = p[k]``: the sum of ``z^|k| p[k]`` over the
-    mirrored line, exact for short lines, over the terms above 1e-16 for long ones."""
-    cdef Py_ssize_t k
-    cdef double s = 0.0, zk = 1.0, zn, zr
-    if n > 28:
-        for k in range(28):
-            s += zk * p[k * stride]
-            zk *= z
-        return s
-    zn = z ** (n - 1)
-    zr = z ** (2 * n - 2)
-    s = p[0] + zn * p[(n - 1) * stride]
-    for k in range(1, n - 1):
-        zk *= z
-        s += (zk + zr / zk) * p[k * stride]
-    return s / (1.0 - zr)
-
-
-def prefilter(double[:, ::1] c):
-    """In place: the cubic B-spline coefficients of the image ``c`` (float64), interpolating it exactly, with
-    mirror boundaries (``scipy.ndimage.spline_filter(order=3, mode="mirror")`` up to rounding): the recursive
-    filter along each row, then down the columns, a row of columns at a time (vectorised). No GIL."""
-    cdef Py_ssize_t ny = c.shape[0], nx = c.shape[1], i, j, k
-    cdef double z = sqrt(3.0) - 2.0, last = z / (z * z - 1.0)
-    cdef double* p
-    cdef double* row
-    cdef double* prev
-    if ny == 0 or nx == 0:
-        return
-    with nogil:
-        if nx > 1:
-            for i in range(ny):
-                p = &c[i, 0]
-                for k in range(nx):
-                    p[k] *= 6.0
-                p[0] = _mirror_start(p, nx, 1, z)
-                for k in range(1, nx):
-                    p[k] += z * p[k - 1]
-                p[nx - 1] = last * (p[nx - 1] + z * p[nx - 2])
-                for k in range(nx - 2, -1, -1):
-                    p[k] = z * (p[k + 1] - p[k])
-        if ny > 1:
-            for i in range(ny):
-                row = &c[i, 0]
-                for j in range(nx):
-                    row[j] *= 6.0
-            for j in range(nx):
-                c[0, j] = _mirror_start(&c[0, j], ny, nx, z)
-            for i in range(1, ny):
-                row = &c[i, 0]
-                prev = &c[i - 1, 0]
-                for j in range(nx):
-                    row[j] += z * prev[j]
-            row = &c[ny - 1, 0]
-            prev = &c[ny - 2, 0]
-            for j in range(nx):
-                row[j] = last * (row[j] + z * prev[j])
-            for i in range(ny - 2, -1, -1):
-                row = &c[i, 0]
-                prev = &c[i + 1, 0]
-                for j in range(nx):
-                    row[j] = z * (prev[j] - row[j])
-
-
-def field_grid(const double[:, ::1] coef_x, const double[:, ::1] coef_y, const Py_ssize_t[::1] iy,
-               const double[:, ::1] wy, const Py_ssize_t[::1] ix, const double[:, ::1] wx, double[:, ::1] outx,
-               double[:, ::1] outy):
-    """The tensor cubic B-spline field on a grid: row ``r`` of the outputs at the rows' node interval ``iy[r]``
-    with weights ``wy[r]`` (4), column ``c`` at ``ix[c]``, ``wx[c]``; the coefficients are first combined
-    down the rows (once per row), then across the columns. No GIL."""
-    cdef Py_ssize_t ny = outx.shape[0], nx = outx.shape[1], nk = coef_x.shape[1], r, c, k, j
-    cdef double* rx = <double*>malloc(2 * nk * sizeof(double))
-    cdef double* ry
-    cdef double ax, ay
-    if rx == NULL:
-        raise MemoryError()
-    ry = rx + nk
-    with nogil:
-        for r in range(ny):
-            j = iy[r]
-            for k in range(nk):
-                rx[k] = ((wy[r, 0] * coef_x[j, k] + wy[r, 1] * coef_x[j + 1, k]) + wy[r, 2] * coef_x[j + 2, k]) \
-                    + wy[r, 3] * coef_x[j + 3, k]
-                ry[k] = ((wy[r, 0] * coef_y[j, k] + wy[r, 1] * coef_y[j + 1, k]) + wy[r, 2] * coef_y[j + 2, k]) \
-                    + wy[r, 3] * coef_y[j + 3, k]
-            for c in range(nx):
-                k = ix[c]
-                ax = ((wx[c, 0] * rx[k] + wx[c, 1] * rx[k + 1]) + wx[c, 2] * rx[k + 2]) + wx[c, 3] * rx[k + 3]
-                ay = ((wx[c, 0] * ry[k] + wx[c, 1] * ry[k + 1]) + wx[c, 2] * ry[k + 2]) + wx[c, 3] * ry[k + 3]
-                outx[r, c] = ax
-                outy[r, c] = ay
-    free(rx)
 
 
 def footprint(Geometry geom, const uint8_t[:, ::1] valid, double offset, double f, uint8_t[:, ::1] inside,

@@ -1,8 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
 """The B-spline prefilter's loops, compiled (see :mod:`rastalign._kernels.prefilter` for the maths): the
 usable-pixel mask, the gap fill, and the separable FIR filter along rows then columns, in float64 with a
-fixed summation order. Row-range functions release the GIL, so the caller's threads split a block."""
-from libc.math cimport isfinite
+fixed summation order. Row-range functions release the GIL, so the caller's threads split a block. And the
+exact recursive filter of a whole small image (:func:`prefilter`: the estimation's proxies)."""
+from libc.math cimport isfinite, sqrt
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport free, malloc
 import numpy as np
@@ -196,3 +197,68 @@ def cols(const double[:, :, ::1] tmp, Py_ssize_t trow0, const double[::1] h, con
                 else:
                     ra_fir_last_d(&coef[b, y, 0], acc, &tmp[b, ra, 0], h[0], cw)
     free(acc)
+
+
+cdef inline double _mirror_start(const double* p, Py_ssize_t n, Py_ssize_t stride, double z) noexcept nogil:
+    """The causal filter's first value on a mirrored line ``p[-k] = p[k]``: the sum of ``z^|k| p[k]`` over the
+    mirrored line, exact for short lines, over the terms above 1e-16 for long ones."""
+    cdef Py_ssize_t k
+    cdef double s = 0.0, zk = 1.0, zn, zr
+    if n > 28:
+        for k in range(28):
+            s += zk * p[k * stride]
+            zk *= z
+        return s
+    zn = z ** (n - 1)
+    zr = z ** (2 * n - 2)
+    s = p[0] + zn * p[(n - 1) * stride]
+    for k in range(1, n - 1):
+        zk *= z
+        s += (zk + zr / zk) * p[k * stride]
+    return s / (1.0 - zr)
+
+
+def prefilter(double[:, ::1] c):
+    """In place: the cubic B-spline coefficients of the image ``c`` (float64), interpolating it exactly, with
+    mirror boundaries (``scipy.ndimage.spline_filter(order=3, mode="mirror")`` up to rounding): the recursive
+    filter along each row, then down the columns, a row of columns at a time (vectorised). No GIL."""
+    cdef Py_ssize_t ny = c.shape[0], nx = c.shape[1], i, j, k
+    cdef double z = sqrt(3.0) - 2.0, last = z / (z * z - 1.0)
+    cdef double* p
+    cdef double* row
+    cdef double* prev
+    if ny == 0 or nx == 0:
+        return
+    with nogil:
+        if nx > 1:
+            for i in range(ny):
+                p = &c[i, 0]
+                for k in range(nx):
+                    p[k] *= 6.0
+                p[0] = _mirror_start(p, nx, 1, z)
+                for k in range(1, nx):
+                    p[k] += z * p[k - 1]
+                p[nx - 1] = last * (p[nx - 1] + z * p[nx - 2])
+                for k in range(nx - 2, -1, -1):
+                    p[k] = z * (p[k + 1] - p[k])
+        if ny > 1:
+            for i in range(ny):
+                row = &c[i, 0]
+                for j in range(nx):
+                    row[j] *= 6.0
+            for j in range(nx):
+                c[0, j] = _mirror_start(&c[0, j], ny, nx, z)
+            for i in range(1, ny):
+                row = &c[i, 0]
+                prev = &c[i - 1, 0]
+                for j in range(nx):
+                    row[j] += z * prev[j]
+            row = &c[ny - 1, 0]
+            prev = &c[ny - 2, 0]
+            for j in range(nx):
+                row[j] = last * (row[j] + z * prev[j])
+            for i in range(ny - 2, -1, -1):
+                row = &c[i, 0]
+                prev = &c[i + 1, 0]
+                for j in range(nx):
+                    row[j] = z * (prev[j] - row[j])

@@ -1,6 +1,7 @@
-"""Cubic B-spline sampling of prefiltered coefficients (estimation windows), the Lucas-Kanade matcher of a
-window, and the residual field's evaluation; the loops are compiled (:mod:`rastalign._kernels._bspline`), with
-the one cubic B-spline basis the warp uses too (``_weights.pxd``).
+"""Cubic B-spline coefficients and sampling (estimation windows), the moving coordinates of a grid
+(:class:`Geometry`), the Lucas-Kanade matcher of many windows, and the residual field's evaluation; the loops
+are compiled (:mod:`rastalign._kernels._bspline`, ``_field``, ``_prefilter``), with the one cubic B-spline basis
+the warp uses too (``_weights.pxd``).
 
 :func:`sample` is equivalent to ``scipy.ndimage.map_coordinates(coef, [y, x], order=3, prefilter=False,
 mode="constant")`` but several times faster on the small windows the tie-point matcher samples thousands of
@@ -8,7 +9,7 @@ times; it also returns the validity of each sample from a mask (nearest pixel).
 """
 import numpy as np
 
-from rastalign._kernels import _bspline
+from rastalign._kernels import _bspline, _field, _prefilter
 
 
 def _flat(a):
@@ -24,7 +25,7 @@ def coefficients(img):
     boundaries: ``scipy.ndimage.spline_filter(img, order=3, mode="mirror")`` up to rounding (2e-14 on unit
     noise), compiled and without the GIL."""
     c = np.array(img, np.float64, order="C")
-    _bspline.prefilter(c)
+    _prefilter.prefilter(c)
     return c
 
 
@@ -77,7 +78,7 @@ def eval_field(coef_x, coef_y, ox, oy, sx, sy, nx_nodes, ny_nodes, x, y, outx, o
     """Tensor cubic B-spline displacement field at points ``x, y`` into ``outx, outy`` (see
     :class:`rastalign.model.residual.SplineField`)."""
     fx, fy = outx.reshape(-1), outy.reshape(-1)  # views of C-contiguous outputs; else copied back below
-    _bspline.eval_field(np.ascontiguousarray(coef_x, np.float64), np.ascontiguousarray(coef_y, np.float64),
+    _field.eval_field(np.ascontiguousarray(coef_x, np.float64), np.ascontiguousarray(coef_y, np.float64),
                         float(ox), float(oy), float(sx), float(sy), int(nx_nodes), int(ny_nodes), _flat(x), _flat(y),
                         fx, fy)
     if not np.shares_memory(fx, outx):

@@ -64,7 +64,7 @@ class SplineField:
         """The field over the grid of columns ``xs`` by rows ``ys`` (solve px): ``(dx, dy)``, each
         ``(len(ys), len(xs))``; each axis' basis weights once (:func:`_axis_taps`), the coefficients combined
         per row, then per column (compiled: about 4 multiply-adds a point instead of 16)."""
-        from rastalign._kernels._bspline import field_grid
+        from rastalign._kernels._field import field_grid
 
         ix, wx, iy, wy = self.taps(xs, ys)
         dx, dy = np.empty((len(iy), len(ix))), np.empty((len(iy), len(ix)))
