@@ -208,3 +208,18 @@ def test_nearest_points_are_the_closest_by_distance():
     assert nearest(grid, [[0.5, 0.5]], 2).tolist() == [[0, 1]]
     with pytest.raises(ValueError, match="k must be"):
         nearest(grid, [[0.5, 0.5]], 5)
+
+
+def test_the_footprint_is_each_pixels_nearest_level_pixel():
+    from rastalign._kernels.bspline import Geometry, footprint
+
+    rng = np.random.default_rng(13)
+    valid = rng.random((40, 50)) > 0.3
+    a = np.array([[2.02, 0.03, -7.3], [-0.04, 1.98, 5.5]])  # grid px -> full-resolution moving px
+    inside, ok = footprint(Geometry(a, (30, 35)), valid, 2)
+    gy, gx = np.mgrid[0:30, 0:35].astype(float)
+    lx = np.rint((a[0, 0] * gx + (a[0, 1] * gy + a[0, 2]) - 0.5) / 2)
+    ly = np.rint((a[1, 0] * gx + (a[1, 1] * gy + a[1, 2]) - 0.5) / 2)
+    want = (lx >= 0) & (ly >= 0) & (lx < 50) & (ly < 40)
+    assert np.array_equal(inside, want) and 0 < want.mean() < 1
+    assert np.array_equal(ok, want & valid[np.where(want, ly, 0).astype(int), np.where(want, lx, 0).astype(int)])

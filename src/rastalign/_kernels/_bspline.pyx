@@ -3,7 +3,7 @@
 (``Geometry``) and the Lucas-Kanade matcher of the estimation windows, compiled (see
 :mod:`rastalign._kernels.bspline`).
 Arrays are flat and C-contiguous here; masks are uint8. The weights are :mod:`._weights`', the warp's."""
-from libc.math cimport exp, fabs, floor, hypot, isfinite, log, rint, sqrt
+from libc.math cimport exp, fabs, floor, hypot, isfinite, log, sqrt
 from libc.stdint cimport uint8_t
 from libc.stdlib cimport free, malloc
 
@@ -328,6 +328,14 @@ def lk_windows(const float[:, ::1] fixed, const uint8_t[:, ::1] fvalid, const do
     free(vbuf)
 
 
+cdef inline double _round_even(double v) noexcept nogil:
+    """``rint(v)`` (to the nearest integer, halves to even) without a call to libm: adding and subtracting
+    1.5 * 2^52 leaves the rounded value for ``|v| < 2^51`` (larger values, already integers, and NaN pass)."""
+    if fabs(v) < 2251799813685248.0:
+        return (v + 6755399441055744.0) - 6755399441055744.0
+    return v
+
+
 def footprint(Geometry geom, const uint8_t[:, ::1] valid, double offset, double f, uint8_t[:, ::1] inside,
               uint8_t[:, ::1] ok):
     """For every pixel of ``geom``'s grid: the nearest pixel ``rint((coordinate - offset) / f)`` of an image
@@ -345,8 +353,8 @@ def footprint(Geometry geom, const uint8_t[:, ::1] valid, double offset, double 
         for r in range(ny):
             _coords(&geom.g, 0, r, nx, 1, buf, buf + nx, buf + 2 * nx)
             for c in range(nx):
-                x = rint((buf[c] - offset) / f)
-                y = rint((buf[nx + c] - offset) / f)
+                x = _round_even((buf[c] - offset) / f)
+                y = _round_even((buf[nx + c] - offset) / f)
                 if x >= 0 and y >= 0 and x < mx and y < my:
                     ix = <Py_ssize_t>x
                     iy = <Py_ssize_t>y

@@ -81,6 +81,18 @@ def _ransac_best(src, dst, w, trials, threshold):
     return inside[int(np.argmax(score))]
 
 
+def _triples(n, k, seed):
+    """``k`` seeded triples (k, 3) of distinct indices below ``n`` (> 3): drawn all at once, a triple with a
+    repeated index drawn again."""
+    rng = np.random.default_rng(seed)
+    t = rng.integers(0, n, size=(k, 3))
+    while True:
+        bad = (t[:, 0] == t[:, 1]) | (t[:, 0] == t[:, 2]) | (t[:, 1] == t[:, 2])
+        if not bad.any():
+            return t
+        t[bad] = rng.integers(0, n, size=(int(bad.sum()), 3))
+
+
 def robust_affine(src, dst, weights=None, threshold=1.0, seed=0, n_trials=400, clip_sigma=3.0):
     """Seeded RANSAC followed by iterative sigma clipping.
 
@@ -91,9 +103,7 @@ def robust_affine(src, dst, weights=None, threshold=1.0, seed=0, n_trials=400, c
     src, dst, n, w = _points(src, dst, weights)
     best = None
     if n > 3:
-        rng = np.random.default_rng(seed)
-        trials = np.array([rng.choice(n, 3, replace=False) for _ in range(n_trials)])
-        best = _ransac_best(src, dst, w, trials, threshold)
+        best = _ransac_best(src, dst, w, _triples(n, n_trials, seed), threshold)
     inl = best if best is not None and best.sum() >= 3 else np.ones(n, bool)
     m = fit_affine(src[inl], dst[inl], w[inl])
     for _ in range(10):
