@@ -98,9 +98,11 @@ def test_lucas_kanade_recovers_known_shifts_window_by_window():
 def test_the_field_on_a_grid_is_the_field_at_its_points():
     rng = np.random.default_rng(7)
     field = SplineField((10.0, -5.0), (100.0, 80.0), (7, 6), rng.normal(size=(8, 9)), rng.normal(size=(8, 9)))
-    xs, ys = np.linspace(-50, 800, 301), np.linspace(-30, 600, 211)  # beyond the domain too: held at its edge
-    dx, dy = field.on_grid(xs, ys)
-    ex, ey = field(*np.meshgrid(xs, ys))
+    # a grid's geometry whose affine is zero: its coordinates are the field, beyond the domain too (held at its edge)
+    to_grid = np.array([[850 / 300, 0.0, -50.0], [0.0, 630 / 210, -30.0]])
+    geom = AlignmentModel(np.zeros((2, 3)), field).geometry((211, 301), to_grid)
+    dx, dy = (c[0] for c in bspline.window_coords(geom, [(0, 0)], 211, 301))
+    ex, ey = field(*np.meshgrid(850 / 300 * np.arange(301) - 50.0, 630 / 210 * np.arange(211) - 30.0))
     np.testing.assert_allclose(dx, ex, rtol=0, atol=1e-12)
     np.testing.assert_allclose(dy, ey, rtol=0, atol=1e-12)
 

@@ -82,18 +82,6 @@ def test_malformed_model_json_is_refused(text):
         AlignmentModel.from_json(text)
 
 
-@pytest.mark.parametrize("pre", [np.eye(3)[:2], np.array([[0.5, 0.0, 12.0], [0.0, 0.5, -3.0]]),
-                                 np.array([[0.9, 0.1, 4.0], [-0.1, 0.9, 2.0]])])
-def test_a_model_on_a_grid_is_the_model_at_its_points(pre):
-    rng = np.random.default_rng(9)
-    field = SplineField((0.0, 0.0), (80.0, 60.0), (6, 5), rng.normal(size=(7, 8)), rng.normal(size=(7, 8)))
-    model = AlignmentModel(np.array([[1.001, 0.02, 3.5], [-0.02, 0.999, -1.25]]), field, pre=pre)
-    xs, ys = np.arange(-20.0, 420.0, 7.0), np.arange(-10.0, 300.0, 5.0)
-    gx, gy = np.meshgrid(xs, ys)
-    for got, want in zip(model.on_grid(xs, ys), model(gx, gy)):
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-11)
-
-
 @pytest.mark.parametrize("pre", [np.eye(3)[:2], np.array([[0.5, 0.0, 12.0], [0.0, 0.5, -3.0]])])
 @pytest.mark.parametrize("with_field", [True, False])
 def test_a_grid_geometry_gives_the_model_at_its_pixels(pre, with_field):

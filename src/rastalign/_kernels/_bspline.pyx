@@ -159,7 +159,7 @@ cdef class Geometry:
     ``scale`` ``(sx, sy)``, its basis taps given per column (``ix`` (cols,), ``wx`` (cols, 4)) and per row
     (``iy``, ``wy``). Computed where needed, a window at a time, not held as two arrays of the grid's shape
     (:func:`window_coords`, :func:`lk_windows`): ``(a00 c + (a01 r + a02)) + sx dx``, the field's value
-    ``dx`` combined down the rows, then across the columns (the order of :func:`field_grid`)."""
+    ``dx`` combined down the rows (once per row), then across the columns."""
     cdef Geom g
     cdef object _keep
 

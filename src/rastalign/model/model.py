@@ -98,29 +98,6 @@ class AlignmentModel:
             return z, z.copy()
         return self.field(*self.solve_coords(x, y))
 
-    def field_on_grid(self, xs, ys):
-        """:meth:`field_at_output` over the grid of columns ``xs`` by rows ``ys``: two ``(len(ys), len(xs))``
-        arrays (separable, a few matrix products, where the output grid is not rotated against the solve
-        grid)."""
-        xs, ys = np.asarray(xs, float), np.asarray(ys, float)
-        p = self.pre
-        if self.field is not None and p[0, 1] == 0 and p[1, 0] == 0:
-            return self.field.on_grid(p[0, 0] * xs + p[0, 2], p[1, 1] * ys + p[1, 2])
-        return self.field_at_output(*np.meshgrid(xs, ys))
-
-    def on_grid(self, xs, ys):
-        """Moving-pixel coordinates ``(xm, ym)`` of the grid of output columns ``xs`` by rows ``ys``: two
-        ``(len(ys), len(xs))`` arrays (the affine part by broadcasting, the field by :meth:`field_on_grid`)."""
-        xs, ys = np.asarray(xs, float), np.asarray(ys, float)
-        a = self.linear
-        xm = a[0, 0] * xs[None, :] + (a[0, 1] * ys + a[0, 2])[:, None]
-        ym = a[1, 0] * xs[None, :] + (a[1, 1] * ys + a[1, 2])[:, None]
-        if self.field is not None:
-            dx, dy = self.field_on_grid(xs, ys)
-            xm += dx
-            ym += dy
-        return xm, ym
-
     def geometry(self, shape, to_output=IDENTITY, after=IDENTITY):
         """The moving coordinates of a grid of ``shape`` (rows, cols) as a compiled
         :class:`~rastalign._kernels.bspline.Geometry`, computed where they are needed instead of held as two

@@ -60,18 +60,6 @@ class SplineField:
                    int(self.nodes[0]), int(self.nodes[1]), x, y, dx, dy)
         return dx, dy
 
-    def on_grid(self, xs, ys):
-        """The field over the grid of columns ``xs`` by rows ``ys`` (solve px): ``(dx, dy)``, each
-        ``(len(ys), len(xs))``; each axis' basis weights once (:func:`_axis_taps`), the coefficients combined
-        per row, then per column (compiled: about 4 multiply-adds a point instead of 16)."""
-        from rastalign._kernels._field import field_grid
-
-        ix, wx, iy, wy = self.taps(xs, ys)
-        dx, dy = np.empty((len(iy), len(ix))), np.empty((len(iy), len(ix)))
-        field_grid(np.ascontiguousarray(self.coef_x, float), np.ascontiguousarray(self.coef_y, float), iy, wy, ix,
-                   wx, dx, dy)
-        return dx, dy
-
     def taps(self, xs, ys):
         """``(ix, wx, iy, wy)``: the node interval and the 4 basis weights of each of the columns ``xs`` and of
         each of the rows ``ys`` (solve px) of a grid (:func:`_axis_taps`)."""

@@ -268,9 +268,9 @@ def _field_change(old, new, level, n=17):
     fixed grid (``n`` x ``n`` points: the field is smooth)."""
     ny, nx = level.fixed.shape
     to_full = _scale(level.f_fixed)
-    xs = to_full[0, 0] * np.linspace(0, nx - 1, n) + to_full[0, 2]
-    ys = to_full[1, 1] * np.linspace(0, ny - 1, n) + to_full[1, 2]
-    (ax, ay), (bx, by) = old.field_on_grid(xs, ys), new.field_on_grid(xs, ys)
+    gx, gy = np.meshgrid(to_full[0, 0] * np.linspace(0, nx - 1, n) + to_full[0, 2],
+                         to_full[1, 1] * np.linspace(0, ny - 1, n) + to_full[1, 2])
+    (ax, ay), (bx, by) = old.field_at_output(gx, gy), new.field_at_output(gx, gy)
     return float(np.hypot(ax - bx, ay - by).max()) / level.f_moving
 
 
