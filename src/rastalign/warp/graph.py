@@ -179,11 +179,10 @@ class WarpGraph:
 
     def compute(self, scheduler=None):
         """The whole warp as one numpy array, computed on ``scheduler`` (default: the active one)."""
-        import dask
-
+        from rastalign.runtime.scheduler import compute
         from rastalign.warp.plan import blocks
 
-        values = dask.compute(*self.to_delayed().ravel().tolist(), scheduler=scheduler)
+        values = compute(*self.to_delayed().ravel().tolist(), **({} if scheduler is None else {"scheduler": scheduler}))
         out = np.empty(self.shape, self.dtype)
         for (_, (y0, y1, x0, x1)), v in zip(blocks(self), values):
             out[:, y0:y1, x0:x1] = v
